@@ -1,0 +1,64 @@
+"""The FastAPI application factory: routers, error handlers, middleware, and the in-process worker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import structlog
+from fastapi import FastAPI
+
+from cbi_service.audit.router import router as audit_router
+from cbi_service.health.router import router as health_router
+from cbi_service.jobs.worker import Worker, load_handlers
+from cbi_service.kit.db import make_engine, make_session_factory
+from cbi_service.kit.errors import install_error_handlers
+from cbi_service.kit.logging import configure_logging
+from cbi_service.kit.middleware import RequestContextMiddleware
+from cbi_service.kit.settings import Settings, get_settings
+from cbi_service.programmes.router import router as programmes_router
+
+log = structlog.get_logger(__name__)
+
+API_DESCRIPTION = (
+    "Payments for cash-based interventions: beneficiary registration with deduplication, maker-checker "
+    "payment batches, issuance through provider adapters, signed provider webhooks and a double-entry, "
+    "tamper-evident ledger. Errors are RFC 9457 problem+json."
+)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.effective_log_format, settings.log_level)
+    load_handlers()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        url = settings.async_database_url
+        if url is None:
+            raise RuntimeError("DATABASE_URL is not set")
+        engine = make_engine(url, settings)
+        app.state.engine = engine
+        app.state.session_factory = make_session_factory(engine)
+        stop = asyncio.Event()
+        worker_task = None
+        if settings.run_worker:
+            worker = Worker(app.state.session_factory, app.state, poll_seconds=settings.worker_poll_seconds)
+            worker_task = asyncio.create_task(worker.run(stop), name="cbi-worker")
+        log.info("service_started", env=settings.env)
+        try:
+            yield
+        finally:
+            stop.set()
+            if worker_task is not None:
+                await worker_task
+            await engine.dispose()
+
+    app = FastAPI(title="cbi-service", version="0.1.0", description=API_DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware)
+    for router in (health_router, programmes_router, audit_router):
+        app.include_router(router)
+    return app

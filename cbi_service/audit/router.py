@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from cbi_service.audit.schemas import AuditEventOut
+from cbi_service.audit.service import search_audit_events
+from cbi_service.auth.dependencies import require_roles
+from cbi_service.auth.roles import Principal, Role
+from cbi_service.kit.db import SessionDep
+from cbi_service.kit.pagination import Page, PageDep, page_of
+
+router = APIRouter(prefix="/v1/audit-events", tags=["audit"])
+Reader = Annotated[Principal, Depends(require_roles(Role.auditor, Role.admin))]
+
+
+@router.get("", response_model=Page[AuditEventOut])
+async def list_audit_events(
+    session: SessionDep,
+    _: Reader,
+    page: PageDep,
+    actor_id: uuid.UUID | None = None,
+    resource_type: Annotated[str | None, Query(max_length=100)] = None,
+    resource_id: Annotated[str | None, Query(max_length=100)] = None,
+    action: Annotated[str | None, Query(max_length=100)] = None,
+    occurred_from: Annotated[datetime | None, Query(alias="from")] = None,
+    occurred_to: Annotated[datetime | None, Query(alias="to")] = None,
+) -> Page[AuditEventOut]:
+    rows = await search_audit_events(
+        session,
+        actor_id=actor_id,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        action=action,
+        occurred_from=occurred_from,
+        occurred_to=occurred_to,
+        after_id=page.after_id(),
+        limit=page.limit,
+    )
+    items, cursor = page_of(rows, page.limit, lambda e: [e.id])
+    return Page(items=[AuditEventOut.model_validate(e) for e in items], next_cursor=cursor)

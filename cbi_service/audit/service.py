@@ -1,0 +1,66 @@
+"""Audit trail: every state change records an event inside the transaction that makes the change."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cbi_service.audit.models import AuditEvent
+from cbi_service.audit.repository import AuditRepository
+from cbi_service.auth.roles import Principal
+
+SYSTEM_ACTOR = "system"
+
+
+async def record_audit(
+    session: AsyncSession,
+    principal: Principal | None,
+    action: str,
+    resource_type: str,
+    resource_id: object,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+) -> None:
+    """`principal=None` means the service itself acted (worker, scheduler, provider webhook)."""
+    request_id = structlog.contextvars.get_contextvars().get("request_id")
+    await AuditRepository(session).add(
+        AuditEvent(
+            actor_id=principal.id if principal else None,
+            actor_name=principal.name if principal else SYSTEM_ACTOR,
+            action=action,
+            resource_type=resource_type,
+            resource_id=str(resource_id),
+            before=before,
+            after=after,
+            request_id=request_id,
+        )
+    )
+
+
+async def search_audit_events(
+    session: AsyncSession,
+    *,
+    actor_id: uuid.UUID | None,
+    resource_type: str | None,
+    resource_id: str | None,
+    action: str | None,
+    occurred_from: datetime | None,
+    occurred_to: datetime | None,
+    after_id: uuid.UUID | None,
+    limit: int,
+) -> Sequence[AuditEvent]:
+    return await AuditRepository(session).search(
+        actor_id=actor_id,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        action=action,
+        occurred_from=occurred_from,
+        occurred_to=occurred_to,
+        after_id=after_id,
+        limit=limit,
+    )

@@ -1,0 +1,47 @@
+"""Bearer API-key authentication and role checks as FastAPI dependencies."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+import structlog
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from cbi_service.auth.roles import Principal, Role
+from cbi_service.auth.service import authenticate
+from cbi_service.kit.db import SessionDep
+from cbi_service.kit.errors import Forbidden, Unauthorized
+
+_bearer = HTTPBearer(auto_error=False, description="An API key created with `cbi-service apikey create`.")
+
+
+async def current_principal(
+    request: Request,
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+        raise Unauthorized("A valid API key is required.")
+    principal = await authenticate(session, credentials.credentials)
+    if principal is None:
+        raise Unauthorized("A valid API key is required.")
+    request.state.principal = principal
+    structlog.contextvars.bind_contextvars(actor_id=str(principal.id))
+    return principal
+
+
+def require_roles(*roles: Role) -> Callable[..., Awaitable[Principal]]:
+    """A dependency admitting callers holding any of `roles`."""
+    allowed = frozenset(roles)
+
+    async def _check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+        if not principal.has_any(allowed):
+            raise Forbidden("This API key lacks a role for this operation.")
+        return principal
+
+    return _check
+
+
+READ_ANY = tuple(Role)

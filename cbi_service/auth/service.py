@@ -1,0 +1,45 @@
+"""API keys: random, shown once, stored as SHA-256 (they carry 256 bits, so a slow hash adds nothing)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from collections.abc import Iterable, Sequence
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cbi_service.auth.models import ApiKey
+from cbi_service.auth.repository import ApiKeyRepository
+from cbi_service.auth.roles import Principal, Role
+
+KEY_PREFIX = "cbi_"
+
+
+def hash_key(raw_key: str) -> str:
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+async def create_api_key(session: AsyncSession, name: str, roles: Iterable[Role]) -> tuple[ApiKey, str]:
+    role_list = sorted({Role(r).value for r in roles})
+    if not role_list:
+        raise ValueError("an API key needs at least one role")
+    raw = KEY_PREFIX + secrets.token_urlsafe(32)
+    key = ApiKey(name=name, prefix=raw[: len(KEY_PREFIX) + 6], key_hash=hash_key(raw), roles=role_list)
+    await ApiKeyRepository(session).add(key)
+    return key, raw
+
+
+async def authenticate(session: AsyncSession, raw_key: str) -> Principal | None:
+    key = await ApiKeyRepository(session).find_active_by_hash(hash_key(raw_key))
+    if key is None:
+        return None
+    return Principal(id=key.id, name=key.name, roles=frozenset(Role(r) for r in key.roles))
+
+
+async def list_api_keys(session: AsyncSession) -> Sequence[ApiKey]:
+    return await ApiKeyRepository(session).list_all()
+
+
+async def revoke_api_key(session: AsyncSession, key_id: uuid.UUID) -> bool:
+    return await ApiKeyRepository(session).revoke(key_id)

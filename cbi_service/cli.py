@@ -1,0 +1,169 @@
+"""`cbi-service`: serve the API, run workers, migrate, manage API keys, and the operator tools."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Annotated
+
+import typer
+
+from cbi_service.auth.roles import Role
+from cbi_service.kit.settings import Settings
+
+app = typer.Typer(help="cbi-service: payments for cash-based interventions.", no_args_is_help=True)
+apikey_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+app.add_typer(apikey_app, name="apikey")
+
+
+@contextlib.contextmanager
+def database(*, migrate: bool = True) -> Iterator[Settings]:
+    """Settings bound to a database: DATABASE_URL if set, else the embedded server in CBI_DATA_DIR.
+
+    The embedded database is always migrated to head, so a new user never runs a migration by hand.
+    """
+    from cbi_service.embedded import embedded_postgres
+    from cbi_service.migrate import upgrade
+
+    settings = Settings()
+    if settings.database_url:
+        yield settings
+        return
+    with embedded_postgres(settings.data_dir) as url:
+        os.environ["DATABASE_URL"] = url
+        settings = Settings()
+        if migrate:
+            upgrade(url)
+        yield settings
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Run the API with an in-process worker."""
+    import uvicorn
+
+    from cbi_service.app import create_app
+
+    with database() as settings:
+        uvicorn.run(create_app(settings), host=host, port=port, log_config=None, proxy_headers=True)
+
+
+@app.command()
+def worker(concurrency: Annotated[int, typer.Option(min=1, help="Jobs run at once.")] = 4) -> None:
+    """Run an extra worker process (several may run against one database)."""
+    from cbi_service.jobs.worker import Worker, load_handlers
+    from cbi_service.kit.db import make_engine, make_session_factory
+    from cbi_service.kit.logging import configure_logging
+
+    with database(migrate=False) as settings:
+        configure_logging(settings.effective_log_format, settings.log_level)
+        load_handlers()
+
+        async def main() -> None:
+            assert settings.async_database_url
+            engine = make_engine(settings.async_database_url, settings)
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            state = SimpleNamespace(settings=settings, engine=engine)
+            try:
+                await Worker(make_session_factory(engine), state, concurrency=concurrency).run(stop)
+            finally:
+                await engine.dispose()
+
+        asyncio.run(main())
+
+
+@app.command()
+def migrate(revision: Annotated[str, typer.Argument(help="Target revision.")] = "heads") -> None:
+    """Apply database migrations."""
+    from cbi_service.migrate import upgrade
+
+    with database(migrate=False) as settings:
+        assert settings.database_url
+        upgrade(settings.database_url, revision)
+        typer.echo(f"migrated to {revision}")
+
+
+@apikey_app.command("create")
+def apikey_create(
+    name: Annotated[str, typer.Option(help="Who or what uses the key.")],
+    role: Annotated[list[Role], typer.Option(help="A role; repeat for several.")],
+) -> None:
+    """Create a key; it is printed once, alone on the last line, and stored only as a hash."""
+    from cbi_service.auth.service import create_api_key
+
+    async def run(settings: Settings) -> str:
+        async with _session(settings) as session:
+            key, raw = await create_api_key(session, name, role)
+            typer.echo(f"created key {key.id} ({', '.join(key.roles)}); store it now, it is not shown again:")
+            return raw
+
+    with database() as settings:
+        typer.echo(asyncio.run(run(settings)))
+
+
+@apikey_app.command("list")
+def apikey_list() -> None:
+    """List keys (never the keys themselves)."""
+    from cbi_service.auth.service import list_api_keys
+
+    async def run(settings: Settings) -> None:
+        async with _session(settings) as session:
+            for key in await list_api_keys(session):
+                state = "revoked" if key.revoked_at else "active"
+                typer.echo(f"{key.id}  {key.prefix}…  {state:8}  {','.join(key.roles):40}  {key.name}")
+
+    with database() as settings:
+        asyncio.run(run(settings))
+
+
+@apikey_app.command("revoke")
+def apikey_revoke(key_id: Annotated[str, typer.Argument(help="The key's id.")]) -> None:
+    """Revoke a key at once."""
+    import uuid
+
+    from cbi_service.auth.service import revoke_api_key
+
+    async def run(settings: Settings) -> bool:
+        async with _session(settings) as session:
+            return await revoke_api_key(session, uuid.UUID(key_id))
+
+    with database() as settings:
+        if not asyncio.run(run(settings)):
+            typer.echo("no active key with that id", err=True)
+            raise typer.Exit(1)
+        typer.echo("revoked")
+
+
+@app.command()
+def openapi(output: Annotated[Path, typer.Option(help="Where to write the spec.")] = Path("openapi/openapi.json")) -> None:
+    """Write the OpenAPI spec generated from the app (committed under openapi/)."""
+    from cbi_service.openapi_spec import render_openapi
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(render_openapi())
+    typer.echo(f"wrote {output}")
+
+
+@contextlib.asynccontextmanager
+async def _session(settings: Settings):  # type: ignore[no-untyped-def]
+    """A one-off unit of work for CLI commands."""
+    from cbi_service.kit.db import make_engine, make_session_factory
+
+    assert settings.async_database_url
+    engine = make_engine(settings.async_database_url, settings)
+    try:
+        async with make_session_factory(engine).begin() as session:
+            yield session
+    finally:
+        await engine.dispose()

@@ -1,0 +1,78 @@
+"""The job queue's public face: enqueue inside the caller's unit of work (a transactional outbox)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from cbi_service.jobs.repository import JobRepository
+
+
+async def enqueue(
+    session: AsyncSession,
+    kind: str,
+    payload: dict[str, Any],
+    *,
+    run_at: datetime | None = None,
+    dedupe_key: str | None = None,
+    max_attempts: int = 10,
+) -> uuid.UUID | None:
+    """Visible to workers only once the caller's transaction commits. Returns None if deduplicated."""
+    if kind not in HANDLERS:
+        raise LookupError(f"no job handler registered for {kind!r}")
+    values: dict[str, Any] = {
+        "kind": kind,
+        "payload": payload,
+        "dedupe_key": dedupe_key,
+        "max_attempts": max_attempts,
+        "request_id": structlog.contextvars.get_contextvars().get("request_id"),
+    }
+    if run_at is not None:
+        values["run_at"] = run_at
+    return await JobRepository(session).insert(values)
+
+
+@dataclass
+class JobContext:
+    """What a handler gets: its payload, a session factory for its own units of work, and a heartbeat."""
+
+    job_id: uuid.UUID
+    kind: str
+    payload: dict[str, Any]
+    attempt: int
+    session_factory: async_sessionmaker[AsyncSession]
+    state: Any
+    heartbeat: Callable[[], Awaitable[None]] = field(repr=False)
+
+
+Handler = Callable[[JobContext], Awaitable[None]]
+HANDLERS: dict[str, Handler] = {}
+
+
+@dataclass(frozen=True)
+class Periodic:
+    """A job the worker keeps scheduled: at most one live instance, re-enqueued every `every_seconds`."""
+
+    kind: str
+    every_seconds: float
+
+
+PERIODIC: dict[str, Periodic] = {}
+
+
+def job_handler(kind: str, *, every_seconds: float | None = None) -> Callable[[Handler], Handler]:
+    def register(fn: Handler) -> Handler:
+        if kind in HANDLERS:
+            raise ValueError(f"duplicate job handler {kind!r}")
+        HANDLERS[kind] = fn
+        if every_seconds is not None:
+            PERIODIC[kind] = Periodic(kind, every_seconds)
+        return fn
+
+    return register

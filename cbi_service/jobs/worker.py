@@ -1,0 +1,127 @@
+"""The durable worker: leases jobs with SKIP LOCKED, runs them, retries with backoff, survives crashes.
+
+A job whose worker died is picked up again when its lease lapses; handlers make their effects idempotent
+(they commit progress and effects together), so running a job again never repeats an effect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import os
+import random
+import socket
+from typing import Any
+
+import structlog
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from cbi_service.jobs.models import Job
+from cbi_service.jobs.repository import JobRepository
+from cbi_service.jobs.service import HANDLERS, PERIODIC, JobContext, enqueue
+
+log = structlog.get_logger(__name__)
+
+HANDLER_MODULES = ("cbi_service.jobs.maintenance",)
+
+
+def load_handlers() -> None:
+    """Import every module that registers job handlers (API processes need them to enqueue)."""
+    for module in HANDLER_MODULES:
+        importlib.import_module(module)
+
+
+def backoff_seconds(attempt: int, base: float = 1.0, cap: float = 300.0) -> float:
+    """Exponential backoff with full jitter."""
+    return random.uniform(0, min(cap, base * 2 ** (attempt - 1)))  # noqa: S311 - jitter, not security
+
+
+class Worker:
+    def __init__(
+        self,
+        session_factory: async_sessionmaker[AsyncSession],
+        state: Any,
+        *,
+        concurrency: int = 4,
+        poll_seconds: float = 0.5,
+        lease_seconds: float = 60.0,
+    ) -> None:
+        self.session_factory = session_factory
+        self.state = state
+        self.concurrency = concurrency
+        self.poll_seconds = poll_seconds
+        self.lease_seconds = lease_seconds
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.schedule_periodic()
+        while not stop.is_set():
+            try:
+                ran = await self.run_once()
+            except Exception:
+                log.exception("worker_loop_error")
+                ran = 0
+            if ran == 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=self.poll_seconds)
+
+    async def schedule_periodic(self) -> None:
+        async with self.session_factory.begin() as session:
+            for periodic in PERIODIC.values():
+                await enqueue(session, periodic.kind, {}, dedupe_key=f"periodic:{periodic.kind}")
+
+    async def run_once(self) -> int:
+        """Lease a round of ready jobs and run them concurrently; returns how many ran."""
+        async with self.session_factory.begin() as session:
+            jobs = await JobRepository(session).claim(
+                self.worker_id, list(HANDLERS), self.concurrency, self.lease_seconds
+            )
+        if jobs:
+            await asyncio.gather(*(self._run_job(job) for job in jobs))
+        return len(jobs)
+
+    async def run_until_idle(self, max_rounds: int = 1000) -> None:
+        """Run jobs until none is ready (tests and the demo use it to drain the queue)."""
+        for _ in range(max_rounds):
+            if await self.run_once() == 0:
+                return
+
+    async def _heartbeat(self, job: Job) -> None:
+        async with self.session_factory.begin() as session:
+            await JobRepository(session).extend_lease(job.id, self.worker_id, self.lease_seconds)
+
+    async def _run_job(self, job: Job) -> None:
+        structlog.contextvars.bind_contextvars(job_id=str(job.id), job_kind=job.kind, request_id=job.request_id)
+        ctx = JobContext(
+            job_id=job.id,
+            kind=job.kind,
+            payload=job.payload,
+            attempt=job.attempts,
+            session_factory=self.session_factory,
+            state=self.state,
+            heartbeat=lambda: self._heartbeat(job),
+        )
+        try:
+            await HANDLERS[job.kind](ctx)
+        except Exception as exc:
+            error = type(exc).__name__
+            async with self.session_factory.begin() as session:
+                repo = JobRepository(session)
+                if job.attempts >= job.max_attempts:
+                    log.error("job_failed", error=error, attempts=job.attempts)
+                    await repo.fail(job.id, self.worker_id, error)
+                else:
+                    delay = backoff_seconds(job.attempts)
+                    log.warning("job_retry", error=error, attempts=job.attempts, delay=round(delay, 2))
+                    await repo.retry_later(job.id, self.worker_id, delay, error)
+        else:
+            async with self.session_factory.begin() as session:
+                await JobRepository(session).finish(job.id, self.worker_id)
+                periodic = PERIODIC.get(job.kind)
+                if periodic is not None:
+                    run_at = await session.scalar(select(func.now() + func.make_interval(0, 0, 0, 0, 0, 0, periodic.every_seconds)))
+                    await enqueue(session, job.kind, {}, run_at=run_at, dedupe_key=f"periodic:{job.kind}")
+        finally:
+            structlog.contextvars.unbind_contextvars("job_id", "job_kind")

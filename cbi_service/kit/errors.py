@@ -1,0 +1,122 @@
+"""One error base carrying its HTTP status; one place renders every error as RFC 9457 problem+json."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_BASE = "https://cbi-service.org/problems/"
+
+log = structlog.get_logger(__name__)
+
+
+class AppError(Exception):
+    """Base of every error a client may see; subclasses fix the status and problem type."""
+
+    status: int = 500
+    title: str = "Internal Server Error"
+    slug: str = "internal"
+
+    def __init__(self, detail: str | None = None, *, extra: dict[str, Any] | None = None) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.extra = extra or {}
+
+    @property
+    def type(self) -> str:
+        return PROBLEM_BASE + self.slug
+
+
+class BadRequest(AppError):
+    status, title, slug = 400, "Bad Request", "bad-request"
+
+
+class Unauthorized(AppError):
+    status, title, slug = 401, "Unauthorized", "unauthorized"
+
+
+class Forbidden(AppError):
+    status, title, slug = 403, "Forbidden", "forbidden"
+
+
+class NotFound(AppError):
+    status, title, slug = 404, "Not Found", "not-found"
+
+
+class Conflict(AppError):
+    status, title, slug = 409, "Conflict", "conflict"
+
+
+class UnprocessableEntity(AppError):
+    status, title, slug = 422, "Unprocessable Entity", "validation"
+
+    def __init__(self, detail: str | None = None, *, errors: Sequence[dict[str, str]] = (), **kw: Any) -> None:
+        super().__init__(detail, **kw)
+        self.extra.setdefault("errors", list(errors))
+
+
+def problem(status: int, title: str, detail: str, type_: str, **extra: Any) -> JSONResponse:
+    body = {"type": type_, "title": title, "status": status, "detail": detail, **extra}
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def field_path(loc: Sequence[int | str]) -> str:
+    """Render a pydantic location as `documents[0].number`, dropping the `body`/`query` prefix."""
+    parts = list(loc)
+    if parts and parts[0] in {"body", "query", "path", "header", "cookie"}:
+        parts = parts[1:]
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "body"
+
+
+def _validation_errors(exc: RequestValidationError) -> tuple[int, list[dict[str, str]]]:
+    errors = []
+    status = 422
+    for err in exc.errors():
+        if err.get("type") == "json_invalid":
+            status = 400
+        errors.append({"field": field_path(err.get("loc", ())), "message": str(err.get("msg", "invalid"))})
+    return status, errors
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AppError)
+    async def _app_error(_: Request, exc: AppError) -> JSONResponse:
+        return problem(exc.status, exc.title, exc.detail, exc.type, **exc.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        status, errors = _validation_errors(exc)
+        if status == 400:
+            return problem(400, "Bad Request", "The request body is not valid JSON.", PROBLEM_BASE + "malformed")
+        return problem(
+            422, "Unprocessable Entity", "The request is not valid.", PROBLEM_BASE + "validation", errors=errors
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        titles = {404: "Not Found", 405: "Method Not Allowed", 400: "Bad Request"}
+        title = titles.get(exc.status_code, "Error")
+        detail = exc.detail if isinstance(exc.detail, str) else title
+        response = problem(exc.status_code, title, detail, PROBLEM_BASE + title.lower().replace(" ", "-"))
+        for key, value in (exc.headers or {}).items():
+            response.headers[key] = value
+        return response
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled_error", error_type=type(exc).__name__, exc_info=exc)
+        return problem(500, "Internal Server Error", "An unexpected error occurred.", PROBLEM_BASE + "internal")

@@ -1,0 +1,163 @@
+"""Idempotency-Key for every POST that creates something or moves money (contract §2).
+
+The key row is written in the same transaction as the effect it guards, so a rolled-back request leaves no
+key behind and a committed one always has its response stored. A transaction-scoped advisory lock on
+(caller, key) makes a second request with the key answer 409 while the first is still in flight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
+from sqlalchemy import DateTime, Integer, String, Text, delete, func, select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from cbi_service.auth.dependencies import current_principal
+from cbi_service.auth.roles import Principal
+from cbi_service.kit.db import SessionDep
+from cbi_service.kit.errors import Conflict, UnprocessableEntity
+from cbi_service.kit.models import Base, CreatedAt
+
+REPLAY_HEADER = "Idempotent-Replayed"
+KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
+
+
+class IdempotencyRecord(CreatedAt, Base):
+    __tablename__ = "idempotency_keys"
+
+    principal_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    response_status: Mapped[int] = mapped_column(Integer)
+    response_body: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class IdempotencyRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def try_lock(self, principal_id: uuid.UUID, key: str) -> bool:
+        stmt = text("SELECT pg_try_advisory_xact_lock(hashtextextended(:scope, 0))")
+        return bool((await self.session.execute(stmt, {"scope": f"idem:{principal_id}:{key}"})).scalar_one())
+
+    async def find_live(self, principal_id: uuid.UUID, key: str) -> IdempotencyRecord | None:
+        stmt = select(IdempotencyRecord).where(
+            IdempotencyRecord.principal_id == principal_id,
+            IdempotencyRecord.key == key,
+            IdempotencyRecord.expires_at > func.now(),
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def store(
+        self, principal_id: uuid.UUID, key: str, request_hash: str, status: int, body: str, ttl_hours: int
+    ) -> None:
+        """Insert, or take over an expired row with the same key (the advisory lock excludes races)."""
+        values = {
+            "principal_id": principal_id,
+            "key": key,
+            "request_hash": request_hash,
+            "response_status": status,
+            "response_body": body,
+            "expires_at": func.now() + text(f"interval '{int(ttl_hours)} hours'"),
+        }
+        stmt = insert(IdempotencyRecord).values(**values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["principal_id", "key"],
+            set_={k: stmt.excluded[k] for k in ("request_hash", "response_status", "response_body", "expires_at")},
+            where=IdempotencyRecord.expires_at <= func.now(),
+        )
+        await self.session.execute(stmt)
+
+
+    async def purge_expired(self) -> None:
+        await self.session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.expires_at <= func.now()))
+
+
+def fingerprint(method: str, path: str, payload: Any) -> str:
+    """Hash of what the client asked: method, path and a canonical form of the body."""
+    if isinstance(payload, BaseModel):
+        payload = payload.model_dump(mode="json")
+    body = payload if isinstance(payload, bytes) else json.dumps(jsonable_encoder(payload), sort_keys=True).encode()
+    digest = hashlib.sha256()
+    for part in (method.encode(), b"\0", path.encode(), b"\0", body):
+        digest.update(part)
+    return digest.hexdigest()
+
+
+class Idempotency:
+    """Runs a request's effect at most once per (caller, key) and replays its first response."""
+
+    def __init__(self, session: AsyncSession, principal: Principal, request: Request, key: str | None) -> None:
+        self.session = session
+        self.principal = principal
+        self.request = request
+        self.key = key
+
+    async def run(
+        self, payload: Any, effect: Callable[[], Awaitable[Any]], *, status_code: int = 200
+    ) -> Response:
+        if self.key is None:
+            return _json(status_code, _encode(await effect()))
+        repo = IdempotencyRepository(self.session)
+        if not await repo.try_lock(self.principal.id, self.key):
+            raise Conflict("A request with this Idempotency-Key is still being processed.")
+        request_hash = fingerprint(self.request.method, self.request.url.path, payload)
+        previous = await repo.find_live(self.principal.id, self.key)
+        if previous is not None:
+            if previous.request_hash != request_hash:
+                raise UnprocessableEntity(
+                    "This Idempotency-Key was used with a different request.",
+                    errors=[{"field": "Idempotency-Key", "message": "reused with a different request body"}],
+                )
+            response = _json(previous.response_status, previous.response_body)
+            response.headers[REPLAY_HEADER] = "true"
+            return response
+        body = _encode(await effect())
+        ttl = self.request.app.state.settings.idempotency_ttl_hours
+        await repo.store(self.principal.id, self.key, request_hash, status_code, body, ttl)
+        return _json(status_code, body)
+
+
+def _encode(result: Any) -> str:
+    return json.dumps(jsonable_encoder(result), separators=(",", ":"))
+
+
+def _json(status_code: int, body: str) -> Response:
+    return Response(content=body, status_code=status_code, media_type=JSONResponse.media_type)
+
+
+_KEY_DOC = "Makes the request safe to retry: the same key and body replay the first response (kept ≥ 24 h)."
+
+
+async def optional_idempotency(
+    request: Request,
+    session: SessionDep,
+    principal: Annotated[Principal, Depends(current_principal)],
+    key: Annotated[str | None, Header(alias="Idempotency-Key", pattern=KEY_PATTERN, description=_KEY_DOC)] = None,
+) -> Idempotency:
+    return Idempotency(session, principal, request, key)
+
+
+async def required_idempotency(
+    request: Request,
+    session: SessionDep,
+    principal: Annotated[Principal, Depends(current_principal)],
+    key: Annotated[str, Header(alias="Idempotency-Key", pattern=KEY_PATTERN, description=_KEY_DOC)],
+) -> Idempotency:
+    return Idempotency(session, principal, request, key)
+
+
+IdempotencyDep = Annotated[Idempotency, Depends(optional_idempotency)]
+RequiredIdempotencyDep = Annotated[Idempotency, Depends(required_idempotency)]

@@ -1,0 +1,88 @@
+"""structlog set-up: JSON in production, console in development, request ids bound, PII scrubbed."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping, MutableMapping
+from typing import Any
+
+import structlog
+
+PII_KEYS = frozenset(
+    {
+        "given_names",
+        "family_names",
+        "name",
+        "full_name",
+        "first_name",
+        "last_name",
+        "date_of_birth",
+        "dob",
+        "birth_date",
+        "documents",
+        "document",
+        "document_number",
+        "number",
+        "phone",
+        "phone_number",
+        "email",
+        "address",
+        "card_number",
+        "pan",
+        "card_token",
+        "voucher_code",
+        "authorization",
+        "api_key",
+        "secret",
+        "password",
+        "consent",
+        "location",
+    }
+)
+REDACTED = "[redacted]"
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: REDACTED if str(k).lower() in PII_KEYS else _scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub(v) for v in value]
+    return value
+
+
+def scrub_pii(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Replace every PII field, at any depth, before an event is rendered."""
+    return {k: REDACTED if k.lower() in PII_KEYS else _scrub(v) for k, v in event_dict.items()}
+
+
+def configure_logging(log_format: str, level: str = "INFO") -> None:
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        scrub_pii,
+    ]
+    if log_format == "json":
+        renderer: Any = structlog.processors.JSONRenderer()
+        shared.append(structlog.processors.ExceptionRenderer(structlog.tracebacks.ExceptionDictTransformer(show_locals=False)))
+    else:
+        renderer = structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("uvicorn.access",):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

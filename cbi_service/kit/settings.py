@@ -1,0 +1,77 @@
+"""Service configuration: one pydantic-settings class read from the environment and `.env`."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEVELOPMENT_SECRET = "development-only-secret-change-me"  # noqa: S105 - refused outside development
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; `CBI_` prefix except `DATABASE_URL`, which tooling shares."""
+
+    model_config = SettingsConfigDict(env_prefix="CBI_", env_file=".env", extra="ignore")
+
+    env: Literal["development", "production"] = "development"
+    log_format: Literal["json", "console"] | None = None
+    log_level: str = "INFO"
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "CBI_DATABASE_URL")
+    )
+    data_dir: Path = Path(".cbi")
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
+    secret_key: str = DEVELOPMENT_SECRET
+    providers: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    registries: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    idempotency_ttl_hours: int = Field(default=48, ge=24)
+    run_worker: bool = True
+    worker_poll_seconds: float = Field(default=0.5, gt=0)
+
+    @field_validator("providers", "registries", mode="before")
+    @classmethod
+    def _parse_json(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else {}
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_default_secrets(self) -> Settings:
+        if self.env != "development":
+            if self.secret_key == DEVELOPMENT_SECRET:
+                raise ValueError("CBI_SECRET_KEY must be set outside development")
+            for name, provider in self.providers.items():
+                if not provider.get("webhook_secret"):
+                    raise ValueError(f"provider {name!r} needs a webhook_secret outside development")
+        return self
+
+    @property
+    def effective_log_format(self) -> Literal["json", "console"]:
+        if self.log_format:
+            return self.log_format
+        return "json" if self.env == "production" else "console"
+
+    @property
+    def async_database_url(self) -> str | None:
+        return to_asyncpg_url(self.database_url) if self.database_url else None
+
+
+def to_asyncpg_url(url: str) -> str:
+    """Accept `postgresql://`, `postgres://` or `postgresql+asyncpg://`, TCP or `?host=/socket/dir`."""
+    parts = urlsplit(url)
+    if parts.scheme not in {"postgresql", "postgres", "postgresql+asyncpg", "postgresql+psycopg"}:
+        raise ValueError(f"unsupported database URL scheme {parts.scheme!r}")
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "sslmode" or v != "disable"]
+    return urlunsplit(("postgresql+asyncpg", parts.netloc, parts.path, urlencode(query), parts.fragment))
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

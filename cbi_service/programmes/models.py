@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import CheckConstraint, Integer, String
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from cbi_service.kit.ids import new_id
+from cbi_service.kit.models import Base, CreatedAt
+
+SECTORS = (
+    "multipurpose_cash",
+    "food_security",
+    "shelter",
+    "humanitarian_transport",
+    "protection",
+    "wash",
+    "health",
+    "education",
+    "integration",
+)
+DELIVERY_MECHANISMS = ("prepaid_card", "voucher")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Programme(CreatedAt, Base):
+    """A cash-based intervention: one currency, one delivery mechanism, one provider."""
+
+    __tablename__ = "programmes"
+    __table_args__ = (
+        CheckConstraint(_in("sector", SECTORS), name="sector"),
+        CheckConstraint(_in("delivery_mechanism", DELIVERY_MECHANISMS), name="delivery_mechanism"),
+        CheckConstraint("approvals_required >= 1", name="approvals_required"),
+        CheckConstraint("voucher_validity_days IS NULL OR voucher_validity_days >= 1", name="voucher_validity"),
+        CheckConstraint("country ~ '^[A-Z]{2}$'", name="country"),
+        CheckConstraint("currency ~ '^[A-Z]{3}$'", name="currency"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200))
+    country: Mapped[str] = mapped_column(String(2))
+    currency: Mapped[str] = mapped_column(String(3))
+    sector: Mapped[str] = mapped_column(String(40))
+    delivery_mechanism: Mapped[str] = mapped_column(String(20))
+    provider: Mapped[str] = mapped_column(String(100))
+    approvals_required: Mapped[int] = mapped_column(Integer)
+    approval_bands: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)
+    voucher_validity_days: Mapped[int | None] = mapped_column(Integer)
+    created_by: Mapped[uuid.UUID] = mapped_column()
+
+    def approvals_needed(self, total_minor: int) -> int:
+        """Approvers a batch of `total_minor` needs: the first band it fits, else the highest band."""
+        bands = sorted(self.approval_bands, key=lambda b: b["up_to_minor"])
+        if not bands:
+            return self.approvals_required
+        for band in bands:
+            if total_minor <= band["up_to_minor"]:
+                return int(band["approvals_required"])
+        return int(bands[-1]["approvals_required"])

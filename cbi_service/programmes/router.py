@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+
+from cbi_service.auth.dependencies import READ_ANY, require_roles
+from cbi_service.auth.roles import Principal, Role
+from cbi_service.kit.db import SessionDep
+from cbi_service.kit.idempotency import IdempotencyDep
+from cbi_service.kit.pagination import Page, PageDep, page_of
+from cbi_service.programmes import service
+from cbi_service.programmes.schemas import ProgrammeCreate, ProgrammeOut, Sector
+
+router = APIRouter(prefix="/v1/programmes", tags=["programmes"])
+Writer = Annotated[Principal, Depends(require_roles(Role.admin, Role.programme_officer))]
+Reader = Annotated[Principal, Depends(require_roles(*READ_ANY))]
+
+
+@router.post("", status_code=201, response_model=ProgrammeOut)
+async def create_programme(
+    request: Request, body: ProgrammeCreate, session: SessionDep, principal: Writer, idem: IdempotencyDep
+) -> Response:
+    settings = request.app.state.settings
+    return await idem.run(body, lambda: service.create_programme(session, settings, principal, body), status_code=201)
+
+
+@router.get("", response_model=Page[ProgrammeOut])
+async def list_programmes(
+    session: SessionDep,
+    _: Reader,
+    page: PageDep,
+    country: Annotated[str | None, Query(pattern=r"^[A-Z]{2}$")] = None,
+    sector: Sector | None = None,
+) -> Page[ProgrammeOut]:
+    rows = await service.list_programmes(
+        session, after_id=page.after_id(), limit=page.limit, country=country, sector=sector.value if sector else None
+    )
+    items, cursor = page_of(rows, page.limit, lambda p: [p.id])
+    return Page(items=[ProgrammeOut.of(p) for p in items], next_cursor=cursor)
+
+
+@router.get("/{programme_id}", response_model=ProgrammeOut)
+async def get_programme(programme_id: uuid.UUID, session: SessionDep, _: Reader) -> ProgrammeOut:
+    return ProgrammeOut.of(await service.get_programme(session, programme_id))

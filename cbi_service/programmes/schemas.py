@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+import pycountry
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from cbi_service.kit.money import CurrencyCode, format_amount, parse_amount
+from cbi_service.programmes.models import DELIVERY_MECHANISMS, SECTORS, Programme
+
+Sector = StrEnum("Sector", {s: s for s in SECTORS})  # type: ignore[misc]
+DeliveryMechanism = StrEnum("DeliveryMechanism", {m: m for m in DELIVERY_MECHANISMS})  # type: ignore[misc]
+
+
+def _check_country(code: str) -> str:
+    if pycountry.countries.get(alpha_2=code) is None:
+        raise ValueError("not an ISO 3166-1 alpha-2 country code")
+    return code
+
+
+CountryCode = Annotated[str, Field(pattern=r"^[A-Z]{2}$", examples=["CO"]), AfterValidator(_check_country)]
+
+
+class ApprovalBand(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    up_to: str = Field(pattern=r"^\d+(\.\d+)?$", max_length=24, examples=["5000000.00"])
+    approvals_required: int = Field(ge=1, le=10)
+
+
+class ProgrammeCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    country: CountryCode
+    currency: CurrencyCode
+    sector: Sector
+    delivery_mechanism: DeliveryMechanism
+    provider: str = Field(min_length=1, max_length=100)
+    approvals_required: int = Field(default=2, ge=1, le=10)
+    approval_bands: list[ApprovalBand] | None = Field(default=None, max_length=20)
+    voucher_validity_days: int | None = Field(default=None, ge=1, le=3650)
+
+    @model_validator(mode="after")
+    def _check_bands(self) -> ProgrammeCreate:
+        limits = [parse_amount(band.up_to, self.currency) for band in self.approval_bands or []]
+        if any(limit <= 0 for limit in limits):
+            raise ValueError("approval band limits must be greater than zero")
+        if limits != sorted(set(limits)):
+            raise ValueError("approval bands must have strictly increasing up_to limits")
+        return self
+
+    def bands_minor(self) -> list[dict[str, int]]:
+        return [
+            {"up_to_minor": parse_amount(b.up_to, self.currency), "approvals_required": b.approvals_required}
+            for b in self.approval_bands or []
+        ]
+
+
+class ProgrammeOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    country: str
+    currency: str
+    sector: str
+    delivery_mechanism: str
+    provider: str
+    approvals_required: int
+    approval_bands: list[ApprovalBand]
+    voucher_validity_days: int | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, programme: Programme) -> ProgrammeOut:
+        return cls(
+            id=programme.id,
+            name=programme.name,
+            country=programme.country,
+            currency=programme.currency,
+            sector=programme.sector,
+            delivery_mechanism=programme.delivery_mechanism,
+            provider=programme.provider,
+            approvals_required=programme.approvals_required,
+            approval_bands=[
+                ApprovalBand(
+                    up_to=format_amount(b["up_to_minor"], programme.currency),
+                    approvals_required=b["approvals_required"],
+                )
+                for b in programme.approval_bands
+            ],
+            voucher_validity_days=programme.voucher_validity_days,
+            created_at=programme.created_at,
+        )

@@ -13,7 +13,7 @@ from cbi_service.audit.router import router as audit_router
 from cbi_service.health.router import router as health_router
 from cbi_service.jobs.worker import Worker, load_handlers
 from cbi_service.kit.db import make_engine, make_session_factory
-from cbi_service.kit.errors import install_error_handlers
+from cbi_service.kit.errors import PROBLEM_RESPONSES, install_error_handlers
 from cbi_service.kit.logging import configure_logging
 from cbi_service.kit.middleware import RequestContextMiddleware
 from cbi_service.kit.settings import Settings, get_settings
@@ -55,7 +55,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await worker_task
             await engine.dispose()
 
-    app = FastAPI(title="cbi-service", version="0.1.0", description=API_DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="cbi-service",
+        version="0.1.0",
+        description=API_DESCRIPTION,
+        lifespan=lifespan,
+        responses=PROBLEM_RESPONSES,
+    )
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)

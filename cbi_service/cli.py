@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -52,6 +53,9 @@ def serve(
 
     from cbi_service.app import create_app
 
+    # uvicorn re-raises SIGTERM after a graceful shutdown; turning it into SystemExit lets the embedded
+    # database stop cleanly instead of the process dying with it still running.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with database() as settings:
         uvicorn.run(create_app(settings), host=host, port=port, log_config=None, proxy_headers=True)
 
@@ -146,7 +150,9 @@ def apikey_revoke(key_id: Annotated[str, typer.Argument(help="The key's id.")]) 
 
 
 @app.command()
-def openapi(output: Annotated[Path, typer.Option(help="Where to write the spec.")] = Path("openapi/openapi.json")) -> None:
+def openapi(
+    output: Annotated[Path, typer.Option(help="Where to write the spec.")] = Path("openapi/openapi.json"),
+) -> None:
     """Write the OpenAPI spec generated from the app (committed under openapi/)."""
     from cbi_service.openapi_spec import render_openapi
 

@@ -13,10 +13,10 @@ def embedded_postgres(data_dir: Path, *, cleanup_mode: str | None = "stop") -> I
     """Start (or join) the server whose data lives in `data_dir/pgdata`; yield its URL; stop it on exit."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import pgserver
+        from pgserver.postgres_server import get_server
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(data_dir.resolve() / "pgdata", cleanup_mode=cleanup_mode)
+    server = get_server(data_dir.resolve() / "pgdata", cleanup_mode=cleanup_mode)
     try:
         yield server.get_uri()
     finally:

@@ -7,8 +7,8 @@ from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from cbi_service.schema import Base
 from cbi_service.kit.settings import get_settings, to_asyncpg_url
+from cbi_service.schema import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -26,10 +26,18 @@ from cbi_service.embedded import embedded_postgres
 from cbi_service.kit.settings import Settings, to_asyncpg_url
 from cbi_service.migrate import upgrade
 
-TEST_WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # noqa: S105 - test-only secret
+TEST_WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 TEST_PROVIDERS: dict[str, dict[str, Any]] = {
-    "cards": {"adapter": "prepaid_card", "base_url": "http://127.0.0.1:9", "webhook_secret": TEST_WEBHOOK_SECRET},
-    "vouchers": {"adapter": "voucher", "base_url": "http://127.0.0.1:9", "webhook_secret": TEST_WEBHOOK_SECRET},
+    "cards": {
+        "adapter": "prepaid_card",
+        "base_url": "http://127.0.0.1:9",
+        "webhook_secret": TEST_WEBHOOK_SECRET,
+    },
+    "vouchers": {
+        "adapter": "voucher",
+        "base_url": "http://127.0.0.1:9",
+        "webhook_secret": TEST_WEBHOOK_SECRET,
+    },
 }
 
 

@@ -9,6 +9,6 @@ from cbi_service.migrate import head_revisions
 async def readiness(engine: AsyncEngine) -> dict[str, bool]:
     try:
         applied = await applied_revisions(engine)
-    except Exception:  # noqa: BLE001 - any failure to reach the database means "not ready"
+    except Exception:
         return {"database": False, "migrations": False}
     return {"database": True, "migrations": applied == head_revisions()}

@@ -91,8 +91,6 @@ class JobRepository:
         return await self.session.get(Job, job_id)
 
     async def purge_finished(self, older_than_hours: int) -> int:
-        stmt = text(
-            "DELETE FROM jobs WHERE status = 'done' AND finished_at < now() - make_interval(hours => :h)"
-        )
+        stmt = text("DELETE FROM jobs WHERE status = 'done' AND finished_at < now() - make_interval(hours => :h)")
         result = await self.session.execute(stmt, {"h": older_than_hours})
         return int(getattr(result, "rowcount", 0) or 0)

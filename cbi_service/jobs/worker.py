@@ -121,7 +121,9 @@ class Worker:
                 await JobRepository(session).finish(job.id, self.worker_id)
                 periodic = PERIODIC.get(job.kind)
                 if periodic is not None:
-                    run_at = await session.scalar(select(func.now() + func.make_interval(0, 0, 0, 0, 0, 0, periodic.every_seconds)))
+                    run_at = await session.scalar(
+                        select(func.now() + func.make_interval(0, 0, 0, 0, 0, 0, periodic.every_seconds))
+                    )
                     await enqueue(session, job.kind, {}, run_at=run_at, dedupe_key=f"periodic:{job.kind}")
         finally:
             structlog.contextvars.unbind_contextvars("job_id", "job_kind")

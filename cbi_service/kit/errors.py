@@ -9,12 +9,48 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "https://cbi-service.org/problems/"
 
 log = structlog.get_logger(__name__)
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, as every error is rendered."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldError] | None = None
+
+
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {
+        "model": Problem,
+        "description": description,
+        "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
+    for status, description in {
+        400: "Malformed request",
+        401: "Missing or invalid API key",
+        403: "The API key lacks a role for this operation",
+        404: "Not found",
+        409: "Conflict with the resource's current state, or a request with this Idempotency-Key in flight",
+        422: "Validation failed",
+        500: "Unexpected error (nothing internal is revealed)",
+    }.items()
+}
 
 
 class AppError(Exception):
@@ -103,7 +139,11 @@ def install_error_handlers(app: FastAPI) -> None:
         if status == 400:
             return problem(400, "Bad Request", "The request body is not valid JSON.", PROBLEM_BASE + "malformed")
         return problem(
-            422, "Unprocessable Entity", "The request is not valid.", PROBLEM_BASE + "validation", errors=errors
+            422,
+            "Unprocessable Entity",
+            "The request is not valid.",
+            PROBLEM_BASE + "validation",
+            errors=errors,
         )
 
     @app.exception_handler(StarletteHTTPException)

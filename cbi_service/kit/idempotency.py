@@ -80,7 +80,6 @@ class IdempotencyRepository:
         )
         await self.session.execute(stmt)
 
-
     async def purge_expired(self) -> None:
         await self.session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.expires_at <= func.now()))
 
@@ -105,9 +104,7 @@ class Idempotency:
         self.request = request
         self.key = key
 
-    async def run(
-        self, payload: Any, effect: Callable[[], Awaitable[Any]], *, status_code: int = 200
-    ) -> Response:
+    async def run(self, payload: Any, effect: Callable[[], Awaitable[Any]], *, status_code: int = 200) -> Response:
         if self.key is None:
             return _json(status_code, _encode(await effect()))
         repo = IdempotencyRepository(self.session)

@@ -33,7 +33,9 @@ def _check_currency(code: str) -> str:
 
 
 CurrencyCode = Annotated[
-    str, Field(min_length=3, max_length=3, pattern=r"^[A-Z]{3}$", examples=["COP"]), AfterValidator(_check_currency)
+    str,
+    Field(min_length=3, max_length=3, pattern=r"^[A-Z]{3}$", examples=["COP"]),
+    AfterValidator(_check_currency),
 ]
 
 
@@ -43,13 +45,14 @@ def parse_amount(amount: str, currency: str) -> int:
     match = _AMOUNT.match(amount)
     if not match:
         raise ValueError("amount must be a decimal string such as '150000.00'")
-    sign, whole, fraction = match.groups()
-    fraction = fraction or ""
+    sign, whole = match.group(1), match.group(2)
+    fraction: str = match.group(3) or ""
     if len(fraction) != exponent:
         raise ValueError(f"{currency} amounts need exactly {exponent} decimal digits")
     if len(whole) > 17:
         raise ValueError("amount is too large")
-    minor = int(whole) * 10**exponent + (int(fraction) if fraction else 0)
+    scale: int = 10**exponent
+    minor = int(whole) * scale + (int(fraction) if fraction else 0)
     return -minor if sign else minor
 
 

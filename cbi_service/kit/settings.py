@@ -22,9 +22,7 @@ class Settings(BaseSettings):
     env: Literal["development", "production"] = "development"
     log_format: Literal["json", "console"] | None = None
     log_level: str = "INFO"
-    database_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("DATABASE_URL", "CBI_DATABASE_URL")
-    )
+    database_url: str | None = Field(default=None, validation_alias=AliasChoices("DATABASE_URL", "CBI_DATABASE_URL"))
     data_dir: Path = Path(".cbi")
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)

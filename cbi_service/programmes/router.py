@@ -36,7 +36,11 @@ async def list_programmes(
     sector: Sector | None = None,
 ) -> Page[ProgrammeOut]:
     rows = await service.list_programmes(
-        session, after_id=page.after_id(), limit=page.limit, country=country, sector=sector.value if sector else None
+        session,
+        after_id=page.after_id(),
+        limit=page.limit,
+        country=country,
+        sector=sector.value if sector else None,
     )
     items, cursor = page_of(rows, page.limit, lambda p: [p.id])
     return Page(items=[ProgrammeOut.of(p) for p in items], next_cursor=cursor)

@@ -49,7 +49,9 @@ async def create_programme(
         )
     )
     out = ProgrammeOut.of(programme)
-    await record_audit(session, principal, "programme.created", "programme", programme.id, None, out.model_dump(mode="json"))
+    await record_audit(
+        session, principal, "programme.created", "programme", programme.id, None, out.model_dump(mode="json")
+    )
     return out
 
 

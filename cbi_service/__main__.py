@@ -1,0 +1,3 @@
+from cbi_service.cli import app
+
+app(prog_name="cbi-service")

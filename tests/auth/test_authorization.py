@@ -1,0 +1,51 @@
+"""Every route × every role: 401 without a valid key, 403 without the role, admitted otherwise."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from cbi_service.app import create_app
+from cbi_service.kit.settings import Settings
+from tests.auth.matrix import ALL, MATRIX, SIGNATURE_ROUTES
+
+
+def _api_routes() -> set[tuple[str, str]]:
+    spec = create_app(Settings(database_url=None, run_worker=False)).openapi()
+    return {
+        (method.upper(), path)
+        for path, operations in spec["paths"].items()
+        if path.startswith("/v1")
+        for method in operations
+    }
+
+
+def test_every_route_is_in_the_matrix():
+    missing = _api_routes() - set(MATRIX) - SIGNATURE_ROUTES
+    assert not missing, f"routes without an authorization row: {sorted(missing)}"
+    stale = set(MATRIX) - _api_routes()
+    assert not stale, f"matrix rows for routes that do not exist: {sorted(stale)}"
+
+
+def _concrete(path: str) -> str:
+    parts = [str(uuid.uuid4()) if p.startswith("{") else p for p in path.split("/")]
+    return "/".join(parts)
+
+
+@pytest.mark.parametrize(("method", "path"), sorted(MATRIX))
+async def test_route_requires_a_key(client, method, path):
+    response = await client.request(method, _concrete(path), json={})
+    assert response.status_code == 401, response.text
+
+
+@pytest.mark.parametrize(("method", "path"), sorted(MATRIX))
+async def test_route_admits_exactly_its_roles(client, api_key_factory, method, path):
+    url = _concrete(path)
+    for role in sorted(ALL):
+        headers = await api_key_factory(role) | {"Idempotency-Key": str(uuid.uuid4())}
+        response = await client.request(method, url, json={}, headers=headers)
+        if role in MATRIX[(method, path)]:
+            assert response.status_code not in {401, 403}, (role, response.text)
+        else:
+            assert response.status_code == 403, (role, response.status_code, response.text)

@@ -1,0 +1,82 @@
+"""The CLI on a fresh machine: embedded PostgreSQL, migrations applied for the user, keys printed once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+
+
+def _env(tmp_path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    return env | {"CBI_DATA_DIR": str(tmp_path / "data"), "CBI_LOG_FORMAT": "json"}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cbi_service", *args], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_serve_on_embedded_database_is_ready_and_keys_work(tmp_path):
+    env = _env(tmp_path)
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "cbi_service", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
+                break
+            except httpx.TransportError:
+                assert server.poll() is None, "serve exited"
+                assert time.monotonic() < deadline, "serve did not come up"
+                time.sleep(0.5)
+        assert ready.status_code == 200
+        assert ready.json()["checks"] == {"database": True, "migrations": True}
+
+        created = _cli("apikey", "create", "--name", "ops", "--role", "admin", "--role", "finance", env=env)
+        assert created.returncode == 0, created.stderr
+        key = created.stdout.strip().splitlines()[-1]
+        assert key.startswith("cbi_")
+        assert " " not in key
+        listing = httpx.get(
+            f"http://127.0.0.1:{port}/v1/programmes", headers={"Authorization": f"Bearer {key}"}, timeout=5
+        )
+        assert listing.status_code == 200
+
+        listed = _cli("apikey", "list", env=env)
+        assert "ops" in listed.stdout
+        assert key not in listed.stdout
+        key_id = listed.stdout.split()[0]
+        assert _cli("apikey", "revoke", key_id, env=env).returncode == 0
+        revoked = httpx.get(
+            f"http://127.0.0.1:{port}/v1/programmes", headers={"Authorization": f"Bearer {key}"}, timeout=5
+        )
+        assert revoked.status_code == 401
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+    assert server.returncode == 0
+    assert not (tmp_path / "data" / "pgdata" / "postmaster.pid").exists(), "embedded database left running"
+
+
+def test_apikey_create_refuses_unknown_roles(tmp_path):
+    result = _cli("apikey", "create", "--name", "x", "--role", "superuser", env=_env(tmp_path))
+    assert result.returncode != 0

@@ -17,6 +17,7 @@ def make_engine(url: str, settings: Settings) -> AsyncEngine:
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_pre_ping=True,
+        hide_parameters=True,
         connect_args={"server_settings": {"application_name": "cbi-service", "timezone": "UTC"}},
     )
 

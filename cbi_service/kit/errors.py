@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
@@ -98,6 +99,11 @@ class UnprocessableEntity(AppError):
         self.extra.setdefault("errors", list(errors))
 
 
+# SQLSTATEs that mean "the client sent a value PostgreSQL cannot hold" (NUL bytes, bad encodings, dates or
+# numbers out of range): the client's fault, answered as 422 rather than a 500.
+UNSTORABLE_VALUE_SQLSTATES = frozenset({"22021", "22P05", "22008", "22003", "22007", "54000"})
+
+
 def problem(status: int, title: str, detail: str, type_: str, **extra: Any) -> JSONResponse:
     body = {"type": type_, "title": title, "status": status, "detail": detail, **extra}
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
@@ -156,7 +162,23 @@ def install_error_handlers(app: FastAPI) -> None:
             response.headers[key] = value
         return response
 
+    @app.exception_handler(DBAPIError)
+    async def _database(_: Request, exc: DBAPIError) -> JSONResponse:
+        if getattr(exc.orig, "sqlstate", None) in UNSTORABLE_VALUE_SQLSTATES:
+            return problem(
+                422,
+                "Unprocessable Entity",
+                "The request contains a value that cannot be stored (for example a NUL character).",
+                PROBLEM_BASE + "validation",
+                errors=[],
+            )
+        return _internal_error(exc)
+
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled_error", error_type=type(exc).__name__, exc_info=exc)
-        return problem(500, "Internal Server Error", "An unexpected error occurred.", PROBLEM_BASE + "internal")
+        return _internal_error(exc)
+
+
+def _internal_error(exc: Exception) -> JSONResponse:
+    log.error("unhandled_error", error_type=type(exc).__name__, exc_info=exc)
+    return problem(500, "Internal Server Error", "An unexpected error occurred.", PROBLEM_BASE + "internal")

@@ -95,3 +95,11 @@ async def test_foreign_cursor_is_422(client, api_key_factory, cursor):
 async def test_limit_out_of_range_is_422(client, api_key_factory, limit):
     headers = await api_key_factory("admin")
     assert_problem(await client.get("/v1/programmes", params={"limit": limit}, headers=headers), 422)
+
+
+async def test_values_postgres_cannot_store_are_422(client, api_key_factory):
+    headers = await api_key_factory("admin")
+    response = await client.get("/v1/audit-events", params={"resource_type": "a\x00b"}, headers=headers)
+    assert_problem(response, 422)
+    created = await client.post("/v1/programmes", json=programme_body(name="nul\x00name"), headers=headers)
+    assert_problem(created, 422)

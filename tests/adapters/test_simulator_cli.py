@@ -1,0 +1,57 @@
+"""`python -m adapters.simulator` (what `cbi-service provider-sim` runs): flags and refusals."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from uuid import uuid4
+
+import httpx
+import pytest
+
+from adapters.providers import IssueInstruction, build_provider
+from adapters.simulator import SimulatorAdmin, SimulatorProcess
+from tests.adapters.support import WebhookReceiver
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+async def test_flags_configure_the_faults(receiver: WebhookReceiver, webhook_secret: str) -> None:
+    with SimulatorProcess.start(
+        receiver.url, webhook_secret, decline_rate=1.0, duplicate_rate=1.0, latency_ms=5, reorder=True, seed=3
+    ) as simulator:
+        faults = httpx.get(f"{simulator.base_url}/admin/faults").json()
+        adapter = build_provider("sim", {"adapter": "voucher", "base_url": simulator.base_url})
+        item = IssueInstruction(uuid4(), "ben_1", 1_000, "USD", "prog_1", 30)
+        try:
+            (outcome,) = await adapter.issue([item])
+        finally:
+            await adapter.aclose()
+        async with SimulatorAdmin(simulator.base_url) as admin:
+            counters = await admin.drained()
+
+    assert faults["decline_rate"] == 1.0
+    assert faults["duplicate_rate"] == 1.0
+    assert faults["latency_ms"] == 5
+    assert faults["reorder"] is True
+    assert outcome.accepted
+    assert (counters["failed"], counters["webhooks_sent"]) == (1, 2)
+    assert simulator.process.returncode is not None
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--webhook-secret", "whsec_"], "webhook secret"),
+        (["--webhook-secret", "whsec_c2VjcmV0", "--failure-rate", "2"], "failure_rate"),
+        (["--webhook-secret", "whsec_c2VjcmV0", "--webhook-url", "ftp://x"], "webhook URL"),
+    ],
+)
+def test_invalid_flags_stop_before_listening(flags: list[str], message: str) -> None:
+    args = [sys.executable, "-m", "adapters.simulator", "--port", "0", "--webhook-url", "http://127.0.0.1:9/"]
+    result = subprocess.run([*args, *flags], check=False, capture_output=True, text=True, timeout=30, cwd=PROJECT_ROOT)
+
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert result.stdout == ""

@@ -1,0 +1,371 @@
+"""Write machinery of the ledger.
+
+A single transaction (post, post_pending, void_pending, reverse) is one call of the database function
+`ledger.post_one` (migration 0002): it locks the accounts, checks key, flags and resolution, chains and
+writes the transaction in one round trip, so hot accounts stay locked as briefly as possible.
+
+A bulk posting (`post_many`) is planned here, in Python, where it is cheapest:
+1. `ledger.begin_posting` locks all the accounts involved once, in id order (postings never deadlock on
+   each other), and one chain stripe that no other transaction holds (SKIP LOCKED); it returns the
+   balance counters, the stripe's head, the posting time and which keys are already used.
+2. `Batch` applies each transaction to those counters in memory, checks the flags, numbers the entries
+   per account with their running balance and extends the stripe's hash chain (`ledger.chain`).
+3. Inside a savepoint, `CopyPipeline` streams the rows with COPY while later transactions are still being
+   planned, so Python and PostgreSQL work at the same time; one statement then moves the counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+from uuid_utils.compat import uuid7
+
+from ledger.chain import canonical_bytes, format_timestamp
+from ledger.errors import AmountOutOfRange, CurrencyMismatch, InsufficientFunds
+from ledger.types import AccountFlags, Entry, Phase, Transaction, TransactionSpec
+
+BEGIN_SQL = "SELECT * FROM ledger.begin_posting($1::uuid[], $2::text[], $3::integer)"
+
+TX_COPY_COLUMNS = (
+    "id",
+    "key",
+    "kind",
+    "phase",
+    "pending_id",
+    "reverses_id",
+    "currency",
+    "refs",
+    "description",
+    "posted_at",
+    "chain",
+    "seq",
+    "prev_hash",
+    "hash",
+)
+ENTRY_COPY_COLUMNS = (
+    "tx_id",
+    "idx",
+    "account_id",
+    "amount",
+    "currency",
+    "posted",
+    "posted_at",
+    "account_seq",
+    "balance_after",
+)
+
+# Moves the locked accounts' counters and the stripe head after a bulk write.
+ADVANCE_SQL = """
+WITH counters AS (
+    UPDATE ledger.accounts AS a
+       SET posted = u.posted, pending_debits = u.pending_debits, pending_credits = u.pending_credits,
+           entry_seq = u.entry_seq, last_posted_at = $1
+      FROM unnest($2::uuid[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[])
+           AS u(id, posted, pending_debits, pending_credits, entry_seq)
+     WHERE a.id = u.id
+)
+UPDATE ledger.chains SET seq = $7, head_hash = $8, last_posted_at = $1 WHERE chain = $9
+"""
+
+POST_ONE_SQL = """
+SELECT * FROM ledger.post_one($1::uuid, $2::text, $3::text, $4::text, $5::uuid, $6::uuid, $7::jsonb, $8::text,
+                              $9::uuid[], $10::bigint[], $11::uuid[], $12::bigint[], $13::integer)
+"""
+
+#: Largest amount of one entry, and largest balance counter (their sum stays within a bigint).
+MAX_AMOUNT = 2**53
+COUNTER_LIMIT = 2**62
+
+#: Rows per COPY statement of a bulk posting, and how often planning lets the writer task run.
+COPY_CHUNK = 2000
+YIELD_EVERY = 250
+
+_DEBITS_LIMIT = int(AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS)
+_CREDITS_LIMIT = int(AccountFlags.CREDITS_MUST_NOT_EXCEED_DEBITS)
+_POSTED = Phase.POSTED
+_PENDING = Phase.PENDING
+_NO_REFERENCES: Mapping[str, str] = MappingProxyType({})
+_dumps = json.JSONEncoder(ensure_ascii=False).encode
+_sha256 = hashlib.sha256
+
+
+class AccountState:
+    """An account's counters as locked by `begin_posting`, advanced in memory while a batch is planned."""
+
+    __slots__ = (
+        "code",
+        "currency",
+        "entry_seq",
+        "flags",
+        "id",
+        "pending_credits",
+        "pending_debits",
+        "posted",
+        "touched",
+    )
+
+    def __init__(
+        self,
+        id: UUID,
+        code: str,
+        currency: str,
+        flags: int,
+        posted: int,
+        pending_debits: int,
+        pending_credits: int,
+        entry_seq: int,
+    ) -> None:
+        self.id = id
+        self.code = code
+        self.currency = currency
+        self.flags = flags
+        self.posted = posted
+        self.pending_debits = pending_debits
+        self.pending_credits = pending_credits
+        self.entry_seq = entry_seq
+        self.touched = False
+
+    def within_limits(self) -> bool:
+        if self.flags & _DEBITS_LIMIT and self.posted - self.pending_debits < 0:
+            return False
+        return not (self.flags & _CREDITS_LIMIT and self.posted + self.pending_credits > 0)
+
+
+@dataclass(slots=True)
+class Locked:
+    """What `begin_posting` locked and read."""
+
+    accounts: dict[UUID, AccountState]
+    chain: int
+    seq: int
+    head: bytes
+    posted_at: datetime
+    existing_keys: set[str]
+
+    @classmethod
+    def from_row(cls, row: Any) -> Locked:
+        accounts = {
+            account_id: AccountState(account_id, code, currency, flags, posted, debits, credits, seq)
+            for account_id, code, currency, flags, posted, debits, credits, seq in zip(
+                row.account_ids or (),
+                row.codes or (),
+                row.currencies or (),
+                row.flags or (),
+                row.posted or (),
+                row.pending_debits or (),
+                row.pending_credits or (),
+                row.entry_seqs or (),
+                strict=True,
+            )
+        }
+        return cls(
+            accounts=accounts,
+            chain=row.chain,
+            seq=row.chain_seq,
+            head=bytes(row.chain_hash),
+            posted_at=row.posted_at,
+            existing_keys=set(row.existing_keys or ()),
+        )
+
+
+class Batch:
+    """The rows a write inserts, built transaction by transaction against the locked counters."""
+
+    def __init__(self, locked: Locked) -> None:
+        self.locked = locked
+        self.chain = locked.chain
+        self.posted_at = locked.posted_at
+        self.posted_at_text = format_timestamp(locked.posted_at)
+        self.seq = locked.seq
+        self.head = locked.head
+        self.transactions: list[tuple[Any, ...]] = []
+        self.entries: list[tuple[Any, ...]] = []
+
+    def take(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """Hand over the rows queued so far (for streaming) and start new lists."""
+        rows = self.transactions, self.entries
+        self.transactions, self.entries = [], []
+        return rows
+
+    def append(self, spec: TransactionSpec) -> Transaction:
+        """Apply one new transaction to the locked counters, check its flags, chain it and queue its rows.
+
+        Raises before queuing anything if the currencies differ, a flag would break or a balance would
+        leave the representable range. (Resolutions of pending transactions and reversals are single
+        postings: `ledger.post_one` applies those.)
+        """
+        accounts = self.locked.accounts
+        key = spec.key
+        entries = spec.entries
+        states = [accounts[e.account_id] for e in entries]
+        currency = states[0].currency
+        for state in states:
+            if state.currency != currency:
+                raise CurrencyMismatch(f"transaction {key!r} mixes currencies")
+        amounts = [e.amount for e in entries]
+        posts = not spec.pending
+        if posts:
+            for state, amount in zip(states, amounts, strict=False):
+                state.posted += amount
+        else:
+            for state, amount in zip(states, amounts, strict=False):
+                if amount < 0:
+                    state.pending_debits -= amount
+                else:
+                    state.pending_credits += amount
+        for state in states:
+            if state.flags and not state.within_limits():
+                raise InsufficientFunds(state.id, state.code, key)
+            if abs(state.posted) > COUNTER_LIMIT or max(state.pending_debits, state.pending_credits) > COUNTER_LIMIT:
+                raise AmountOutOfRange(f"transaction {key!r} would take account {state.code!r} past 2^62")
+
+        tx_id = uuid7()
+        seq = self.seq = self.seq + 1
+        prev = self.head
+        chain = self.chain
+        posted_at = self.posted_at
+        phase = _POSTED if posts else _PENDING
+        phase_text = phase._value_
+        references: Mapping[str, str]
+        if spec.references:
+            plain = dict(spec.references)
+            refs_text = _dumps(plain)
+            references = MappingProxyType(plain)
+        else:
+            refs_text = "{}"
+            references = _NO_REFERENCES
+        digest = self.head = _sha256(
+            canonical_bytes(
+                tx_id=tx_id,
+                key=key,
+                kind=spec.kind,
+                phase=phase_text,
+                related_id=None,
+                chain=chain,
+                seq=seq,
+                prev_hash=prev,
+                posted_at=self.posted_at_text,
+                entries=[(s.code, amount, currency) for s, amount in zip(states, amounts, strict=False)],
+                references=references,
+            )
+        ).digest()
+        self.transactions.append(
+            (
+                tx_id,
+                key,
+                spec.kind,
+                phase_text,
+                None,
+                None,
+                currency,
+                refs_text,
+                spec.description,
+                posted_at,
+                chain,
+                seq,
+                prev,
+                digest,
+            )
+        )
+        rows = self.entries
+        out = []
+        for idx, (state, amount) in enumerate(zip(states, amounts, strict=False)):
+            account_seq = state.entry_seq = state.entry_seq + 1
+            state.touched = True
+            balance = state.posted
+            account_id = state.id
+            rows.append((tx_id, idx, account_id, amount, currency, posts, posted_at, account_seq, balance))
+            out.append(Entry(account_id, state.code, amount, posts, account_seq, balance))
+        return Transaction(
+            tx_id,
+            key,
+            spec.kind,
+            phase,
+            currency,
+            out,
+            references,
+            spec.description,
+            posted_at,
+            chain,
+            seq,
+            prev,
+            digest,
+        )
+
+    def advance_arguments(self) -> tuple[Any, ...]:
+        touched = [s for s in self.locked.accounts.values() if s.touched]
+        return (
+            self.locked.posted_at,
+            [s.id for s in touched],
+            [s.posted for s in touched],
+            [s.pending_debits for s in touched],
+            [s.pending_credits for s in touched],
+            [s.entry_seq for s in touched],
+            self.seq,
+            self.head,
+            self.locked.chain,
+        )
+
+
+class CopyPipeline:
+    """Streams planned rows to PostgreSQL with COPY from a task, while the caller plans the next ones.
+
+    The caller `push`es chunks and calls `turn()` now and then so the writer task can advance (send a
+    chunk, read PostgreSQL's answer, start the next COPY); a writer failure surfaces at the next `turn`.
+    """
+
+    def __init__(self, driver: asyncpg.Connection) -> None:
+        self._driver = driver
+        self._chunks: deque[tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]] = deque()
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._task = asyncio.create_task(self._run())
+
+    def push(self, chunk: tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]) -> None:
+        if chunk[0]:
+            self._chunks.append(chunk)
+            self._wake.set()
+
+    async def turn(self) -> None:
+        await asyncio.sleep(0)
+        if self._task.done():
+            self._task.result()
+
+    async def close(self) -> None:
+        """Wait until everything pushed is written; raises the writer's error if any."""
+        self._closing = True
+        self._wake.set()
+        await self._task
+
+    async def abort(self) -> None:
+        """Drop what is not sent yet and wait for the COPY in flight to end (the savepoint is rolled back)."""
+        self._closing = True
+        self._chunks.clear()
+        self._wake.set()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        driver = self._driver
+        while True:
+            while self._chunks:
+                transactions, entries = self._chunks.popleft()
+                await driver.copy_records_to_table(
+                    "transactions", schema_name="ledger", columns=TX_COPY_COLUMNS, records=transactions
+                )
+                await driver.copy_records_to_table(
+                    "entries", schema_name="ledger", columns=ENTRY_COPY_COLUMNS, records=entries
+                )
+            if self._closing:
+                return
+            self._wake.clear()
+            await self._wake.wait()

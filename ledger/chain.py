@@ -1,0 +1,122 @@
+"""The hash chain's canonical encoding, shared by the writer and the offline verifier.
+
+Every transaction is appended to one of several chain stripes (`ledger.chains`); within a stripe
+transactions are numbered `seq` = 1, 2, ... and each one's hash covers the previous one's (`prev_hash`;
+the first of a stripe uses 32 zero bytes). Stripes let unrelated postings proceed in parallel: a writer
+locks only the head of the stripe it appends to.
+
+Canonical encoding, version 1 (what is hashed, with SHA-256): the UTF-8 bytes of a JSON object with keys
+sorted, no whitespace (separators "," and ":"), non-ASCII characters written as themselves, holding
+
+    v           1
+    id          transaction id, lowercase hyphenated UUID
+    key         the transaction's idempotency key
+    kind        the caller's kind ("transfer", "funding", ...)
+    phase       "posted" | "pending" | "post_pending" | "void_pending"
+    related_id  the resolved pending transaction or the reversed transaction (lowercase UUID), else null
+    chain       stripe number (integer)
+    seq         position in the stripe (integer, from 1)
+    prev_hash   previous hash in the stripe, 64 lowercase hex digits
+    posted_at   RFC 3339 UTC with microseconds: "2026-11-22T08:23:45.099842Z"
+    entries     [[account_code, amount, currency], ...] sorted (by code, then amount, then currency);
+                amount a signed integer in minor units (credit positive)
+    references  object of string -> string
+
+Only fields an export row carries are hashed, so an export can be verified without the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from uuid import UUID
+
+GENESIS_HASH = bytes(32)
+FORMAT_VERSION = 1
+
+_string: Callable[[str], str] = json.encoder.encode_basestring
+
+
+def format_timestamp(value: datetime) -> str:
+    """RFC 3339 UTC with exactly six fraction digits, the only timestamp form that is hashed."""
+    if value.tzinfo is None:
+        raise ValueError("posted_at must be timezone-aware")
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def canonical_bytes(
+    *,
+    tx_id: UUID | str,
+    key: str,
+    kind: str,
+    phase: str,
+    related_id: UUID | str | None,
+    chain: int,
+    seq: int,
+    prev_hash: bytes,
+    posted_at: datetime | str,
+    entries: Iterable[tuple[str, int, str]],
+    references: Mapping[str, str],
+) -> bytes:
+    """Encode one transaction as described in the module docstring.
+
+    `posted_at` may be given already formatted (see `format_timestamp`), which bulk writers use to format
+    a shared timestamp once. The text is assembled directly rather than through `json.dumps` because bulk
+    posting hashes every transaction; it is byte-for-byte what
+    `json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)` produces
+    (`reference_canonical_bytes`), with keys written in sorted order.
+    """
+    entry_text = ",".join(
+        [f"[{_string(code)},{int(amount)},{_string(currency)}]" for code, amount, currency in sorted(entries)]
+    )
+    reference_text = (
+        ",".join([f"{_string(k)}:{_string(v)}" for k, v in sorted(references.items())]) if references else ""
+    )
+    related = "null" if related_id is None else f'"{str(related_id).lower()}"'
+    stamp = posted_at if isinstance(posted_at, str) else format_timestamp(posted_at)
+    return (
+        f'{{"chain":{int(chain)},"entries":[{entry_text}],"id":"{str(tx_id).lower()}","key":{_string(key)},'
+        f'"kind":{_string(kind)},"phase":{_string(phase)},"posted_at":{_string(stamp)},'
+        f'"prev_hash":"{prev_hash.hex()}","references":{{{reference_text}}},"related_id":{related},'
+        f'"seq":{int(seq)},"v":{FORMAT_VERSION}}}'
+    ).encode()
+
+
+def reference_canonical_bytes(
+    *,
+    tx_id: UUID | str,
+    key: str,
+    kind: str,
+    phase: str,
+    related_id: UUID | str | None,
+    chain: int,
+    seq: int,
+    prev_hash: bytes,
+    posted_at: datetime | str,
+    entries: Iterable[tuple[str, int, str]],
+    references: Mapping[str, str],
+) -> bytes:
+    """The canonical encoding spelled with the standard JSON encoder: the definition `canonical_bytes`
+    must match (and what an independent verifier in any language reproduces)."""
+    document = {
+        "v": FORMAT_VERSION,
+        "id": str(tx_id).lower(),
+        "key": key,
+        "kind": kind,
+        "phase": phase,
+        "related_id": None if related_id is None else str(related_id).lower(),
+        "chain": chain,
+        "seq": seq,
+        "prev_hash": prev_hash.hex(),
+        "posted_at": posted_at if isinstance(posted_at, str) else format_timestamp(posted_at),
+        "entries": [list(e) for e in sorted(entries)],
+        "references": dict(references),
+    }
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def compute_hash(canonical: bytes) -> bytes:
+    """SHA-256 of the canonical bytes; the chaining happens through `prev_hash` inside them."""
+    return hashlib.sha256(canonical).digest()

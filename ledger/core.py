@@ -1,0 +1,922 @@
+"""The ledger: accounts, balanced append-only transactions, two-phase transfers, balances and the chain.
+
+`Ledger` works on a caller-supplied `AsyncConnection` and never commits: postings become durable with the
+caller's transaction, together with whatever else the caller wrote. A single posting is one round trip
+(`ledger.post_one` in the database); a bulk posting locks its accounts once and streams its rows with COPY
+(see `ledger._posting`). Refusals (flags, idempotency conflicts, resolved pendings) write nothing and leave
+the caller's transaction usable.
+
+Concurrency: accounts are always locked in id order within one call, so postings never deadlock on each
+other. A caller that makes several postings in one database transaction holds the locks of the earlier
+ones while taking the later ones; callers doing that concurrently on overlapping accounts should touch
+them in a consistent order.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import secrets
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any, cast
+from uuid import UUID
+
+import asyncpg
+from sqlalchemy import ARRAY, Text, Uuid, any_, bindparam, func, literal, select, tuple_
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+from uuid_utils.compat import uuid7
+
+from ledger import schema
+from ledger._posting import (
+    ADVANCE_SQL,
+    BEGIN_SQL,
+    COPY_CHUNK,
+    MAX_AMOUNT,
+    POST_ONE_SQL,
+    YIELD_EVERY,
+    Batch,
+    CopyPipeline,
+    Locked,
+)
+from ledger.chain import GENESIS_HASH, format_timestamp
+from ledger.errors import (
+    AccountConflict,
+    AccountNotFound,
+    AlreadyReversed,
+    AmountOutOfRange,
+    CurrencyMismatch,
+    IdempotencyConflict,
+    InsufficientFunds,
+    InvalidAccount,
+    InvalidCursor,
+    InvalidTransaction,
+    LedgerError,
+    NotPending,
+    NotReversible,
+    PendingAlreadyResolved,
+    TransactionNotFound,
+    UnbalancedTransaction,
+)
+from ledger.types import (
+    Account,
+    AccountEntry,
+    AccountFlags,
+    AccountKind,
+    AccountPage,
+    Balance,
+    Entry,
+    EntryPage,
+    EntrySpec,
+    Phase,
+    Transaction,
+    TransactionSpec,
+    TrialBalance,
+    TrialBalanceLine,
+)
+from ledger.verify import ExportRow, Problem, Report, Verifier
+
+_MAX_ENTRIES = 1000
+_GC_PAUSE_THRESHOLD = 1000
+_POSTING_PHASES = (Phase.POSTED, Phase.POST_PENDING)
+_AUTOCOMMIT = "the ledger only writes inside the caller's transaction (this connection autocommits)"
+
+
+class _KeyRace(Exception):
+    """Another writer committed one of the batch's keys after it was checked; plan again."""
+
+
+class Ledger:
+    """Double-entry ledger operations on one connection, inside the caller's transaction."""
+
+    def __init__(self, conn: AsyncConnection, *, stripe: int | None = None) -> None:
+        """`stripe` is the chain stripe this instance tries first (random by default, which spreads
+        concurrent writers); any free stripe is taken when it is busy."""
+        self._conn = conn
+        self._stripe = secrets.randbelow(1 << 15) if stripe is None else stripe
+
+    # ----------------------------------------------------------------------------------------- accounts
+
+    async def create_account(
+        self,
+        code: str,
+        currency: str,
+        kind: AccountKind | str,
+        *,
+        flags: AccountFlags = AccountFlags.NONE,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Account:
+        """Create the account, or return the existing one with this code if it matches.
+
+        Raises AccountConflict when the code exists with another currency, kind or flags.
+        """
+        kind = AccountKind(kind)
+        if not isinstance(code, str) or not 1 <= len(code) <= 200 or "\x00" in code:
+            raise InvalidAccount("an account code is 1 to 200 characters, without NUL")
+        if not (len(currency) == 3 and currency.isascii() and currency.isalpha() and currency.isupper()):
+            raise InvalidAccount(f"currency must be an ISO 4217 code, got {currency!r}")
+        if flags == AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS | AccountFlags.CREDITS_MUST_NOT_EXCEED_DEBITS:
+            raise InvalidAccount("an account cannot be limited both ways")
+        a = schema.accounts
+        stmt = (
+            pg_insert(a)
+            .values(
+                id=uuid7(),
+                code=code,
+                currency=currency,
+                kind=kind.value,
+                flags=int(flags),
+                metadata=dict(metadata or {}),
+            )
+            .on_conflict_do_nothing(index_elements=[a.c.code])
+            .returning(*_ACCOUNT_COLUMNS)
+        )
+        row = (await self._conn.execute(stmt)).first()
+        if row is None:
+            row = (await self._conn.execute(select(*_ACCOUNT_COLUMNS).where(a.c.code == code))).one()
+            if (row.currency, row.kind, row.flags) != (currency, kind.value, int(flags)):
+                raise AccountConflict(code)
+        return _account(row)
+
+    async def get_account(self, account_id: UUID) -> Account:
+        a = schema.accounts
+        row = (await self._conn.execute(select(*_ACCOUNT_COLUMNS).where(a.c.id == account_id))).first()
+        if row is None:
+            raise AccountNotFound([account_id])
+        return _account(row)
+
+    async def get_accounts_by_code(self, codes: Sequence[str]) -> dict[str, Account]:
+        """The accounts among `codes` that exist, by code."""
+        a = schema.accounts
+        stmt = select(*_ACCOUNT_COLUMNS).where(a.c.code == any_(_array(list(codes), Text)))
+        return {row.code: _account(row) for row in await self._conn.execute(stmt)}
+
+    async def list_accounts(
+        self,
+        *,
+        after: UUID | None = None,
+        limit: int = 50,
+        code_prefix: str | None = None,
+        currency: str | None = None,
+        kind: AccountKind | str | None = None,
+    ) -> AccountPage:
+        """Accounts in id order (creation order), keyset-paginated by `after`."""
+        a = schema.accounts
+        stmt = select(*_ACCOUNT_COLUMNS).order_by(a.c.id).limit(limit + 1)
+        if after is not None:
+            stmt = stmt.where(a.c.id > after)
+        if code_prefix:
+            stmt = stmt.where(a.c.code.startswith(code_prefix, autoescape=True))
+        if currency is not None:
+            stmt = stmt.where(a.c.currency == currency)
+        if kind is not None:
+            stmt = stmt.where(a.c.kind == AccountKind(kind).value)
+        items = [_account(row) for row in await self._conn.execute(stmt)]
+        more = len(items) > limit
+        items = items[:limit]
+        return AccountPage(items, items[-1].id if more else None)
+
+    # ------------------------------------------------------------------------------------------ posting
+
+    async def post(self, spec: TransactionSpec) -> Transaction:
+        """Post one transaction (or reserve it, if `spec.pending`); idempotent by `spec.key`."""
+        _check_shape(spec)
+        return await self._post_one(
+            key=spec.key,
+            kind=spec.kind,
+            phase=Phase.PENDING if spec.pending else Phase.POSTED,
+            references=spec.references,
+            description=spec.description,
+            entries=spec.entries,
+        )
+
+    async def post_many(self, specs: Sequence[TransactionSpec]) -> list[Transaction]:
+        """Post many transactions at once: all or none, accounts locked once, rows written in bulk.
+
+        Transactions apply in order, so a later one may spend what an earlier one credited. Keys already
+        posted with the same input are returned with `replayed=True`.
+        """
+        if len(specs) <= 1:
+            return [await self.post(spec) for spec in specs]
+        account_ids: set[UUID] = set()
+        for spec in specs:
+            _check_shape(spec)
+            account_ids.update(e.account_id for e in spec.entries)
+        keys = [spec.key for spec in specs]
+        ordered = sorted(account_ids)
+        while True:
+            locked = await self._begin(ordered, keys)
+            missing = [a for a in ordered if a not in locked.accounts]
+            if missing:
+                raise AccountNotFound(missing)
+            try:
+                return await self._post_specs(specs, locked)
+            except _KeyRace:
+                continue
+
+    async def _post_specs(self, specs: Sequence[TransactionSpec], locked: Locked) -> list[Transaction]:
+        stored = await self._load_by_keys([s.key for s in specs if s.key in locked.existing_keys])
+        results: list[Transaction | None] = [None] * len(specs)
+        first_by_key: dict[str, int] = {}
+        new: list[int] = []
+        for i, spec in enumerate(specs):
+            previous = stored.get(spec.key)
+            if previous is not None:
+                results[i] = _replay(previous, _spec_fingerprint(spec))
+                continue
+            first = first_by_key.setdefault(spec.key, i)
+            if first == i:
+                new.append(i)
+            elif _spec_fingerprint(specs[first]) != _spec_fingerprint(spec):
+                raise IdempotencyConflict(spec.key)
+        if new:
+            await self._write_many(Batch(locked), specs, new, results)
+        for i, spec in enumerate(specs):
+            if results[i] is None:
+                original = results[first_by_key[spec.key]]
+                assert original is not None
+                results[i] = _as_replay(original)
+        return cast(list[Transaction], results)
+
+    async def post_pending(
+        self,
+        pending_id: UUID,
+        key: str,
+        amount: int | None = None,
+        *,
+        references: Mapping[str, str] | None = None,
+        description: str | None = None,
+    ) -> Transaction:
+        """Post a pending transaction in full (`amount=None`) or in part; the unposted rest is released.
+
+        A partial amount applies to two-entry pending transactions: it is debited from the debited
+        account and credited to the credited one, and must not exceed the reserved amount. References
+        and description default to the pending transaction's.
+        """
+        return await self._resolve(
+            pending_id, key, Phase.POST_PENDING, amount=amount, references=references, description=description
+        )
+
+    async def void_pending(
+        self,
+        pending_id: UUID,
+        key: str,
+        *,
+        references: Mapping[str, str] | None = None,
+        description: str | None = None,
+    ) -> Transaction:
+        """Release a pending transaction's reservation without posting anything."""
+        return await self._resolve(
+            pending_id, key, Phase.VOID_PENDING, amount=None, references=references, description=description
+        )
+
+    async def reverse(
+        self,
+        tx_id: UUID,
+        key: str,
+        *,
+        kind: str = "reversal",
+        references: Mapping[str, str] | None = None,
+        description: str | None = None,
+    ) -> Transaction:
+        """Post the exact opposite of a posted transaction (once); balance flags still apply."""
+        return await self._resolve(
+            tx_id, key, Phase.POSTED, amount=None, kind=kind, references=references, description=description
+        )
+
+    async def _resolve(
+        self,
+        target_id: UUID,
+        key: str,
+        phase: Phase,
+        *,
+        amount: int | None,
+        kind: str | None = None,
+        references: Mapping[str, str] | None,
+        description: str | None,
+    ) -> Transaction:
+        _check_text("key", key, 1, 200)
+        target = (await self._load_by_ids([target_id])).get(target_id)
+        if target is None:
+            raise TransactionNotFound(target_id)
+        reversing = phase is Phase.POSTED
+        if reversing and target.phase not in _POSTING_PHASES:
+            raise NotReversible(target_id)
+        if not reversing and target.phase is not Phase.PENDING:
+            raise NotPending(target_id)
+        entries, release = _resolution_entries(target, phase, amount)
+        references = dict(target.references if references is None else references)
+        description = target.description if description is None else description
+        _check_strings(key, kind or "", references, description)
+        return await self._post_one(
+            key=key,
+            kind=kind if kind is not None else target.kind,
+            phase=phase,
+            references=references,
+            description=description,
+            entries=entries,
+            pending_id=None if reversing else target_id,
+            reverses_id=target_id if reversing else None,
+            release=release,
+        )
+
+    # ------------------------------------------------------------------------------------ lock & write
+
+    async def _post_one(
+        self,
+        *,
+        key: str,
+        kind: str,
+        phase: Phase,
+        references: Mapping[str, str],
+        description: str,
+        entries: Sequence[EntrySpec],
+        pending_id: UUID | None = None,
+        reverses_id: UUID | None = None,
+        release: Sequence[EntrySpec] = (),
+    ) -> Transaction:
+        """One transaction through `ledger.post_one`: one round trip, nothing written if refused."""
+        sync = self._conn.sync_connection
+        if sync is not None and sync.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+            raise LedgerError(_AUTOCOMMIT)
+        tx_id = uuid7()
+        refs = dict(references)
+        # Through SQLAlchemy, so that its transaction is begun on the driver.
+        result = await self._conn.exec_driver_sql(
+            POST_ONE_SQL,
+            (
+                tx_id,
+                key,
+                kind,
+                phase.value,
+                pending_id,
+                reverses_id,
+                json.dumps(refs, ensure_ascii=False),
+                description,
+                [e.account_id for e in entries],
+                [e.amount for e in entries],
+                [e.account_id for e in release],
+                [e.amount for e in release],
+                self._stripe,
+            ),
+        )
+        row = result.one()
+        await self._check_in_transaction()
+        outcome = row.result
+        if outcome == "posted":
+            posted = phase in _POSTING_PHASES
+            return Transaction(
+                id=tx_id,
+                key=key,
+                kind=kind,
+                phase=phase,
+                currency=row.tx_currency,
+                entries=[
+                    Entry(e.account_id, code, e.amount, posted, seq, balance)
+                    for e, code, seq, balance in zip(
+                        entries, row.entry_codes, row.entry_seqs, row.entry_balances, strict=True
+                    )
+                ],
+                references=MappingProxyType(refs),
+                description=description,
+                posted_at=row.tx_posted_at,
+                chain=row.tx_chain,
+                seq=row.tx_seq,
+                prev_hash=bytes(row.tx_prev_hash),
+                hash=bytes(row.tx_hash),
+                pending_id=pending_id,
+                reverses_id=reverses_id,
+            )
+        if outcome == "exists":
+            wanted = (
+                kind,
+                phase,
+                pending_id,
+                reverses_id,
+                [(e.account_id, e.amount) for e in entries],
+                refs,
+                description,
+            )
+            return _replay((await self._load_by_keys([key]))[key], wanted)
+        if outcome == "resolved":
+            target = pending_id or reverses_id
+            assert target is not None
+            raise AlreadyReversed(target) if reverses_id else PendingAlreadyResolved(target)
+        if outcome == "insufficient":
+            raise InsufficientFunds(row.bad_account, row.bad_code, key)
+        if outcome == "missing":
+            raise AccountNotFound([row.bad_account])
+        if outcome == "overflow":
+            raise AmountOutOfRange(f"transaction {key!r} would take account {row.bad_code!r} past 2^62")
+        raise CurrencyMismatch(f"transaction {key!r} mixes currencies")
+
+    async def _begin(self, account_ids: list[UUID], keys: list[str]) -> Locked:
+        # Through SQLAlchemy, so that its transaction is begun on the driver before any direct use.
+        result = await self._conn.exec_driver_sql(BEGIN_SQL, (account_ids, keys, self._stripe))
+        row = result.one()
+        await self._check_in_transaction()
+        return Locked.from_row(row)
+
+    async def _check_in_transaction(self) -> None:
+        driver = await self._driver_connection()
+        if not driver.is_in_transaction():
+            raise LedgerError(_AUTOCOMMIT)
+
+    async def _write_many(
+        self,
+        batch: Batch,
+        specs: Sequence[TransactionSpec],
+        new: list[int],
+        results: list[Transaction | None],
+    ) -> None:
+        """Plan and stream the new transactions inside a savepoint, so a failure leaves nothing behind."""
+        driver = await self._driver_connection()
+        try:
+            async with driver.transaction():
+                pipeline = CopyPipeline(driver)
+                collecting = len(new) >= _GC_PAUSE_THRESHOLD and gc.isenabled()
+                if collecting:
+                    # Planning allocates a few objects per row and keeps them all: the cyclic collector
+                    # would traverse them again and again (it doubled the CPU cost per transaction).
+                    gc.disable()
+                try:
+                    for n, i in enumerate(new, start=1):
+                        results[i] = batch.append(specs[i])
+                        if n % COPY_CHUNK == 0:
+                            pipeline.push(batch.take())
+                        if n % YIELD_EVERY == 0:
+                            await pipeline.turn()
+                    pipeline.push(batch.take())
+                    await pipeline.close()
+                except BaseException:
+                    await pipeline.abort()
+                    raise
+                finally:
+                    if collecting:
+                        gc.enable()
+                await driver.execute(ADVANCE_SQL, *batch.advance_arguments())
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name == "transactions_key_key":
+                raise _KeyRace from exc
+            raise
+
+    async def _driver_connection(self) -> asyncpg.Connection:
+        # Looked up each time: the caller's connection may have been replaced after an error.
+        driver = (await self._conn.get_raw_connection()).driver_connection
+        if not isinstance(driver, asyncpg.Connection):
+            raise LedgerError("the ledger needs an asyncpg connection")
+        return driver
+
+    # ------------------------------------------------------------------------------------ transactions
+
+    async def get_transaction(self, tx_id: UUID) -> Transaction:
+        found = await self._load_by_ids([tx_id])
+        if tx_id not in found:
+            raise TransactionNotFound(tx_id)
+        return found[tx_id]
+
+    async def get_transaction_by_key(self, key: str) -> Transaction | None:
+        return (await self._load_by_keys([key])).get(key)
+
+    async def _load_by_keys(self, keys: list[str]) -> dict[str, Transaction]:
+        if not keys:
+            return {}
+        rows = await self._load(schema.transactions.c.key == any_(_array(keys, Text)))
+        return {tx.key: tx for tx in rows}
+
+    async def _load_by_ids(self, ids: list[UUID]) -> dict[UUID, Transaction]:
+        rows = await self._load(schema.transactions.c.id == any_(_array(ids, Uuid)))
+        return {tx.id: tx for tx in rows}
+
+    async def _load(self, condition: Any) -> list[Transaction]:
+        t, e, a = schema.transactions, schema.entries, schema.accounts
+        stmt = (
+            select(
+                *_TX_COLUMNS,
+                e.c.account_id,
+                a.c.code,
+                e.c.amount,
+                e.c.posted.label("entry_posted"),
+                e.c.account_seq,
+                e.c.balance_after,
+            )
+            .select_from(t.join(e, e.c.tx_id == t.c.id).join(a, a.c.id == e.c.account_id))
+            .where(condition)
+            .order_by(t.c.id, e.c.idx)
+        )
+        out: dict[UUID, Transaction] = {}
+        for row in await self._conn.execute(stmt):
+            tx = out.get(row.id)
+            if tx is None:
+                tx = out[row.id] = _transaction(row)
+            tx.entries.append(
+                Entry(row.account_id, row.code, row.amount, row.entry_posted, row.account_seq, row.balance_after)
+            )
+        return list(out.values())
+
+    # ---------------------------------------------------------------------------------------- balances
+
+    async def balance(self, account_id: UUID, as_of: datetime | None = None) -> Balance:
+        """Posted balance and outstanding reservations, now or as they stood at `as_of`."""
+        a, e, t = schema.accounts, schema.entries, schema.transactions
+        if as_of is None:
+            row = (
+                await self._conn.execute(
+                    select(a.c.currency, a.c.posted, a.c.pending_debits, a.c.pending_credits).where(
+                        a.c.id == account_id
+                    )
+                )
+            ).first()
+            if row is None:
+                raise AccountNotFound([account_id])
+            return Balance(account_id, row.currency, row.posted, row.pending_debits, row.pending_credits)
+        currency = (await self._conn.execute(select(a.c.currency).where(a.c.id == account_id))).scalar()
+        if currency is None:
+            raise AccountNotFound([account_id])
+        posted = (
+            await self._conn.execute(
+                select(e.c.balance_after)
+                .where(e.c.account_id == account_id, e.c.posted_at <= as_of)
+                .order_by(e.c.posted_at.desc(), e.c.account_seq.desc())
+                .limit(1)
+            )
+        ).scalar()
+        resolution = t.alias("resolution")
+        unresolved = ~(
+            select(resolution.c.id).where(resolution.c.pending_id == t.c.id, resolution.c.posted_at <= as_of).exists()
+        )
+        sums = (
+            await self._conn.execute(
+                select(
+                    func.coalesce(func.sum(-e.c.amount).filter(e.c.amount < 0), 0).label("debits"),
+                    func.coalesce(func.sum(e.c.amount).filter(e.c.amount > 0), 0).label("credits"),
+                )
+                .select_from(e.join(t, t.c.id == e.c.tx_id))
+                .where(
+                    e.c.account_id == account_id,
+                    e.c.posted_at <= as_of,
+                    t.c.phase == Phase.PENDING.value,
+                    unresolved,
+                )
+            )
+        ).one()
+        return Balance(account_id, currency, posted or 0, int(sums.debits), int(sums.credits))
+
+    async def balances(self, account_ids: Sequence[UUID]) -> dict[UUID, Balance]:
+        """Current balances of several accounts in one query (unknown ids are left out)."""
+        a = schema.accounts
+        stmt = select(a.c.id, a.c.currency, a.c.posted, a.c.pending_debits, a.c.pending_credits).where(
+            a.c.id == any_(_array(list(account_ids), Uuid))
+        )
+        return {
+            row.id: Balance(row.id, row.currency, row.posted, row.pending_debits, row.pending_credits)
+            for row in await self._conn.execute(stmt)
+        }
+
+    async def entries(self, account_id: UUID, cursor: str | None = None, limit: int = 50) -> EntryPage:
+        """An account's entries oldest first, each with the posted balance right after it."""
+        e, t = schema.entries, schema.transactions
+        stmt = (
+            select(
+                e.c.tx_id,
+                t.c.key,
+                t.c.kind,
+                t.c.phase,
+                e.c.amount,
+                e.c.currency,
+                e.c.posted,
+                e.c.posted_at,
+                e.c.account_seq,
+                e.c.balance_after,
+                t.c.refs,
+                t.c.description,
+            )
+            .select_from(e.join(t, t.c.id == e.c.tx_id))
+            .where(e.c.account_id == account_id)
+            .order_by(e.c.posted_at, e.c.account_seq)
+            .limit(limit + 1)
+        )
+        if cursor is not None:
+            at, seq = _decode_cursor(cursor)
+            stmt = stmt.where(tuple_(e.c.posted_at, e.c.account_seq) > tuple_(literal(at), literal(seq)))
+        items = [
+            AccountEntry(
+                tx_id=row.tx_id,
+                tx_key=row.key,
+                kind=row.kind,
+                phase=Phase(row.phase),
+                amount=row.amount,
+                currency=row.currency,
+                posted=row.posted,
+                posted_at=row.posted_at,
+                account_seq=row.account_seq,
+                balance_after=row.balance_after,
+                references=row.refs,
+                description=row.description,
+            )
+            for row in await self._conn.execute(stmt)
+        ]
+        more = len(items) > limit
+        items = items[:limit]
+        last = items[-1] if more else None
+        return EntryPage(items, None if last is None else _encode_cursor(last.posted_at, last.account_seq))
+
+    async def trial_balance(self, as_of: datetime | None = None, *, code_prefix: str | None = None) -> TrialBalance:
+        """Every account's posted balance (now, or as of a time), ordered by code."""
+        a, e = schema.accounts, schema.entries
+        if as_of is None:
+            balance: Any = a.c.posted
+        else:
+            balance = func.coalesce(
+                select(e.c.balance_after)
+                .where(e.c.account_id == a.c.id, e.c.posted_at <= as_of)
+                .order_by(e.c.posted_at.desc(), e.c.account_seq.desc())
+                .limit(1)
+                .scalar_subquery(),
+                0,
+            )
+        stmt = select(a.c.id, a.c.code, a.c.kind, a.c.currency, balance.label("balance")).order_by(a.c.code)
+        if code_prefix:
+            stmt = stmt.where(a.c.code.startswith(code_prefix, autoescape=True))
+        lines = [
+            TrialBalanceLine(row.id, row.code, AccountKind(row.kind), row.currency, row.balance)
+            for row in await self._conn.execute(stmt)
+        ]
+        return TrialBalance(as_of, lines)
+
+    # ------------------------------------------------------------------------------------------ chain
+
+    async def export_rows(
+        self,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        *,
+        account_code_prefix: str | None = None,
+    ) -> AsyncIterator[ExportRow]:
+        """Every entry with its transaction's chain fields, in time order, for `start <= posted_at < end`.
+
+        With `account_code_prefix`, only transactions touching such an account, with all their entries
+        (verify that export with `allow_gaps=True`).
+        """
+        t, e, a = schema.transactions, schema.entries, schema.accounts
+        stmt = (
+            select(
+                t.c.id,
+                t.c.key,
+                t.c.kind,
+                t.c.phase,
+                func.coalesce(t.c.pending_id, t.c.reverses_id).label("related_id"),
+                t.c.chain,
+                t.c.seq,
+                t.c.posted_at,
+                t.c.prev_hash,
+                t.c.hash,
+                a.c.code,
+                e.c.amount,
+                e.c.currency,
+                t.c.refs,
+            )
+            .select_from(t.join(e, e.c.tx_id == t.c.id).join(a, a.c.id == e.c.account_id))
+            .order_by(t.c.posted_at, t.c.chain, t.c.seq, e.c.idx)
+        )
+        if start is not None:
+            stmt = stmt.where(t.c.posted_at >= start)
+        if end is not None:
+            stmt = stmt.where(t.c.posted_at < end)
+        if account_code_prefix:
+            e2, a2 = e.alias("e2"), a.alias("a2")
+            stmt = stmt.where(
+                select(e2.c.tx_id)
+                .select_from(e2.join(a2, a2.c.id == e2.c.account_id))
+                .where(e2.c.tx_id == t.c.id, a2.c.code.startswith(account_code_prefix, autoescape=True))
+                .exists()
+            )
+        result = await self._conn.stream(stmt.execution_options(yield_per=5000))
+        async for row in result:
+            yield ExportRow(
+                transaction_id=str(row.id),
+                key=row.key,
+                kind=row.kind,
+                phase=row.phase,
+                related_id=None if row.related_id is None else str(row.related_id),
+                chain=row.chain,
+                seq=row.seq,
+                posted_at=format_timestamp(row.posted_at),
+                prev_hash=bytes(row.prev_hash),
+                hash=bytes(row.hash),
+                account_code=row.code,
+                amount_minor=row.amount,
+                currency=row.currency,
+                references=row.refs,
+            )
+
+    async def verify_chain(self, start: datetime | None = None, end: datetime | None = None) -> Report:
+        """Recompute every hash and link in the database (or a time window) as an auditor would offline.
+
+        Over the whole ledger it also checks that each stripe's head is its last transaction, which a
+        removed tail would break.
+        """
+        verifier = Verifier()
+        async for row in self.export_rows(start, end):
+            if not verifier.add(row):
+                break
+        report = verifier.finish()
+        if report.problem is not None or start is not None or end is not None:
+            return report
+        c = schema.chains
+        for head in await self._conn.execute(select(c.c.chain, c.c.seq, c.c.head_hash).order_by(c.c.chain)):
+            last_seq, last_hash = verifier.heads.get(head.chain, (0, GENESIS_HASH))
+            if (last_seq, last_hash) != (head.seq, bytes(head.head_hash)):
+                report.problem = Problem(
+                    report.rows,
+                    None,
+                    f"chain {head.chain} head (seq {head.seq}) does not match its last transaction (seq {last_seq})",
+                )
+                break
+        return report
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+_ACCOUNT_COLUMNS = (
+    schema.accounts.c.id,
+    schema.accounts.c.code,
+    schema.accounts.c.currency,
+    schema.accounts.c.kind,
+    schema.accounts.c.flags,
+    schema.accounts.c.metadata,
+    schema.accounts.c.created_at,
+)
+
+_TX_COLUMNS = (
+    schema.transactions.c.id,
+    schema.transactions.c.key,
+    schema.transactions.c.kind,
+    schema.transactions.c.phase,
+    schema.transactions.c.currency,
+    schema.transactions.c.refs,
+    schema.transactions.c.description,
+    schema.transactions.c.posted_at,
+    schema.transactions.c.chain,
+    schema.transactions.c.seq,
+    schema.transactions.c.prev_hash,
+    schema.transactions.c.hash,
+    schema.transactions.c.pending_id,
+    schema.transactions.c.reverses_id,
+)
+
+
+def _array(values: list[Any], item_type: type[Text] | type[Uuid[Any]]) -> Any:
+    return bindparam(None, values, type_=ARRAY(item_type()))
+
+
+def _account(row: Any) -> Account:
+    return Account(
+        id=row.id,
+        code=row.code,
+        currency=row.currency,
+        kind=AccountKind(row.kind),
+        flags=AccountFlags(row.flags),
+        metadata=row.metadata,
+        created_at=row.created_at,
+    )
+
+
+def _transaction(row: Any) -> Transaction:
+    return Transaction(
+        id=row.id,
+        key=row.key,
+        kind=row.kind,
+        phase=Phase(row.phase),
+        currency=row.currency,
+        entries=[],
+        references=row.refs,
+        description=row.description,
+        posted_at=row.posted_at,
+        chain=row.chain,
+        seq=row.seq,
+        prev_hash=bytes(row.prev_hash),
+        hash=bytes(row.hash),
+        pending_id=row.pending_id,
+        reverses_id=row.reverses_id,
+    )
+
+
+def _check_text(name: str, value: object, shortest: int, longest: int) -> None:
+    if not isinstance(value, str) or not shortest <= len(value) <= longest or "\x00" in value:
+        raise InvalidTransaction(f"{name} must be text of {shortest} to {longest} characters, without NUL")
+
+
+def _check_strings(key: str, kind: str, references: Mapping[str, str], description: str) -> None:
+    _check_text("key", key, 1, 200)
+    _check_text("kind", kind, 0, 100)
+    _check_text("description", description, 0, 1000)
+    for k, v in references.items():
+        _check_text("a reference name", k, 1, 100)
+        _check_text("a reference value", v, 0, 1000)
+
+
+def _check_shape(spec: TransactionSpec) -> None:
+    """Validation that needs no database: raised before anything is locked."""
+    _check_strings(spec.key, spec.kind, spec.references, spec.description)
+    entries = spec.entries
+    if not 2 <= len(entries) <= _MAX_ENTRIES:
+        raise InvalidTransaction(f"transaction {spec.key!r} needs 2 to {_MAX_ENTRIES} entries")
+    total = 0
+    for entry in entries:
+        amount = entry.amount
+        if type(amount) is not int or amount == 0:
+            raise InvalidTransaction(f"transaction {spec.key!r} has a zero or non-integer amount")
+        if not -MAX_AMOUNT <= amount <= MAX_AMOUNT:
+            raise AmountOutOfRange(f"transaction {spec.key!r} has an amount beyond 2^53")
+        total += amount
+    if total != 0:
+        raise UnbalancedTransaction(f"entries of transaction {spec.key!r} sum to {total}, not zero")
+    if len({e.account_id for e in entries}) != len(entries):
+        raise InvalidTransaction(f"transaction {spec.key!r} names an account more than once")
+
+
+def _resolution_entries(
+    target: Transaction, phase: Phase, amount: int | None
+) -> tuple[list[EntrySpec], list[EntrySpec]]:
+    """(entries, released reservations) of a post-pending, void or reversal of `target`."""
+    original = [EntrySpec(e.account_id, e.amount) for e in target.entries]
+    if phase is Phase.POSTED:
+        return [EntrySpec(e.account_id, -e.amount) for e in original], []
+    if amount is None:
+        return original, original
+    if type(amount) is not int or amount <= 0:
+        raise InvalidTransaction("a partial amount must be a positive integer")
+    if len(original) != 2:
+        raise InvalidTransaction("a partial amount can only post a two-entry pending transaction")
+    if amount > abs(original[0].amount):
+        raise InvalidTransaction("cannot post more than the pending amount")
+    return [EntrySpec(e.account_id, amount if e.amount > 0 else -amount) for e in original], original
+
+
+def _fingerprint(tx: Transaction) -> tuple[Any, ...]:
+    return (
+        tx.kind,
+        tx.phase,
+        tx.pending_id,
+        tx.reverses_id,
+        [(e.account_id, e.amount) for e in tx.entries],
+        dict(tx.references),
+        tx.description,
+    )
+
+
+def _spec_fingerprint(spec: TransactionSpec) -> tuple[Any, ...]:
+    return (
+        spec.kind,
+        Phase.PENDING if spec.pending else Phase.POSTED,
+        None,
+        None,
+        [(e.account_id, e.amount) for e in spec.entries],
+        dict(spec.references),
+        spec.description,
+    )
+
+
+def _replay(previous: Transaction, wanted: tuple[Any, ...]) -> Transaction:
+    if _fingerprint(previous) != wanted:
+        raise IdempotencyConflict(previous.key)
+    return _as_replay(previous)
+
+
+def _as_replay(tx: Transaction) -> Transaction:
+    return Transaction(
+        id=tx.id,
+        key=tx.key,
+        kind=tx.kind,
+        phase=tx.phase,
+        currency=tx.currency,
+        entries=tx.entries,
+        references=tx.references,
+        description=tx.description,
+        posted_at=tx.posted_at,
+        chain=tx.chain,
+        seq=tx.seq,
+        prev_hash=tx.prev_hash,
+        hash=tx.hash,
+        pending_id=tx.pending_id,
+        reverses_id=tx.reverses_id,
+        replayed=True,
+    )
+
+
+def _encode_cursor(posted_at: datetime, seq: int) -> str:
+    return f"{posted_at.isoformat()}~{seq}"
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, int]:
+    try:
+        at, seq = cursor.rsplit("~", 1)
+        value = datetime.fromisoformat(at)
+        if value.tzinfo is None:
+            raise ValueError("naive timestamp")
+        return value, int(seq)
+    except ValueError as exc:
+        raise InvalidCursor("invalid cursor") from exc

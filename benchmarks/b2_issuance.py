@@ -1,0 +1,329 @@
+"""B2: a 100,000-beneficiary batch from release until every entitlement is `issued`.
+
+Processes, as in production: the API (`cbi-service serve`, receiving the simulator's signed webhooks), one
+`cbi-service worker` (issuance lanes and sweeps) and the provider simulator, each its own OS process, on a
+fresh database of the PostgreSQL server in DATABASE_URL. Set-up (people, enrolments, the batch's creation,
+submission and approvals) is timed apart; the figure is release → all issued. The provider status poll is
+set to an hour so that the figure measures the webhook path alone.
+
+    DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres python benchmarks/b2_issuance.py [--size N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import platform
+import secrets
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from adapters.simulator import SimulatorProcess  # noqa: E402
+from cbi_service.auth.roles import Role  # noqa: E402
+from cbi_service.auth.service import create_api_key  # noqa: E402
+from cbi_service.kit.db import make_engine, make_session_factory  # noqa: E402
+from cbi_service.kit.settings import Settings, to_asyncpg_url  # noqa: E402
+from cbi_service.migrate import upgrade  # noqa: E402
+
+PROVIDER = "bench-cards"
+SEED_PEOPLE = """
+    INSERT INTO beneficiaries (id, status, given_names, family_names, date_of_birth, sex, nationality,
+        location_country, household_size, consent_date, consent_purpose, documents, match_profile, registered_by)
+    SELECT cbi_uuid7(), 'active', 'Persona ' || i, 'Prueba', DATE '1980-01-01' + (i % 9000), 'female', 'VE',
+           'CO', 1 + i % 6, DATE '2026-11-01', 'assistance', '[]', '{}', $1
+      FROM generate_series(1, $2) AS i
+"""
+ENROL = """
+    INSERT INTO enrolments (id, programme_id, beneficiary_id, enrolled_by)
+    SELECT cbi_uuid7(), $1, id, $2 FROM beneficiaries
+"""
+
+
+def _url_with_db(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(("postgresql", parts.netloc, f"/{name}", parts.query, parts.fragment))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class PeakMemory(threading.Thread):
+    """Samples the resident set size of a process tree every 100 ms."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.process = psutil.Process(pid)
+        self.peak = 0
+        self.running = True
+
+    def run(self) -> None:
+        while self.running:
+            try:
+                tree = [self.process, *self.process.children(recursive=True)]
+                self.peak = max(self.peak, sum(p.memory_info().rss for p in tree))
+            except psutil.Error:
+                return
+            time.sleep(0.1)
+
+
+def _cpu_seconds(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = psutil.virtual_memory().total / 2**30
+    return (
+        f"{cpu}; {psutil.cpu_count()} logical cores; {memory:.0f} GiB RAM; Python {platform.python_version()}; "
+        f"{platform.system()} {platform.release()}; machine shared with other work: figures are indicative"
+    )
+
+
+async def _keys(settings: Settings) -> dict[str, dict[str, str]]:
+    assert settings.async_database_url
+    engine = make_engine(settings.async_database_url, settings)
+    roles = {
+        "admin": Role.admin,
+        "officer": Role.programme_officer,
+        "approver-a": Role.approver,
+        "approver-b": Role.approver,
+        "finance": Role.finance,
+    }
+    out = {}
+    try:
+        async with make_session_factory(engine).begin() as session:
+            for name, role in roles.items():
+                _, raw = await create_api_key(session, f"bench {name}", [role])
+                out[name] = {"Authorization": f"Bearer {raw}"}
+    finally:
+        await engine.dispose()
+    return out
+
+
+async def _ok(response: httpx.Response) -> Any:
+    if response.status_code >= 400:
+        raise RuntimeError(
+            f"{response.request.method} {response.request.url.path}: {response.status_code} {response.text}"
+        )
+    return response.json()
+
+
+async def _wait_http(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient() as http:
+        while True:
+            try:
+                if (await http.get(url)).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} did not answer")
+            await asyncio.sleep(0.1)
+
+
+async def run(size: int, server_url: str) -> None:
+    name = f"cbi_b2_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(_url_with_db(server_url, "postgres"))
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    db_url = _url_with_db(server_url, name)
+    await asyncio.to_thread(upgrade, db_url)
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    api_port = _free_port()
+    simulator = SimulatorProcess.start(f"http://127.0.0.1:{api_port}/v1/webhooks/{PROVIDER}", secret)
+    providers = {
+        PROVIDER: {
+            "adapter": "prepaid_card",
+            "base_url": simulator.base_url,
+            "webhook_secret": secret,
+            "chunk_size": 1000,
+        }
+    }
+    env = {
+        **os.environ,
+        "DATABASE_URL": db_url,
+        "CBI_PROVIDERS": json.dumps(providers),
+        "CBI_LOG_LEVEL": "WARNING",
+        "CBI_LOG_FORMAT": "json",
+        "CBI_PROVIDER_STATUS_POLL_SECONDS": "3600",
+    }
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        service = subprocess.Popen(
+            [sys.executable, "-m", "cbi_service", "serve", "--port", str(api_port)],
+            cwd=ROOT,
+            env={**env, "CBI_RUN_WORKER": "false"},
+            stderr=subprocess.DEVNULL,
+        )
+        processes.append(service)
+        await _wait_http(f"http://127.0.0.1:{api_port}/healthz")
+        settings = Settings(database_url=db_url, providers=providers)
+        keys = await _keys(settings)
+        base = f"http://127.0.0.1:{api_port}"
+        async with httpx.AsyncClient(base_url=base, timeout=600) as http:
+            programme = await _ok(
+                await http.post(
+                    "/v1/programmes",
+                    headers=keys["admin"],
+                    json={
+                        "name": "B2",
+                        "country": "CO",
+                        "currency": "COP",
+                        "sector": "multipurpose_cash",
+                        "delivery_mechanism": "prepaid_card",
+                        "provider": PROVIDER,
+                    },
+                )
+            )
+            pid = programme["id"]
+            await _ok(
+                await http.post(
+                    f"/v1/programmes/{pid}/funds",
+                    headers={**keys["finance"], "Idempotency-Key": "fund"},
+                    json={
+                        "amount": {"amount": "100000000000.00", "currency": "COP"},
+                        "source": "bench",
+                        "reference": "B2",
+                    },
+                )
+            )
+            conn = await asyncpg.connect(db_url)
+            started = time.perf_counter()
+            await conn.execute(SEED_PEOPLE, uuid.UUID(int=1), size)
+            await conn.execute(ENROL, uuid.UUID(pid), uuid.UUID(int=1))
+            seeded = time.perf_counter() - started
+            started = time.perf_counter()
+            batch = await _ok(
+                await http.post(
+                    "/v1/payment-batches",
+                    headers=keys["officer"],
+                    json={
+                        "programme_id": pid,
+                        "name": "B2",
+                        "cycle": "2026-11",
+                        "amount": {"amount": "250000.00", "currency": "COP"},
+                    },
+                )
+            )
+            created = time.perf_counter() - started
+            bid = batch["id"]
+            started = time.perf_counter()
+            await _ok(await http.post(f"/v1/payment-batches/{bid}/submit", headers=keys["officer"]))
+            submitted = time.perf_counter() - started
+            for approver in ("approver-a", "approver-b"):
+                await _ok(
+                    await http.post(
+                        f"/v1/payment-batches/{bid}/approvals", headers=keys[approver], json={"decision": "approve"}
+                    )
+                )
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "cbi_service", "worker"], cwd=ROOT, env=env, stderr=subprocess.DEVNULL
+            )
+            processes.append(worker)
+            memory = {"service": PeakMemory(service.pid), "worker": PeakMemory(worker.pid)}
+            for sampler in memory.values():
+                sampler.start()
+            tracked = {"service": service.pid, "worker": worker.pid, "simulator": simulator.process.pid}
+            cpu_before = {name: _cpu_seconds(pid) for name, pid in tracked.items()}
+            await asyncio.sleep(1.0)
+            t0 = time.perf_counter()
+            await _ok(
+                await http.post(
+                    f"/v1/payment-batches/{bid}/release", headers={**keys["finance"], "Idempotency-Key": "go"}
+                )
+            )
+            all_submitted = None
+            while True:
+                row = await conn.fetchrow(
+                    "SELECT count(*) FILTER (WHERE status = 'issued') AS issued,"
+                    " count(*) FILTER (WHERE status = 'pending') AS pending FROM entitlements WHERE batch_id = $1",
+                    uuid.UUID(bid),
+                )
+                if all_submitted is None and row["pending"] == 0:
+                    all_submitted = time.perf_counter() - t0
+                if row["issued"] == size:
+                    break
+                if time.perf_counter() - t0 > 1800:
+                    raise TimeoutError(f"only {row['issued']} of {size} issued after 30 minutes")
+                await asyncio.sleep(0.25)
+            elapsed = time.perf_counter() - t0
+            for sampler in memory.values():
+                sampler.running = False
+            cpu = {name: _cpu_seconds(pid) - cpu_before[name] for name, pid in tracked.items()}
+            status = await conn.fetchval("SELECT status FROM payment_batches WHERE id = $1", uuid.UUID(bid))
+            await conn.close()
+            counters = (await http.get(f"{simulator.base_url}/admin/counters", params={"per_key": False})).json()
+        print("B2 issuance — release → every entitlement issued")
+        print(f"  machine: {machine()}")
+        print(f"  batch: {size} entitlements, chunk 1000, one API process + one worker process + simulator")
+        print(
+            f"  set-up (not timed in B2): seed {seeded:.1f} s, create batch {created:.1f} s, submit {submitted:.1f} s"
+        )
+        print(f"  release → all submitted to the provider: {all_submitted:.1f} s")
+        print(f"  release → all issued: {elapsed:.1f} s  ({size / elapsed:,.0f} entitlements/s); batch {status}")
+        print(
+            f"  peak RSS: service {memory['service'].peak / 2**20:.0f} MiB,"
+            f" worker {memory['worker'].peak / 2**20:.0f} MiB"
+        )
+        print("  CPU seconds during the run: " + ", ".join(f"{name} {seconds:.0f}" for name, seconds in cpu.items()))
+        print(
+            f"  provider: {counters['card_loads']} card loads, {counters['keys_received_more_than_once']} keys "
+            f"received more than once, {counters['webhooks_sent']} webhooks delivered"
+        )
+        print(f"  target ≤ 60 s: {'met' if elapsed <= 60 else 'NOT met'}")
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        simulator.stop()
+        admin = await asyncpg.connect(_url_with_db(server_url, "postgres"))
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=100_000)
+    args = parser.parse_args()
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        raise SystemExit("set DATABASE_URL to a PostgreSQL server (postgresql://user@host:port/db)")
+    to_asyncpg_url(url)
+    asyncio.run(run(args.size, url))
+
+
+if __name__ == "__main__":
+    main()

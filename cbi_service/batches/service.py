@@ -1,0 +1,265 @@
+"""Payment batches: maker-checker from draft to processing, and the follow-up of what did not arrive.
+
+Every transition first locks the batch row (SELECT ... FOR UPDATE) and then checks its status, so two
+concurrent approvals, releases or cancels serialise on the row and only the first one finds the status it
+needs; the other answers 409. Approvers are distinct by a unique index, not by a prior read.
+Segregation of duties: the creator never approves or rejects, and whoever releases has neither created
+nor approved the batch.
+
+A beneficiary holds at most one live entitlement (pending, submitted, issued or redeemed) per programme
+and cycle; failed, expired and cancelled ones free the cycle, which is what lets a follow-up batch pay the
+same cycle again. Amount rules price each entitlement as min(base + per_member × household_size, max),
+recomputed at submit from the household sizes of that moment.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cbi_service.audit.service import record_audit
+from cbi_service.auth.roles import Principal
+from cbi_service.batches.models import BatchApproval, PaymentBatch
+from cbi_service.batches.repository import BatchRepository
+from cbi_service.batches.schemas import MAX_LISTED_EXCLUSIONS, ApprovalCreate, BatchCreate, BatchOut
+from cbi_service.disbursement.dispatch import start_issuance
+from cbi_service.entitlements import postings
+from cbi_service.entitlements.repository import EntitlementRepository
+from cbi_service.kit.errors import Conflict, Forbidden, NotFound, UnprocessableEntity
+from cbi_service.programmes.models import Programme
+from cbi_service.programmes.service import get_programme
+
+CANCELLABLE = ("draft", "pending_approval", "approved")
+FOLLOWABLE = ("processing", "completed")
+
+
+async def create_batch(session: AsyncSession, principal: Principal, data: BatchCreate) -> BatchOut:
+    programme = await get_programme(session, data.programme_id)
+    _check_currency(programme, data.currency)
+    batch = PaymentBatch(
+        programme_id=programme.id,
+        name=data.name,
+        cycle=data.cycle,
+        currency=programme.currency,
+        amount_minor=data.amount.minor if data.amount is not None else None,
+        amount_rule=data.amount_rule.minor() if data.amount_rule is not None else None,
+        created_by=principal.id,
+    )
+    return await _create(session, principal, batch, data.beneficiary_ids, "payment_batch.created")
+
+
+async def follow_up_batch(
+    session: AsyncSession, principal: Principal, batch_id: uuid.UUID, name: str | None
+) -> BatchOut:
+    """A new draft for this batch's failed and expired entitlements whose beneficiaries are still active."""
+    source = await _get(session, batch_id)
+    if source.status not in FOLLOWABLE:
+        raise Conflict(f"Only a released batch can be followed up; this one is {source.status}.")
+    beneficiary_ids = await BatchRepository(session).follow_up_beneficiaries(source.id)
+    if not beneficiary_ids:
+        raise Conflict("The batch has no failed or expired entitlements to follow up.")
+    batch = PaymentBatch(
+        programme_id=source.programme_id,
+        name=name or f"{source.name} (follow-up)"[:200],
+        cycle=source.cycle,
+        currency=source.currency,
+        amount_minor=source.amount_minor,
+        amount_rule=source.amount_rule,
+        follow_up_of=source.id,
+        created_by=principal.id,
+    )
+    return await _create(session, principal, batch, beneficiary_ids, "payment_batch.follow_up_created")
+
+
+async def _create(
+    session: AsyncSession,
+    principal: Principal,
+    batch: PaymentBatch,
+    beneficiary_ids: Sequence[uuid.UUID] | None,
+    action: str,
+) -> BatchOut:
+    repo = BatchRepository(session)
+    await repo.add(batch)
+    await repo.fill(batch, beneficiary_ids)
+    await repo.refresh_totals(batch)
+    await session.flush()
+    await _audit(session, principal, action, batch, None)
+    return await get_batch(session, batch.id)
+
+
+async def submit_batch(session: AsyncSession, principal: Principal, batch_id: uuid.UUID) -> BatchOut:
+    """draft → pending_approval: the list and amounts freeze and the total must fit the available budget."""
+    repo = BatchRepository(session)
+    batch = await _locked(session, batch_id, "draft")
+    before = batch.summary()
+    await repo.freeze(batch, principal.name)
+    await repo.refresh_totals(batch)
+    if batch.beneficiary_count == 0:
+        raise Conflict("The batch has no beneficiaries to pay.")
+    programme = await get_programme(session, batch.programme_id)
+    available = await postings.available_minor(session, programme)
+    if batch.total_minor > available:
+        raise Conflict(
+            "The batch total exceeds the programme's available balance.",
+            extra={"total_minor": batch.total_minor, "available_minor": available},
+        )
+    batch.approvals_needed = programme.approvals_needed(batch.total_minor)
+    _move(batch, "pending_approval")
+    batch.submitted_by = principal.id
+    batch.submitted_at = _now()
+    await session.flush()
+    await _audit(session, principal, "payment_batch.submitted", batch, before)
+    return await get_batch(session, batch.id)
+
+
+async def decide_batch(
+    session: AsyncSession, principal: Principal, batch_id: uuid.UUID, data: ApprovalCreate
+) -> BatchOut:
+    """Record one approver's decision; a reject ends the batch, the last approve reserves its total."""
+    repo = BatchRepository(session)
+    batch = await _locked(session, batch_id, "pending_approval")
+    if principal.id == batch.created_by:
+        raise Forbidden("The batch's creator cannot approve or reject it.")
+    before = batch.summary()
+    try:
+        async with session.begin_nested():
+            await repo.add_approval(
+                BatchApproval(
+                    batch_id=batch.id,
+                    approver_id=principal.id,
+                    approver_name=principal.name,
+                    decision=data.decision,
+                    comment=data.comment,
+                )
+            )
+    except IntegrityError as exc:
+        raise Conflict("This approver has already decided on the batch.") from exc
+    await record_audit(
+        session,
+        principal,
+        f"payment_batch.{data.decision}",
+        "payment_batch",
+        batch.id,
+        None,
+        {"decision": data.decision, "comment": data.comment},
+    )
+    if data.decision == "reject":
+        await repo.cancel_pending(batch.id, principal.name, "batch rejected")
+        _move(batch, "rejected")
+        batch.closed_at = _now()
+    else:
+        approvals = (await repo.approvals([batch.id]))[batch.id]
+        approved = sum(1 for row in approvals if row.decision == "approve")
+        if approved >= (batch.approvals_needed or 1):
+            programme = await get_programme(session, batch.programme_id)
+            await postings.reserve_batch(session, programme, batch.id, batch.total_minor)
+            _move(batch, "approved")
+            batch.approved_at = _now()
+    await session.flush()
+    if batch.status != before["status"]:
+        await _audit(session, principal, f"payment_batch.{batch.status}", batch, before)
+    return await get_batch(session, batch.id)
+
+
+async def release_batch(session: AsyncSession, principal: Principal, batch_id: uuid.UUID) -> BatchOut:
+    """approved → processing and hand the entitlements to the issuance worker (same transaction)."""
+    repo = BatchRepository(session)
+    batch = await _locked(session, batch_id, "approved")
+    approvers = {row.approver_id for row in (await repo.approvals([batch.id]))[batch.id]}
+    if principal.id == batch.created_by or principal.id in approvers:
+        raise Forbidden("Whoever created or approved a batch cannot release it.")
+    before = batch.summary()
+    _move(batch, "processing")
+    batch.released_by = principal.id
+    batch.released_at = _now()
+    await session.flush()
+    await start_issuance(session, batch.id)
+    await _audit(session, principal, "payment_batch.released", batch, before)
+    return await get_batch(session, batch.id)
+
+
+async def cancel_batch(session: AsyncSession, principal: Principal, batch_id: uuid.UUID) -> BatchOut:
+    """Before release only; an approved batch gives back what is still reserved."""
+    repo = BatchRepository(session)
+    batch = await _get(session, batch_id, for_update=True)
+    if batch.status not in CANCELLABLE:
+        raise Conflict(f"A {batch.status} batch cannot be cancelled.")
+    before = batch.summary()
+    _, reserved = await repo.cancel_pending(batch.id, principal.name, "batch cancelled")
+    if batch.status == "approved":
+        programme = await get_programme(session, batch.programme_id)
+        await postings.release_batch(session, programme, batch.id, reserved)
+    _move(batch, "cancelled")
+    batch.cancelled_by = principal.id
+    batch.closed_at = _now()
+    await session.flush()
+    await _audit(session, principal, "payment_batch.cancelled", batch, before)
+    return await get_batch(session, batch.id)
+
+
+async def get_batch(session: AsyncSession, batch_id: uuid.UUID) -> BatchOut:
+    repo = BatchRepository(session)
+    batch = await _get(session, batch_id)
+    counts = await EntitlementRepository(session).counts_by_batch([batch.id])
+    approvals = await repo.approvals([batch.id])
+    excluded = await repo.exclusions(batch.id, MAX_LISTED_EXCLUSIONS)
+    return BatchOut.of(batch, counts=counts[batch.id], approvals=approvals[batch.id], excluded=excluded)
+
+
+async def list_batches(
+    session: AsyncSession,
+    *,
+    after_id: uuid.UUID | None,
+    limit: int,
+    programme_id: uuid.UUID | None,
+    status: str | None,
+) -> tuple[Sequence[PaymentBatch], list[BatchOut]]:
+    """The page's rows (for the cursor) and their views, with counts and approvals fetched per page."""
+    rows = await BatchRepository(session).list(after_id=after_id, limit=limit, programme_id=programme_id, status=status)
+    shown = list(rows[:limit])
+    ids = [batch.id for batch in shown]
+    counts = await EntitlementRepository(session).counts_by_batch(ids)
+    approvals = await BatchRepository(session).approvals(ids)
+    views = [BatchOut.of(b, counts=counts[b.id], approvals=approvals[b.id], excluded=None) for b in shown]
+    return rows, views
+
+
+async def _get(session: AsyncSession, batch_id: uuid.UUID, *, for_update: bool = False) -> PaymentBatch:
+    batch = await BatchRepository(session).get(batch_id, for_update=for_update)
+    if batch is None:
+        raise NotFound("Payment batch not found.")
+    return batch
+
+
+async def _locked(session: AsyncSession, batch_id: uuid.UUID, expected: str) -> PaymentBatch:
+    batch = await _get(session, batch_id, for_update=True)
+    if batch.status != expected:
+        raise Conflict(f"The batch is {batch.status}, not {expected}.")
+    return batch
+
+
+async def _audit(
+    session: AsyncSession, principal: Principal, action: str, batch: PaymentBatch, before: dict[str, object] | None
+) -> None:
+    await record_audit(session, principal, action, "payment_batch", batch.id, before, batch.summary())
+
+
+def _move(batch: PaymentBatch, status: str) -> None:
+    batch.status = status
+    batch.updated_at = _now()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _check_currency(programme: Programme, currency: str) -> None:
+    if currency != programme.currency:
+        raise UnprocessableEntity(
+            "Currency does not match the programme's.",
+            errors=[{"field": "amount.currency", "message": f"must be {programme.currency}"}],
+        )

@@ -1,0 +1,40 @@
+"""Provider adapters built from CBI_PROVIDERS through the adapters registry, one set per event loop.
+
+An adapter owns an HTTP connection pool bound to the loop that created it, so the cache is keyed by the
+running loop: a process builds each provider once (per loop) and reuses its pool for every call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import weakref
+
+from adapters.providers.base import ProviderAdapter
+from adapters.providers.registry import build_provider
+from cbi_service.kit.errors import Conflict
+from cbi_service.kit.settings import Settings
+
+_CACHE: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str], ProviderAdapter]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def get_provider(settings: Settings, name: str) -> ProviderAdapter:
+    """The adapter configured as `name`; a programme naming a provider no longer configured is a 409."""
+    config = settings.providers.get(name)
+    if config is None:
+        raise Conflict(f"Provider {name!r} is not configured.")
+    key = (name, json.dumps(config, sort_keys=True, default=str))
+    adapters = _CACHE.setdefault(asyncio.get_running_loop(), {})
+    adapter = adapters.get(key)
+    if adapter is None:
+        adapter = adapters[key] = build_provider(name, config)
+    return adapter
+
+
+async def close_providers() -> None:
+    """Close this loop's adapters (their connection pools); the next call builds them again."""
+    adapters = _CACHE.pop(asyncio.get_running_loop(), {})
+    for adapter in adapters.values():
+        await adapter.aclose()

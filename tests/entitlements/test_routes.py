@@ -1,0 +1,164 @@
+"""Entitlement routes against the provider simulator: list, detail, retry and cancel."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+
+from tests.disbursement.support import (
+    approved_batch,
+    assert_identity,
+    balances,
+    counters,
+    drain,
+    entitlements_of,
+    fund,
+    make_actors,
+    make_programme,
+    release,
+    seed_beneficiaries,
+)
+from tests.helpers import assert_problem
+
+
+async def _released(client, api_key_factory, session_factory, count=3, **programme):
+    actors = await make_actors(api_key_factory)
+    made = await make_programme(client, actors, **programme)
+    await fund(client, actors, made["id"], "1000000.00")
+    await seed_beneficiaries(session_factory, made["id"], count)
+    batch = await approved_batch(client, actors, made["id"])
+    assert (await release(client, actors, batch["id"])).status_code == 200
+    return actors, made, batch
+
+
+async def test_list_filters_and_detail_with_history(client, api_key_factory, session_factory, settings, simulator):
+    actors, _programme, batch = await _released(client, api_key_factory, session_factory)
+    await drain(session_factory, settings, batch["id"])
+    listed = await client.get("/v1/entitlements", params={"batch_id": batch["id"], "limit": 2}, headers=actors.auditor)
+    page = listed.json()
+    assert len(page["items"]) == 2
+    assert page["next_cursor"]
+    rest = await client.get(
+        "/v1/entitlements", params={"batch_id": batch["id"], "cursor": page["next_cursor"]}, headers=actors.auditor
+    )
+    items = page["items"] + rest.json()["items"]
+    assert len({item["id"] for item in items}) == 3
+    one = items[0]
+    assert one["status"] == "issued"
+    assert one["amount"] == {"amount": "100000.00", "currency": "COP"}
+    assert one["card_token"].startswith("tok_")
+    assert len(one["card_last4"]) == 4
+    assert one["provider_ref"].startswith("prv_")
+    assert one["history"] is None
+    by_person = await client.get(
+        "/v1/entitlements",
+        params={"beneficiary_id": one["beneficiary_id"], "status": "issued"},
+        headers=actors.officer,
+    )
+    assert [e["id"] for e in by_person.json()["items"]] == [one["id"]]
+    none = await client.get("/v1/entitlements", params={"status": "failed"}, headers=actors.officer)
+    assert none.json()["items"] == []
+    detail = (await client.get(f"/v1/entitlements/{one['id']}", headers=actors.finance)).json()
+    assert [(h["status"], h["actor"]) for h in detail["history"]] == [
+        ("pending", None),
+        ("submitted", "worker:cards"),
+        ("issued", "status:cards"),
+    ]
+    loaded = await client.post(
+        f"/v1/entitlements/{one['id']}/cancel", headers={**actors.finance, "Idempotency-Key": "c"}
+    )
+    assert "cannot be cancelled" in assert_problem(loaded, 409)["detail"]
+    assert_problem(await client.get(f"/v1/entitlements/{uuid.uuid4()}", headers=actors.auditor), 404)
+    assert_problem(await client.get("/v1/entitlements", params={"status": "lost"}, headers=actors.auditor), 422)
+
+
+async def test_retry_a_failed_entitlement(client, api_key_factory, session_factory, settings, simulator):
+    httpx.patch(f"{simulator.base_url}/admin/faults", json={"decline_rate": 1.0}).raise_for_status()
+    actors, programme, batch = await _released(client, api_key_factory, session_factory, count=2)
+    await drain(session_factory, settings, batch["id"])
+    failed, other = await entitlements_of(session_factory, batch["id"])
+    assert (failed.status, other.status) == ("failed", "failed")
+    figures = await balances(client, actors, programme["id"])
+    assert (figures["available"], figures["committed"]) == ("1000000.00", "0.00")
+    httpx.patch(f"{simulator.base_url}/admin/faults", json={"decline_rate": 0.0}).raise_for_status()
+    url = f"/v1/entitlements/{failed.id}/retry"
+    assert_problem(await client.post(url, headers=actors.finance), 422)
+    assert_problem(await client.post(url, headers={**actors.auditor, "Idempotency-Key": "r"}), 403)
+    retried = await client.post(url, headers={**actors.officer, "Idempotency-Key": "r"})
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["status"] == "submitted"
+    assert retried.json()["failure"] is None
+    replay = await client.post(url, headers={**actors.officer, "Idempotency-Key": "r"})
+    assert replay.json() == retried.json()
+    assert_problem(await client.post(url, headers={**actors.officer, "Idempotency-Key": "r2"}), 409)
+    reopened = (await client.get(f"/v1/payment-batches/{batch['id']}", headers=actors.auditor)).json()
+    assert reopened["status"] == "processing"
+    assert (await balances(client, actors, programme["id"]))["committed"] == "100000.00"
+    await drain(session_factory, settings, batch["id"])
+    detail = (await client.get(f"/v1/entitlements/{failed.id}", headers=actors.auditor)).json()
+    assert detail["status"] == "issued"
+    assert [h["status"] for h in detail["history"]] == ["pending", "submitted", "failed", "submitted", "issued"]
+    assert counters(simulator)["instructions_received"][str(failed.id)] == 2
+    assert counters(simulator)["card_loads"] == 1
+    assert_identity(await balances(client, actors, programme["id"]))
+
+
+async def test_cancel_before_issue_at_the_provider_and_an_unused_voucher(
+    client, api_key_factory, session_factory, settings, simulator
+):
+    actors, programme, batch = await _released(
+        client, api_key_factory, session_factory, delivery_mechanism="voucher", provider="vouchers"
+    )
+    first, second, third = await entitlements_of(session_factory, batch["id"])
+    response = await client.post(
+        f"/v1/entitlements/{first.id}/cancel", headers={**actors.finance, "Idempotency-Key": "c"}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "cancelled"
+    assert counters(simulator)["cancelled"] == 1
+    await drain(session_factory, settings, batch["id"])
+    assert str(first.id) not in counters(simulator)["instructions_received"]
+    assert (await balances(client, actors, programme["id"]))["available"] == "800000.00"
+    unused = await client.post(
+        f"/v1/entitlements/{second.id}/cancel", headers={**actors.officer, "Idempotency-Key": "c"}
+    )
+    assert unused.json()["status"] == "cancelled"
+    figures = await balances(client, actors, programme["id"])
+    assert (figures["available"], figures["returned"], figures["disbursed"]) == ("900000.00", "100000.00", "100000.00")
+    assert_identity(figures)
+    voucher = (await client.get(f"/v1/entitlements/{third.id}", headers=actors.auditor)).json()["voucher_code"]
+    redeem = {"amount_minor": 100, "merchant": "Tienda"}
+    httpx.post(f"{simulator.base_url}/admin/vouchers/{voucher}/redeem", json=redeem).raise_for_status()
+    assert_problem(
+        await client.post(f"/v1/entitlements/{third.id}/cancel", headers={**actors.officer, "Idempotency-Key": "d"}),
+        409,
+    )
+
+
+async def test_cancel_in_an_approved_batch_and_refusals(client, api_key_factory, session_factory):
+    actors = await make_actors(api_key_factory)
+    programme = await make_programme(client, actors)
+    await fund(client, actors, programme["id"], "1000000.00")
+    await seed_beneficiaries(session_factory, programme["id"], 2)
+    batch = await approved_batch(client, actors, programme["id"])
+    first, _ = await entitlements_of(session_factory, batch["id"])
+    key = {"Idempotency-Key": "k"}
+    response = await client.post(f"/v1/entitlements/{first.id}/cancel", headers={**actors.officer, **key})
+    assert response.json()["status"] == "cancelled"
+    figures = await balances(client, actors, programme["id"])
+    assert (figures["committed"], figures["available"]) == ("100000.00", "900000.00")
+    assert_problem(
+        await client.post(f"/v1/entitlements/{first.id}/cancel", headers={**actors.officer, "Idempotency-Key": "k2"}),
+        409,
+    )
+    cancel_batch = await client.post(f"/v1/payment-batches/{batch['id']}/cancel", headers=actors.officer)
+    assert cancel_batch.json()["status"] == "cancelled"
+    figures = await balances(client, actors, programme["id"])
+    assert (figures["committed"], figures["available"]) == ("0.00", "1000000.00")
+    assert_problem(
+        await client.post(
+            f"/v1/entitlements/{uuid.uuid4()}/cancel", headers={**actors.officer, "Idempotency-Key": "z"}
+        ),
+        404,
+    )

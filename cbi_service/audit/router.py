@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
@@ -11,6 +10,7 @@ from cbi_service.audit.service import search_audit_events
 from cbi_service.auth.dependencies import require_roles
 from cbi_service.auth.roles import Principal, Role
 from cbi_service.kit.db import SessionDep
+from cbi_service.kit.timeutil import AwareDatetimeQuery
 from cbi_service.kit.pagination import Page, PageDep, page_of
 
 router = APIRouter(prefix="/v1/audit-events", tags=["audit"])
@@ -26,8 +26,8 @@ async def list_audit_events(
     resource_type: Annotated[str | None, Query(max_length=100)] = None,
     resource_id: Annotated[str | None, Query(max_length=100)] = None,
     action: Annotated[str | None, Query(max_length=100)] = None,
-    occurred_from: Annotated[datetime | None, Query(alias="from")] = None,
-    occurred_to: Annotated[datetime | None, Query(alias="to")] = None,
+    occurred_from: Annotated[AwareDatetimeQuery | None, Query(alias="from")] = None,
+    occurred_to: Annotated[AwareDatetimeQuery | None, Query(alias="to")] = None,
 ) -> Page[AuditEventOut]:
     rows = await search_audit_events(
         session,

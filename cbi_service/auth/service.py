@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cbi_service.audit.service import record_audit
 from cbi_service.auth.models import ApiKey
 from cbi_service.auth.repository import ApiKeyRepository
 from cbi_service.auth.roles import Principal, Role
@@ -27,6 +28,7 @@ async def create_api_key(session: AsyncSession, name: str, roles: Iterable[Role]
     raw = KEY_PREFIX + secrets.token_urlsafe(32)
     key = ApiKey(name=name, prefix=raw[: len(KEY_PREFIX) + 6], key_hash=hash_key(raw), roles=role_list)
     await ApiKeyRepository(session).add(key)
+    await record_audit(session, None, "api_key.created", "api_key", key.id, None, {"name": name, "roles": role_list})
     return key, raw
 
 
@@ -42,4 +44,7 @@ async def list_api_keys(session: AsyncSession) -> Sequence[ApiKey]:
 
 
 async def revoke_api_key(session: AsyncSession, key_id: uuid.UUID) -> bool:
-    return await ApiKeyRepository(session).revoke(key_id)
+    revoked = await ApiKeyRepository(session).revoke(key_id)
+    if revoked:
+        await record_audit(session, None, "api_key.revoked", "api_key", key_id, {"revoked": False}, {"revoked": True})
+    return revoked

@@ -32,7 +32,10 @@ class JobRepository:
             .where(
                 Job.kind.in_(kinds),
                 Job.run_at <= func.now(),
-                or_(Job.status == "queued", (Job.status == "running") & (Job.locked_until < func.now())),
+                or_(
+                    Job.status == "queued",
+                    (Job.status == "running") & (Job.locked_until < func.now()) & (Job.attempts < Job.max_attempts),
+                ),
             )
             .order_by(Job.run_at)
             .limit(limit)
@@ -86,6 +89,21 @@ class JobRepository:
             .where(Job.id == job_id, Job.locked_by == worker_id)
             .values(status="failed", locked_until=None, last_error=error, finished_at=func.now())
         )
+
+    async def fail_abandoned(self) -> int:
+        """Jobs whose lease lapsed on their last allowed attempt (their worker kept dying): give up on them."""
+        stmt = (
+            update(Job)
+            .where(Job.status == "running", Job.locked_until < func.now(), Job.attempts >= Job.max_attempts)
+            .values(
+                status="failed",
+                locked_until=None,
+                last_error="lease lapsed on the last attempt",
+                finished_at=func.now(),
+            )
+            .returning(Job.id)
+        )
+        return len((await self.session.execute(stmt)).scalars().all())
 
     async def get(self, job_id: uuid.UUID) -> Job | None:
         return await self.session.get(Job, job_id)

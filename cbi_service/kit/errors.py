@@ -172,7 +172,16 @@ def install_error_handlers(app: FastAPI) -> None:
                 PROBLEM_BASE + "validation",
                 errors=[],
             )
-        return _internal_error(exc)
+        # asyncpg's message carries the row's DETAIL (which may hold PII): log only what identifies the fault.
+        orig = exc.orig
+        log.error(
+            "database_error",
+            error_type=type(orig).__name__,
+            sqlstate=getattr(orig, "sqlstate", None),
+            constraint=getattr(getattr(orig, "__cause__", None), "constraint_name", None),
+            table=getattr(getattr(orig, "__cause__", None), "table_name", None),
+        )
+        return _server_error()
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
@@ -181,4 +190,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
 def _internal_error(exc: Exception) -> JSONResponse:
     log.error("unhandled_error", error_type=type(exc).__name__, exc_info=exc)
+    return _server_error()
+
+
+def _server_error() -> JSONResponse:
     return problem(500, "Internal Server Error", "An unexpected error occurred.", PROBLEM_BASE + "internal")

@@ -13,6 +13,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from cbi_service.kit.errors import UnprocessableEntity
 
+# The largest amount in minor units anything may carry: exact in every JSON client's numbers (2**53) and far
+# inside BIGINT, so no total of realistic size can overflow a column.
+MAX_MINOR = 2**53
+
 _AMOUNT = re.compile(r"^(-?)(\d+)(?:\.(\d+))?$")
 
 
@@ -53,6 +57,8 @@ def parse_amount(amount: str, currency: str) -> int:
         raise ValueError("amount is too large")
     scale: int = 10**exponent
     minor = int(whole) * scale + (int(fraction) if fraction else 0)
+    if minor > MAX_MINOR:
+        raise ValueError("amount is too large")
     return -minor if sign else minor
 
 

@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
-DEVELOPMENT_SECRET = "development-only-secret-change-me"  # noqa: S105 - refused outside development
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -26,12 +24,12 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".cbi")
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)
-    secret_key: str = DEVELOPMENT_SECRET
-    providers: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    registries: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    providers: Annotated[dict[str, dict[str, Any]], NoDecode] = Field(default_factory=dict)
+    registries: Annotated[dict[str, dict[str, Any]], NoDecode] = Field(default_factory=dict)
     idempotency_ttl_hours: int = Field(default=48, ge=24)
     run_worker: bool = True
     worker_poll_seconds: float = Field(default=0.5, gt=0)
+    provider_status_poll_seconds: float = Field(default=300.0, gt=0)  # submitted this long, no event: ask
 
     @field_validator("providers", "registries", mode="before")
     @classmethod
@@ -43,11 +41,12 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:
         if self.env != "development":
-            if self.secret_key == DEVELOPMENT_SECRET:
-                raise ValueError("CBI_SECRET_KEY must be set outside development")
             for name, provider in self.providers.items():
                 if not provider.get("webhook_secret"):
                     raise ValueError(f"provider {name!r} needs a webhook_secret outside development")
+            for name, registry in self.registries.items():
+                if "key" in registry and not registry["key"]:
+                    raise ValueError(f"registry {name!r} needs a key outside development")
         return self
 
     @property
@@ -66,7 +65,8 @@ def to_asyncpg_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in {"postgresql", "postgres", "postgresql+asyncpg", "postgresql+psycopg"}:
         raise ValueError(f"unsupported database URL scheme {parts.scheme!r}")
-    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "sslmode" or v != "disable"]
+    # libpq's sslmode is asyncpg's ssl (same values); keeping the libpq spelling would crash at connect.
+    query = [("ssl" if k == "sslmode" else k, v) for k, v in parse_qsl(parts.query)]
     return urlunsplit(("postgresql+asyncpg", parts.netloc, parts.path, urlencode(query), parts.fragment))
 
 

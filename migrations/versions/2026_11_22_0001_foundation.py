@@ -67,6 +67,12 @@ def upgrade() -> None:
             FOR EACH ROW EXECUTE FUNCTION refuse_history_change();
         """
     )
+    op.execute(
+        """
+        CREATE TRIGGER audit_events_no_truncate BEFORE TRUNCATE ON audit_events
+            FOR EACH STATEMENT EXECUTE FUNCTION refuse_history_change();
+        """
+    )
     op.create_table(
         "idempotency_keys",
         sa.Column("principal_id", sa.Uuid(), nullable=False),

@@ -4,7 +4,7 @@
 time-ordered ids inside set-based INSERT ... SELECT statements (a batch of 100,000 is one statement).
 
 Revision ID: 0004_disbursement
-Revises: 0001_foundation
+Revises: 0003_beneficiaries
 Create Date: 2026-11-22 09:30:00
 """
 
@@ -15,9 +15,9 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0004_disbursement"
-down_revision: str | Sequence[str] | None = "0001_foundation"
+down_revision: str | Sequence[str] | None = "0003_beneficiaries"
 branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = ("0003_beneficiaries",)
+depends_on: str | Sequence[str] | None = None
 
 LIVE = "status IN ('pending', 'submitted', 'issued', 'redeemed')"
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
+from cbi_service.auth.roles import Role
 from tests.conftest import libpq_url
 from tests.helpers import assert_problem, programme_body
 
@@ -22,7 +23,7 @@ async def test_filters_and_cursor_pagination(client, api_key_factory):
 
     everything, cursor = [], None
     while True:
-        params = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+        params = {"limit": 2, "resource_type": "programme"} | ({"cursor": cursor} if cursor else {})
         page = (await client.get("/v1/audit-events", params=params, headers=auditor)).json()
         everything += page["items"]
         cursor = page["next_cursor"]
@@ -31,11 +32,15 @@ async def test_filters_and_cursor_pagination(client, api_key_factory):
     assert [e["resource_id"] for e in everything] == ids
 
     by_officer = (
-        await client.get("/v1/audit-events", params={"actor_id": everything[0]["actor_id"]}, headers=auditor)
+        await client.get(
+            "/v1/audit-events",
+            params={"actor_id": everything[0]["actor_id"], "resource_type": "programme"},
+            headers=auditor,
+        )
     ).json()
     assert [e["resource_id"] for e in by_officer["items"]] == ids[:3]
 
-    window = {"from": everything[1]["occurred_at"], "to": everything[3]["occurred_at"]}
+    window = {"from": everything[1]["occurred_at"], "to": everything[3]["occurred_at"], "resource_type": "programme"}
     windowed = (await client.get("/v1/audit-events", params=window, headers=auditor)).json()["items"]
     assert [e["resource_id"] for e in windowed] == ids[1:3]
 
@@ -49,6 +54,8 @@ async def test_bad_filters_are_422(client, api_key_factory):
     auditor = await api_key_factory("auditor")
     assert_problem(await client.get("/v1/audit-events", params={"actor_id": "nope"}, headers=auditor), 422)
     assert_problem(await client.get("/v1/audit-events", params={"from": "yesterday"}, headers=auditor), 422)
+    for bad in ("0001-01-01T00:00:00+01:00", "2026-01-01T00:00:00", "9999-12-31T23:59:59-14:00"):
+        assert_problem(await client.get("/v1/audit-events", params={"from": bad}, headers=auditor), 422)
 
 
 async def test_audit_trail_is_append_only(client, api_key_factory, database_url):
@@ -59,5 +66,22 @@ async def test_audit_trail_is_append_only(client, api_key_factory, database_url)
             await conn.execute("UPDATE audit_events SET actor_name = 'someone else'")
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await conn.execute("DELETE FROM audit_events")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute("TRUNCATE audit_events")
     finally:
         await conn.close()
+
+
+async def test_api_key_lifecycle_is_audited(client, api_key_factory, session_factory):
+    from cbi_service.auth.service import create_api_key, revoke_api_key
+
+    async with session_factory.begin() as session:
+        key, _ = await create_api_key(session, "ops", [Role.finance])
+        assert await revoke_api_key(session, key.id)
+    auditor = await api_key_factory("auditor")
+    events = (await client.get("/v1/audit-events", params={"resource_id": str(key.id)}, headers=auditor)).json()[
+        "items"
+    ]
+    assert [e["action"] for e in events] == ["api_key.created", "api_key.revoked"]
+    assert events[0]["after"] == {"name": "ops", "roles": ["finance"]}
+    assert "cbi_" not in str(events)

@@ -137,3 +137,33 @@ def test_backoff_is_bounded_and_grows():
     assert all(0 <= backoff_seconds(1) <= 1 for _ in range(50))
     assert all(0 <= backoff_seconds(20) <= 300 for _ in range(50))
     assert max(backoff_seconds(6) for _ in range(200)) > 1
+
+
+@job_handler("test.long")
+async def long_job(ctx: JobContext) -> None:
+    await asyncio.sleep(0.6)
+    RUNS.append(("long", ctx.attempt))
+
+
+async def test_the_lease_is_kept_while_a_long_job_runs(session_factory):
+    RUNS.clear()
+    async with session_factory.begin() as session:
+        await enqueue(session, "test.long", {})
+    busy = _worker(session_factory, lease_seconds=0.3)
+    other = _worker(session_factory, lease_seconds=0.3)
+    running = asyncio.create_task(busy.run_once())
+    await asyncio.sleep(0.45)
+    assert await other.run_once() == 0
+    await running
+    assert RUNS == [("long", 1)]
+
+
+async def test_a_job_whose_worker_keeps_dying_is_failed_not_retried_forever(session_factory):
+    async with session_factory.begin() as session:
+        await enqueue(session, "test.record", {"name": "cursed"}, max_attempts=1)
+    async with session_factory.begin() as session:
+        assert len(await JobRepository(session).claim("dead-worker", ["test.record"], 10, 0.05)) == 1
+    await asyncio.sleep(0.1)
+    assert await _worker(session_factory).run_once() == 0
+    (job,) = await _jobs(session_factory)
+    assert job.status == "failed"

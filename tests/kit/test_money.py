@@ -33,6 +33,12 @@ def test_wrong_digits_or_currency_refused(amount, currency):
         Money(amount=amount, currency=currency)
 
 
+@pytest.mark.parametrize(("amount", "currency"), [("99999999999999999.99", "COP"), ("9999999999999.999", "KWD")])
+def test_amounts_beyond_2_pow_53_minor_units_are_refused(amount, currency):
+    with pytest.raises(ValidationError):
+        Money(amount=amount, currency=currency)
+
+
 @pytest.mark.parametrize("amount", ["0.00", "-1.00"])
 def test_positive_money_refuses_zero_and_negative(amount):
     with pytest.raises(ValidationError):

@@ -10,8 +10,8 @@ from cbi_service.audit.service import search_audit_events
 from cbi_service.auth.dependencies import require_roles
 from cbi_service.auth.roles import Principal, Role
 from cbi_service.kit.db import SessionDep
-from cbi_service.kit.timeutil import AwareDatetimeQuery
 from cbi_service.kit.pagination import Page, PageDep, page_of
+from cbi_service.kit.timeutil import AwareDatetimeQuery
 
 router = APIRouter(prefix="/v1/audit-events", tags=["audit"])
 Reader = Annotated[Principal, Depends(require_roles(Role.auditor, Role.admin))]

@@ -1,0 +1,1 @@
+"""Ledger export for auditors (CSV, Parquet, XLSX, streamed) and its offline verification."""

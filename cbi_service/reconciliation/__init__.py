@@ -1,0 +1,1 @@
+"""Reconciliation of the ledger's disbursements against a provider's statement."""

@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from datetime import date
+from typing import IO, Annotated
+
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi.responses import Response
+
+from cbi_service.auth.dependencies import require_roles
+from cbi_service.auth.roles import Principal, Role
+from cbi_service.exports.streaming import ClosingStreamingResponse
+from cbi_service.kit.db import SessionDep
+from cbi_service.kit.idempotency import IdempotencyDep
+from cbi_service.reconciliation import service
+from cbi_service.reconciliation.schemas import ReconciliationOut, ReconciliationReport
+from cbi_service.reports.negotiation import CSV_CONTENT, CSV_MEDIA_TYPE, wants_csv
+
+router = APIRouter(prefix="/v1/reconciliations", tags=["auditors"])
+Reconciler = Annotated[Principal, Depends(require_roles(Role.finance, Role.auditor))]
+
+CREATE_DESCRIPTION = """
+Reconcile a provider's statement (CSV: `entitlement_id`, `provider_ref`, `amount`, `currency`, `date`;
+extra columns ignored; comma or semicolon separated) against the ledger. Answers 202 with the report in
+`running` state; poll `GET /v1/reconciliations/{id}` (`lines_done` of `lines_total` is the progress).
+
+A line is compared with the provider's disbursement of the entitlement it names: the ledger posting made
+when the provider issued an entitlement of a programme using this provider. `matched`: same amount and
+currency; `amount_mismatch`: different ones; `missing_in_ledger`: no such disbursement (unknown id,
+another provider's entitlement, never issued) or a line repeating an earlier line's entitlement;
+`missing_in_statement`: a disbursement of the period (the statement's first to last date, or
+`period_start`..`period_end`, UTC days) that no line names. A statement with an unreadable line is refused
+whole (422 naming the lines).
+"""
+
+
+def _sha256(file: IO[bytes]) -> str:
+    digest = hashlib.sha256()
+    while chunk := file.read(1 << 20):
+        digest.update(chunk)
+    file.seek(0)
+    return digest.hexdigest()
+
+
+@router.post("", status_code=202, response_model=ReconciliationOut, description=CREATE_DESCRIPTION)
+async def create_reconciliation(
+    request: Request,
+    session: SessionDep,
+    principal: Reconciler,
+    idem: IdempotencyDep,
+    provider: Annotated[str, Form(min_length=1, max_length=100)],
+    statement: Annotated[UploadFile, File(description="The provider's statement, CSV in UTF-8.")],
+    period_start: Annotated[date | None, Form()] = None,
+    period_end: Annotated[date | None, Form()] = None,
+) -> Response:
+    sha = await asyncio.to_thread(_sha256, statement.file)
+    payload = {"provider": provider, "statement_sha256": sha, "period_start": period_start, "period_end": period_end}
+    return await idem.run(
+        payload,
+        lambda: service.create_reconciliation(
+            session,
+            request.app.state.settings,
+            principal,
+            provider=provider,
+            statement=statement.file,
+            filename=statement.filename or "statement.csv",
+            statement_sha256=sha,
+            period_start=period_start,
+            period_end=period_end,
+        ),
+        status_code=202,
+    )
+
+
+@router.get(
+    "/{reconciliation_id}",
+    response_model=ReconciliationReport,
+    description="The report with every item by category, as JSON or (`Accept: text/csv`) one CSV line per item.",
+    responses={200: {"content": CSV_CONTENT}},
+)
+async def get_reconciliation(
+    request: Request, reconciliation_id: uuid.UUID, session: SessionDep, _: Reconciler
+) -> ClosingStreamingResponse:
+    head = await service.get_reconciliation(session, reconciliation_id)
+    engine = request.app.state.engine
+    if wants_csv(request):
+        return ClosingStreamingResponse(
+            service.report_csv(engine, head.id),
+            media_type=CSV_MEDIA_TYPE,
+            headers={"Content-Disposition": f'attachment; filename="reconciliation-{head.id}.csv"'},
+        )
+    return ClosingStreamingResponse(service.report_json(engine, head), media_type="application/json")

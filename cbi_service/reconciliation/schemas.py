@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from cbi_service.kit.money import Money
+from cbi_service.reconciliation.models import Reconciliation
+
+Status = Literal["running", "completed", "failed"]
+
+
+class Counts(BaseModel):
+    matched: int
+    amount_mismatch: int
+    missing_in_ledger: int
+    missing_in_statement: int
+
+
+class StatementSide(BaseModel):
+    amount: Money
+    date: date
+    provider_ref: str | None
+
+
+class LedgerSide(BaseModel):
+    transaction_id: uuid.UUID
+    amount: Money
+    posted_at: datetime
+    provider_ref: str | None
+
+
+class ReconciliationItem(BaseModel):
+    line: int | None = Field(description="The statement line (header = line 1); null for missing_in_statement.")
+    entitlement_id: str = Field(description="As the statement wrote it, or the ledger's for missing_in_statement.")
+    statement: StatementSide | None
+    ledger: LedgerSide | None
+
+
+class Items(BaseModel):
+    matched: list[ReconciliationItem]
+    amount_mismatch: list[ReconciliationItem]
+    missing_in_ledger: list[ReconciliationItem]
+    missing_in_statement: list[ReconciliationItem]
+
+
+class ReconciliationOut(BaseModel):
+    id: uuid.UUID
+    provider: str
+    status: Status
+    filename: str
+    statement_sha256: str
+    period_start: date
+    period_end: date
+    lines_total: int
+    lines_done: int = Field(description="Statement lines reconciled so far (progress while running).")
+    counts: Counts
+    error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, rec: Reconciliation) -> ReconciliationOut:
+        return cls(
+            id=rec.id,
+            provider=rec.provider,
+            status=rec.status,
+            filename=rec.filename,
+            statement_sha256=rec.statement_sha256,
+            period_start=rec.period_start,
+            period_end=rec.period_end,
+            lines_total=rec.lines_total,
+            lines_done=rec.lines_done,
+            counts=Counts(
+                matched=rec.matched,
+                amount_mismatch=rec.amount_mismatch,
+                missing_in_ledger=rec.missing_in_ledger,
+                missing_in_statement=rec.missing_in_statement,
+            ),
+            error=rec.error,
+            created_at=rec.created_at,
+            finished_at=rec.finished_at,
+        )
+
+
+class ReconciliationReport(ReconciliationOut):
+    items: Items = Field(description="Every finding by category; empty until the reconciliation completes.")

@@ -1,0 +1,232 @@
+"""Reconciliation of a provider's statement against the ledger.
+
+The upload is read as it streams in (the multipart body is already spooled to disk by the server) and its
+lines are COPY-inserted in batches, so a 100k-line statement never sits in memory; a statement with an
+unreadable line is refused whole (422 naming the lines), because reconciling part of a statement would
+report the rest as missing. A background job then matches the lines in chunks (`lines_done` is the
+progress) and finally lists the period's disbursements that no line names.
+
+Categories, for provider P (see `repository` for what "in the ledger" means):
+- matched: the line's entitlement is in the ledger for P with the same amount and currency;
+- amount_mismatch: it is, with another amount or currency;
+- missing_in_ledger: it is not (unknown id, another provider's entitlement, never issued), or an earlier
+  line of the statement already claimed it (a duplicate charge);
+- missing_in_statement: in the ledger for P, disbursed within the period, and named by no line.
+The period is the statement's first to last `date` unless `period_start`/`period_end` are given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import io
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from datetime import date
+from typing import IO, Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from cbi_service.audit.service import record_audit
+from cbi_service.auth.roles import Principal
+from cbi_service.jobs.service import enqueue
+from cbi_service.kit.errors import NotFound, UnprocessableEntity
+from cbi_service.kit.ids import new_id
+from cbi_service.kit.money import Money
+from cbi_service.kit.settings import Settings
+from cbi_service.reconciliation.models import Reconciliation
+from cbi_service.reconciliation.repository import ReconciliationRepository, stream_items
+from cbi_service.reconciliation.schemas import LedgerSide, ReconciliationItem, ReconciliationOut, StatementSide
+from cbi_service.reconciliation.statement import Line, StatementError, Summary, read_statement
+
+JOB_KIND = "reconciliation.run"
+JOB_ATTEMPTS = 5
+COPY_BATCH = 5_000
+
+
+def _next_batch(batches: Iterator[list[Line]]) -> list[Line] | None:
+    return next(batches, None)
+
+
+def _statement_problem(error: StatementError) -> UnprocessableEntity:
+    return UnprocessableEntity(
+        "The statement cannot be reconciled.",
+        errors=[
+            {
+                "field": f"statement.{column}" if column else "statement",
+                "message": f"line {line}: {message}" if line else message,
+            }
+            for line, column, message in error.errors
+        ],
+    )
+
+
+async def create_reconciliation(
+    session: AsyncSession,
+    settings: Settings,
+    principal: Principal,
+    *,
+    provider: str,
+    statement: IO[bytes],
+    filename: str,
+    statement_sha256: str,
+    period_start: date | None,
+    period_end: date | None,
+) -> ReconciliationOut:
+    if provider not in settings.providers:
+        raise UnprocessableEntity(
+            "Unknown provider.", errors=[{"field": "provider", "message": "not a configured provider"}]
+        )
+    repo = ReconciliationRepository(session)
+    reconciliation_id = new_id()
+    summary = Summary()
+    batches = read_statement(statement, summary, COPY_BATCH)
+    try:
+        while (batch := await asyncio.to_thread(_next_batch, batches)) is not None:
+            await repo.copy_lines(reconciliation_id, batch)
+    except StatementError as exc:
+        raise _statement_problem(exc) from None
+    if summary.errors:
+        raise _statement_problem(StatementError(summary.errors))
+    if summary.first_date is None or summary.last_date is None:
+        raise UnprocessableEntity("The statement has no lines.", errors=[{"field": "statement", "message": "empty"}])
+    start = period_start or summary.first_date
+    end = period_end or summary.last_date
+    if start > end:
+        raise UnprocessableEntity(
+            "Empty period.", errors=[{"field": "period_end", "message": "must not be before period_start"}]
+        )
+    if end >= date.max:
+        raise UnprocessableEntity("Period out of range.", errors=[{"field": "period_end", "message": "out of range"}])
+    reconciliation = await repo.add(
+        Reconciliation(
+            id=reconciliation_id,
+            provider=provider,
+            filename=filename[:255],
+            statement_sha256=statement_sha256,
+            period_start=start,
+            period_end=end,
+            lines_total=summary.lines,
+            created_by=principal.id,
+        )
+    )
+    await enqueue(
+        session,
+        JOB_KIND,
+        {"reconciliation_id": str(reconciliation_id)},
+        dedupe_key=f"reconciliation:{reconciliation_id}",
+        max_attempts=JOB_ATTEMPTS,
+    )
+    out = ReconciliationOut.of(reconciliation)
+    await record_audit(
+        session,
+        principal,
+        "reconciliation.created",
+        "reconciliation",
+        reconciliation_id,
+        None,
+        out.model_dump(mode="json", include={"provider", "filename", "statement_sha256", "lines_total"}),
+    )
+    return out
+
+
+async def get_reconciliation(session: AsyncSession, reconciliation_id: uuid.UUID) -> ReconciliationOut:
+    reconciliation = await ReconciliationRepository(session).get(reconciliation_id)
+    if reconciliation is None:
+        raise NotFound("Reconciliation not found.")
+    return ReconciliationOut.of(reconciliation)
+
+
+# -------------------------------------------------------------------------------------------- reports
+
+
+def _item(row: Any) -> ReconciliationItem:
+    statement = None
+    if row.line_no is not None:
+        statement = StatementSide(
+            amount=Money.of(row.amount_minor, row.currency), date=row.value_date, provider_ref=row.provider_ref
+        )
+    ledger = None
+    if row.ledger_transaction_id is not None:
+        ledger = LedgerSide(
+            transaction_id=row.ledger_transaction_id,
+            amount=Money.of(row.ledger_amount_minor, row.ledger_currency),
+            posted_at=row.ledger_posted_at,
+            provider_ref=row.ledger_provider_ref,
+        )
+    return ReconciliationItem(line=row.line_no, entitlement_id=row.entitlement_ref, statement=statement, ledger=ledger)
+
+
+async def report_json(engine: AsyncEngine, head: ReconciliationOut) -> AsyncIterator[bytes]:
+    """The report as one JSON document, its items streamed category by category (constant memory)."""
+    document = head.model_dump_json()
+    yield (document[:-1] + ',"items":{').encode()
+    opened = 0
+    first_item = True
+    items = stream_items(engine, head.id)
+    async with contextlib.aclosing(items):
+        async for category, rows in items:
+            if not rows:
+                yield f"{'],' if opened else ''}{json.dumps(category)}:[".encode()
+                opened += 1
+                first_item = True
+                continue
+            parts = [_item(row).model_dump_json() for row in rows]
+            yield (("" if first_item else ",") + ",".join(parts)).encode()
+            first_item = False
+    yield b"]}}"
+
+
+CSV_COLUMNS = (
+    "category",
+    "line",
+    "entitlement_id",
+    "statement_provider_ref",
+    "statement_amount",
+    "statement_currency",
+    "statement_date",
+    "ledger_transaction_id",
+    "ledger_amount",
+    "ledger_currency",
+    "ledger_posted_at",
+    "ledger_provider_ref",
+)
+
+
+def _csv_rows(category: str, rows: Sequence[Any]) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    for row in rows:
+        item = _item(row)
+        statement, ledger = item.statement, item.ledger
+        writer.writerow(
+            (
+                category,
+                item.line or "",
+                item.entitlement_id,
+                statement.provider_ref or "" if statement else "",
+                statement.amount.amount if statement else "",
+                statement.amount.currency if statement else "",
+                statement.date.isoformat() if statement else "",
+                ledger.transaction_id if ledger else "",
+                ledger.amount.amount if ledger else "",
+                ledger.amount.currency if ledger else "",
+                ledger.posted_at.isoformat() if ledger else "",
+                ledger.provider_ref or "" if ledger else "",
+            )
+        )
+    return buffer.getvalue().encode()
+
+
+async def report_csv(engine: AsyncEngine, reconciliation_id: uuid.UUID) -> AsyncIterator[bytes]:
+    """Every item as one CSV line, categories in the order of `counts`."""
+    header = io.StringIO()
+    csv.writer(header).writerow(CSV_COLUMNS)
+    yield header.getvalue().encode()
+    items = stream_items(engine, reconciliation_id)
+    async with contextlib.aclosing(items):
+        async for category, rows in items:
+            if rows:
+                yield _csv_rows(category, rows)

@@ -1,0 +1,168 @@
+"""Reading a provider's statement CSV: streamed from a file object, checked line by line.
+
+Columns `entitlement_id`, `provider_ref`, `amount`, `currency`, `date` (any order, any case; extra columns
+ignored; comma or semicolon separated; UTF-8 with or without BOM). `amount` is a decimal in the currency's
+major unit with at most its ISO 4217 digits ("150000", "150000.5" and "150000.50" are the same COP
+amount); `date` is a date (YYYY-MM-DD) or an RFC 3339 timestamp, taken as its UTC day. An `entitlement_id`
+that is not a UUID is kept as written: it cannot be in our ledger. Blank lines are skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import IO
+
+from cbi_service.kit.money import currency_exponent
+
+COLUMNS = ("entitlement_id", "provider_ref", "amount", "currency", "date")
+MAX_ERRORS = 20
+MAX_LINES = 1_000_000
+_AMOUNT = re.compile(r"^([+-]?)(\d{1,17})(?:\.(\d+))?$")
+
+
+class StatementError(Exception):
+    """The statement cannot be reconciled; `errors` are (line, column, message), the first ones found."""
+
+    def __init__(self, errors: list[tuple[int, str, str]]) -> None:
+        super().__init__(f"{len(errors)} problem(s), first at line {errors[0][0]}")
+        self.errors = errors
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    line_no: int
+    entitlement_ref: str
+    entitlement_id: uuid.UUID | None
+    provider_ref: str | None
+    amount_minor: int
+    currency: str
+    value_date: date
+
+
+@dataclass
+class Summary:
+    lines: int = 0
+    first_date: date | None = None
+    last_date: date | None = None
+    errors: list[tuple[int, str, str]] = field(default_factory=list)
+
+    def add(self, line: Line) -> None:
+        self.lines += 1
+        if self.first_date is None or line.value_date < self.first_date:
+            self.first_date = line.value_date
+        if self.last_date is None or line.value_date > self.last_date:
+            self.last_date = line.value_date
+
+
+def parse_amount(text: str, currency: str) -> int:
+    match = _AMOUNT.match(text)
+    if match is None:
+        raise ValueError("not a decimal number")
+    exponent = currency_exponent(currency)
+    fraction = match.group(3) or ""
+    if len(fraction.rstrip("0")) > exponent:
+        raise ValueError(f"{currency} has {exponent} decimal digits")
+    fraction = fraction[:exponent].ljust(exponent, "0") if exponent else ""
+    value = int(match.group(2) + fraction)
+    return -value if match.group(1) == "-" else value
+
+
+def parse_date(text: str) -> date:
+    if len(text) == 10:
+        return date.fromisoformat(text)
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError("a timestamp needs a UTC offset")
+    return moment.astimezone(UTC).date()
+
+
+def read_statement(file: IO[bytes], summary: Summary, batch_size: int) -> Iterator[list[Line]]:
+    """Batches of parsed lines; problems go to `summary.errors` (reading stops after MAX_ERRORS).
+
+    Raises StatementError at once if the header lacks a column or the file is not UTF-8 text.
+    """
+    text = io.TextIOWrapper(file, encoding="utf-8-sig", newline="")
+    try:
+        first = text.readline()
+        text.seek(0)
+        reader = csv.reader(text, delimiter=";" if first.count(";") > first.count(",") else ",")
+        header = [name.strip().lower() for name in next(reader, [])]
+        missing = [c for c in COLUMNS if c not in header]
+        if missing:
+            raise StatementError([(1, c, "column missing from the header") for c in missing])
+        index = {c: header.index(c) for c in COLUMNS}
+        width = max(index.values()) + 1
+        batch: list[Line] = []
+        start = reader.line_num + 1
+        for fields in reader:
+            line_no, start = start, reader.line_num + 1
+            if not any(f.strip() for f in fields):
+                continue
+            if summary.lines >= MAX_LINES:
+                summary.errors.append((line_no, "", f"a statement holds at most {MAX_LINES} lines"))
+                break
+            line = _parse_line(line_no, fields, index, width, summary)
+            if line is None:
+                if len(summary.errors) >= MAX_ERRORS:
+                    break
+                continue
+            summary.add(line)
+            batch.append(line)
+            if len(batch) >= batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+    except UnicodeDecodeError:
+        raise StatementError([(0, "", "the file is not UTF-8 text")]) from None
+    except csv.Error as exc:
+        raise StatementError([(0, "", f"not a readable CSV file: {exc}")]) from None
+    finally:
+        text.detach()
+
+
+def _parse_line(line_no: int, fields: list[str], index: dict[str, int], width: int, summary: Summary) -> Line | None:
+    if len(fields) < width:
+        summary.errors.append((line_no, "", f"has {len(fields)} fields, the header {width} or more"))
+        return None
+    values = {c: fields[i].strip() for c, i in index.items()}
+    errors = summary.errors
+    before = len(errors)
+    currency = values["currency"].upper()
+    try:
+        currency_exponent(currency)
+    except ValueError as exc:
+        errors.append((line_no, "currency", str(exc)))
+    amount = 0
+    if len(errors) == before:
+        try:
+            amount = parse_amount(values["amount"], currency)
+        except ValueError as exc:
+            errors.append((line_no, "amount", str(exc)))
+    value_date = date.min
+    try:
+        value_date = parse_date(values["date"])
+    except ValueError:
+        errors.append((line_no, "date", "not a date (YYYY-MM-DD) or RFC 3339 timestamp"))
+    if len(errors) > before:
+        return None
+    reference = values["entitlement_id"]
+    try:
+        entitlement_id: uuid.UUID | None = uuid.UUID(reference)
+    except ValueError:
+        entitlement_id = None
+    return Line(
+        line_no=line_no,
+        entitlement_ref=reference,
+        entitlement_id=entitlement_id,
+        provider_ref=values["provider_ref"] or None,
+        amount_minor=amount,
+        currency=currency,
+        value_date=value_date,
+    )

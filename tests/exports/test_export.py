@@ -1,0 +1,182 @@
+"""The ledger export: every format opens in its own library and adds up to the ledger's balances."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import uuid
+from collections import Counter
+
+import openpyxl
+import pyarrow.parquet as pq
+import pytest
+
+from cbi_service.exports.rows import COLUMNS
+from cbi_service.exports.verify import verify_file
+from cbi_service.exports.writers import _row_boundary, parquet_schema
+from cbi_service.ledger_api.service import programme_balances
+from cbi_service.programmes.service import get_programme
+from ledger import Ledger
+from ledger.verify import EXPORT_COLUMNS
+from tests.exports.ledger_data import AWKWARD_DESCRIPTION, populate
+from tests.helpers import assert_problem
+from tests.reconciliation.scenario import enrol, issue, make_programme, make_staff, register, released_batch
+
+BALANCE_PHASES = {"posted", "post_pending"}
+
+
+def read_csv(content: bytes) -> list[dict[str, object]]:
+    return list(csv.DictReader(io.StringIO(content.decode(), newline="")))
+
+
+def read_parquet(content: bytes) -> list[dict[str, object]]:
+    return pq.read_table(io.BytesIO(content)).to_pylist()
+
+
+def read_xlsx(content: bytes) -> list[dict[str, object]]:
+    book = openpyxl.load_workbook(io.BytesIO(content), read_only=True)
+    rows = list(book["entries"].iter_rows(values_only=True))
+    return [dict(zip(rows[0], row, strict=True)) for row in rows[1:]]
+
+
+READERS = {"csv": read_csv, "parquet": read_parquet, "xlsx": read_xlsx}
+
+
+def test_parquet_blocks_end_on_whole_records():
+    text = bytearray(b'a,"one\ntwo",1\nb,"x ""quoted"" \n y",2\nc,partial')
+    cut = _row_boundary(text)
+    assert bytes(text[:cut]).endswith(b'y",2\n')
+    assert _row_boundary(bytearray(b'a,"still open\n')) == 0
+
+
+def test_layouts_agree():
+    assert set(EXPORT_COLUMNS) <= set(COLUMNS)
+    assert tuple(parquet_schema().names) == COLUMNS
+
+
+@pytest.mark.parametrize("fmt", sorted(READERS))
+async def test_export_opens_and_adds_up_to_the_balances(client, api_key_factory, engine, fmt):
+    book = await populate(engine)
+    response = await client.get("/v1/ledger/export", params={"format": fmt}, headers=await api_key_factory("auditor"))
+    assert response.status_code == 200, response.text
+    assert f'filename="ledger-all-all.{fmt}"' in response.headers["content-disposition"]
+    rows = READERS[fmt](response.content)
+
+    assert len(rows) == book.entries
+    assert list(rows[0]) == list(COLUMNS)
+    assert rows[0]["transaction_id"] == str(book.transactions[0].id)
+    assert rows[-1]["transaction_id"] == str(book.transactions[-1].id)
+    totals: Counter[str] = Counter()
+    for row in rows:
+        if row["phase"] in BALANCE_PHASES:
+            totals[str(row["account_code"])] += int(row["amount_minor"])
+    async with engine.connect() as conn:
+        trial = await Ledger(conn).trial_balance()
+    assert {line.code: line.balance for line in trial.lines} == dict(totals)
+    assert sum(totals.values()) == 0
+
+    funding = next(r for r in rows if r["key"] == "test-fund-1" and int(r["amount_minor"]) > 0)
+    assert funding["amount"] == "1000000.00"
+    assert funding["currency"] == "COP"
+    assert funding["description"] == AWKWARD_DESCRIPTION
+    assert json.loads(str(funding["references"])) == {"reference": "grant 7", "source": "ECHO"}
+    assert funding["related_id"] in (None, "")
+    reversal = next(r for r in rows if r["key"] == "test-pay-0-reversal")
+    assert reversal["related_id"] == str(book.transactions[1].id)
+    assert reversal["description"] == (None if fmt == "xlsx" else "")  # a spreadsheet has no empty text
+    yen = next(r for r in rows if r["key"] == "test-yen" and int(r["amount_minor"]) < 0)
+    assert (yen["amount"], yen["currency"]) == ("-1500", "JPY")
+
+
+async def test_posted_at_keeps_microseconds_and_utc(client, api_key_factory, engine):
+    book = await populate(engine)
+    headers = await api_key_factory("finance")
+    text_rows = read_csv((await client.get("/v1/ledger/export", headers=headers)).content)
+    typed_rows = read_parquet((await client.get("/v1/ledger/export?format=parquet", headers=headers)).content)
+    first = book.transactions[0].posted_at
+    assert text_rows[0]["posted_at"] == first.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert typed_rows[0]["posted_at"] == first
+
+
+async def test_time_window_keeps_whole_transactions_in_it(client, api_key_factory, engine):
+    book = await populate(engine)
+    start, end = book.posted_at(9), book.posted_at(13)
+    params = {"from": start.isoformat(), "to": end.isoformat()}
+    response = await client.get("/v1/ledger/export", params=params, headers=await api_key_factory("auditor"))
+    rows = read_csv(response.content)
+    wanted = [tx for tx in book.transactions if start <= tx.posted_at < end]
+    assert 0 < len(wanted) < len(book.transactions)
+    assert list(dict.fromkeys(r["transaction_id"] for r in rows)) == [str(tx.id) for tx in wanted]
+    assert len(rows) == sum(len(tx.entries) for tx in wanted)
+
+
+async def test_an_export_is_audited(client, api_key_factory):
+    auditor = await api_key_factory("auditor", name="external auditor")
+    await client.get("/v1/ledger/export", params={"format": "parquet"}, headers=auditor)
+    events = (await client.get("/v1/audit-events", params={"action": "ledger.exported"}, headers=auditor)).json()
+    [event] = events["items"]
+    assert event["actor_name"] == "external auditor"
+    assert event["after"]["format"] == "parquet"
+
+
+async def test_bad_filters(client, api_key_factory):
+    headers = await api_key_factory("auditor")
+    later = "2026-11-22T10:00:00+00:00"
+    earlier = "2026-11-22T09:00:00+00:00"
+    assert_problem(await client.get("/v1/ledger/export", params={"from": later, "to": earlier}, headers=headers), 422)
+    assert_problem(await client.get("/v1/ledger/export", params={"from": "2026-11-22T10:00:00"}, headers=headers), 422)
+    assert_problem(await client.get("/v1/ledger/export", params={"format": "pdf"}, headers=headers), 422)
+    unknown = "0190f1c2-0000-7000-8000-000000000000"
+    assert_problem(await client.get("/v1/ledger/export", params={"programme_id": unknown}, headers=headers), 404)
+
+
+async def test_empty_ledger_exports_a_header(client, api_key_factory):
+    headers = await api_key_factory("auditor")
+    for fmt, reader in READERS.items():
+        response = await client.get("/v1/ledger/export", params={"format": fmt}, headers=headers)
+        assert response.status_code == 200
+        assert reader(response.content) == []
+    assert (await client.get("/v1/ledger/export", headers=headers)).text.splitlines() == [",".join(COLUMNS)]
+
+
+async def test_programme_filter_keeps_its_whole_transactions(client, api_key_factory, session_factory, tmp_path):
+    staff = await make_staff(api_key_factory)
+    mine = await make_programme(client, staff, session_factory, name="Mine")
+    await make_programme(client, staff, session_factory, name="Other", funds_minor=7_000_000)  # must stay out
+    people = [
+        await register(client, staff, "Inés", "Paredes Luna", born="1980-02-02", sex="female", admin1="Arauca"),
+        await register(client, staff, "Tomás", "Bravo Celis", born="1975-07-07", sex="male", admin1="Arauca"),
+    ]
+    await enrol(client, staff, mine, people)
+    paid = await released_batch(client, staff, mine, people, cycle="2026-11", amount="250000.00")
+    await issue(session_factory, paid[people[0]])
+
+    params = {"programme_id": mine, "format": "parquet"}
+    response = await client.get("/v1/ledger/export", params=params, headers=staff.auditor)
+    assert f"-programme-{mine}.parquet" in response.headers["content-disposition"]
+    rows = read_parquet(response.content)
+    prefix = f"prog:{mine}:"
+    assert rows
+    assert all(str(r["key"]).startswith(prefix) for r in rows)
+    assert {str(r["account_code"]).rsplit(":", 1)[0] for r in rows} == {prefix[:-1]}
+    assert {r["kind"] for r in rows} == {"funding", "reservation", "disbursement"}
+    totals: Counter[str] = Counter()
+    for row in rows:
+        if row["phase"] in BALANCE_PHASES:
+            totals[str(row["account_code"]).rsplit(":", 1)[1]] += int(row["amount_minor"])
+    async with session_factory() as session:
+        balances = await programme_balances(session, await get_programme(session, uuid.UUID(mine)))
+    assert (-totals["donor_funds"], totals["available"], totals["committed"], totals["disbursed"]) == (
+        balances.funded,
+        balances.available,
+        balances.committed,
+        balances.disbursed,
+    )
+    assert totals["disbursed"] == 25_000_000
+
+    path = tmp_path / "programme.parquet"
+    path.write_bytes(response.content)
+    outcome = verify_file(path, allow_gaps=True)
+    assert outcome.ok, outcome
+    assert outcome.transactions == len({r["transaction_id"] for r in rows})

@@ -1,0 +1,233 @@
+"""Reconciliation of a provider statement: a crafted statement lands in the four categories exactly.
+
+Programme "cards" pays E1..E6 100,000.00 COP each; E1..E5 are issued (disbursed in the ledger), E6 failed
+at the provider and never was. No entitlement is left pending, so the worker's issuance lanes, which run
+with the reconciliation job, have nothing to send. A voucher programme (provider "vouchers") issues V1.
+The statement for "cards":
+
+    line 2  E1 100000.00 COP      matched
+    line 3  E2 100000    COP      matched (fewer decimals, same amount)
+    line 4  E3  90000.00 COP      amount_mismatch
+    line 5  E4 100000.00 USD      amount_mismatch (currency)
+    line 6  E2 100000.00 COP      missing_in_ledger (E2 already claimed by line 3)
+    line 7  E6 100000.00 COP      missing_in_ledger (failed, never issued)
+    line 8  V1 100000.00 COP      missing_in_ledger (another provider's)
+    line 9  CARD-X-1 50.00 COP    missing_in_ledger (not ours at all)
+    E5 is named by no line        missing_in_statement
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+
+import pytest
+from sqlalchemy import func, select
+
+from cbi_service.jobs.worker import Worker
+from cbi_service.reconciliation.models import Reconciliation, StatementLine
+from tests.helpers import assert_problem
+from tests.reconciliation.scenario import enrol, fail, issue, make_programme, make_staff, register, released_batch
+
+HEADER = "date,entitlement_id,amount,currency,provider_ref,branch\n"
+NAMES = [("Ana", "Pérez Mora"), ("Beto", "Cárdenas"), ("Carla", "Duarte Vivas"), ("Diego", "Espinoza"),
+         ("Elena", "Fajardo Gil"), ("Fabián", "Guzmán Toro"), ("Gloria", "Herrera Ibáñez")]  # fmt: skip
+
+
+def today() -> str:
+    return datetime.now(UTC).date().isoformat()
+
+
+def window() -> dict[str, str]:
+    """Yesterday to today: the disbursements just posted are in the period whatever the hour."""
+    now = datetime.now(UTC).date()
+    return {"period_start": (now - timedelta(days=1)).isoformat(), "period_end": now.isoformat()}
+
+
+@pytest.fixture
+async def books(client, api_key_factory, session_factory):
+    staff = await make_staff(api_key_factory)
+    cards = await make_programme(client, staff, session_factory, name="Cards")
+    vouchers = await make_programme(
+        client, staff, session_factory, name="Vouchers", delivery_mechanism="voucher", provider="vouchers"
+    )
+    people = [await register(client, staff, g, f, born="1990-01-01", sex="female", admin1="Arauca") for g, f in NAMES]
+    await enrol(client, staff, cards, people[:6])
+    await enrol(client, staff, vouchers, people[6:])
+    paid = await released_batch(client, staff, cards, people[:6], cycle="2026-11")
+    e = {f"E{i + 1}": paid[person] for i, person in enumerate(people[:6])}
+    refs = {name: await issue(session_factory, e[name]) for name in ("E1", "E2", "E3", "E4", "E5")}
+    await fail(session_factory, e["E6"])
+    voucher = (await released_batch(client, staff, vouchers, people[6:], cycle="2026-11"))[people[6]]
+    refs["V1"] = await issue(session_factory, voucher)
+    e["V1"] = voucher
+    return SimpleNamespace(staff=staff, e=e, refs=refs)
+
+
+def statement(books, lines: list[tuple[str, str, str]]) -> bytes:
+    rows = [
+        f"{today()},{books.e.get(name, name)},{amount},{currency},{books.refs.get(name, '')},north"
+        for name, amount, currency in lines
+    ]
+    return (HEADER + "\n".join(rows) + "\n").encode()
+
+
+CRAFTED = [
+    ("E1", "100000.00", "COP"),
+    ("E2", "100000", "COP"),
+    ("E3", "90000.00", "COP"),
+    ("E4", "100000.00", "USD"),
+    ("E2", "100000.00", "COP"),
+    ("E6", "100000.00", "COP"),
+    ("V1", "100000.00", "COP"),
+    ("CARD-X-1", "50.00", "COP"),
+]
+
+
+async def upload(client, headers, content: bytes, provider: str = "cards", **form: str):
+    return await client.post(
+        "/v1/reconciliations",
+        data={"provider": provider, **form},
+        files={"statement": ("statement.csv", content, "text/csv")},
+        headers=headers,
+    )
+
+
+async def run_jobs(session_factory, settings) -> None:
+    await Worker(session_factory, SimpleNamespace(settings=settings)).run_until_idle()
+
+
+async def test_crafted_statement_sorts_into_the_four_categories(client, books, session_factory, settings):
+    response = await upload(client, books.staff.finance, statement(books, CRAFTED), **window())
+    assert response.status_code == 202, response.text
+    created = response.json()
+    assert (created["status"], created["lines_total"], created["lines_done"]) == ("running", 8, 0)
+    url = f"/v1/reconciliations/{created['id']}"
+    running = (await client.get(url, headers=books.staff.auditor)).json()
+    assert running["status"] == "running"
+    assert running["items"] == {c: [] for c in created["counts"]}
+
+    await run_jobs(session_factory, settings)
+    report = (await client.get(url, headers=books.staff.auditor)).json()
+    assert report["status"] == "completed"
+    assert report["lines_done"] == 8
+    assert report["finished_at"] is not None
+    assert report["counts"] == {"matched": 2, "amount_mismatch": 2, "missing_in_ledger": 4, "missing_in_statement": 1}
+    items = report["items"]
+    e = books.e
+    assert [(i["line"], i["entitlement_id"]) for i in items["matched"]] == [(2, e["E1"]), (3, e["E2"])]
+    assert [(i["line"], i["entitlement_id"]) for i in items["amount_mismatch"]] == [(4, e["E3"]), (5, e["E4"])]
+    assert [(i["line"], i["entitlement_id"]) for i in items["missing_in_ledger"]] == [
+        (6, e["E2"]),
+        (7, e["E6"]),
+        (8, e["V1"]),
+        (9, "CARD-X-1"),
+    ]
+    [unnamed] = items["missing_in_statement"]
+    assert (unnamed["line"], unnamed["entitlement_id"], unnamed["statement"]) == (None, e["E5"], None)
+    assert unnamed["ledger"]["amount"] == {"amount": "100000.00", "currency": "COP"}
+    assert unnamed["ledger"]["provider_ref"] == books.refs["E5"]
+
+    short = items["amount_mismatch"][0]
+    assert short["statement"] == {
+        "amount": {"amount": "90000.00", "currency": "COP"},
+        "date": today(),
+        "provider_ref": books.refs["E3"],
+    }
+    assert short["ledger"]["amount"] == {"amount": "100000.00", "currency": "COP"}
+    assert items["amount_mismatch"][1]["statement"]["amount"] == {"amount": "100000.00", "currency": "USD"}
+    assert all(i["ledger"] is None for i in items["missing_in_ledger"][1:])
+
+
+async def test_report_as_csv(client, books, session_factory, settings):
+    created = (await upload(client, books.staff.auditor, statement(books, CRAFTED), **window())).json()
+    await run_jobs(session_factory, settings)
+    response = await client.get(
+        f"/v1/reconciliations/{created['id']}", headers={**books.staff.finance, "Accept": "text/csv"}
+    )
+    assert response.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert [(r["category"], r["line"]) for r in rows] == [
+        ("matched", "2"),
+        ("matched", "3"),
+        ("amount_mismatch", "4"),
+        ("amount_mismatch", "5"),
+        ("missing_in_ledger", "6"),
+        ("missing_in_ledger", "7"),
+        ("missing_in_ledger", "8"),
+        ("missing_in_ledger", "9"),
+        ("missing_in_statement", ""),
+    ]
+    mismatch = rows[2]
+    assert (mismatch["statement_amount"], mismatch["ledger_amount"], mismatch["ledger_currency"]) == (
+        "90000.00",
+        "100000.00",
+        "COP",
+    )
+
+
+async def test_the_period_limits_missing_in_statement(client, books, session_factory, settings):
+    lines = statement(books, [("E1", "100000.00", "COP")])
+    created = (
+        await upload(client, books.staff.finance, lines, period_start="2020-01-01", period_end="2020-01-31")
+    ).json()
+    await run_jobs(session_factory, settings)
+    report = (await client.get(f"/v1/reconciliations/{created['id']}", headers=books.staff.finance)).json()
+    assert report["counts"] == {"matched": 1, "amount_mismatch": 0, "missing_in_ledger": 0, "missing_in_statement": 0}
+    assert (report["period_start"], report["period_end"]) == ("2020-01-01", "2020-01-31")
+
+
+async def test_unreadable_statements_are_refused_whole(client, books, session_factory):
+    bad = statement(books, [("E1", "100000.001", "COP"), ("E2", "1.00", "XYZ")]) + b"oops\n"
+    problem = assert_problem(await upload(client, books.staff.finance, bad), 422)
+    assert [(e["field"], e["message"].split(":")[0]) for e in problem["errors"]] == [
+        ("statement.amount", "line 2"),
+        ("statement.currency", "line 3"),
+        ("statement", "line 4"),
+    ]
+    missing = b"entitlement_id,amount\nx,1\n"
+    problem = assert_problem(await upload(client, books.staff.finance, missing), 422)
+    assert {e["field"] for e in problem["errors"]} == {"statement.provider_ref", "statement.currency", "statement.date"}
+    assert_problem(await upload(client, books.staff.finance, HEADER.encode()), 422)
+    assert_problem(await upload(client, books.staff.finance, statement(books, CRAFTED), provider="nobody"), 422)
+    async with session_factory() as session:
+        assert await session.scalar(select(func.count()).select_from(Reconciliation)) == 0
+        assert await session.scalar(select(func.count()).select_from(StatementLine)) == 0
+
+
+async def test_idempotent_upload(client, books):
+    headers = {**books.staff.finance, "Idempotency-Key": "statement-2026-11"}
+    content = statement(books, CRAFTED)
+    first = await upload(client, headers, content)
+    again = await upload(client, headers, content)
+    assert (again.status_code, again.json()) == (202, first.json())
+    assert again.headers["idempotent-replayed"] == "true"
+    assert_problem(await upload(client, headers, statement(books, CRAFTED[:2])), 422)
+
+
+async def test_unknown_reconciliation(client, api_key_factory):
+    headers = await api_key_factory("auditor")
+    assert_problem(await client.get(f"/v1/reconciliations/{uuid.uuid4()}", headers=headers), 404)
+
+
+async def test_a_100k_line_statement_is_reconciled_in_chunks(client, books, session_factory, settings):
+    lines = [("E1", "100000.00", "COP")] + [(f"CARD-{n}", "10.00", "COP") for n in range(99_999)]
+    response = await upload(client, books.staff.finance, statement(books, lines), **window())
+    assert response.status_code == 202, response.text
+    created = response.json()
+    assert created["lines_total"] == 100_000
+    await run_jobs(session_factory, settings)
+    url = f"/v1/reconciliations/{created['id']}"
+    report = (await client.get(url, headers=books.staff.finance)).json()
+    assert (report["status"], report["lines_done"]) == ("completed", 100_000)
+    assert report["counts"] == {
+        "matched": 1,
+        "amount_mismatch": 0,
+        "missing_in_ledger": 99_999,
+        "missing_in_statement": 4,
+    }
+    assert len(report["items"]["missing_in_ledger"]) == 99_999
+    assert report["items"]["missing_in_ledger"][-1]["line"] == 100_001

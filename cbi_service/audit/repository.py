@@ -3,11 +3,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cbi_service.audit.models import AuditEvent
+
+AUDIT_EVENTS = cast(Table, AuditEvent.__table__)
 
 
 class AuditRepository:
@@ -17,6 +20,12 @@ class AuditRepository:
     async def add(self, event: AuditEvent) -> None:
         self.session.add(event)
         await self.session.flush()
+
+    async def add_many(self, rows: Sequence[dict[str, Any]]) -> None:
+        """One bulk INSERT (a single pipelined executemany) instead of a unit-of-work flush per event; through
+        the table (Core), as the ORM's bulk INSERT costs several times more per row for the same statement."""
+        if rows:
+            await self.session.execute(insert(AUDIT_EVENTS), list(rows))
 
     async def search(
         self,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cbi_service.audit.models import AuditEvent
 from cbi_service.audit.repository import AuditRepository
 from cbi_service.auth.roles import Principal
+from cbi_service.kit.ids import new_id
 
 SYSTEM_ACTOR = "system"
 
@@ -39,6 +40,42 @@ async def record_audit(
             after=after,
             request_id=request_id,
         )
+    )
+
+
+class AuditEntry(NamedTuple):
+    """One event of a batch written by `record_audit_many`."""
+
+    action: str
+    resource_type: str
+    resource_id: object
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+
+
+async def record_audit_many(session: AsyncSession, principal: Principal | None, events: Sequence[AuditEntry]) -> None:
+    """Many events by one actor in one statement: bulk operations (imports) change thousands of records per
+    transaction, and writing their events one by one would cost more than the changes themselves."""
+    if not events:
+        return
+    request_id = structlog.contextvars.get_contextvars().get("request_id")
+    actor_id = principal.id if principal else None
+    actor_name = principal.name if principal else SYSTEM_ACTOR
+    await AuditRepository(session).add_many(
+        [
+            {
+                "id": new_id(),
+                "actor_id": actor_id,
+                "actor_name": actor_name,
+                "action": event.action,
+                "resource_type": event.resource_type,
+                "resource_id": str(event.resource_id),
+                "before": event.before,
+                "after": event.after,
+                "request_id": request_id,
+            }
+            for event in events
+        ]
     )
 
 

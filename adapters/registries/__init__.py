@@ -1,0 +1,1 @@
+"""External registries consulted during deduplication: the interface, the hashed-list adapter, the builder."""

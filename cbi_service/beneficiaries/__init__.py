@@ -1,0 +1,1 @@
+"""Beneficiaries: registration with deduplication, adjudication of possible duplicates, enrolments, bulk imports."""

@@ -1,0 +1,515 @@
+"""Bulk registration from CSV or XLSX files, processed in the background by the job worker.
+
+The upload is stored in 1 MiB pieces inside the database (so any worker process can pick the job up); the
+job copies it to a temporary file and reads it row by row (csv module, openpyxl in read-only mode), never
+holding the file whole. Rows are registered in chunks, each chunk one transaction with its progress, so a
+crashed or restarted worker resumes after the last committed row. Within a chunk, rows are checked against
+the database and against the chunk's own earlier rows; earlier chunks are already in the database, which
+is how duplicates inside one file are caught. A row that fails validation is reported, never fatal.
+
+A chunk costs a fixed number of round trips whatever its size: one lock statement, one query for every
+candidate of every row, and one bulk statement each for the people, their blocking keys, the adjudications,
+the row outcomes and the audit events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import hashlib
+import io
+import multiprocessing
+import re
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncGenerator, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import aclosing
+from datetime import UTC, date, datetime
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import openpyxl
+from fastapi import UploadFile
+from pydantic import ValidationError
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cbi_service.audit.service import AuditEntry, record_audit, record_audit_many
+from cbi_service.auth.roles import Principal, Role
+from cbi_service.beneficiaries.models import BeneficiaryImport, ImportRow
+from cbi_service.beneficiaries.repository import AdjudicationRepository, BeneficiaryRepository, ImportRepository
+from cbi_service.beneficiaries.schemas import BeneficiaryCreate, ImportAccepted
+from cbi_service.beneficiaries.service import Prepared, columns_of, combine, jsonable_matches, prepare
+from cbi_service.dedup.blocking import MemoryIndex
+from cbi_service.dedup.normalize import MatchRecord
+from cbi_service.dedup.registries import check_registries, registries_for
+from cbi_service.dedup.scoring import decide
+from cbi_service.dedup.settings import get_dedup_settings
+from cbi_service.jobs.service import JobContext, enqueue, job_handler
+from cbi_service.kit.errors import AppError, UnprocessableEntity, field_path
+from cbi_service.kit.ids import new_id
+from cbi_service.kit.settings import Settings
+
+JOB_KIND = "beneficiaries.import"
+TEMPLATE_COLUMNS = (
+    "given_names", "family_names", "date_of_birth", "sex", "nationality", "document_type", "document_number",
+    "document_country", "phone", "country", "admin1", "admin2", "household_size", "external_ref",
+    "consent_given", "consent_date", "consent_purpose",
+)  # fmt: skip
+REQUIRED_COLUMNS = frozenset(
+    {"given_names", "family_names", "date_of_birth", "sex", "nationality", "country", "household_size",
+     "consent_given", "consent_date", "consent_purpose"}
+)  # fmt: skip
+UPLOAD_PIECE = 1 << 20
+CHUNK_ROWS = 500
+MAX_UPLOAD_BYTES = 200 << 20
+# A failure that is not the file's (the database went away) is retried; after this many the import fails.
+MAX_ATTEMPTS = 5
+# How often a running import renews its job's lease (the worker's lease lasts a minute).
+HEARTBEAT_SECONDS = 10.0
+TRUE_WORDS = frozenset({"true", "yes", "y", "1", "si", "sí", "x", "verdadero"})
+_DMY = re.compile(r"^(\d{1,2})[/.-](\d{1,2})[/.-](\d{4})$")
+
+# Where a validation error of the JSON shape points in the file's columns.
+_COLUMN_OF = {
+    "documents[0].type": "document_type",
+    "documents[0].number": "document_number",
+    "documents[0].issuing_country": "document_country",
+    "location.country": "country",
+    "location.admin1": "admin1",
+    "location.admin2": "admin2",
+    "consent.given": "consent_given",
+    "consent.date": "consent_date",
+    "consent.purpose": "consent_purpose",
+    "consent": "consent_given",
+}
+
+
+# A file row after validation: ready to register, or its field errors.
+Checked = Prepared | list[dict[str, str]]
+
+
+class ContentTooLarge(AppError):
+    status, title, slug = 413, "Content Too Large", "content-too-large"
+
+
+class ImportFileError(Exception):
+    """The file as a whole cannot be read (not a CSV/XLSX, header missing columns): the import fails."""
+
+
+def template_csv() -> str:
+    out = io.StringIO()
+    csv.writer(out).writerow(TEMPLATE_COLUMNS)
+    return out.getvalue()
+
+
+def _file_format(upload: UploadFile) -> str:
+    name = (upload.filename or "").lower()
+    if name.endswith(".xlsx") or upload.content_type == (
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    ):
+        return "xlsx"
+    if name.endswith((".csv", ".txt")) or (upload.content_type or "").startswith("text/"):
+        return "csv"
+    raise UnprocessableEntity("Unsupported file.", errors=[{"field": "file", "message": "must be a CSV or XLSX file"}])
+
+
+async def upload_fingerprint(upload: UploadFile) -> dict[str, Any]:
+    """What identifies an upload for Idempotency-Key: its name, type and a SHA-256 of its bytes.
+
+    The multipart framing differs between two sends of one file, so the request body cannot be compared
+    as it is. The file is read once in pieces (never whole) and rewound for storing.
+    """
+    digest = hashlib.sha256()
+    size = 0
+    while piece := await upload.read(UPLOAD_PIECE):
+        size += len(piece)
+        if size > MAX_UPLOAD_BYTES:
+            raise ContentTooLarge(f"The file exceeds {MAX_UPLOAD_BYTES >> 20} MiB.")
+        digest.update(piece)
+    await upload.seek(0)
+    return {
+        "filename": upload.filename,
+        "content_type": upload.content_type,
+        "bytes": size,
+        "sha256": digest.hexdigest(),
+    }
+
+
+async def start_import(session: AsyncSession, principal: Principal, upload: UploadFile) -> ImportAccepted:
+    """Store the upload piece by piece and queue its processing; the job sees it only once this commits."""
+    file_format = _file_format(upload)
+    repo = ImportRepository(session)
+    imp = await repo.add(
+        BeneficiaryImport(
+            filename=(upload.filename or "upload")[:255], file_format=file_format, created_by=principal.id, counts={}
+        )
+    )
+    size = seq = 0
+    while piece := await upload.read(UPLOAD_PIECE):
+        size += len(piece)
+        if size > MAX_UPLOAD_BYTES:
+            raise ContentTooLarge(f"The file exceeds {MAX_UPLOAD_BYTES >> 20} MiB.")
+        await repo.add_chunk(imp.id, seq, piece)
+        seq += 1
+    if size == 0:
+        raise UnprocessableEntity("Empty file.", errors=[{"field": "file", "message": "the file is empty"}])
+    await enqueue(
+        session, JOB_KIND, {"import_id": str(imp.id)}, dedupe_key=f"{JOB_KIND}:{imp.id}", max_attempts=MAX_ATTEMPTS
+    )
+    await record_audit(
+        session, principal, "beneficiary_import.queued", "beneficiary_import", imp.id, None,
+        {"filename": imp.filename, "bytes": size},
+    )  # fmt: skip
+    return ImportAccepted(id=imp.id, status="queued")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.date().isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def _header(cells: list[str]) -> list[str]:
+    header = [c.strip().lower() for c in cells]
+    missing = REQUIRED_COLUMNS - set(header)
+    if missing:
+        raise ImportFileError(f"missing columns: {', '.join(sorted(missing))}")
+    return header
+
+
+def iter_rows(path: Path, file_format: str) -> Iterator[tuple[int, dict[str, str]]]:
+    """(row number as a spreadsheet shows it, cells by column) for every non-blank data row, streamed."""
+    if file_format == "xlsx":
+        yield from _xlsx_rows(path)
+        return
+    with path.open(newline="", encoding="utf-8-sig", errors="replace") as handle:
+        sample = handle.read(8192)
+        handle.seek(0)
+        try:
+            dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(sample, delimiters=",;\t")
+        except csv.Error:
+            dialect = csv.excel
+        reader = _readable(csv.reader(handle, dialect))
+        header = _header(next(reader, []))
+        for number, cells in enumerate(reader, start=2):
+            if any(c.strip() for c in cells):
+                yield number, dict(zip(header, (c.strip() for c in cells), strict=False))
+
+
+def _readable(rows: Iterator[Any]) -> Iterator[Any]:
+    """Rows of a reader, a file the reader cannot go on with (a NUL byte, a broken workbook) failing the
+    import instead of retrying it forever."""
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except Exception as exc:  # csv.Error, and the many kinds openpyxl raises on a damaged workbook
+            raise ImportFileError(f"the file cannot be read past this point: {exc}") from exc
+        yield row
+
+
+def _open_workbook(path: Path) -> Any:
+    try:
+        return openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except Exception as exc:  # openpyxl raises many kinds for a file that is not a workbook
+        raise ImportFileError("not a readable XLSX workbook") from exc
+
+
+def _xlsx_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
+    workbook = _open_workbook(path)
+    try:
+        sheet = workbook.active
+        if sheet is None:
+            raise ImportFileError("the workbook has no sheet")
+        rows = _readable(sheet.iter_rows(values_only=True))
+        header = _header([_cell(c) for c in next(rows, ())])
+        for number, values in enumerate(rows, start=2):
+            cells = [_cell(v) for v in values]
+            if any(cells):
+                yield number, dict(zip(header, cells, strict=False))
+    finally:
+        workbook.close()
+
+
+def _date(text: str) -> str:
+    """ISO dates as they are; day/month/year (the regional habit) turned into ISO."""
+    found = _DMY.match(text)
+    return f"{found[3]}-{int(found[2]):02d}-{int(found[1]):02d}" if found else text
+
+
+def to_payload(cells: dict[str, str]) -> dict[str, Any]:
+    """A file row in the shape of `POST /v1/beneficiaries`, so both paths share one validation."""
+
+    def get(name: str) -> str | None:
+        return cells.get(name) or None
+
+    documents = []
+    if get("document_number"):
+        documents.append(
+            {
+                "type": get("document_type"),
+                "number": get("document_number"),
+                "issuing_country": (get("document_country") or "").upper() or None,
+            }
+        )
+    return {
+        "given_names": get("given_names"),
+        "family_names": get("family_names"),
+        "date_of_birth": _date(get("date_of_birth") or ""),
+        "sex": (get("sex") or "").lower() or None,
+        "nationality": (get("nationality") or "").upper() or None,
+        "documents": documents,
+        "phone": get("phone"),
+        "location": {
+            "country": (get("country") or "").upper() or None,
+            "admin1": get("admin1"),
+            "admin2": get("admin2"),
+        },
+        "household_size": get("household_size"),
+        "external_ref": get("external_ref"),
+        "consent": {
+            "given": (get("consent_given") or "").lower() in TRUE_WORDS,
+            "date": _date(get("consent_date") or ""),
+            "purpose": get("consent_purpose"),
+        },
+    }
+
+
+def _row_errors(errors: list[dict[str, str]]) -> list[dict[str, str]]:
+    return [{"field": _COLUMN_OF.get(e["field"], e["field"]), "message": e["message"]} for e in errors]
+
+
+def validate_row(cells: dict[str, str]) -> Checked:
+    unstorable = [name for name, value in cells.items() if "\x00" in value]
+    if unstorable:  # PostgreSQL text cannot hold NUL: the row is refused rather than failing its chunk
+        return [{"field": name, "message": "must not contain NUL characters"} for name in unstorable]
+    try:
+        return prepare(BeneficiaryCreate.model_validate(to_payload(cells)))
+    except ValidationError as exc:
+        return _row_errors([{"field": field_path(e["loc"]), "message": e["msg"]} for e in exc.errors()])
+    except UnprocessableEntity as exc:
+        return _row_errors(exc.extra["errors"])
+
+
+Row = tuple[int, dict[str, str]]
+
+
+def raw_chunks(path: Path, file_format: str, after_row: int) -> Iterator[list[Row]]:
+    """The file's rows after `after_row`, in chunks of CHUNK_ROWS."""
+    rows = ((n, cells) for n, cells in iter_rows(path, file_format) if n > after_row)
+    while chunk := list(islice(rows, CHUNK_ROWS)):
+        yield chunk
+
+
+def validate_rows(rows: list[Row]) -> list[tuple[int, Checked]]:
+    """Validation of a chunk: CPU only, so it may run in another process."""
+    return [(number, validate_row(cells)) for number, cells in rows]
+
+
+async def validated_chunks(
+    chunks: Iterator[list[Row]], *, parallel: bool
+) -> AsyncGenerator[list[tuple[int, Checked]], None]:
+    """The chunks, validated. With `parallel`, a separate process validates one chunk ahead while the
+    previous one is registered: validation is a quarter of the work and needs no database, so on two cores
+    it stops adding to the import's time. (A thread would not do: it would hold the GIL that the event loop
+    needs to take the database's replies.)"""
+    if not parallel:
+        for chunk in chunks:
+            yield validate_rows(chunk)
+        return
+    loop = asyncio.get_running_loop()
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pending: asyncio.Future[list[tuple[int, Checked]]] | None = None
+        for chunk in chunks:
+            upcoming = loop.run_in_executor(pool, validate_rows, chunk)
+            if pending is not None:
+                yield await pending
+            pending = upcoming
+        if pending is not None:
+            yield await pending
+
+
+async def process_chunk(
+    session: AsyncSession, settings: Settings, imp: BeneficiaryImport, rows: list[tuple[int, Checked]]
+) -> None:
+    """Register one chunk of validated rows in the caller's transaction, together with the import's progress."""
+    dedup_settings = get_dedup_settings()
+    registries = registries_for(settings.registries)
+    principal = Principal(id=imp.created_by, name=f"beneficiary import {imp.id}", roles=frozenset({Role.registrar}))
+    repo = BeneficiaryRepository(session)
+    results: list[dict[str, Any]] = []
+    valid: list[tuple[int, Prepared]] = []
+    for number, checked in rows:
+        if isinstance(checked, list):
+            results.append({"row_number": number, "outcome": "invalid", "errors": checked, "matches": []})
+        else:
+            valid.append((number, checked))
+
+    all_keys = sorted({k for _, p in valid for k in p.keys})
+    await repo.lock_keys(all_keys)
+    filed = await repo.filed_under(all_keys)
+    owners: dict[str, list[uuid.UUID]] = {}
+    for ident, (_, shared_keys) in filed.items():
+        for key in shared_keys:
+            owners.setdefault(key, []).append(ident)
+    in_chunk: MemoryIndex[uuid.UUID] = MemoryIndex()
+    beneficiaries: list[dict[str, Any]] = []
+    keys: list[tuple[str, uuid.UUID]] = []
+    adjudications: list[dict[str, Any]] = []
+    for number, prepared in valid:
+        shared: dict[uuid.UUID, int] = {}
+        for key in prepared.keys:
+            for owner in owners.get(key, ()):
+                shared[owner] = shared.get(owner, 0) + 1
+        ranked = sorted(shared, key=shared.__getitem__, reverse=True)
+        candidates: list[tuple[uuid.UUID, MatchRecord]] = [
+            (i, filed[i][0]) for i in ranked[: dedup_settings.max_candidates]
+        ]
+        candidates += in_chunk.candidates(prepared.record, prepared.keys)
+        outcome = combine(
+            decide(prepared.record, candidates, dedup_settings),
+            await check_registries(registries, prepared.record),
+            dedup_settings,
+        )
+        matches = jsonable_matches(outcome.matches)
+        if outcome.status == "duplicate":
+            results.append({"row_number": number, "outcome": "duplicate", "errors": [], "matches": matches})
+            continue
+        beneficiary_id = new_id()
+        status = "active" if outcome.status == "unique" else "pending_adjudication"
+        beneficiaries.append(
+            {
+                "id": beneficiary_id,
+                "status": status,
+                "consent_date": prepared.data.consent.date,
+                "consent_purpose": prepared.data.consent.purpose,
+                "registered_by": imp.created_by,
+                **columns_of(prepared),
+            }
+        )
+        keys.extend((k, beneficiary_id) for k in prepared.keys)
+        in_chunk.add(beneficiary_id, prepared.record, prepared.keys)
+        if status == "pending_adjudication":
+            adjudications.append({"beneficiary_id": beneficiary_id, "matches": matches})
+        results.append(
+            {
+                "row_number": number,
+                "outcome": "created" if status == "active" else "pending_adjudication",
+                "beneficiary_id": beneficiary_id,
+                "errors": [],
+                "matches": matches,
+            }
+        )
+
+    await repo.add_many(beneficiaries, keys)
+    await AdjudicationRepository(session).open_many(adjudications)
+    await ImportRepository(session).add_rows([{"import_id": imp.id, "beneficiary_id": None, **r} for r in results])
+    import_ref = str(imp.id)
+    events = [
+        AuditEntry("beneficiary.registered", "beneficiary", row["id"], None,
+                   {"status": row["status"], "external_ref": row["external_ref"], "import_id": import_ref})
+        for row in beneficiaries
+    ]  # fmt: skip
+    await record_audit_many(session, principal, events)
+    counts = dict(imp.counts)
+    for r in results:
+        counts[r["outcome"]] = counts.get(r["outcome"], 0) + 1
+    imp.counts = counts
+    imp.rows_done += len(rows)
+
+
+async def _download(ctx: JobContext, import_id: uuid.UUID, path: Path) -> None:
+    with path.open("wb") as out:
+        seq = 0
+        while True:
+            async with ctx.session_factory() as session:
+                piece = await ImportRepository(session).chunk(import_id, seq)
+            if piece is None:
+                return
+            out.write(piece)
+            seq += 1
+
+
+def _count_rows(path: Path, file_format: str) -> int | None:
+    if file_format == "xlsx":
+        workbook = _open_workbook(path)
+        try:
+            sheet = workbook.active
+            return max((sheet.max_row or 1) - 1, 0) if sheet is not None else None
+        finally:
+            workbook.close()
+    return sum(1 for _ in iter_rows(path, file_format))
+
+
+async def _finish(ctx: JobContext, import_id: uuid.UUID, status: str, error: str | None = None) -> None:
+    async with ctx.session_factory.begin() as session:
+        repo = ImportRepository(session)
+        imp = await repo.get(import_id, for_update=True)
+        if imp is None:
+            return
+        imp.status = status
+        imp.error = error
+        imp.finished_at = datetime.now(UTC)
+        if status == "completed":
+            imp.rows_total = imp.rows_done
+        await repo.drop_file(import_id)
+        await record_audit(
+            session, None, f"beneficiary_import.{status}", "beneficiary_import", import_id, None,
+            {"counts": imp.counts, "rows_done": imp.rows_done, "error": error},
+        )  # fmt: skip
+
+
+@job_handler(JOB_KIND)
+async def run_import(ctx: JobContext) -> None:
+    import_id = uuid.UUID(ctx.payload["import_id"])
+    async with ctx.session_factory.begin() as session:
+        imp = await ImportRepository(session).get(import_id, for_update=True)
+        if imp is None or imp.status in {"completed", "failed"}:
+            return
+        file_format = imp.file_format
+        done_through = await session.scalar(
+            select(func.coalesce(func.max(ImportRow.row_number), 0)).where(ImportRow.import_id == import_id)
+        )
+    with tempfile.TemporaryDirectory(prefix="cbi-import-") as tmp:
+        path = Path(tmp) / f"upload.{file_format}"
+        await _download(ctx, import_id, path)
+        try:
+            total = _count_rows(path, file_format)
+            async with ctx.session_factory.begin() as session:
+                imp = await ImportRepository(session).get(import_id, for_update=True)
+                assert imp is not None
+                imp.status, imp.rows_total = "running", total
+
+            beat = time.monotonic()
+            chunks = raw_chunks(path, file_format, done_through or 0)
+            parallel = (total or 0) - (done_through or 0) > CHUNK_ROWS
+            async with aclosing(validated_chunks(chunks, parallel=parallel)) as validated:
+                async for chunk in validated:
+                    async with ctx.session_factory.begin() as session:
+                        imp = await ImportRepository(session).get(import_id, for_update=True)
+                        assert imp is not None
+                        await process_chunk(session, ctx.state.settings, imp, chunk)
+                    if time.monotonic() - beat >= HEARTBEAT_SECONDS:
+                        await ctx.heartbeat()
+                        beat = time.monotonic()
+        except ImportFileError as exc:
+            await _finish(ctx, import_id, "failed", str(exc))
+            return
+        except Exception:
+            # Not the file's fault (an external registry down, the database gone): the job is retried and
+            # resumes after the last committed chunk; after the last attempt the import reports failure.
+            if ctx.attempt >= MAX_ATTEMPTS:
+                await _finish(ctx, import_id, "failed", "stopped after repeated failures; rows reported so far stand")
+            raise
+    await _finish(ctx, import_id, "completed")

@@ -1,0 +1,180 @@
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+    Uuid,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from cbi_service.kit.ids import new_id
+from cbi_service.kit.models import Base, CreatedAt
+
+STATUSES = ("active", "pending_adjudication", "duplicate", "inactive")
+# Records dedup compares against: a `duplicate` points at its original, an `inactive` one is never paid.
+MATCHABLE_STATUSES = ("active", "pending_adjudication")
+SEXES = ("female", "male", "other", "unknown")
+ADJUDICATION_STATUSES = ("open", "decided", "withdrawn")
+DECISIONS = ("duplicate", "not_duplicate")
+IMPORT_STATUSES = ("queued", "running", "completed", "failed")
+ROW_OUTCOMES = ("created", "duplicate", "pending_adjudication", "invalid")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Beneficiary(CreatedAt, Base):
+    """A registered person. `match_profile` is the normalised form dedup scores candidates with."""
+
+    __tablename__ = "beneficiaries"
+    __table_args__ = (
+        CheckConstraint(_in("status", STATUSES), name="status"),
+        CheckConstraint(_in("sex", SEXES), name="sex"),
+        CheckConstraint("household_size >= 1", name="household_size"),
+        CheckConstraint("nationality ~ '^[A-Z]{2}$'", name="nationality"),
+        CheckConstraint("location_country ~ '^[A-Z]{2}$'", name="location_country"),
+        Index("ix_beneficiaries_status_id", "status", "id"),
+        Index("ix_beneficiaries_external_ref", "external_ref", postgresql_where=text("external_ref IS NOT NULL")),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    status: Mapped[str] = mapped_column(String(24))
+    given_names: Mapped[str] = mapped_column(String(200))
+    family_names: Mapped[str] = mapped_column(String(200))
+    date_of_birth: Mapped[date] = mapped_column(Date)
+    sex: Mapped[str] = mapped_column(String(10))
+    nationality: Mapped[str] = mapped_column(String(2))
+    phone: Mapped[str | None] = mapped_column(String(20))
+    location_country: Mapped[str] = mapped_column(String(2))
+    location_admin1: Mapped[str | None] = mapped_column(String(200))
+    location_admin2: Mapped[str | None] = mapped_column(String(200))
+    household_size: Mapped[int] = mapped_column(Integer)
+    external_ref: Mapped[str | None] = mapped_column(String(100))
+    consent_date: Mapped[date] = mapped_column(Date)
+    consent_purpose: Mapped[str] = mapped_column(String(500))
+    documents: Mapped[list[dict[str, str]]] = mapped_column(JSONB, default=list)
+    match_profile: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    registered_by: Mapped[uuid.UUID] = mapped_column()
+    # Everyone who corrected the record: like its registrar, none of them may adjudicate it (four eyes).
+    corrected_by: Mapped[list[uuid.UUID]] = mapped_column(ARRAY(Uuid), server_default="{}")
+    duplicate_of: Mapped[uuid.UUID | None] = mapped_column()
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class DedupKey(Base):
+    """Blocking keys as 64-bit hashes (cbi_service.dedup.blocking.key_hash); the primary key's btree serves
+    lookups by key."""
+
+    __tablename__ = "dedup_keys"
+    __table_args__ = (Index("ix_dedup_keys_beneficiary_id", "beneficiary_id"),)
+
+    key: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    beneficiary_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("beneficiaries.id", ondelete="CASCADE"), primary_key=True
+    )
+
+
+class Adjudication(CreatedAt, Base):
+    """A possible duplicate waiting for a person's decision; at most one open per beneficiary."""
+
+    __tablename__ = "adjudications"
+    __table_args__ = (
+        CheckConstraint(_in("status", ADJUDICATION_STATUSES), name="status"),
+        CheckConstraint(f"decision IS NULL OR {_in('decision', DECISIONS)}", name="decision"),
+        CheckConstraint("(status = 'decided') = (decision IS NOT NULL)", name="decided_has_decision"),
+        Index(
+            "uq_adjudications_open_beneficiary",
+            "beneficiary_id",
+            unique=True,
+            postgresql_where=text("status = 'open'"),
+        ),
+        Index("ix_adjudications_status_id", "status", "id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    beneficiary_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("beneficiaries.id"))
+    status: Mapped[str] = mapped_column(String(10), server_default="open")
+    matches: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+    decision: Mapped[str | None] = mapped_column(String(20))
+    note: Mapped[str | None] = mapped_column(String(2000))
+    decided_by: Mapped[uuid.UUID | None] = mapped_column()
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Enrolment(CreatedAt, Base):
+    __tablename__ = "enrolments"
+    __table_args__ = (
+        UniqueConstraint("programme_id", "beneficiary_id", name="uq_enrolments_programme_beneficiary"),
+        Index("ix_enrolments_beneficiary_id", "beneficiary_id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    programme_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("programmes.id"))
+    beneficiary_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("beneficiaries.id"))
+    enrolled_by: Mapped[uuid.UUID] = mapped_column()
+
+
+class BeneficiaryImport(CreatedAt, Base):
+    """A bulk file being registered in the background; counts and `rows_done` move with each committed chunk."""
+
+    __tablename__ = "beneficiary_imports"
+    __table_args__ = (
+        CheckConstraint(_in("status", IMPORT_STATUSES), name="status"),
+        CheckConstraint("file_format IN ('csv', 'xlsx')", name="file_format"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    status: Mapped[str] = mapped_column(String(10), server_default="queued")
+    filename: Mapped[str] = mapped_column(String(255))
+    file_format: Mapped[str] = mapped_column(String(4))
+    rows_total: Mapped[int | None] = mapped_column(Integer)
+    rows_done: Mapped[int] = mapped_column(Integer, server_default="0")
+    counts: Mapped[dict[str, int]] = mapped_column(JSONB, default=dict)
+    error: Mapped[str | None] = mapped_column(String(500))
+    created_by: Mapped[uuid.UUID] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ImportChunk(Base):
+    """The uploaded file, stored in pieces so neither upload nor processing holds it whole in memory."""
+
+    __tablename__ = "beneficiary_import_chunks"
+
+    import_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("beneficiary_imports.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ImportRow(Base):
+    __tablename__ = "beneficiary_import_rows"
+    __table_args__ = (
+        CheckConstraint(_in("outcome", ROW_OUTCOMES), name="outcome"),
+        Index("ix_beneficiary_import_rows_outcome", "import_id", "outcome", "row_number"),
+    )
+
+    import_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("beneficiary_imports.id", ondelete="CASCADE"), primary_key=True
+    )
+    row_number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(24))
+    beneficiary_id: Mapped[uuid.UUID | None] = mapped_column()
+    matches: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)
+    errors: Mapped[list[dict[str, str]]] = mapped_column(JSONB, default=list)

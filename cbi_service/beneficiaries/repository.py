@@ -1,0 +1,287 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any, cast
+
+from sqlalchemy import Table, bindparam, delete, insert, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.types import BigInteger, Integer, Text, Uuid
+
+from cbi_service.beneficiaries.models import (
+    MATCHABLE_STATUSES,
+    Adjudication,
+    Beneficiary,
+    BeneficiaryImport,
+    DedupKey,
+    Enrolment,
+    ImportChunk,
+    ImportRow,
+)
+from cbi_service.dedup.blocking import key_hash
+from cbi_service.dedup.normalize import MatchRecord
+
+# Advisory-lock namespace for dedup; keys hash into a fixed number of buckets so that a bulk chunk's locks
+# stay within PostgreSQL's lock table however many keys it has.
+LOCK_NAMESPACE = 0x0DED
+LOCK_BUCKETS = 1024
+
+
+# Bulk paths insert through the tables (Core) rather than the mapped classes: the ORM's bulk INSERT costs
+# several times more per row for the same statement.
+BENEFICIARIES = cast(Table, Beneficiary.__table__)
+ADJUDICATIONS = cast(Table, Adjudication.__table__)
+IMPORT_ROWS = cast(Table, ImportRow.__table__)
+
+
+def lock_bucket(key: str) -> int:
+    return key_hash(key) % LOCK_BUCKETS
+
+
+class BeneficiaryRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def lock_keys(self, keys: Iterable[str]) -> None:
+        """Serialise registrations that share a blocking key until this transaction ends.
+
+        Two registrations of one person share keys, so the second waits, then sees the first's keys and
+        is caught as a duplicate. Buckets are taken in ascending order, so lockers never deadlock.
+        """
+        buckets = sorted({lock_bucket(k) for k in keys})
+        if buckets:
+            await self.session.execute(
+                text("SELECT pg_advisory_xact_lock(:ns, b) FROM unnest(:buckets) AS b").bindparams(
+                    bindparam("buckets", type_=ARRAY(Integer))
+                ),
+                {"ns": LOCK_NAMESPACE, "buckets": buckets},
+            )
+
+    async def candidates(
+        self, keys: Sequence[str], limit: int, exclude: uuid.UUID | None = None
+    ) -> list[tuple[uuid.UUID, MatchRecord]]:
+        """Matchable people sharing a key, most shared keys first, at most `limit`."""
+        if not keys:
+            return []
+        stmt = text(
+            """
+            SELECT b.id, b.match_profile
+            FROM (
+                SELECT beneficiary_id, count(*) AS shared FROM dedup_keys
+                WHERE key = ANY(:keys) GROUP BY beneficiary_id ORDER BY shared DESC LIMIT :limit
+            ) AS k
+            JOIN beneficiaries AS b ON b.id = k.beneficiary_id
+            WHERE b.status = ANY(:statuses) AND b.id IS DISTINCT FROM :exclude
+            ORDER BY k.shared DESC
+            """
+        ).bindparams(bindparam("keys", type_=ARRAY(BigInteger)), bindparam("statuses", type_=ARRAY(Text)))
+        rows = await self.session.execute(
+            stmt,
+            {
+                "keys": [key_hash(k) for k in keys],
+                "limit": limit,
+                "statuses": list(MATCHABLE_STATUSES),
+                "exclude": exclude,
+            },
+        )
+        return [(row.id, MatchRecord.from_profile(row.match_profile)) for row in rows]
+
+    async def filed_under(self, keys: Sequence[str]) -> dict[uuid.UUID, tuple[MatchRecord, list[str]]]:
+        """Every matchable person filed under any of `keys`, with the ones they share: a bulk chunk's
+        candidates in one query (one row per person, so no profile is sent or decoded twice)."""
+        if not keys:
+            return {}
+        by_hash = {key_hash(k): k for k in keys}
+        stmt = text(
+            """
+            SELECT b.id, b.match_profile, k.keys
+            FROM (
+                SELECT beneficiary_id, array_agg(key) AS keys FROM dedup_keys
+                WHERE key = ANY(:keys) GROUP BY beneficiary_id
+            ) AS k
+            JOIN beneficiaries AS b ON b.id = k.beneficiary_id
+            WHERE b.status = ANY(:statuses)
+            """
+        ).bindparams(bindparam("keys", type_=ARRAY(BigInteger)), bindparam("statuses", type_=ARRAY(Text)))
+        rows = await self.session.execute(stmt, {"keys": list(by_hash), "statuses": list(MATCHABLE_STATUSES)})
+        return {
+            row.id: (MatchRecord.from_profile(row.match_profile), [by_hash[h] for h in row.keys if h in by_hash])
+            for row in rows
+        }
+
+    async def add(self, beneficiary: Beneficiary, keys: Sequence[str]) -> Beneficiary:
+        """Insert a new person (its server-set timestamps come back with the INSERT) and file its keys."""
+        self.session.add(beneficiary)
+        await self.session.flush()
+        await self._file([(k, beneficiary.id) for k in keys])
+        return beneficiary
+
+    async def add_many(self, rows: Sequence[dict[str, Any]], keys: Sequence[tuple[str, uuid.UUID]]) -> None:
+        """New people and their keys (key, person), one bulk statement each."""
+        if rows:
+            await self.session.execute(insert(BENEFICIARIES), list(rows))
+        await self._file(keys)
+
+    async def replace_keys(self, beneficiary_id: uuid.UUID, keys: Sequence[str]) -> None:
+        await self.drop_keys(beneficiary_id)
+        await self._file([(k, beneficiary_id) for k in keys])
+
+    async def _file(self, keys: Sequence[tuple[str, uuid.UUID]]) -> None:
+        """File people under their keys in one statement, whatever their number."""
+        pairs = list(dict.fromkeys((key_hash(k), i) for k, i in keys))  # a hash collision must not repeat a row
+        if pairs:
+            await self.session.execute(
+                text("INSERT INTO dedup_keys (key, beneficiary_id) SELECT * FROM unnest(:keys, :ids)").bindparams(
+                    bindparam("keys", type_=ARRAY(BigInteger)), bindparam("ids", type_=ARRAY(Uuid))
+                ),
+                {"keys": [h for h, _ in pairs], "ids": [i for _, i in pairs]},
+            )
+
+    async def drop_keys(self, beneficiary_id: uuid.UUID) -> None:
+        """A record that is no longer matchable leaves the blocking index."""
+        await self.session.execute(delete(DedupKey).where(DedupKey.beneficiary_id == beneficiary_id))
+
+    async def get(self, beneficiary_id: uuid.UUID, *, for_update: bool = False) -> Beneficiary | None:
+        stmt = select(Beneficiary).where(Beneficiary.id == beneficiary_id)
+        if for_update:
+            stmt = stmt.with_for_update()
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def list(
+        self,
+        *,
+        after_id: uuid.UUID | None,
+        limit: int,
+        status: str | None,
+        programme_id: uuid.UUID | None,
+        external_ref: str | None,
+    ) -> Sequence[Beneficiary]:
+        stmt = select(Beneficiary)
+        if after_id is not None:
+            stmt = stmt.where(Beneficiary.id > after_id)
+        if status is not None:
+            stmt = stmt.where(Beneficiary.status == status)
+        if external_ref is not None:
+            stmt = stmt.where(Beneficiary.external_ref == external_ref)
+        if programme_id is not None:
+            enrolled = select(Enrolment.beneficiary_id).where(Enrolment.programme_id == programme_id)
+            stmt = stmt.where(Beneficiary.id.in_(enrolled))
+        stmt = stmt.order_by(Beneficiary.id).limit(limit + 1)
+        return (await self.session.execute(stmt)).scalars().all()
+
+    async def statuses_for_share(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
+        """Statuses, locked against a concurrent deactivation until the enrolment commits."""
+        stmt = select(Beneficiary.id, Beneficiary.status).where(Beneficiary.id.in_(ids)).with_for_update(read=True)
+        return {row.id: row.status for row in await self.session.execute(stmt)}
+
+
+class AdjudicationRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def open(self, beneficiary_id: uuid.UUID, matches: list[dict[str, Any]]) -> None:
+        """Open an adjudication, or refresh the matches of the one already open for this person (at most one
+        is open: partial unique index), so a corrected record is judged on its current evidence."""
+        stmt = pg_insert(Adjudication).values(beneficiary_id=beneficiary_id, matches=matches, status="open")
+        await self.session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["beneficiary_id"],
+                index_where=text("status = 'open'"),
+                set_={"matches": stmt.excluded.matches},
+            )
+        )
+
+    async def open_many(self, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            await self.session.execute(
+                pg_insert(ADJUDICATIONS).on_conflict_do_nothing(
+                    index_elements=["beneficiary_id"], index_where=text("status = 'open'")
+                ),
+                [{**row, "status": "open"} for row in rows],
+            )
+
+    async def get(self, adjudication_id: uuid.UUID, *, for_update: bool = False) -> Adjudication | None:
+        stmt = select(Adjudication).where(Adjudication.id == adjudication_id)
+        if for_update:
+            stmt = stmt.with_for_update()
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def withdraw_open(self, beneficiary_id: uuid.UUID) -> None:
+        await self.session.execute(
+            update(Adjudication)
+            .where(Adjudication.beneficiary_id == beneficiary_id, Adjudication.status == "open")
+            .values(status="withdrawn")
+        )
+
+    async def list(self, *, after_id: uuid.UUID | None, limit: int, status: str | None) -> Sequence[Adjudication]:
+        stmt = select(Adjudication)
+        if after_id is not None:
+            stmt = stmt.where(Adjudication.id > after_id)
+        if status is not None:
+            stmt = stmt.where(Adjudication.status == status)
+        stmt = stmt.order_by(Adjudication.id).limit(limit + 1)
+        return (await self.session.execute(stmt)).scalars().all()
+
+
+class EnrolmentRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def enrol(self, programme_id: uuid.UUID, ids: Sequence[uuid.UUID], by: uuid.UUID) -> set[uuid.UUID]:
+        """Insert enrolments; those already there are left alone. Returns who was newly enrolled."""
+        if not ids:
+            return set()
+        stmt = (
+            pg_insert(Enrolment)
+            .on_conflict_do_nothing(constraint="uq_enrolments_programme_beneficiary")
+            .returning(Enrolment.beneficiary_id)
+        )
+        rows = await self.session.execute(
+            stmt, [{"programme_id": programme_id, "beneficiary_id": i, "enrolled_by": by} for i in ids]
+        )
+        return set(rows.scalars().all())
+
+
+class ImportRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, imp: BeneficiaryImport) -> BeneficiaryImport:
+        self.session.add(imp)
+        await self.session.flush()
+        await self.session.refresh(imp, ["created_at", "status", "rows_done"])
+        return imp
+
+    async def add_chunk(self, import_id: uuid.UUID, seq: int, data: bytes) -> None:
+        await self.session.execute(insert(ImportChunk).values(import_id=import_id, seq=seq, data=data))
+
+    async def chunk(self, import_id: uuid.UUID, seq: int) -> bytes | None:
+        stmt = select(ImportChunk.data).where(ImportChunk.import_id == import_id, ImportChunk.seq == seq)
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def get(self, import_id: uuid.UUID, *, for_update: bool = False) -> BeneficiaryImport | None:
+        stmt = select(BeneficiaryImport).where(BeneficiaryImport.id == import_id)
+        if for_update:
+            stmt = stmt.with_for_update()
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def add_rows(self, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            await self.session.execute(insert(IMPORT_ROWS), list(rows))
+
+    async def rows(
+        self, import_id: uuid.UUID, *, after: int | None, limit: int, outcome: str | None
+    ) -> Sequence[ImportRow]:
+        stmt = select(ImportRow).where(ImportRow.import_id == import_id)
+        if after is not None:
+            stmt = stmt.where(ImportRow.row_number > after)
+        if outcome is not None:
+            stmt = stmt.where(ImportRow.outcome == outcome)
+        stmt = stmt.order_by(ImportRow.row_number).limit(limit + 1)
+        return (await self.session.execute(stmt)).scalars().all()
+
+    async def drop_file(self, import_id: uuid.UUID) -> None:
+        """The uploaded file holds PII; it is not kept once every row has its outcome."""
+        await self.session.execute(delete(ImportChunk).where(ImportChunk.import_id == import_id))

@@ -1,0 +1,172 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
+from fastapi.responses import PlainTextResponse, Response
+
+from cbi_service.auth.dependencies import require_roles
+from cbi_service.auth.roles import Principal, Role
+from cbi_service.beneficiaries import imports, service
+from cbi_service.beneficiaries.repository import ImportRepository
+from cbi_service.beneficiaries.schemas import (
+    AdjudicationOut,
+    BeneficiaryCreate,
+    BeneficiaryOut,
+    BeneficiaryPatch,
+    BeneficiaryRegistered,
+    DecisionIn,
+    DedupResult,
+    EnrolmentRequest,
+    EnrolmentResult,
+    ImportAccepted,
+    ImportOut,
+    ImportRowOut,
+    Status,
+)
+from cbi_service.kit.db import SessionDep
+from cbi_service.kit.errors import NotFound, UnprocessableEntity
+from cbi_service.kit.idempotency import IdempotencyDep
+from cbi_service.kit.pagination import Page, PageDep, page_of
+
+router = APIRouter(tags=["beneficiaries"])
+Registrar = Annotated[Principal, Depends(require_roles(Role.registrar))]
+Reader = Annotated[Principal, Depends(require_roles(Role.registrar, Role.programme_officer, Role.admin, Role.auditor))]
+Checker = Annotated[Principal, Depends(require_roles(Role.registrar, Role.admin))]
+Adjudicator = Annotated[Principal, Depends(require_roles(Role.registrar, Role.admin))]
+AdjudicationReader = Annotated[Principal, Depends(require_roles(Role.registrar, Role.admin, Role.auditor))]
+Enroller = Annotated[Principal, Depends(require_roles(Role.programme_officer, Role.registrar))]
+
+
+@router.post(
+    "/v1/beneficiaries",
+    status_code=201,
+    response_model=BeneficiaryRegistered,
+    summary="Register a beneficiary (409 with the existing id if already registered)",
+)
+async def register(
+    request: Request, body: BeneficiaryCreate, session: SessionDep, principal: Registrar, idem: IdempotencyDep
+) -> Response:
+    settings = request.app.state.settings
+    return await idem.run(body, lambda: service.register(session, settings, principal, body), status_code=201)
+
+
+@router.get("/v1/beneficiaries", response_model=Page[BeneficiaryOut])
+async def list_beneficiaries(
+    session: SessionDep,
+    _: Reader,
+    page: PageDep,
+    status: Status | None = None,
+    programme_id: uuid.UUID | None = None,
+    external_ref: Annotated[str | None, Query(max_length=100)] = None,
+) -> Page[BeneficiaryOut]:
+    rows = await service.list_beneficiaries(
+        session,
+        after_id=page.after_id(),
+        limit=page.limit,
+        status=status,
+        programme_id=programme_id,
+        external_ref=external_ref,
+    )
+    items, cursor = page_of(rows, page.limit, lambda b: [b.id])
+    return Page(items=[BeneficiaryOut.of(b) for b in items], next_cursor=cursor)
+
+
+class CsvResponse(PlainTextResponse):
+    media_type = "text/csv"
+
+
+@router.get(
+    "/v1/beneficiaries/imports/template",
+    response_class=CsvResponse,
+    responses={200: {"description": "The header row of an import file", "content": {"text/csv": {}}}},
+)
+async def import_template(_: Reader) -> CsvResponse:
+    return CsvResponse(
+        imports.template_csv(),
+        headers={"Content-Disposition": 'attachment; filename="beneficiaries-template.csv"'},
+    )
+
+
+@router.post("/v1/beneficiaries/imports", status_code=202, response_model=ImportAccepted)
+async def start_import(
+    session: SessionDep,
+    principal: Registrar,
+    idem: IdempotencyDep,
+    file: Annotated[UploadFile, File(description="CSV or XLSX")],
+) -> Response:
+    """Queue a bulk registration file; the same Idempotency-Key with the same file replays the first answer."""
+    fingerprint = await imports.upload_fingerprint(file) if idem.key is not None else None
+    return await idem.run(fingerprint, lambda: imports.start_import(session, principal, file), status_code=202)
+
+
+@router.get("/v1/beneficiaries/imports/{import_id}", response_model=ImportOut)
+async def get_import(
+    import_id: uuid.UUID,
+    session: SessionDep,
+    _: AdjudicationReader,
+    page: PageDep,
+    outcome: Literal["created", "duplicate", "pending_adjudication", "invalid"] | None = None,
+) -> ImportOut:
+    """Progress, counts per outcome, and a page of per-row results (`limit`/`cursor` page the rows)."""
+    repo = ImportRepository(session)
+    imp = await repo.get(import_id)
+    if imp is None:
+        raise NotFound("Import not found.")
+    keys = page.keys()
+    try:
+        after = int(keys[0]) if keys else None
+    except ValueError as exc:
+        raise UnprocessableEntity("Invalid cursor.", errors=[{"field": "cursor", "message": "not valid"}]) from exc
+    rows = await repo.rows(import_id, after=after, limit=page.limit, outcome=outcome)
+    items, cursor = page_of(rows, page.limit, lambda r: [r.row_number])
+    return ImportOut.of(imp, Page(items=[ImportRowOut.of(r) for r in items], next_cursor=cursor))
+
+
+@router.get("/v1/beneficiaries/{beneficiary_id}", response_model=BeneficiaryOut)
+async def get_beneficiary(beneficiary_id: uuid.UUID, session: SessionDep, _: Reader) -> BeneficiaryOut:
+    return BeneficiaryOut.of(await service.get_beneficiary(session, beneficiary_id))
+
+
+@router.patch("/v1/beneficiaries/{beneficiary_id}", response_model=BeneficiaryRegistered)
+async def correct(
+    request: Request, beneficiary_id: uuid.UUID, body: BeneficiaryPatch, session: SessionDep, principal: Registrar
+) -> BeneficiaryRegistered:
+    return await service.correct(session, request.app.state.settings, principal, beneficiary_id, body)
+
+
+@router.post("/v1/beneficiaries/{beneficiary_id}/deactivate", response_model=BeneficiaryOut)
+async def deactivate(beneficiary_id: uuid.UUID, session: SessionDep, principal: Registrar) -> BeneficiaryOut:
+    return await service.deactivate(session, principal, beneficiary_id)
+
+
+@router.post("/v1/dedup/check", response_model=DedupResult, summary="Dedup outcome of a registration, stored nowhere")
+async def dedup_check(request: Request, body: BeneficiaryCreate, session: SessionDep, _: Checker) -> DedupResult:
+    return await service.check(session, request.app.state.settings, body)
+
+
+@router.get("/v1/adjudications", response_model=Page[AdjudicationOut])
+async def list_adjudications(
+    session: SessionDep,
+    _: AdjudicationReader,
+    page: PageDep,
+    status: Literal["open", "decided", "withdrawn"] | None = None,
+) -> Page[AdjudicationOut]:
+    rows = await service.list_adjudications(session, after_id=page.after_id(), limit=page.limit, status=status)
+    items, cursor = page_of(rows, page.limit, lambda a: [a.id])
+    return Page(items=[AdjudicationOut.of(a) for a in items], next_cursor=cursor)
+
+
+@router.post("/v1/adjudications/{adjudication_id}/decision", response_model=AdjudicationOut)
+async def decide(
+    adjudication_id: uuid.UUID, body: DecisionIn, session: SessionDep, principal: Adjudicator
+) -> AdjudicationOut:
+    return await service.decide_adjudication(session, principal, adjudication_id, body)
+
+
+@router.post("/v1/programmes/{programme_id}/enrolments", response_model=EnrolmentResult)
+async def enrol(
+    programme_id: uuid.UUID, body: EnrolmentRequest, session: SessionDep, principal: Enroller, idem: IdempotencyDep
+) -> Response:
+    return await idem.run(body, lambda: service.enrol(session, principal, programme_id, body))

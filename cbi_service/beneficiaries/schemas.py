@@ -1,0 +1,240 @@
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cbi_service.beneficiaries.models import Adjudication, Beneficiary, BeneficiaryImport, ImportRow
+from cbi_service.kit.pagination import Page
+from cbi_service.programmes.schemas import CountryCode
+
+Sex = Literal["female", "male", "other", "unknown"]
+DocumentType = Literal["national_id", "passport", "residence_permit", "birth_certificate", "other"]
+Status = Literal["active", "pending_adjudication", "duplicate", "inactive"]
+DedupStatus = Literal["unique", "duplicate", "possible_duplicate"]
+Name = Field(min_length=1, max_length=200)
+
+
+class DocumentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: DocumentType
+    number: str = Field(min_length=1, max_length=50, examples=["V-12.345.678"])
+    issuing_country: CountryCode
+
+
+class Location(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    country: CountryCode
+    admin1: str | None = Field(default=None, max_length=200)
+    admin2: str | None = Field(default=None, max_length=200)
+
+
+class Consent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    given: Literal[True] = Field(description="Registration without informed consent is refused.")
+    date: date
+    purpose: str = Field(min_length=1, max_length=500)
+
+
+class BeneficiaryCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    given_names: str = Name
+    family_names: str = Name
+    date_of_birth: date
+    sex: Sex
+    nationality: CountryCode
+    documents: list[DocumentIn] = Field(default_factory=list, max_length=10)
+    phone: str | None = Field(default=None, max_length=40, examples=["0412-555 12 34"])
+    location: Location
+    household_size: int = Field(ge=1, le=100)
+    external_ref: str | None = Field(default=None, max_length=100)
+    consent: Consent
+
+
+class BeneficiaryPatch(BaseModel):
+    """Corrections; omitted fields stay as they are. Identity fields re-run deduplication."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    given_names: str | None = Field(default=None, min_length=1, max_length=200)
+    family_names: str | None = Field(default=None, min_length=1, max_length=200)
+    date_of_birth: date | None = None
+    sex: Sex | None = None
+    nationality: CountryCode | None = None
+    documents: list[DocumentIn] | None = Field(default=None, max_length=10)
+    phone: str | None = Field(default=None, max_length=40)
+    location: Location | None = None
+    household_size: int | None = Field(default=None, ge=1, le=100)
+    external_ref: str | None = Field(default=None, max_length=100)
+
+
+class DedupMatch(BaseModel):
+    beneficiary_id: uuid.UUID | None = None
+    registry_ref: str | None = None
+    registry: str
+    score: float
+    matched_on: list[str]
+
+
+class DedupResult(BaseModel):
+    status: DedupStatus
+    matches: list[DedupMatch]
+
+
+class BeneficiaryOut(BaseModel):
+    id: uuid.UUID
+    status: Status
+    given_names: str
+    family_names: str
+    date_of_birth: date
+    sex: Sex
+    nationality: str
+    documents: list[DocumentIn]
+    phone: str | None
+    location: Location
+    household_size: int
+    external_ref: str | None
+    consent: Consent
+    duplicate_of: uuid.UUID | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, b: Beneficiary) -> BeneficiaryOut:
+        return cls(
+            id=b.id,
+            status=b.status,
+            given_names=b.given_names,
+            family_names=b.family_names,
+            date_of_birth=b.date_of_birth,
+            sex=b.sex,
+            nationality=b.nationality,
+            documents=[
+                DocumentIn(type=d["type"], number=d["number"], issuing_country=d["issuing_country"])
+                for d in b.documents
+            ],
+            phone=b.phone,
+            location=Location(country=b.location_country, admin1=b.location_admin1, admin2=b.location_admin2),
+            household_size=b.household_size,
+            external_ref=b.external_ref,
+            consent=Consent(given=True, date=b.consent_date, purpose=b.consent_purpose),
+            duplicate_of=b.duplicate_of,
+            created_at=b.created_at,
+            updated_at=b.updated_at,
+        )
+
+
+class BeneficiaryRegistered(BeneficiaryOut):
+    dedup: DedupResult
+
+
+class AdjudicationOut(BaseModel):
+    id: uuid.UUID
+    beneficiary_id: uuid.UUID
+    status: Literal["open", "decided", "withdrawn"]
+    matches: list[DedupMatch]
+    decision: Literal["duplicate", "not_duplicate"] | None
+    note: str | None
+    decided_by: uuid.UUID | None
+    decided_at: datetime | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, a: Adjudication) -> AdjudicationOut:
+        return cls.model_validate(
+            {
+                "id": a.id,
+                "beneficiary_id": a.beneficiary_id,
+                "status": a.status,
+                "matches": a.matches,
+                "decision": a.decision,
+                "note": a.note,
+                "decided_by": a.decided_by,
+                "decided_at": a.decided_at,
+                "created_at": a.created_at,
+            }
+        )
+
+
+class DecisionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    decision: Literal["duplicate", "not_duplicate"]
+    note: str | None = Field(default=None, max_length=2000)
+
+
+class EnrolmentRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    beneficiary_ids: list[uuid.UUID] = Field(min_length=1, max_length=1000)
+
+
+class EnrolmentRejection(BaseModel):
+    beneficiary_id: uuid.UUID
+    reason: Literal["not_found", "not_active"]
+
+
+class EnrolmentResult(BaseModel):
+    programme_id: uuid.UUID
+    enrolled: list[uuid.UUID]
+    already_enrolled: list[uuid.UUID]
+    rejected: list[EnrolmentRejection]
+
+
+class ImportRowOut(BaseModel):
+    row_number: int
+    outcome: Literal["created", "duplicate", "pending_adjudication", "invalid"]
+    beneficiary_id: uuid.UUID | None
+    matches: list[dict[str, Any]]
+    errors: list[dict[str, str]]
+
+    @classmethod
+    def of(cls, row: ImportRow) -> ImportRowOut:
+        return cls.model_validate(
+            {
+                "row_number": row.row_number,
+                "outcome": row.outcome,
+                "beneficiary_id": row.beneficiary_id,
+                "matches": row.matches,
+                "errors": row.errors,
+            }
+        )
+
+
+class ImportAccepted(BaseModel):
+    id: uuid.UUID
+    status: Literal["queued", "running", "completed", "failed"]
+
+
+class ImportOut(ImportAccepted):
+    filename: str
+    rows_total: int | None
+    rows_done: int
+    counts: dict[str, int]
+    error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+    rows: Page[ImportRowOut]
+
+    @classmethod
+    def of(cls, imp: BeneficiaryImport, rows: Page[ImportRowOut]) -> ImportOut:
+        return cls.model_validate(
+            {
+                "id": imp.id,
+                "status": imp.status,
+                "filename": imp.filename,
+                "rows_total": imp.rows_total,
+                "rows_done": imp.rows_done,
+                "counts": imp.counts,
+                "error": imp.error,
+                "created_at": imp.created_at,
+                "finished_at": imp.finished_at,
+                "rows": rows,
+            }
+        )

@@ -1,0 +1,394 @@
+"""Registration, correction and deactivation of beneficiaries, deduplication outcomes, adjudication, enrolment.
+
+Every path that creates or changes a person's identity runs the same steps: validate and canonicalise
+(cbi_service.dedup.documents), build the match record and its blocking keys, take advisory locks on the
+keys' buckets, score the internal candidates and ask the external registries, then act on the outcome.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from adapters.registries.base import RegistryMatch
+from cbi_service.audit.service import record_audit
+from cbi_service.auth.roles import Principal
+from cbi_service.beneficiaries.models import MATCHABLE_STATUSES, Adjudication, Beneficiary
+from cbi_service.beneficiaries.repository import (
+    AdjudicationRepository,
+    BeneficiaryRepository,
+    EnrolmentRepository,
+)
+from cbi_service.beneficiaries.schemas import (
+    AdjudicationOut,
+    BeneficiaryCreate,
+    BeneficiaryOut,
+    BeneficiaryPatch,
+    BeneficiaryRegistered,
+    DecisionIn,
+    DedupResult,
+    EnrolmentRejection,
+    EnrolmentRequest,
+    EnrolmentResult,
+)
+from cbi_service.dedup.blocking import blocking_keys
+from cbi_service.dedup.documents import FieldError, check_birth_date, normalize_document, normalize_phone
+from cbi_service.dedup.normalize import DocumentKey, MatchRecord, build_record
+from cbi_service.dedup.registries import check_registries, registries_for
+from cbi_service.dedup.scoring import Decision, DedupStatus, decide
+from cbi_service.dedup.settings import DedupSettings, get_dedup_settings
+from cbi_service.kit.errors import Conflict, Forbidden, NotFound, UnprocessableEntity
+from cbi_service.kit.settings import Settings
+from cbi_service.programmes.service import get_programme
+
+SEVERITY: dict[DedupStatus, int] = {"unique": 0, "possible_duplicate": 1, "duplicate": 2}
+
+
+def today() -> date:
+    return datetime.now(UTC).date()
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A registration after validation: canonical values, its match record and blocking keys."""
+
+    data: BeneficiaryCreate
+    record: MatchRecord
+    keys: list[str]
+    documents: list[dict[str, str]]
+    phone: str | None
+
+
+def prepare(data: BeneficiaryCreate) -> Prepared:
+    """Validate what pydantic cannot (documents per country, phone, dates) and canonicalise for matching."""
+    errors: list[dict[str, str]] = []
+    now = today()
+    try:
+        check_birth_date(data.date_of_birth, now)
+    except FieldError as exc:
+        errors.append({"field": "date_of_birth", "message": exc.message})
+    if data.consent.date > now:
+        errors.append({"field": "consent.date", "message": "must not be in the future"})
+    documents: list[dict[str, str]] = []
+    keys: list[DocumentKey] = []
+    for i, doc in enumerate(data.documents):
+        try:
+            number = normalize_document(doc.type, doc.number, doc.issuing_country)
+        except FieldError as exc:
+            errors.append({"field": f"documents[{i}].{exc.field}", "message": exc.message})
+            continue
+        documents.append(
+            {"type": doc.type, "number": doc.number, "issuing_country": doc.issuing_country, "normalised": number}
+        )
+        keys.append(DocumentKey(doc.type, doc.issuing_country, number))
+    phone = None
+    if data.phone:
+        try:
+            phone = normalize_phone(data.phone, data.location.country, data.nationality)
+        except FieldError as exc:
+            errors.append({"field": "phone", "message": exc.message})
+    if errors:
+        raise UnprocessableEntity("The registration is not valid.", errors=errors)
+    record = build_record(
+        given_names=data.given_names,
+        family_names=data.family_names,
+        date_of_birth=data.date_of_birth,
+        sex=data.sex,
+        nationality=data.nationality,
+        documents=tuple(keys),
+        phone=phone,
+    )
+    return Prepared(data, record, blocking_keys(record), documents, phone)
+
+
+@dataclass
+class Outcome:
+    """Internal and external matches merged into the contract's `dedup` object."""
+
+    status: DedupStatus = "unique"
+    matches: list[dict[str, Any]] = field(default_factory=list)
+    existing_id: uuid.UUID | None = None
+
+    def result(self) -> DedupResult:
+        return DedupResult.model_validate({"status": self.status, "matches": self.matches})
+
+
+def combine(decision: Decision[uuid.UUID], external: Sequence[RegistryMatch], settings: DedupSettings) -> Outcome:
+    outcome = Outcome(status=decision.status)
+    for match in decision.matches:
+        outcome.matches.append(
+            {
+                "beneficiary_id": match.ident,
+                "registry": "internal",
+                "score": round(match.score, 4),
+                "matched_on": match.matched_on,
+            }
+        )
+    if decision.status == "duplicate":
+        outcome.existing_id = decision.matches[0].ident
+    for ext in external:
+        if ext.same_document or ext.score >= settings.auto_threshold:
+            status: DedupStatus = "duplicate"
+        elif ext.score >= settings.review_threshold:
+            status = "possible_duplicate"
+        else:
+            continue
+        outcome.matches.append(
+            {
+                "registry_ref": ext.registry_ref,
+                "registry": ext.registry,
+                "score": round(ext.score, 4),
+                "matched_on": ext.matched_on,
+            }
+        )
+        if SEVERITY[status] > SEVERITY[outcome.status]:
+            outcome.status = status
+    return outcome
+
+
+async def run_dedup(
+    session: AsyncSession, settings: Settings, prepared: Prepared, *, exclude: uuid.UUID | None = None
+) -> Outcome:
+    dedup_settings = get_dedup_settings()
+    candidates = await BeneficiaryRepository(session).candidates(prepared.keys, dedup_settings.max_candidates, exclude)
+    decision = decide(prepared.record, candidates, dedup_settings)
+    external = await check_registries(registries_for(settings.registries), prepared.record)
+    return combine(decision, external, dedup_settings)
+
+
+def duplicate_conflict(outcome: Outcome) -> Conflict:
+    """409 naming the record (or partner registry entry) this person already has; nothing is stored."""
+    extra: dict[str, Any] = {"dedup": outcome.result().model_dump(mode="json")}
+    if outcome.existing_id is not None:
+        extra["existing_id"] = str(outcome.existing_id)
+    return Conflict("This person is already registered.", extra=extra)
+
+
+def columns_of(prepared: Prepared) -> dict[str, Any]:
+    data = prepared.data
+    return {
+        "given_names": data.given_names.strip(),
+        "family_names": data.family_names.strip(),
+        "date_of_birth": data.date_of_birth,
+        "sex": data.sex,
+        "nationality": data.nationality,
+        "phone": prepared.phone,
+        "location_country": data.location.country,
+        "location_admin1": data.location.admin1,
+        "location_admin2": data.location.admin2,
+        "household_size": data.household_size,
+        "external_ref": data.external_ref,
+        "documents": prepared.documents,
+        "match_profile": prepared.record.to_profile(),
+    }
+
+
+def _summary(b: Beneficiary, **extra: Any) -> dict[str, Any]:
+    """Audit summary without personal data: the trail must be shareable with auditors."""
+    return {"status": b.status, "external_ref": b.external_ref, **extra}
+
+
+async def check(session: AsyncSession, settings: Settings, data: BeneficiaryCreate) -> DedupResult:
+    """The dedup outcome a registration would get; reads only."""
+    return (await run_dedup(session, settings, prepare(data))).result()
+
+
+async def register(
+    session: AsyncSession, settings: Settings, principal: Principal, data: BeneficiaryCreate
+) -> BeneficiaryRegistered:
+    prepared = prepare(data)
+    repo = BeneficiaryRepository(session)
+    await repo.lock_keys(prepared.keys)
+    outcome = await run_dedup(session, settings, prepared)
+    if outcome.status == "duplicate":
+        raise duplicate_conflict(outcome)
+    beneficiary = Beneficiary(
+        status="active" if outcome.status == "unique" else "pending_adjudication",
+        consent_date=data.consent.date,
+        consent_purpose=data.consent.purpose,
+        registered_by=principal.id,
+        **columns_of(prepared),
+    )
+    await repo.add(beneficiary, prepared.keys)
+    if outcome.status == "possible_duplicate":
+        await AdjudicationRepository(session).open(beneficiary.id, jsonable_matches(outcome.matches))
+    await record_audit(
+        session, principal, "beneficiary.registered", "beneficiary", beneficiary.id, None,
+        _summary(beneficiary, dedup=outcome.status),
+    )  # fmt: skip
+    return BeneficiaryRegistered(**BeneficiaryOut.of(beneficiary).model_dump(), dedup=outcome.result())
+
+
+def jsonable_matches(matches: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: str(v) if isinstance(v, uuid.UUID) else v for k, v in m.items()} for m in matches]
+
+
+async def get_beneficiary(session: AsyncSession, beneficiary_id: uuid.UUID, *, for_update: bool = False) -> Beneficiary:
+    beneficiary = await BeneficiaryRepository(session).get(beneficiary_id, for_update=for_update)
+    if beneficiary is None:
+        raise NotFound("Beneficiary not found.")
+    return beneficiary
+
+
+async def list_beneficiaries(
+    session: AsyncSession,
+    *,
+    after_id: uuid.UUID | None,
+    limit: int,
+    status: str | None,
+    programme_id: uuid.UUID | None,
+    external_ref: str | None,
+) -> Sequence[Beneficiary]:
+    return await BeneficiaryRepository(session).list(
+        after_id=after_id, limit=limit, status=status, programme_id=programme_id, external_ref=external_ref
+    )
+
+
+def _merged(b: Beneficiary, patch: BeneficiaryPatch) -> BeneficiaryCreate:
+    current = BeneficiaryOut.of(b).model_dump()
+    changes = patch.model_dump(exclude_unset=True)
+    for name in ("given_names", "family_names", "date_of_birth", "sex", "nationality", "location", "household_size"):
+        if changes.get(name, ...) is None:
+            raise UnprocessableEntity(
+                "A required field cannot be removed.", errors=[{"field": name, "message": "must not be null"}]
+            )
+    fields = {
+        name: current[name]
+        for name in (
+            "given_names", "family_names", "date_of_birth", "sex", "nationality", "documents", "phone",
+            "location", "household_size", "external_ref", "consent",
+        )
+    }  # fmt: skip
+    fields.update(changes)
+    if fields["documents"] is None:
+        fields["documents"] = []
+    return BeneficiaryCreate.model_validate(fields)
+
+
+async def correct(
+    session: AsyncSession, settings: Settings, principal: Principal, beneficiary_id: uuid.UUID, patch: BeneficiaryPatch
+) -> BeneficiaryRegistered:
+    """Apply corrections and re-run dedup against everyone else; a correction that reveals a duplicate is
+    refused (409) like a registration would be. A record waiting for adjudication keeps waiting even if the
+    correction makes it look unique: otherwise editing a record would be a way around the four-eyes rule."""
+    beneficiary = await get_beneficiary(session, beneficiary_id, for_update=True)
+    if beneficiary.status not in MATCHABLE_STATUSES:
+        raise Conflict(f"A {beneficiary.status} beneficiary cannot be corrected.")
+    prepared = prepare(_merged(beneficiary, patch))
+    repo = BeneficiaryRepository(session)
+    await repo.lock_keys(prepared.keys)
+    outcome = await run_dedup(session, settings, prepared, exclude=beneficiary.id)
+    if outcome.status == "duplicate":
+        raise duplicate_conflict(outcome)
+    before = _summary(beneficiary)
+    for name, value in columns_of(prepared).items():
+        setattr(beneficiary, name, value)
+    if principal.id not in beneficiary.corrected_by:
+        beneficiary.corrected_by = [*beneficiary.corrected_by, principal.id]
+    if outcome.status == "possible_duplicate":
+        beneficiary.status = "pending_adjudication"
+        await AdjudicationRepository(session).open(beneficiary.id, jsonable_matches(outcome.matches))
+    beneficiary.updated_at = datetime.now(UTC)
+    await repo.replace_keys(beneficiary.id, prepared.keys)
+    await session.flush()
+    changed = sorted(patch.model_dump(exclude_unset=True))
+    await record_audit(
+        session, principal, "beneficiary.corrected", "beneficiary", beneficiary.id, before,
+        _summary(beneficiary, fields=changed, dedup=outcome.status),
+    )  # fmt: skip
+    return BeneficiaryRegistered(**BeneficiaryOut.of(beneficiary).model_dump(), dedup=outcome.result())
+
+
+async def deactivate(session: AsyncSession, principal: Principal, beneficiary_id: uuid.UUID) -> BeneficiaryOut:
+    beneficiary = await get_beneficiary(session, beneficiary_id, for_update=True)
+    if beneficiary.status == "inactive":
+        return BeneficiaryOut.of(beneficiary)
+    before = _summary(beneficiary)
+    beneficiary.status = "inactive"
+    beneficiary.updated_at = datetime.now(UTC)
+    await BeneficiaryRepository(session).drop_keys(beneficiary.id)
+    await AdjudicationRepository(session).withdraw_open(beneficiary.id)
+    await session.flush()
+    await record_audit(
+        session, principal, "beneficiary.deactivated", "beneficiary", beneficiary.id, before, _summary(beneficiary)
+    )
+    return BeneficiaryOut.of(beneficiary)
+
+
+async def list_adjudications(
+    session: AsyncSession, *, after_id: uuid.UUID | None, limit: int, status: str | None
+) -> Sequence[Adjudication]:
+    return await AdjudicationRepository(session).list(after_id=after_id, limit=limit, status=status)
+
+
+async def decide_adjudication(
+    session: AsyncSession, principal: Principal, adjudication_id: uuid.UUID, body: DecisionIn
+) -> AdjudicationOut:
+    """Four eyes: nobody decides on data they entered, i.e. whoever registered the record or corrected it.
+
+    Every correction counts, not only the last: a correction re-runs dedup and may be what opened the
+    adjudication or changed the evidence under review, and a later edit by someone else (a household size)
+    must not clear its author to judge their own identity data. The registrar of a bulk import is the
+    person who uploaded the file.
+    """
+    adjudication = await AdjudicationRepository(session).get(adjudication_id, for_update=True)
+    if adjudication is None:
+        raise NotFound("Adjudication not found.")
+    beneficiary = await get_beneficiary(session, adjudication.beneficiary_id, for_update=True)
+    if principal.id == beneficiary.registered_by or principal.id in beneficiary.corrected_by:
+        raise Forbidden("Nobody may decide on a record they registered or corrected.")
+    if adjudication.status != "open":
+        raise Conflict(f"This adjudication is already {adjudication.status}.")
+    before = _summary(beneficiary)
+    adjudication.status = "decided"
+    adjudication.decision = body.decision
+    adjudication.note = body.note
+    adjudication.decided_by = principal.id
+    adjudication.decided_at = datetime.now(UTC)
+    if body.decision == "duplicate":
+        beneficiary.status = "duplicate"
+        internal = [m["beneficiary_id"] for m in adjudication.matches if m.get("beneficiary_id")]
+        beneficiary.duplicate_of = uuid.UUID(internal[0]) if internal else None
+        await BeneficiaryRepository(session).drop_keys(beneficiary.id)
+    else:
+        beneficiary.status = "active"
+    beneficiary.updated_at = datetime.now(UTC)
+    await session.flush()
+    await record_audit(
+        session, principal, "adjudication.decided", "beneficiary", beneficiary.id, before,
+        _summary(beneficiary, adjudication_id=str(adjudication.id), decision=body.decision),
+    )  # fmt: skip
+    return AdjudicationOut.of(adjudication)
+
+
+async def enrol(
+    session: AsyncSession, principal: Principal, programme_id: uuid.UUID, body: EnrolmentRequest
+) -> EnrolmentResult:
+    """Enrol the active ones; report the others with the reason instead of failing the whole request."""
+    await get_programme(session, programme_id)
+    ids = list(dict.fromkeys(body.beneficiary_ids))
+    statuses = await BeneficiaryRepository(session).statuses_for_share(ids)
+    active = [i for i in ids if statuses.get(i) == "active"]
+    rejected = [
+        EnrolmentRejection(beneficiary_id=i, reason="not_found" if i not in statuses else "not_active")
+        for i in ids
+        if statuses.get(i) != "active"
+    ]
+    new = await EnrolmentRepository(session).enrol(programme_id, active, principal.id)
+    result = EnrolmentResult(
+        programme_id=programme_id,
+        enrolled=[i for i in active if i in new],
+        already_enrolled=[i for i in active if i not in new],
+        rejected=rejected,
+    )
+    if new:
+        await record_audit(
+            session, principal, "programme.enrolled", "programme", programme_id, None,
+            {"beneficiary_ids": [str(i) for i in result.enrolled]},
+        )  # fmt: skip
+    return result

@@ -1,0 +1,35 @@
+"""Dedup configuration: the two decision thresholds and the candidate cap, from CBI_DEDUP_* variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class DedupSettings(BaseSettings):
+    """Thresholds apply to the combined score in 0..1.
+
+    At or above `auto_threshold` a registration is refused as a duplicate without human review; between the
+    two it is kept for adjudication. The defaults come from the quality benchmark
+    (benchmarks/dedup_quality.py): moving `auto_threshold` down trades precision of automatic decisions,
+    the costliest error, for fewer adjudications.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="CBI_DEDUP_", env_file=".env", extra="ignore")
+
+    auto_threshold: float = Field(default=0.99, gt=0, le=1)
+    review_threshold: float = Field(default=0.6, gt=0, le=1)
+    max_candidates: int = Field(default=200, ge=1, le=5000)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DedupSettings:
+        if self.review_threshold > self.auto_threshold:
+            raise ValueError("CBI_DEDUP_REVIEW_THRESHOLD must not exceed CBI_DEDUP_AUTO_THRESHOLD")
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_dedup_settings() -> DedupSettings:
+    return DedupSettings()

@@ -250,6 +250,9 @@ async def check_invariants(engine: AsyncEngine) -> bool:
             print(f"  {label}: {bad}")
             ok &= bad == 0
         ledger = Ledger(conn)
+        mismatches = await ledger.verify_balances()
+        print(f"  accounts whose counters disagree with their entries (Ledger.verify_balances): {len(mismatches)}")
+        ok &= not mismatches
         trial = await ledger.trial_balance()
         print(f"  trial balance balanced: {trial.balanced} ({len(trial.lines)} accounts)")
         started = time.perf_counter()

@@ -11,7 +11,8 @@ tables live in the PostgreSQL schema `ledger`, created by migration 0002_ledger.
 
 Amounts are signed integers in minor units: positive is a credit, negative a debit, and an account's
 balance is credits minus debits. `ledger.chain` defines the hash chain's canonical encoding and
-`ledger.verify` checks an export of the ledger offline.
+`ledger.verify` checks an export of the ledger offline; `Ledger.verify_chain` and `Ledger.verify_balances`
+check the database itself.
 """
 
 from ledger.core import Ledger
@@ -40,6 +41,7 @@ from ledger.types import (
     AccountKind,
     AccountPage,
     Balance,
+    BalanceMismatch,
     Entry,
     EntryPage,
     EntrySpec,
@@ -61,6 +63,7 @@ __all__ = [
     "AlreadyReversed",
     "AmountOutOfRange",
     "Balance",
+    "BalanceMismatch",
     "CurrencyMismatch",
     "Entry",
     "EntryPage",

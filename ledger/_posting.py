@@ -6,8 +6,9 @@ writes the transaction in one round trip, so hot accounts stay locked as briefly
 
 A bulk posting (`post_many`) is planned here, in Python, where it is cheapest:
 1. `ledger.begin_posting` locks all the accounts involved once, in id order (postings never deadlock on
-   each other), and one chain stripe that no other transaction holds (SKIP LOCKED); it returns the
-   balance counters, the stripe's head, the posting time and which keys are already used.
+   each other), and one chain stripe that no other transaction holds (SKIP LOCKED; the caller passes the
+   stripe its transaction already holds, if any); it returns the balance counters, the stripe's head, the
+   posting time and which keys are already used.
 2. `Batch` applies each transaction to those counters in memory, checks the flags, numbers the entries
    per account with their running balance and extends the stripe's hash chain (`ledger.chain`).
 3. Inside a savepoint, `CopyPipeline` streams the rows with COPY while later transactions are still being

@@ -23,6 +23,23 @@ sorted, no whitespace (separators "," and ":"), non-ASCII characters written as 
     references  object of string -> string
 
 Only fields an export row carries are hashed, so an export can be verified without the database.
+
+What the hash covers, then, is the money and its meaning: which transaction (id, key, kind, phase, the
+transaction it resolves or reverses), when (posted_at), where in its stripe (chain, seq, prev_hash), which
+accounts moved by how much in which currency (entries), and the caller's references. What it does not
+cover, on purpose:
+
+- `description`: free text for people, carrying no amount or account; it is not part of an export row.
+- account ids: entries are hashed by account *code*, the name an export and an auditor use. The code of
+  an id cannot change (the database refuses updates of an account's code, currency, kind and flags), so
+  id and code are interchangeable inside the database, while outside it only the code means anything.
+- derived per-entry values (`idx`, `posted`, `account_seq`, `balance_after`) and the account counters:
+  they follow from the hashed entries; `Ledger.verify_balances` recomputes them.
+
+Leaving these out is acceptable because no stored row can be edited: triggers refuse UPDATE, DELETE and
+TRUNCATE of transactions and entries, so what was hashed at posting time stays next to what was not. A
+change made around those triggers (a superuser disabling them) to a hashed field breaks the chain; one to
+a description is harmless to the books, and one to the derived values is found by `verify_balances`.
 """
 
 from __future__ import annotations

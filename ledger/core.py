@@ -9,7 +9,9 @@ the caller's transaction usable.
 Concurrency: accounts are always locked in id order within one call, so postings never deadlock on each
 other. A caller that makes several postings in one database transaction holds the locks of the earlier
 ones while taking the later ones; callers doing that concurrently on overlapping accounts should touch
-them in a consistent order.
+them in a consistent order. Every posting also locks one chain stripe until the database transaction
+ends; later postings of the same transaction reuse the stripe it already holds (remembered on the
+connection, whichever `Ledger` instance posts), so a long unit of work holds one stripe, not one per call.
 """
 
 from __future__ import annotations
@@ -17,14 +19,15 @@ from __future__ import annotations
 import gc
 import json
 import secrets
+import weakref
 from collections.abc import AsyncIterator, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, cast
 from uuid import UUID
 
 import asyncpg
-from sqlalchemy import ARRAY, Text, Uuid, any_, bindparam, func, literal, select, tuple_
+from sqlalchemy import ARRAY, Text, Uuid, any_, bindparam, func, literal, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 from uuid_utils.compat import uuid7
@@ -67,6 +70,7 @@ from ledger.types import (
     AccountKind,
     AccountPage,
     Balance,
+    BalanceMismatch,
     Entry,
     EntryPage,
     EntrySpec,
@@ -82,6 +86,9 @@ _MAX_ENTRIES = 1000
 _GC_PAUSE_THRESHOLD = 1000
 _POSTING_PHASES = (Phase.POSTED, Phase.POST_PENDING)
 _AUTOCOMMIT = "the ledger only writes inside the caller's transaction (this connection autocommits)"
+#: Key in the connection's `info` of (weak reference to the database transaction, stripe it holds).
+_HELD_STRIPE = "ledger.held_stripe"
+_MAX_SEQ = 2**63 - 1
 
 
 class _KeyRace(Exception):
@@ -92,10 +99,34 @@ class Ledger:
     """Double-entry ledger operations on one connection, inside the caller's transaction."""
 
     def __init__(self, conn: AsyncConnection, *, stripe: int | None = None) -> None:
-        """`stripe` is the chain stripe this instance tries first (random by default, which spreads
-        concurrent writers); any free stripe is taken when it is busy."""
+        """`stripe` is the chain stripe this instance tries first in a database transaction that holds
+        none yet (random by default, which spreads concurrent writers); any free stripe is taken when it
+        is busy, and a transaction that already holds one keeps appending to it."""
         self._conn = conn
         self._stripe = secrets.randbelow(1 << 15) if stripe is None else stripe
+
+    def _preferred_stripe(self) -> int:
+        """The stripe the current database transaction holds, else this instance's preference.
+
+        `ledger.post_one` and `ledger.begin_posting` take the preferred stripe first when no other
+        transaction holds it (a row this transaction locked is never skipped), so passing the held one
+        keeps a unit of work of many postings on one stripe instead of locking a new one per posting,
+        which would starve other writers of stripes and let them block while holding account locks.
+        """
+        held = self._conn.info.get(_HELD_STRIPE)
+        transaction = self._current_transaction()
+        if held is not None and transaction is not None and held[0]() is transaction:
+            return int(held[1])
+        return self._stripe
+
+    def _remember_stripe(self, chain: int) -> None:
+        transaction = self._current_transaction()
+        if transaction is not None:
+            self._conn.info[_HELD_STRIPE] = (weakref.ref(transaction), chain)
+
+    def _current_transaction(self) -> object | None:
+        sync = self._conn.sync_connection
+        return None if sync is None else sync.get_transaction()
 
     # ----------------------------------------------------------------------------------------- accounts
 
@@ -359,11 +390,13 @@ class Ledger:
                 [e.amount for e in entries],
                 [e.account_id for e in release],
                 [e.amount for e in release],
-                self._stripe,
+                self._preferred_stripe(),
             ),
         )
         row = result.one()
         await self._check_in_transaction()
+        if row.tx_chain is not None:
+            self._remember_stripe(row.tx_chain)
         outcome = row.result
         if outcome == "posted":
             posted = phase in _POSTING_PHASES
@@ -414,9 +447,10 @@ class Ledger:
 
     async def _begin(self, account_ids: list[UUID], keys: list[str]) -> Locked:
         # Through SQLAlchemy, so that its transaction is begun on the driver before any direct use.
-        result = await self._conn.exec_driver_sql(BEGIN_SQL, (account_ids, keys, self._stripe))
+        result = await self._conn.exec_driver_sql(BEGIN_SQL, (account_ids, keys, self._preferred_stripe()))
         row = result.one()
         await self._check_in_transaction()
+        self._remember_stripe(row.chain)
         return Locked.from_row(row)
 
     async def _check_in_transaction(self) -> None:
@@ -575,6 +609,24 @@ class Ledger:
             for row in await self._conn.execute(stmt)
         }
 
+    async def sum_posted(self, account_id: UUID, *, key_prefix: str, kind: str | None = None) -> int:
+        """Sum of the account's posted entries in the transactions whose key starts with `key_prefix` (and,
+        if given, of this `kind`).
+
+        Found through the unique index on keys, so it costs what those transactions cost, however long the
+        account's history: meant for callers whose keys name what they group (e.g. one programme's returns).
+        """
+        t, e = schema.transactions, schema.entries
+        low, high = _key_range(key_prefix)
+        stmt = (
+            select(func.coalesce(func.sum(e.c.amount), 0))
+            .select_from(t.join(e, e.c.tx_id == t.c.id))
+            .where(t.c.key >= low, t.c.key < high, e.c.account_id == account_id, e.c.posted)
+        )
+        if kind is not None:
+            stmt = stmt.where(t.c.kind == kind)
+        return int((await self._conn.execute(stmt)).scalar_one())
+
     async def entries(self, account_id: UUID, cursor: str | None = None, limit: int = 50) -> EntryPage:
         """An account's entries oldest first, each with the posted balance right after it."""
         e, t = schema.entries, schema.transactions
@@ -716,7 +768,8 @@ class Ledger:
         """Recompute every hash and link in the database (or a time window) as an auditor would offline.
 
         Over the whole ledger it also checks that each stripe's head is its last transaction, which a
-        removed tail would break.
+        removed tail would break, and that every account's counters are what its entries add up to
+        (`verify_balances`, reported as the first mismatch).
         """
         verifier = Verifier()
         async for row in self.export_rows(start, end):
@@ -734,11 +787,89 @@ class Ledger:
                     None,
                     f"chain {head.chain} head (seq {head.seq}) does not match its last transaction (seq {last_seq})",
                 )
-                break
+                return report
+        mismatches = await self.verify_balances()
+        if mismatches:
+            first = mismatches[0]
+            report.problem = Problem(
+                report.rows,
+                None,
+                f"account {first.code}: {first.counter} is {first.recorded}, its entries give {first.computed}"
+                + (f" ({len(mismatches) - 1} more)" if len(mismatches) > 1 else ""),
+            )
         return report
+
+    async def verify_balances(self) -> list[BalanceMismatch]:
+        """Re-add every account's entries and compare with the counters that balances are read from.
+
+        Checks the posted balance (sum of posted entries), the open reservations (entries of pending
+        transactions not yet resolved), the entry count, and every entry's running balance. The database
+        refuses counter changes that come without entries; this finds what went around it (e.g. triggers
+        disabled by a superuser). One pass over all entries: an audit, not something to run per request.
+        """
+        found: list[BalanceMismatch] = []
+        for row in await self._conn.execute(_VERIFY_BALANCES):
+            checks = (
+                ("posted", row.posted, row.sum_posted),
+                ("pending_debits", row.pending_debits, row.open_debits),
+                ("pending_credits", row.pending_credits, row.open_credits),
+                # numbered 1..n without gaps: the count and the last number both equal the counter
+                ("entry_seq", row.entry_seq, row.entries if row.entries != row.entry_seq else row.last_seq),
+                ("balance_after", row.bad_balance_after, row.bad_running),
+            )
+            for counter, recorded, computed in checks:
+                if recorded is not None and int(recorded) != int(computed):
+                    found.append(BalanceMismatch(row.id, row.code, counter, int(recorded), int(computed)))
+        return found
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+
+# Counters against entries, per account; `bad_*` is the first entry (by account_seq) whose running
+# balance is wrong, if any.
+_VERIFY_BALANCES = text(
+    """
+    WITH sums AS (
+        SELECT e.account_id, coalesce(sum(e.amount) FILTER (WHERE e.posted), 0) AS sum_posted,
+               count(*) AS entries, max(e.account_seq) AS last_seq
+          FROM ledger.entries e
+         GROUP BY e.account_id
+    ), open_pending AS (
+        SELECT e.account_id, coalesce(sum(-e.amount) FILTER (WHERE e.amount < 0), 0) AS open_debits,
+               coalesce(sum(e.amount) FILTER (WHERE e.amount > 0), 0) AS open_credits
+          FROM ledger.entries e
+          JOIN ledger.transactions t ON t.id = e.tx_id
+         WHERE t.phase = 'pending'
+           AND NOT EXISTS (SELECT 1 FROM ledger.transactions r WHERE r.pending_id = t.id)
+         GROUP BY e.account_id
+    ), running AS (
+        SELECT DISTINCT ON (x.account_id) x.account_id, x.balance_after, x.running
+          FROM (SELECT e.account_id, e.account_seq, e.balance_after,
+                       coalesce(sum(e.amount) FILTER (WHERE e.posted)
+                                OVER (PARTITION BY e.account_id ORDER BY e.account_seq ROWS UNBOUNDED PRECEDING),
+                                0) AS running
+                  FROM ledger.entries e) x
+         WHERE x.balance_after <> x.running
+         ORDER BY x.account_id, x.account_seq
+    )
+    SELECT a.id, a.code, a.posted, a.pending_debits, a.pending_credits, a.entry_seq,
+           coalesce(s.sum_posted, 0) AS sum_posted, coalesce(s.entries, 0) AS entries,
+           coalesce(s.last_seq, 0) AS last_seq, coalesce(o.open_debits, 0) AS open_debits,
+           coalesce(o.open_credits, 0) AS open_credits,
+           r.balance_after AS bad_balance_after, coalesce(r.running, 0) AS bad_running
+      FROM ledger.accounts a
+      LEFT JOIN sums s ON s.account_id = a.id
+      LEFT JOIN open_pending o ON o.account_id = a.id
+      LEFT JOIN running r ON r.account_id = a.id
+     WHERE a.posted <> coalesce(s.sum_posted, 0)
+        OR a.pending_debits <> coalesce(o.open_debits, 0)
+        OR a.pending_credits <> coalesce(o.open_credits, 0)
+        OR a.entry_seq <> coalesce(s.entries, 0)
+        OR a.entry_seq <> coalesce(s.last_seq, 0)
+        OR r.account_id IS NOT NULL
+     ORDER BY a.code
+    """
+)
 
 _ACCOUNT_COLUMNS = (
     schema.accounts.c.id,
@@ -907,16 +1038,33 @@ def _as_replay(tx: Transaction) -> Transaction:
     )
 
 
+def _key_range(prefix: str) -> tuple[str, str]:
+    """[low, high) bounds of the keys starting with `prefix`: keys compare bytewise (COLLATE "C"), and UTF-8
+    keeps code point order, so the upper bound is the prefix with its last character's successor."""
+    if not prefix:
+        raise ValueError("a key prefix cannot be empty")
+    last = ord(prefix[-1])
+    if last >= 0x10FFFF:
+        raise ValueError("a key prefix cannot end with U+10FFFF")
+    following = 0xE000 if 0xD7FF <= last < 0xE000 else last + 1
+    return prefix, prefix[:-1] + chr(following)
+
+
 def _encode_cursor(posted_at: datetime, seq: int) -> str:
     return f"{posted_at.isoformat()}~{seq}"
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, int]:
+    """Refuses anything `_encode_cursor` cannot have produced, including values the database cannot
+    compare with (a sequence beyond a bigint, a time that leaves Python's range once converted to UTC)."""
     try:
         at, seq = cursor.rsplit("~", 1)
         value = datetime.fromisoformat(at)
         if value.tzinfo is None:
             raise ValueError("naive timestamp")
+        value = value.astimezone(UTC)
+        if not (seq.isascii() and seq.isdigit() and len(seq) <= 19 and int(seq) <= _MAX_SEQ):
+            raise ValueError("sequence out of range")
         return value, int(seq)
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         raise InvalidCursor("invalid cursor") from exc

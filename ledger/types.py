@@ -123,6 +123,19 @@ class Balance:
 
 
 @dataclass(frozen=True, slots=True)
+class BalanceMismatch:
+    """An account whose stored counter disagrees with what its entries add up to (`Ledger.verify_balances`)."""
+
+    account_id: UUID
+    code: str
+    #: "posted", "pending_debits", "pending_credits", "entry_seq", or "balance_after" (the first entry
+    #: whose running balance is wrong: `recorded` is its balance_after, `computed` the sum up to it).
+    counter: str
+    recorded: int
+    computed: int
+
+
+@dataclass(frozen=True, slots=True)
 class AccountEntry:
     """One line of an account's history, with the running posted balance."""
 

@@ -5,6 +5,24 @@ batch; a retry re-reserves one entitlement) → disbursed (issue) → redeemed (
 failure or cancel before issue releases the reservation back to available, and an expired or cancelled
 voucher returns its unspent part to available. Every call runs in the caller's transaction, so a state
 change and its posting commit together or not at all.
+
+Each posting's ledger key names its event with facts the caller holds under the batch's or the
+entitlement's row lock, so it is the same in any retry of the unit of work and different for every
+other event:
+
+    batch reserved on approval          reservation:{batch}:approved
+    approved batch cancelled            release:{batch}:cancelled
+    entitlement's k-th failure          release:{entitlement}:failure-{k}
+    re-reserved after its k-th failure  reservation:{entitlement}:failure-{k}
+    cancelled before issue              release:{entitlement}:cancelled
+    issued                              disbursement:{entitlement}:issued
+    redemption when n minor units       redemption:{entitlement}:after-{n}
+    were already redeemed
+    expired or cancelled voucher        return:{entitlement}:expired | cancelled
+
+k counts the entitlement's status changes to `failed` in its history; n is its `redeemed_minor`, which
+every redemption raises. The functions taking an entitlement must be called before its state changes
+(the current status and history are part of the event).
 """
 
 from __future__ import annotations
@@ -15,6 +33,7 @@ from collections.abc import Sequence
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cbi_service.entitlements.models import Entitlement
+from cbi_service.entitlements.repository import EntitlementRepository
 from cbi_service.ledger_api import service as ledger
 from cbi_service.programmes.models import Programme
 
@@ -24,21 +43,37 @@ async def available_minor(session: AsyncSession, programme: Programme) -> int:
 
 
 async def reserve_batch(session: AsyncSession, programme: Programme, batch_id: uuid.UUID, amount: int) -> None:
-    await ledger.reserve(session, programme, batch_id, amount)
+    await ledger.reserve(session, programme, batch_id, amount, event="approved")
 
 
 async def release_batch(session: AsyncSession, programme: Programme, batch_id: uuid.UUID, amount: int) -> None:
+    """An approved batch cancelled: what is still reserved for it goes back to available."""
     if amount > 0:
-        await ledger.release_reservation(session, programme, batch_id, amount)
+        await ledger.release_reservation(session, programme, batch_id, amount, event="cancelled")
 
 
-async def reserve_entitlement(session: AsyncSession, programme: Programme, entitlement: Entitlement) -> None:
-    await ledger.reserve(session, programme, entitlement.id, entitlement.amount_minor)
+async def _failures(session: AsyncSession, entitlement: Entitlement) -> int:
+    history = await EntitlementRepository(session).history(entitlement.id)
+    return sum(1 for event in history if event.to_status == "failed")
 
 
-async def release_entitlement(session: AsyncSession, programme: Programme, entitlement: Entitlement) -> None:
-    """Failed or cancelled before issue: its share of the reservation goes back to available."""
-    await ledger.release_reservation(session, programme, entitlement.id, entitlement.amount_minor)
+async def reserve_after_failure(session: AsyncSession, programme: Programme, entitlement: Entitlement) -> None:
+    """A failed entitlement is sent again (retry, or a late `issued`): its amount is reserved again."""
+    failures = await _failures(session, entitlement)
+    await ledger.reserve(session, programme, entitlement.id, entitlement.amount_minor, event=f"failure-{failures}")
+
+
+async def release_on_failure(session: AsyncSession, programme: Programme, entitlement: Entitlement) -> None:
+    """Failed before issue: its share of the reservation goes back to available."""
+    failure = await _failures(session, entitlement) + 1
+    await ledger.release_reservation(
+        session, programme, entitlement.id, entitlement.amount_minor, event=f"failure-{failure}"
+    )
+
+
+async def release_on_cancel(session: AsyncSession, programme: Programme, entitlement: Entitlement) -> None:
+    """Cancelled before issue: its share of the reservation goes back to available."""
+    await ledger.release_reservation(session, programme, entitlement.id, entitlement.amount_minor, event="cancelled")
 
 
 async def disburse_entitlement(session: AsyncSession, programme: Programme, entitlement: Entitlement) -> None:
@@ -53,7 +88,7 @@ async def disburse_many(session: AsyncSession, items: Sequence[tuple[Programme, 
 async def redeem_entitlement(
     session: AsyncSession, programme: Programme, entitlement: Entitlement, amount: int
 ) -> None:
-    await ledger.redeem(session, programme, entitlement.id, amount)
+    await ledger.redeem(session, programme, entitlement.id, amount, event=f"after-{entitlement.redeemed_minor}")
 
 
 async def return_entitlement(

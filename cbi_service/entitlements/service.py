@@ -263,7 +263,7 @@ async def mark_failed(
     if previous not in ("pending", "submitted"):
         return Transition(entitlement_id, "noop", previous, previous, f"already {previous}")
     programme = await _programme(session, entitlement)
-    await postings.release_entitlement(session, programme, entitlement)
+    await postings.release_on_failure(session, programme, entitlement)
     entitlement.status = "failed"
     entitlement.failure_reason = reason
     entitlement.failure_retryable = retryable
@@ -372,7 +372,7 @@ async def retry_entitlement(
             await session.flush()
     except IntegrityError as exc:
         raise Conflict("The beneficiary already holds a live entitlement in this programme cycle.") from exc
-    await postings.reserve_entitlement(session, programme, entitlement)
+    await postings.reserve_after_failure(session, programme, entitlement)
     provider = get_provider(settings, programme.provider)
     try:
         (outcome,) = await provider.issue([instruction_of(entitlement, programme)])
@@ -430,7 +430,7 @@ async def cancel_entitlement(
     if unredeemed_voucher:
         await postings.return_entitlement(session, programme, entitlement, entitlement.amount_minor, "cancelled")
     elif batch_status != "draft":
-        await postings.release_entitlement(session, programme, entitlement)
+        await postings.release_on_cancel(session, programme, entitlement)
     entitlement.status = "cancelled"
     await _changed(session, entitlement, previous, principal.name, None, principal=principal)
     return await get_entitlement(session, entitlement.id)
@@ -519,7 +519,7 @@ async def _issue(
 ) -> None:
     """Post the disbursement; a failed entitlement's budget went back to available, so reserve it again."""
     if entitlement.status == "failed":
-        await postings.reserve_entitlement(session, programme, entitlement)
+        await postings.reserve_after_failure(session, programme, entitlement)
     await postings.disburse_entitlement(session, programme, entitlement)
     entitlement.status = "issued"
     entitlement.provider_ref = provider_ref

@@ -7,7 +7,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
-from pydantic import AwareDatetime
 
 from cbi_service.auth.dependencies import READ_ANY, require_roles
 from cbi_service.auth.roles import Principal, Role
@@ -15,6 +14,7 @@ from cbi_service.kit.db import SessionDep
 from cbi_service.kit.idempotency import RequiredIdempotencyDep
 from cbi_service.kit.money import CurrencyCode
 from cbi_service.kit.pagination import Page, PageDep, encode_cursor
+from cbi_service.kit.timeutil import AwareDatetimeQuery
 from cbi_service.ledger_api import service
 from cbi_service.ledger_api.schemas import (
     FundingCreate,
@@ -80,7 +80,8 @@ async def trial_balance(
     session: SessionDep,
     _: LedgerReader,
     as_of: Annotated[
-        AwareDatetime | None, Query(description="RFC 3339 with offset; balances as they stood then.")
+        AwareDatetimeQuery | None,
+        Query(description="RFC 3339 with offset, years 1900 to 9998 in UTC; balances as they stood then."),
     ] = None,
     programme_id: uuid.UUID | None = None,
 ) -> TrialBalanceOut:

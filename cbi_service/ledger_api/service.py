@@ -1,6 +1,7 @@
 """A programme's money in the ledger: its chart of accounts and the postings that move it (contract §3, §9).
 
-Chart of accounts, created with the programme, all in its currency, codes `prog:{programme_id}:{name}`:
+Chart of accounts, opened when the programme is created (`open_programme_accounts`, same unit of work), all
+in its currency, codes `prog:{programme_id}:{name}`:
 
     donor_funds  equity     debited by every funding; never positive   (-balance = funded)
     available    liability  funded and not yet reserved; never negative
@@ -18,10 +19,16 @@ released when one fails or the batch is cancelled). A pending transfer is resolv
 the non-negative flag on `committed` gives the same guarantee here (nothing is issued that was not
 reserved) without that restriction.
 
-Ledger keys are deterministic: `prog:{programme}:{operation}:{subject}:{n}`, where n numbers the postings
-of that operation for that subject (1, 2, ...: a re-reservation after a failed issue, successive partial
-redemptions). Two concurrent units of work doing the same thing compute the same key and the ledger
-posts it once; a unit of work that rolled back leaves no number used, so its retry gets the same key.
+Ledger keys name the business event a posting records: `prog:{programme}:{operation}:{subject}:{event}`,
+where the caller supplies `event` from facts it holds under the subject's row lock (see
+`cbi_service.entitlements.postings`: `approved`, `cancelled`, `failure-2`, `after-3000000`...); issues
+are `disbursement:{entitlement}:issued` (an entitlement is issued once), returns
+`return:{entitlement}:{reason}` (expiry and cancellation end an entitlement). Two units of work recording
+different events therefore never share a key, and one event can only ever be posted once. The state
+machines never record an event twice, so when the ledger answers that a key is already posted
+(`replayed`), the caller's state and the ledger disagree: that is refused with `LedgerOutOfStep` (the unit
+of work rolls back) rather than taken as success. Funding keys are the funding request's, and a replay is
+that request retried.
 """
 
 from __future__ import annotations
@@ -32,8 +39,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ARRAY, Text, any_, bindparam, func, select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from cbi_service.audit.service import record_audit
 from cbi_service.auth.roles import Principal
@@ -53,15 +59,14 @@ from ledger import (
     AccountFlags,
     AccountKind,
     AccountNotFound,
+    AmountOutOfRange,
     EntrySpec,
     IdempotencyConflict,
     InsufficientFunds,
     InvalidCursor,
-    InvalidTransaction,
     Ledger,
     Transaction,
     TransactionSpec,
-    schema,
 )
 
 NON_NEGATIVE = AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS
@@ -83,6 +88,18 @@ DISBURSEMENT = "disbursement"
 REDEMPTION = "redemption"
 RETURN = "return"
 
+#: The event of a disbursement: an entitlement is issued at most once.
+ISSUED = "issued"
+
+
+class LedgerOutOfStep(RuntimeError):
+    """The ledger already holds the posting of this business event (or another posting under its key):
+    the caller's state and the ledger disagree, which needs a person, not a retry."""
+
+
+class MissingChart(RuntimeError):
+    """A programme without its chart of accounts: programmes get it when created, so this is a fault."""
+
 
 def account_code(programme_id: uuid.UUID, name: str) -> str:
     return f"prog:{programme_id}:{name}"
@@ -91,6 +108,12 @@ def account_code(programme_id: uuid.UUID, name: str) -> str:
 def programme_prefix(programme_id: uuid.UUID) -> str:
     """Prefix of the programme's account codes and ledger keys."""
     return f"prog:{programme_id}:"
+
+
+def posting_key(programme_id: uuid.UUID, operation: str, subject: uuid.UUID, event: str) -> str:
+    if not event:
+        raise ValueError("a posting needs the event it records")
+    return f"{programme_prefix(programme_id)}{operation}:{subject}:{event}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,59 +138,42 @@ class ProgrammeBalances:
     returned: int
 
 
-# Accounts never change once created, so their ids are remembered per programme.
-_accounts_cache: dict[uuid.UUID, ProgrammeAccounts] = {}
-
-
-async def _connection(session: AsyncSession) -> AsyncConnection:
-    return await session.connection()
+async def _ledger(session: AsyncSession) -> Ledger:
+    return Ledger(await session.connection())
 
 
 async def open_programme_accounts(session: AsyncSession, programme: Programme) -> None:
     """Create the programme's chart of accounts (idempotent: existing accounts are kept)."""
-    ledger = Ledger(await _connection(session))
-    ids = {}
+    ledger = await _ledger(session)
     for name, (kind, flags) in CHART.items():
-        account = await ledger.create_account(
+        await ledger.create_account(
             account_code(programme.id, name),
             programme.currency,
             kind,
             flags=flags,
             metadata={"programme_id": str(programme.id), "role": name},
         )
-        ids[name] = account.id
-    _accounts_cache[programme.id] = ProgrammeAccounts(**ids)
 
 
 async def programme_accounts(session: AsyncSession, programme: Programme) -> ProgrammeAccounts:
-    cached = _accounts_cache.get(programme.id)
-    if cached is not None:
-        return cached
-    ledger = Ledger(await _connection(session))
-    found = await ledger.get_accounts_by_code([account_code(programme.id, name) for name in CHART])
-    if len(found) != len(CHART):
-        # Programmes created before their chart existed (or by raw SQL) get it on first use.
-        await open_programme_accounts(session, programme)
-        return _accounts_cache[programme.id]
-    accounts = ProgrammeAccounts(**{name: found[account_code(programme.id, name)].id for name in CHART})
-    _accounts_cache[programme.id] = accounts
-    return accounts
+    """The chart's account ids, read (never created) in the caller's transaction."""
+    codes = {name: account_code(programme.id, name) for name in CHART}
+    found = await (await _ledger(session)).get_accounts_by_code(list(codes.values()))
+    missing = sorted(name for name, code in codes.items() if code not in found)
+    if missing:
+        raise MissingChart(f"programme {programme.id} has no ledger account(s) {', '.join(missing)}")
+    return ProgrammeAccounts(**{name: found[code].id for name, code in codes.items()})
 
 
 async def programme_balances(session: AsyncSession, programme: Programme) -> ProgrammeBalances:
-    """The §3 balances, read from the ledger's counters (and, for `returned`, its return postings)."""
+    """The §3 balances, read from the ledger's counters and, for `returned`, from its return postings."""
     accounts = await programme_accounts(session, programme)
-    conn = await _connection(session)
-    a = schema.accounts
-    rows = await conn.execute(
-        select(a.c.id, a.c.posted).where(
-            a.c.id.in_(
-                [accounts.donor_funds, accounts.available, accounts.committed, accounts.disbursed, accounts.redeemed]
-            )
-        )
+    ledger = await _ledger(session)
+    ids = [accounts.donor_funds, accounts.available, accounts.committed, accounts.disbursed, accounts.redeemed]
+    posted = {account_id: balance.posted for account_id, balance in (await ledger.balances(ids)).items()}
+    returned = await ledger.sum_posted(
+        accounts.available, key_prefix=f"{programme_prefix(programme.id)}{RETURN}:", kind=RETURN
     )
-    posted = {row.id: int(row.posted) for row in rows}
-    returned = await _returned(conn, programme.id, accounts.available)
     return ProgrammeBalances(
         currency=programme.currency,
         funded=-posted[accounts.donor_funds],
@@ -179,35 +185,18 @@ async def programme_balances(session: AsyncSession, programme: Programme) -> Pro
     )
 
 
-async def _returned(conn: AsyncConnection, programme_id: uuid.UUID, available: uuid.UUID) -> int:
-    """Sum credited to `available` by the programme's return postings (found by their key range)."""
-    t, e = schema.transactions, schema.entries
-    low, high = _key_range(f"{programme_prefix(programme_id)}{RETURN}:")
-    total = await conn.scalar(
-        select(func.coalesce(func.sum(e.c.amount), 0))
-        .select_from(t.join(e, e.c.tx_id == t.c.id))
-        .where(t.c.key >= low, t.c.key < high, t.c.kind == RETURN, e.c.account_id == available)
-    )
-    return int(total or 0)
-
-
-def _key_range(prefix: str) -> tuple[str, str]:
-    """[low, high) bounds of the keys starting with `prefix` (keys compare bytewise: COLLATE "C")."""
-    return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
-
-
-async def _next_key(conn: AsyncConnection, prefix: str) -> str:
-    low, high = _key_range(prefix)
-    t = schema.transactions
-    used = await conn.scalar(select(func.count()).select_from(t).where(t.c.key >= low, t.c.key < high))
-    return f"{prefix}{int(used or 0) + 1}"
+def _fresh(tx: Transaction) -> Transaction:
+    if tx.replayed:
+        raise LedgerOutOfStep(f"ledger transaction {tx.key!r} was already posted")
+    return tx
 
 
 async def _move(
     session: AsyncSession,
     programme: Programme,
     operation: str,
-    subject: str,
+    subject: uuid.UUID,
+    event: str,
     source: str,
     target: str,
     amount: int,
@@ -219,27 +208,24 @@ async def _move(
             "Amount must be positive.", errors=[{"field": "amount", "message": "must be greater than zero"}]
         )
     accounts = await programme_accounts(session, programme)
-    conn = await _connection(session)
-    key = await _next_key(conn, f"{programme_prefix(programme.id)}{operation}:{subject}:")
     spec = TransactionSpec(
-        key=key,
+        key=posting_key(programme.id, operation, subject, event),
         entries=[EntrySpec(getattr(accounts, source), -amount), EntrySpec(getattr(accounts, target), amount)],
         kind=operation,
         references={"programme_id": str(programme.id), **references},
         description=description,
     )
     try:
-        return await Ledger(conn).post(spec)
+        return _fresh(await (await _ledger(session)).post(spec))
     except InsufficientFunds as exc:
         raise _insufficient(source) from exc
     except IdempotencyConflict as exc:
-        # Another unit of work posted a different amount for the same subject at the same moment.
-        raise Conflict("A concurrent posting for the same item was different; retry.") from exc
-    except InvalidTransaction as exc:
-        raise _invalid_amount(exc) from exc
+        raise LedgerOutOfStep(f"ledger transaction {spec.key!r} was already posted with other content") from exc
+    except AmountOutOfRange as exc:
+        raise _out_of_range(exc) from exc
 
 
-def _invalid_amount(exc: InvalidTransaction) -> UnprocessableEntity:
+def _out_of_range(exc: AmountOutOfRange) -> UnprocessableEntity:
     return UnprocessableEntity("Amount out of range.", errors=[{"field": "amount", "message": str(exc)}])
 
 
@@ -259,7 +245,7 @@ async def fund(
     """Donor money into the programme: donor_funds -> available.
 
     `request_key` names the funding request (the caller and its Idempotency-Key): one request posts
-    once, whatever happens to the HTTP exchange around it.
+    once, whatever happens to the HTTP exchange around it, so here a replay is the expected answer.
     """
     if amount <= 0:
         raise UnprocessableEntity(
@@ -275,20 +261,23 @@ async def fund(
         description=f"Funding from {source}",
     )
     try:
-        return await Ledger(await _connection(session)).post(spec)
+        return await (await _ledger(session)).post(spec)
     except IdempotencyConflict as exc:
         raise Conflict("This funding request was already posted with different content.") from exc
-    except InvalidTransaction as exc:
-        raise _invalid_amount(exc) from exc
+    except AmountOutOfRange as exc:
+        raise _out_of_range(exc) from exc
 
 
-async def reserve(session: AsyncSession, programme: Programme, subject_id: uuid.UUID, amount_minor: int) -> Transaction:
+async def reserve(
+    session: AsyncSession, programme: Programme, subject_id: uuid.UUID, amount_minor: int, *, event: str
+) -> Transaction:
     """Reserve money for an approved batch (or a retried entitlement): available -> committed."""
     return await _move(
         session,
         programme,
         RESERVATION,
-        str(subject_id),
+        subject_id,
+        event,
         "available",
         "committed",
         amount_minor,
@@ -297,14 +286,15 @@ async def reserve(session: AsyncSession, programme: Programme, subject_id: uuid.
 
 
 async def release_reservation(
-    session: AsyncSession, programme: Programme, subject_id: uuid.UUID, amount_minor: int
+    session: AsyncSession, programme: Programme, subject_id: uuid.UUID, amount_minor: int, *, event: str
 ) -> Transaction:
-    """Give back reserved money that will not be issued (batch rejected or cancelled, issue failed)."""
+    """Give back reserved money that will not be issued (batch cancelled, entitlement failed or cancelled)."""
     return await _move(
         session,
         programme,
         RELEASE,
-        str(subject_id),
+        subject_id,
+        event,
         "committed",
         "available",
         amount_minor,
@@ -320,7 +310,8 @@ async def disburse(
         session,
         programme,
         DISBURSEMENT,
-        str(entitlement_id),
+        entitlement_id,
+        ISSUED,
         "committed",
         "disbursed",
         amount_minor,
@@ -329,49 +320,45 @@ async def disburse(
 
 
 async def disburse_many(session: AsyncSession, items: Sequence[tuple[Programme, uuid.UUID, int]]) -> list[Transaction]:
-    """`disburse` for many entitlements in one bulk posting (accounts locked once, rows written in bulk).
-
-    Keys are numbered as `disburse` numbers them; an entitlement appearing twice in `items` is refused.
-    """
+    """`disburse` for many entitlements in one bulk posting (accounts locked once, rows written in bulk)."""
     if not items:
         return []
-    conn = await _connection(session)
-    prefixes = [f"{programme_prefix(p.id)}{DISBURSEMENT}:{entitlement_id}:" for p, entitlement_id, _ in items]
-    if len(set(prefixes)) != len(prefixes):
-        raise UnprocessableEntity("An entitlement appears twice in one disbursement.")
-    t = schema.transactions
-    first_keys = [prefix + "1" for prefix in prefixes]
-    keys = bindparam("keys", first_keys, type_=ARRAY(Text()))
-    taken = set((await conn.execute(select(t.c.key).where(t.c.key == any_(keys)))).scalars())
+    if len({entitlement_id for _, entitlement_id, _ in items}) != len(items):
+        raise ValueError("an entitlement appears twice in one disbursement")
+    charts: dict[uuid.UUID, ProgrammeAccounts] = {}
     specs = []
-    for (programme, entitlement_id, amount), prefix, first in zip(items, prefixes, first_keys, strict=True):
+    for programme, entitlement_id, amount in items:
         if amount <= 0:
             raise UnprocessableEntity("Amount must be positive.")
-        accounts = await programme_accounts(session, programme)
-        key = first if first not in taken else await _next_key(conn, prefix)
+        accounts = charts.get(programme.id)
+        if accounts is None:
+            accounts = charts[programme.id] = await programme_accounts(session, programme)
         specs.append(
             TransactionSpec(
-                key=key,
+                key=posting_key(programme.id, DISBURSEMENT, entitlement_id, ISSUED),
                 entries=[EntrySpec(accounts.committed, -amount), EntrySpec(accounts.disbursed, amount)],
                 kind=DISBURSEMENT,
                 references={"programme_id": str(programme.id), "entitlement_id": str(entitlement_id)},
             )
         )
     try:
-        return await Ledger(conn).post_many(specs)
+        return [_fresh(tx) for tx in await (await _ledger(session)).post_many(specs)]
     except InsufficientFunds as exc:
         raise _insufficient("committed") from exc
+    except IdempotencyConflict as exc:
+        raise LedgerOutOfStep(f"ledger transaction {exc.key!r} was already posted with other content") from exc
 
 
 async def redeem(
-    session: AsyncSession, programme: Programme, entitlement_id: uuid.UUID, amount_minor: int
+    session: AsyncSession, programme: Programme, entitlement_id: uuid.UUID, amount_minor: int, *, event: str
 ) -> Transaction:
     """Money issued on an entitlement was spent at a merchant: disbursed -> redeemed."""
     return await _move(
         session,
         programme,
         REDEMPTION,
-        str(entitlement_id),
+        entitlement_id,
+        event,
         "disbursed",
         "redeemed",
         amount_minor,
@@ -380,25 +367,21 @@ async def redeem(
 
 
 async def return_to_budget(
-    session: AsyncSession,
-    programme: Programme,
-    entitlement_id: uuid.UUID,
-    amount: int,
-    reason: str,
-    *,
-    from_committed: bool = False,
+    session: AsyncSession, programme: Programme, entitlement_id: uuid.UUID, amount: int, reason: str
 ) -> Transaction:
-    """Money comes back to the programme's budget (expired or cancelled voucher, provider reversal).
+    """Issued money comes back to the budget (expired or cancelled voucher): disbursed -> available.
 
-    By default the money had been issued (disbursed -> available); `from_committed` returns reserved
-    money instead. Either way it counts in `returned`.
+    Counted in `returned`; reserved money that is never issued goes back by `release_reservation`
+    instead, which §3 does not count as returned. An entitlement ends with its expiry or cancellation, so
+    `reason` names the event.
     """
     return await _move(
         session,
         programme,
         RETURN,
-        str(entitlement_id),
-        "committed" if from_committed else "disbursed",
+        entitlement_id,
+        reason,
+        "disbursed",
         "available",
         amount,
         {"entitlement_id": str(entitlement_id), "reason": reason},
@@ -486,7 +469,7 @@ async def list_ledger_accounts(
     programme_id: uuid.UUID | None,
     currency: str | None,
 ) -> tuple[list[LedgerAccountOut], uuid.UUID | None]:
-    ledger = Ledger(await _connection(session))
+    ledger = await _ledger(session)
     page = await ledger.list_accounts(
         after=after_id,
         limit=limit,
@@ -500,7 +483,7 @@ async def list_ledger_accounts(
 async def account_entries(
     session: AsyncSession, account_id: uuid.UUID, *, cursor: str | None, limit: int
 ) -> tuple[list[LedgerEntryOut], str | None]:
-    ledger = Ledger(await _connection(session))
+    ledger = await _ledger(session)
     try:
         await ledger.get_account(account_id)
     except AccountNotFound as exc:
@@ -517,6 +500,6 @@ async def account_entries(
 async def trial_balance(
     session: AsyncSession, *, as_of: datetime | None, programme_id: uuid.UUID | None
 ) -> TrialBalanceOut:
-    ledger = Ledger(await _connection(session))
+    ledger = await _ledger(session)
     prefix = programme_prefix(programme_id) if programme_id else None
     return TrialBalanceOut.of(await ledger.trial_balance(as_of, code_prefix=prefix))

@@ -6,6 +6,11 @@ Guards enforced by the database itself, whatever code writes:
 - transactions and entries refuse UPDATE, DELETE and TRUNCATE (history is append-only);
 - accounts refuse DELETE and any change of identity (code, currency, kind, flags); only the balance
   counters move, and CHECK constraints keep them within the account's flags;
+- the balance counters cannot be set apart from the entries: an account starts at zero, its counters move
+  only together with `entry_seq` (i.e. with a new entry), and a DEFERRABLE INITIALLY DEFERRED constraint
+  trigger checks at commit that the account's last entry (found with one probe of the entries index by
+  account, `last_posted_at` and `entry_seq`) exists and carries `balance_after` = `posted`. An UPDATE of
+  `posted` alone is therefore refused; `Ledger.verify_balances` re-adds every account's entries for audits;
 - every INSERT statement into entries is checked set-wise (account exists, currencies agree, transaction
   exists); a statement that leaves some transaction unbalanced queues that transaction in
   `ledger.balance_checks`, whose DEFERRABLE INITIALLY DEFERRED constraint trigger re-checks the sum at
@@ -172,6 +177,58 @@ STATEMENTS = [
               OR OLD.flags IS DISTINCT FROM NEW.flags OR OLD.created_at IS DISTINCT FROM NEW.created_at
               OR NEW.entry_seq < OLD.entry_seq OR NEW.last_posted_at < OLD.last_posted_at)
         EXECUTE FUNCTION ledger.refuse_identity_change()
+    """,
+    """
+    CREATE FUNCTION ledger.refuse_counter_change() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        RAISE EXCEPTION 'ledger account %: balance counters move only with new entries, through the ledger', NEW.code
+            USING ERRCODE = 'insufficient_privilege';
+    END $$
+    """,
+    """
+    CREATE TRIGGER accounts_start_at_zero BEFORE INSERT ON ledger.accounts FOR EACH ROW
+        WHEN (NEW.posted <> 0 OR NEW.pending_debits <> 0 OR NEW.pending_credits <> 0 OR NEW.entry_seq <> 0)
+        EXECUTE FUNCTION ledger.refuse_counter_change()
+    """,
+    # Cheap (evaluated in the WHEN clause, no query): counters never move unless entry_seq does.
+    """
+    CREATE TRIGGER accounts_counters_move_with_entries BEFORE UPDATE ON ledger.accounts FOR EACH ROW
+        WHEN (NEW.entry_seq = OLD.entry_seq
+              AND (NEW.posted, NEW.pending_debits, NEW.pending_credits, NEW.last_posted_at)
+                  IS DISTINCT FROM (OLD.posted, OLD.pending_debits, OLD.pending_credits, OLD.last_posted_at))
+        EXECUTE FUNCTION ledger.refuse_counter_change()
+    """,
+    # At commit, against the row as it stands then: the entry numbered `entry_seq` is the account's last
+    # (posted at `last_posted_at`) and its running balance is the `posted` counter. One probe of
+    # entries_account_posted_at_idx per event; the writers insert the entries before they move the counters,
+    # but the check being deferred, any statement order within a transaction is judged by its outcome.
+    """
+    CREATE FUNCTION ledger.check_account_counters() RETURNS trigger LANGUAGE plpgsql AS $$
+    DECLARE
+        acc record;
+    BEGIN
+        PERFORM 1
+           FROM ledger.accounts a
+          WHERE a.id = NEW.id
+            AND (a.entry_seq = 0 AND a.posted = 0
+                 OR EXISTS (SELECT 1 FROM ledger.entries e
+                             WHERE e.account_id = a.id AND e.posted_at = a.last_posted_at
+                               AND e.account_seq = a.entry_seq AND e.balance_after = a.posted));
+        IF NOT FOUND THEN
+            SELECT a.code, a.posted, a.entry_seq INTO acc FROM ledger.accounts a WHERE a.id = NEW.id;
+            RAISE EXCEPTION 'ledger account %: posted balance % (entry %) is not the running balance of its last entry',
+                acc.code, acc.posted, acc.entry_seq
+                USING ERRCODE = 'check_violation';
+        END IF;
+        RETURN NULL;
+    END $$
+    """,
+    """
+    CREATE CONSTRAINT TRIGGER accounts_counters_match_entries AFTER UPDATE ON ledger.accounts
+        DEFERRABLE INITIALLY DEFERRED
+        FOR EACH ROW
+        WHEN (NEW.posted IS DISTINCT FROM OLD.posted OR NEW.entry_seq IS DISTINCT FROM OLD.entry_seq)
+        EXECUTE FUNCTION ledger.check_account_counters()
     """,
     """
     CREATE TRIGGER chains_forward_only BEFORE UPDATE ON ledger.chains FOR EACH ROW

@@ -70,7 +70,58 @@ async def test_counters_stay_within_flags_even_for_raw_updates(engine: AsyncEngi
         )
     with pytest.raises(DBAPIError, match="accounts_debits_within_credits"):
         async with engine.begin() as conn:
-            await conn.execute(text("UPDATE ledger.accounts SET posted = -1 WHERE code = 'guarded'"))
+            await conn.execute(
+                text("UPDATE ledger.accounts SET posted = -1, entry_seq = entry_seq + 1 WHERE code = 'guarded'")
+            )
+
+
+@pytest.mark.parametrize(
+    ("statement", "refusal"),
+    [
+        ("UPDATE ledger.accounts SET posted = posted + 5000000 WHERE code = 'target'", "move only with new entries"),
+        ("UPDATE ledger.accounts SET pending_debits = 0 WHERE code = 'source'", "move only with new entries"),
+        ("UPDATE ledger.accounts SET last_posted_at = 'infinity' WHERE code = 'target'", "move only with new entries"),
+        (
+            "UPDATE ledger.accounts SET posted = posted + 5000000, entry_seq = entry_seq + 1 WHERE code = 'target'",
+            "not the running balance of its last entry",
+        ),
+        (
+            "INSERT INTO ledger.accounts (id, code, currency, kind, posted) "
+            "VALUES (gen_random_uuid(), 'rich', 'COP', 'asset', 5000000)",
+            "move only with new entries",
+        ),
+    ],
+)
+async def test_balance_counters_cannot_be_set_apart_from_entries(
+    engine: AsyncEngine, statement: str, refusal: str
+) -> None:
+    _, source, target = await _posted(engine)
+    async with engine.begin() as conn:
+        await Ledger(conn).post(transfer("held", source, target, 3, pending=True))
+    with pytest.raises(DBAPIError, match=refusal):
+        async with engine.begin() as conn:
+            await conn.execute(text(statement))
+    async with engine.connect() as conn:
+        balances = await Ledger(conn).balances([source, target])
+        assert (balances[target].posted, balances[source].posted, balances[source].pending_debits) == (10, -10, 3)
+        assert await Ledger(conn).verify_balances() == []
+
+
+async def test_counters_changed_around_the_triggers_are_found_by_verification(engine: AsyncEngine) -> None:
+    _, _, target = await _posted(engine)
+    async with engine.begin() as conn:
+        # Someone with superuser rights switches the triggers off for their session.
+        await conn.execute(text("SET LOCAL session_replication_role = replica"))
+        await conn.execute(text("UPDATE ledger.accounts SET posted = posted + 5000000 WHERE code = 'target'"))
+    async with engine.connect() as conn:
+        ledger = Ledger(conn)
+        mismatches = await ledger.verify_balances()
+        assert [(m.account_id, m.counter, m.recorded, m.computed) for m in mismatches] == [
+            (target, "posted", 5_000_010, 10)
+        ]
+        report = await ledger.verify_chain()
+        assert report.problem is not None
+        assert "account target: posted is 5000010, its entries give 10" in report.problem.reason
 
 
 async def test_unbalanced_raw_insert_is_refused_at_commit(engine: AsyncEngine) -> None:

@@ -382,8 +382,69 @@ async def test_amounts_and_balances_stay_within_bigint(engine: AsyncEngine) -> N
         # Bulk: 513 maximal transfers would take the source past 2^62.
         with pytest.raises(AmountOutOfRange):
             await ledger.post_many([transfer(f"max-{i}", source, wallet, 2**53) for i in range(513)])
-        await conn.execute(text("UPDATE ledger.accounts SET posted = -(2::bigint ^ 62)::bigint WHERE code = 'donor'"))
-        await conn.execute(text("UPDATE ledger.accounts SET posted = (2::bigint ^ 62)::bigint WHERE code = 'wallet'"))
+        assert await transaction_count(conn) == 0
+        # 512 of them take the source exactly to -2^62 (counters move only with entries, so through postings).
+        await ledger.post_many([transfer(f"max-{i}", source, wallet, 2**53) for i in range(512)])
+        assert (await ledger.balance(source)).posted == -(2**62)
         with pytest.raises(AmountOutOfRange):
             await ledger.post(transfer("past-limit", source, other, 1))
-        assert await transaction_count(conn) == 0
+        assert await transaction_count(conn) == 512
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "2026-01-01T00:00:00+00:00~9223372036854775808",
+        "2026-01-01T00:00:00+00:00~-1",
+        "2026-01-01T00:00:00+00:00~ 1",
+        "0001-01-01T00:00:00+14:00~1",
+        "9999-12-31T23:00:00-14:00~1",
+    ],
+)
+async def test_cursors_out_of_range_are_invalid_not_database_errors(engine: AsyncEngine, cursor: str) -> None:
+    async with engine.begin() as conn:
+        ledger, source, wallet, _ = await _accounts(conn)
+        await ledger.post(transfer("in", source, wallet, 10))
+        with pytest.raises(InvalidCursor):
+            await ledger.entries(wallet, cursor=cursor)
+        # The edges that are valid still read.
+        page = await ledger.entries(wallet, cursor="0001-01-01T00:00:00+00:00~9223372036854775807")
+        assert [e.tx_key for e in page.items] == ["in"]
+
+
+async def test_sum_posted_adds_the_account_entries_of_a_key_range(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        ledger, source, wallet, other = await _accounts(conn)
+        await ledger.post(transfer("ret:a:1", source, wallet, 10, kind="return"))
+        await ledger.post(transfer("ret:a:2", source, wallet, 20, kind="return"))
+        await ledger.post(transfer("ret:a:3", wallet, other, 5, kind="return"))
+        await ledger.post(transfer("ret:a:4", source, wallet, 40, kind="other"))
+        await ledger.post(transfer("ret:ab:1", source, wallet, 100, kind="return"))
+        await ledger.post(transfer("ret:a;", source, wallet, 1000, kind="return"))
+        await ledger.post(transfer("ret:a:pending", source, wallet, 7, kind="return", pending=True))
+        assert await ledger.sum_posted(wallet, key_prefix="ret:a:", kind="return") == 25
+        assert await ledger.sum_posted(wallet, key_prefix="ret:a:") == 65
+        assert await ledger.sum_posted(other, key_prefix="ret:a:") == 5
+        assert await ledger.sum_posted(wallet, key_prefix="nothing:") == 0
+
+
+async def test_one_database_transaction_appends_to_one_stripe(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        _, source, wallet, other = await _accounts(conn)
+    async with engine.connect() as conn, engine.connect() as observer:
+        for attempt in range(2):
+            await conn.begin()
+            # A new Ledger per call, as services create them: the transaction still keeps one stripe.
+            chains = {
+                (await Ledger(conn).post(transfer(f"t{attempt}-{i}", source, wallet, 1))).chain for i in range(30)
+            }
+            bulk = await Ledger(conn).post_many([transfer(f"b{attempt}-{i}", source, other, 1) for i in range(3)])
+            chains |= {tx.chain for tx in bulk}
+            assert len(chains) == 1
+            free = await observer.execute(
+                text("SELECT count(*) FROM (SELECT chain FROM ledger.chains FOR UPDATE SKIP LOCKED) x")
+            )
+            assert free.scalar_one() == 63
+            await observer.rollback()
+            await conn.commit()
+        assert (await Ledger(conn).verify_chain()).ok

@@ -146,11 +146,11 @@ async def test_identity_holds_under_concurrent_funding_and_spending(
             assert programme is not None
             subject = uuid.uuid4()
             try:
-                await service.reserve(session, programme, subject, 50_000)
+                await service.reserve(session, programme, subject, 50_000, event="approved")
             except Conflict:
                 return
             await service.disburse(session, programme, subject, 30_000)
-            await service.release_reservation(session, programme, subject, 20_000)
+            await service.release_reservation(session, programme, subject, 20_000, event="cancelled")
 
     results = await asyncio.gather(*(fund(n) for n in range(12)), *(reserve_and_issue(n) for n in range(12)))
     assert results[:12] == [201] * 12
@@ -179,19 +179,19 @@ async def test_programme_money_lifecycle(
     async with session_factory.begin() as session:
         programme = await session.get(Programme, uuid.UUID(programme_id))
         assert programme is not None
-        reserve = await service.reserve(session, programme, batch, 60_000)
+        reserve = await service.reserve(session, programme, batch, 60_000, event="approved")
         assert reserve.kind == service.RESERVATION
         with pytest.raises(Conflict):
-            await service.reserve(session, programme, uuid.uuid4(), 50_000)
+            await service.reserve(session, programme, uuid.uuid4(), 50_000, event="approved")
         issued = await service.disburse_many(session, [(programme, first, 20_000), (programme, second, 25_000)])
         assert [t.references["entitlement_id"] for t in issued] == [str(first), str(second)]
-        await service.release_reservation(session, programme, batch, 15_000)
-        await service.redeem(session, programme, first, 5_000)
-        await service.redeem(session, programme, first, 7_000)
+        await service.release_reservation(session, programme, batch, 15_000, event="cancelled")
+        await service.redeem(session, programme, first, 5_000, event="after-0")
+        await service.redeem(session, programme, first, 7_000, event="after-5000")
         await service.return_to_budget(session, programme, first, 8_000, "expired")
         await service.return_to_budget(session, programme, second, 25_000, "cancelled")
         with pytest.raises(Conflict):
-            await service.redeem(session, programme, second, 1)
+            await service.redeem(session, programme, second, 1, event="after-0")
         assert (await service.programme_balances(session, programme)).returned == 33_000
     balances = await _balances(client, programme_id, admin)
     assert balances == {
@@ -206,7 +206,7 @@ async def test_programme_money_lifecycle(
     async with session_factory() as session:
         keys = (await session.execute(select(schema.transactions.c.key))).scalars()
         redemption_keys = sorted(k for k in keys if f":redemption:{first}:" in k)
-        assert [k.rsplit(":", 1)[1] for k in redemption_keys] == ["1", "2"]
+        assert [k.rsplit(":", 1)[1] for k in redemption_keys] == ["after-0", "after-5000"]
 
 
 async def test_ledger_read_routes(client: httpx.AsyncClient, api_key_factory: Any) -> None:
@@ -262,7 +262,7 @@ async def test_ledger_read_routes(client: httpx.AsyncClient, api_key_factory: An
     )
 
 
-async def test_posting_keys_number_repeated_operations(
+async def test_posting_keys_name_the_business_event(
     client: httpx.AsyncClient, api_key_factory: Any, session_factory: async_sessionmaker[AsyncSession]
 ) -> None:
     admin = await api_key_factory("admin")
@@ -273,13 +273,33 @@ async def test_posting_keys_number_repeated_operations(
         json=_fund_body("100.00"),
         headers=finance | {"Idempotency-Key": "fund"},
     )
-    first, second = uuid.uuid4(), uuid.uuid4()
+    batch, first, second = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     async with session_factory.begin() as session:
         programme = await session.get(Programme, uuid.UUID(programme_id))
         assert programme is not None
-        await service.reserve(session, programme, uuid.uuid4(), 5_000)
+        reserved = await service.reserve(session, programme, batch, 5_000, event="approved")
         single = await service.disburse(session, programme, first, 1_000)
-        many = await service.disburse_many(session, [(programme, first, 1_000), (programme, second, 1_000)])
-    assert single.key.endswith(f":disbursement:{first}:1")
-    assert [t.key.rsplit(":", 2)[1:] for t in many] == [[str(first), "2"], [str(second), "1"]]
-    assert all(not t.replayed for t in many)
+        many = await service.disburse_many(session, [(programme, second, 1_000)])
+        returned = await service.return_to_budget(session, programme, first, 1_000, "expired")
+    prefix = f"prog:{programme_id}:"
+    assert reserved.key == f"{prefix}reservation:{batch}:approved"
+    assert single.key == f"{prefix}disbursement:{first}:issued"
+    assert [t.key for t in many] == [f"{prefix}disbursement:{second}:issued"]
+    assert returned.key == f"{prefix}return:{first}:expired"
+
+    # An entitlement is issued once: a second disbursement of it, single or in bulk, is not a replay
+    # to shrug off but a disagreement between the caller and the ledger.
+    async def disburse_again(bulk: bool) -> None:
+        async with session_factory.begin() as session:
+            programme = await session.get(Programme, uuid.UUID(programme_id))
+            assert programme is not None
+            if bulk:
+                await service.disburse_many(session, [(programme, uuid.uuid4(), 500), (programme, second, 1_000)])
+            else:
+                await service.disburse(session, programme, first, 1_000)
+
+    for bulk in (False, True):
+        with pytest.raises(service.LedgerOutOfStep):
+            await disburse_again(bulk)
+    balances = await _balances(client, programme_id, admin)
+    assert (balances["committed"], balances["disbursed"], balances["returned"]) == ("30.00", "10.00", "10.00")

@@ -2,7 +2,7 @@
 
 What "in the ledger" means for provider P: an entitlement of a programme whose provider is P, with a
 disbursement posting in the ledger (kind `disbursement`, posted by `ledger_api.disburse` when the provider
-issued it; its key is `prog:{programme}:disbursement:{entitlement}:{n}`). Its ledger amount and currency
+issued it; its key is `prog:{programme}:disbursement:{entitlement}:issued`). Its ledger amount and currency
 are that posting's (the total, should an entitlement have been disbursed more than once), its date the
 last posting's UTC day. Later movements (redemption, return of an expired voucher) do not change what
 the provider issued, so they do not enter the comparison.

@@ -26,7 +26,6 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 from sqlalchemy import text
@@ -34,23 +33,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import cpu_model, libpq, scratch_database
 from cbi_service.kit.settings import to_asyncpg_url
-from cbi_service.migrate import upgrade
 from ledger import AccountKind, EntrySpec, Ledger, TransactionSpec
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def libpq(url: str, database: str | None = None) -> str:
-    parts = urlsplit(url)
-    path = f"/{database}" if database else parts.path
-    return urlunsplit(("postgresql", parts.netloc, path, parts.query, parts.fragment))
 
 
 @contextlib.contextmanager
@@ -63,14 +48,6 @@ def server() -> Iterator[str]:
 
     with tempfile.TemporaryDirectory(prefix="b1-pg-") as tmp, embedded_postgres(Path(tmp)) as url:
         yield url
-
-
-async def admin(url: str, statement: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
 
 
 def transfer(key: str, source: uuid.UUID, target: uuid.UUID, amount: int) -> TransactionSpec:
@@ -311,6 +288,12 @@ async def run(url: str, args: argparse.Namespace) -> bool:
         await engine.dispose()
 
 
+async def measure(server_url: str, args: argparse.Namespace) -> bool:
+    """The runs on a fresh migrated database of `server_url`, dropped afterwards."""
+    async with scratch_database(server_url, f"b1_ledger_{uuid.uuid4().hex[:10]}") as url:
+        return await run(url, args)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--transfers", type=int, default=100_000)
@@ -326,19 +309,13 @@ def main() -> int:
     print(f"machine:    {os.cpu_count()} CPUs, {cpu_model()}, {platform.system()} {platform.release()}")
     print(f"python:     {platform.python_version()} ({platform.python_implementation()}), event loop {args.loop}")
     with server() as server_url:
-        name = f"b1_ledger_{uuid.uuid4().hex[:10]}"
-        asyncio.run(admin(server_url, f'CREATE DATABASE "{name}"'))
-        try:
-            url = libpq(server_url, name)
-            upgrade(to_asyncpg_url(url))
-            if args.loop == "uvloop":
-                import uvloop
+        bench = measure(server_url, args)
+        if args.loop == "uvloop":
+            import uvloop
 
-                ok = uvloop.run(run(url, args))
-            else:
-                ok = asyncio.run(run(url, args))
-        finally:
-            asyncio.run(admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            ok = uvloop.run(bench)
+        else:
+            ok = asyncio.run(bench)
     return 0 if ok else 1
 
 

@@ -16,17 +16,13 @@ import asyncio
 import base64
 import json
 import os
-import platform
 import secrets
-import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
@@ -36,11 +32,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from adapters.simulator import SimulatorProcess  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    PeakMemory,
+    free_port,
+    libpq,
+    machine,
+    new_api_key,
+    scratch_database,
+    start_service,
+    stop_processes,
+    wait_http,
+)
 from cbi_service.auth.roles import Role  # noqa: E402
-from cbi_service.auth.service import create_api_key  # noqa: E402
-from cbi_service.kit.db import make_engine, make_session_factory  # noqa: E402
-from cbi_service.kit.settings import Settings, to_asyncpg_url  # noqa: E402
-from cbi_service.migrate import upgrade  # noqa: E402
+from cbi_service.kit.settings import to_asyncpg_url  # noqa: E402
 
 PROVIDER = "bench-cards"
 SEED_PEOPLE = """
@@ -56,34 +60,13 @@ ENROL = """
 """
 
 
-def _url_with_db(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(("postgresql", parts.netloc, f"/{name}", parts.query, parts.fragment))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class PeakMemory(threading.Thread):
-    """Samples the resident set size of a process tree every 100 ms."""
-
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.process = psutil.Process(pid)
-        self.peak = 0
-        self.running = True
-
-    def run(self) -> None:
-        while self.running:
-            try:
-                tree = [self.process, *self.process.children(recursive=True)]
-                self.peak = max(self.peak, sum(p.memory_info().rss for p in tree))
-            except psutil.Error:
-                return
-            time.sleep(0.1)
+KEYS = {
+    "admin": Role.admin,
+    "officer": Role.programme_officer,
+    "approver-a": Role.approver,
+    "approver-b": Role.approver,
+    "finance": Role.finance,
+}
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -91,40 +74,11 @@ def _cpu_seconds(pid: int) -> float:
     return float(times.user + times.system)
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    memory = psutil.virtual_memory().total / 2**30
-    return (
-        f"{cpu}; {psutil.cpu_count()} logical cores; {memory:.0f} GiB RAM; Python {platform.python_version()}; "
-        f"{platform.system()} {platform.release()}; machine shared with other work: figures are indicative"
-    )
-
-
-async def _keys(settings: Settings) -> dict[str, dict[str, str]]:
-    assert settings.async_database_url
-    engine = make_engine(settings.async_database_url, settings)
-    roles = {
-        "admin": Role.admin,
-        "officer": Role.programme_officer,
-        "approver-a": Role.approver,
-        "approver-b": Role.approver,
-        "finance": Role.finance,
-    }
+async def _keys(db_url: str) -> dict[str, dict[str, str]]:
     out = {}
-    try:
-        async with make_session_factory(engine).begin() as session:
-            for name, role in roles.items():
-                _, raw = await create_api_key(session, f"bench {name}", [role])
-                out[name] = {"Authorization": f"Bearer {raw}"}
-    finally:
-        await engine.dispose()
+    for name, role in KEYS.items():
+        _, raw = await new_api_key(db_url, f"bench {name}", role)
+        out[name] = {"Authorization": f"Bearer {raw}"}
     return out
 
 
@@ -136,29 +90,14 @@ async def _ok(response: httpx.Response) -> Any:
     return response.json()
 
 
-async def _wait_http(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient() as http:
-        while True:
-            try:
-                if (await http.get(url)).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{url} did not answer")
-            await asyncio.sleep(0.1)
-
-
 async def run(size: int, server_url: str) -> None:
-    name = f"cbi_b2_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(_url_with_db(server_url, "postgres"))
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    db_url = _url_with_db(server_url, name)
-    await asyncio.to_thread(upgrade, db_url)
+    async with scratch_database(libpq(server_url, "postgres"), f"cbi_b2_{uuid.uuid4().hex[:8]}") as db_url:
+        await measure(size, db_url)
+
+
+async def measure(size: int, db_url: str) -> None:
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
-    api_port = _free_port()
+    api_port = free_port()
     simulator = SimulatorProcess.start(f"http://127.0.0.1:{api_port}/v1/webhooks/{PROVIDER}", secret)
     providers = {
         PROVIDER: {
@@ -178,16 +117,10 @@ async def run(size: int, server_url: str) -> None:
     }
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        service = subprocess.Popen(
-            [sys.executable, "-m", "cbi_service", "serve", "--port", str(api_port)],
-            cwd=ROOT,
-            env={**env, "CBI_RUN_WORKER": "false"},
-            stderr=subprocess.DEVNULL,
-        )
+        service = start_service(api_port, env)
         processes.append(service)
-        await _wait_http(f"http://127.0.0.1:{api_port}/healthz")
-        settings = Settings(database_url=db_url, providers=providers)
-        keys = await _keys(settings)
+        await wait_http(f"http://127.0.0.1:{api_port}/healthz")
+        keys = await _keys(db_url)
         base = f"http://127.0.0.1:{api_port}"
         async with httpx.AsyncClient(base_url=base, timeout=600) as http:
             programme = await _ok(
@@ -249,7 +182,10 @@ async def run(size: int, server_url: str) -> None:
                 [sys.executable, "-m", "cbi_service", "worker"], cwd=ROOT, env=env, stderr=subprocess.DEVNULL
             )
             processes.append(worker)
-            memory = {"service": PeakMemory(service.pid), "worker": PeakMemory(worker.pid)}
+            memory = {
+                "service": PeakMemory(service.pid, 0.1, tree=True),
+                "worker": PeakMemory(worker.pid, 0.1, tree=True),
+            }
             for sampler in memory.values():
                 sampler.start()
             tracked = {"service": service.pid, "worker": worker.pid, "simulator": simulator.process.pid}
@@ -301,17 +237,8 @@ async def run(size: int, server_url: str) -> None:
         )
         print(f"  target ≤ 60 s: {'met' if elapsed <= 60 else 'NOT met'}")
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(processes, 15)
         simulator.stop()
-        admin = await asyncpg.connect(_url_with_db(server_url, "postgres"))
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 def main() -> None:

@@ -31,7 +31,6 @@ import os
 import pickle
 import platform
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,19 +42,25 @@ from typing import Any
 
 import asyncpg
 import httpx
-from sqlalchemy.ext.asyncio import create_async_engine
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dedup_quality import Corruptor, Generator, Person, to_record
 
+from benchmarks.common import (
+    admin_execute,
+    free_port,
+    libpq,
+    new_api_key,
+    scratch_database,
+    stop_processes,
+    wait_http,
+)
 from cbi_service.auth.roles import Role
-from cbi_service.auth.service import create_api_key
 from cbi_service.beneficiaries.imports import TEMPLATE_COLUMNS
 from cbi_service.dedup.blocking import blocking_keys, key_hash
-from cbi_service.kit.db import make_session_factory
 from cbi_service.kit.ids import new_id
-from cbi_service.kit.settings import to_asyncpg_url
 from cbi_service.migrate import upgrade
 
 BENEFICIARY_COLUMNS = (
@@ -64,15 +69,6 @@ BENEFICIARY_COLUMNS = (
     "consent_purpose", "documents", "match_profile", "registered_by",
 )  # fmt: skip
 COPY_BATCH = 20_000
-
-
-def libpq(url: str, database: str | None = None) -> str:
-    base = url.replace("postgresql+asyncpg://", "postgresql://")
-    if database is None:
-        return base
-    head, _, tail = base.rpartition("/")
-    query = tail.partition("?")[2]
-    return f"{head}/{database}" + (f"?{query}" if query else "")
 
 
 def doc_json(person: Person) -> list[dict[str, str]]:
@@ -134,12 +130,6 @@ def registrations(generator: Generator, corruptor: Corruptor, people: list[Perso
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def peak_rss_mib(pid: int) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -186,14 +176,6 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def admin_execute(admin_url: str, sql: str) -> None:
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 async def database_exists(admin_url: str, name: str) -> bool:
     conn = await asyncpg.connect(admin_url)
     try:
@@ -202,20 +184,9 @@ async def database_exists(admin_url: str, name: str) -> bool:
         await conn.close()
 
 
-async def new_key(db_url: str, name: str) -> tuple[uuid.UUID, str]:
-    engine = create_async_engine(to_asyncpg_url(db_url))
-    try:
-        async with make_session_factory(engine).begin() as session:
-            key, raw_key = await create_api_key(session, name, [Role.registrar])
-    finally:
-        await engine.dispose()
-    return key.id, raw_key
-
-
 async def populate(db_url: str, args: argparse.Namespace) -> tuple[list[Person], Generator]:
-    """Migrate an empty database and load the registered population into it."""
-    await asyncio.to_thread(upgrade, db_url)
-    loader_id, _ = await new_key(db_url, "b3-loader")
+    """Load the registered population into a migrated empty database."""
+    loader_id, _ = await new_api_key(db_url, "b3-loader", Role.registrar)
     generator = Generator(args.seed)
     started = time.perf_counter()
     people: list[Person] = []
@@ -243,6 +214,7 @@ async def reusable_population(admin_url: str, args: argparse.Namespace) -> tuple
         return people, generator
     await admin_execute(admin_url, f'DROP DATABASE IF EXISTS "{template}" WITH (FORCE)')
     await admin_execute(admin_url, f'CREATE DATABASE "{template}"')
+    await asyncio.to_thread(upgrade, libpq(admin_url, template))
     people, generator = await populate(libpq(admin_url, template), args)
     cache.write_bytes(pickle.dumps((args.people, args.seed, people, generator)))
     return people, generator
@@ -265,19 +237,24 @@ def bulk_csv(generator: Generator, corruptor: Corruptor, people: list[Person], c
 async def run(args: argparse.Namespace) -> None:
     admin_url = libpq(os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
     database = f"cbi_b3_{uuid.uuid4().hex[:8]}"
-    db_url = libpq(admin_url, database)
-    server: subprocess.Popen[bytes] | None = None
-    try:
+    if args.reuse_db:
+        people, generator = await reusable_population(admin_url, args)
+    started = time.perf_counter()
+    async with scratch_database(admin_url, database, template=args.reuse_db) as db_url:
         if args.reuse_db:
-            people, generator = await reusable_population(admin_url, args)
-            started = time.perf_counter()
-            await admin_execute(admin_url, f'CREATE DATABASE "{database}" TEMPLATE "{args.reuse_db}"')
-            await asyncio.to_thread(upgrade, db_url)
             print(f"copied {args.reuse_db} in {time.perf_counter() - started:.0f}s")
         else:
-            await admin_execute(admin_url, f'CREATE DATABASE "{database}"')
             people, generator = await populate(db_url, args)
-        _, raw_key = await new_key(db_url, "b3-registrar")
+        await measure(args, admin_url, database, db_url, people, generator)
+
+
+async def measure(
+    args: argparse.Namespace, admin_url: str, database: str, db_url: str, people: list[Person], generator: Generator
+) -> None:
+    """Steps 2 to 4 against database `database` (at `db_url`), which holds the registered population."""
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        _, raw_key = await new_api_key(db_url, "b3-registrar", Role.registrar)
         corruptor = Corruptor(random.Random(args.seed + 1))
 
         port = free_port()
@@ -288,14 +265,9 @@ async def run(args: argparse.Namespace) -> None:
             env=env,
         )  # fmt: skip
         print(f"service pid {server.pid}")
+        await wait_http(f"http://127.0.0.1:{port}/healthz")
         headers = {"Authorization": f"Bearer {raw_key}"}
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=60) as http:
-            for _ in range(200):
-                try:
-                    if (await http.get("/healthz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    await asyncio.sleep(0.1)
             singles = registrations(generator, corruptor, people, args.singles + 20)
             for person in singles[:20]:  # warm up connections and caches
                 await http.post("/v1/beneficiaries", json=body_of(person, "warm"))
@@ -346,9 +318,7 @@ async def run(args: argparse.Namespace) -> None:
         )
     finally:
         if server is not None:
-            server.terminate()
-            server.wait(timeout=30)
-        await admin_execute(admin_url, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            stop_processes([server], 30)
 
 
 def main() -> None:

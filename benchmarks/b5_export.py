@@ -15,81 +15,40 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import random
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import httpx
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import (  # noqa: E402
+    PeakMemory,
+    free_port,
+    libpq,
+    machine,
+    new_api_key,
+    scratch_database,
+    start_service,
+    stop_processes,
+    wait_http,
+)
 from cbi_service.auth.roles import Role  # noqa: E402
-from cbi_service.auth.service import create_api_key  # noqa: E402
-from cbi_service.kit.db import make_engine, make_session_factory  # noqa: E402
+from cbi_service.kit.db import make_engine  # noqa: E402
 from cbi_service.kit.settings import Settings  # noqa: E402
-from cbi_service.migrate import upgrade  # noqa: E402
 from ledger import EntrySpec, Ledger, TransactionSpec  # noqa: E402
 
 ACCOUNTS = 1_000
 PER_CALL = 10_000
 FORMATS = ("csv", "parquet", "xlsx")
 MEMORY_TARGET = 200 * 2**20
-
-
-def _url_with_db(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(("postgresql", parts.netloc, f"/{name}", parts.query, parts.fragment))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class PeakMemory(threading.Thread):
-    """Samples one process's resident set size every 50 ms."""
-
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.process = psutil.Process(pid)
-        self.peak = 0
-        self.running = True
-
-    def run(self) -> None:
-        while self.running:
-            try:
-                self.peak = max(self.peak, self.process.memory_info().rss)
-            except psutil.Error:
-                return
-            time.sleep(0.05)
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    memory = psutil.virtual_memory().total / 2**30
-    return (
-        f"{cpu}; {psutil.cpu_count()} logical cores; {memory:.0f} GiB RAM; Python {platform.python_version()}; "
-        f"{platform.system()} {platform.release()}; machine shared with other work: figures are indicative"
-    )
 
 
 async def load(db_url: str, entries: int) -> float:
@@ -129,34 +88,13 @@ async def load(db_url: str, entries: int) -> float:
 
 
 async def api_key(db_url: str) -> dict[str, str]:
-    settings = Settings(database_url=db_url)
-    assert settings.async_database_url
-    engine = make_engine(settings.async_database_url, settings)
-    try:
-        async with make_session_factory(engine).begin() as session:
-            _, raw = await create_api_key(session, "bench auditor", [Role.auditor])
-    finally:
-        await engine.dispose()
+    _, raw = await new_api_key(db_url, "bench auditor", Role.auditor)
     return {"Authorization": f"Bearer {raw}"}
-
-
-async def wait_http(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient() as http:
-        while True:
-            try:
-                if (await http.get(url)).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{url} did not answer")
-            await asyncio.sleep(0.1)
 
 
 async def download(base: str, headers: dict[str, str], fmt: str, path: Path, pid: int) -> tuple[float, int]:
     """(seconds, peak RSS of the server) for one export streamed to `path`."""
-    sampler = PeakMemory(pid)
+    sampler = PeakMemory(pid, 0.05, tree=False)
     sampler.start()
     started = time.perf_counter()
     async with (
@@ -190,14 +128,13 @@ def verify(path: Path, env: dict[str, str]) -> tuple[float, str]:
 
 
 async def run(entries: int, server_url: str) -> None:
-    name = f"cbi_b5_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(_url_with_db(server_url, "postgres"))
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    db_url = _url_with_db(server_url, name)
+    async with scratch_database(libpq(server_url, "postgres"), f"cbi_b5_{uuid.uuid4().hex[:8]}") as db_url:
+        await measure(entries, db_url)
+
+
+async def measure(entries: int, db_url: str) -> None:
     service: subprocess.Popen[bytes] | None = None
     try:
-        await asyncio.to_thread(upgrade, db_url)
         load_seconds = await load(db_url, entries)
         headers = await api_key(db_url)
         env = {**os.environ, "DATABASE_URL": db_url, "CBI_LOG_LEVEL": "WARNING", "CBI_LOG_FORMAT": "json"}
@@ -210,20 +147,14 @@ async def run(entries: int, server_url: str) -> None:
         verify_env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
         with tempfile.TemporaryDirectory(prefix="cbi-b5-") as tmp:
             for fmt in FORMATS:
-                port = _free_port()
-                service = subprocess.Popen(
-                    [sys.executable, "-m", "cbi_service", "serve", "--port", str(port)],
-                    cwd=ROOT,
-                    env={**env, "CBI_RUN_WORKER": "false"},
-                    stderr=subprocess.DEVNULL,
-                )
+                port = free_port()
+                service = start_service(port, env)
                 base = f"http://127.0.0.1:{port}"
                 await wait_http(f"{base}/healthz")
                 idle = psutil.Process(service.pid).memory_info().rss
                 path = Path(tmp) / f"ledger.{fmt}"
                 seconds, peak = await download(base, headers, fmt, path, service.pid)
-                service.terminate()
-                service.wait(timeout=30)
+                stop_processes([service], 30)
                 service = None
                 verdict = "ok" if peak < MEMORY_TARGET else "OVER TARGET"
                 print(
@@ -237,11 +168,7 @@ async def run(entries: int, server_url: str) -> None:
                 print(f"  verify {fmt:8} {seconds:7.1f} s  {entries / seconds:9,.0f} entries/s  ({outcome})")
     finally:
         if service is not None:
-            service.terminate()
-            service.wait(timeout=30)
-        admin = await asyncpg.connect(_url_with_db(server_url, "postgres"))
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+            stop_processes([service], 30)
 
 
 def main() -> None:

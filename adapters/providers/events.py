@@ -8,6 +8,7 @@ refused instead of applied. Unknown extra fields are ignored so providers can ad
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -23,7 +24,7 @@ from pydantic import (
 )
 
 from adapters.providers import money
-from adapters.providers.base import MalformedEvent, ProviderEvent
+from adapters.providers.base import EventType, MalformedEvent, ProviderEvent
 
 
 class _Model(BaseModel):
@@ -78,71 +79,10 @@ class _RedeemedData(_Data):
 
 
 class _Event(_Model):
+    """What every event carries; subclasses narrow `type` and `data` and add their own details."""
+
     timestamp: AwareDatetime
-
-
-class _CardIssued(_Event):
-    type: Literal["entitlement.issued"]
-    data: _CardIssuedData
-
-    def to_event(self) -> ProviderEvent:
-        return ProviderEvent(
-            type=self.type,
-            timestamp=self.timestamp,
-            entitlement_id=self.data.entitlement_id,
-            provider_ref=self.data.provider_ref,
-            card_token=self.data.card_token,
-            card_last4=self.data.card_last4,
-        )
-
-
-class _VoucherIssued(_Event):
-    type: Literal["entitlement.issued"]
-    data: _VoucherIssuedData
-
-    def to_event(self) -> ProviderEvent:
-        return ProviderEvent(
-            type=self.type,
-            timestamp=self.timestamp,
-            entitlement_id=self.data.entitlement_id,
-            provider_ref=self.data.provider_ref,
-            voucher_code=self.data.voucher_code,
-        )
-
-
-class _Failed(_Event):
-    type: Literal["entitlement.failed"]
-    data: _FailedData
-
-    def to_event(self) -> ProviderEvent:
-        return ProviderEvent(
-            type=self.type,
-            timestamp=self.timestamp,
-            entitlement_id=self.data.entitlement_id,
-            provider_ref=self.data.provider_ref,
-            reason=self.data.reason,
-            retryable=self.data.retryable,
-        )
-
-
-class _Redeemed(_Event):
-    type: Literal["voucher.redeemed"]
-    data: _RedeemedData
-
-    def to_event(self) -> ProviderEvent:
-        return ProviderEvent(
-            type=self.type,
-            timestamp=self.timestamp,
-            entitlement_id=self.data.entitlement_id,
-            provider_ref=self.data.provider_ref,
-            amount_minor=self.data.amount.minor,
-            currency=self.data.amount.currency,
-            merchant=self.data.merchant,
-        )
-
-
-class _Expired(_Event):
-    type: Literal["voucher.expired"]
+    type: EventType
     data: _Data
 
     def to_event(self) -> ProviderEvent:
@@ -152,6 +92,47 @@ class _Expired(_Event):
             entitlement_id=self.data.entitlement_id,
             provider_ref=self.data.provider_ref,
         )
+
+
+class _CardIssued(_Event):
+    type: Literal["entitlement.issued"]
+    data: _CardIssuedData
+
+    def to_event(self) -> ProviderEvent:
+        return replace(super().to_event(), card_token=self.data.card_token, card_last4=self.data.card_last4)
+
+
+class _VoucherIssued(_Event):
+    type: Literal["entitlement.issued"]
+    data: _VoucherIssuedData
+
+    def to_event(self) -> ProviderEvent:
+        return replace(super().to_event(), voucher_code=self.data.voucher_code)
+
+
+class _Failed(_Event):
+    type: Literal["entitlement.failed"]
+    data: _FailedData
+
+    def to_event(self) -> ProviderEvent:
+        return replace(super().to_event(), reason=self.data.reason, retryable=self.data.retryable)
+
+
+class _Redeemed(_Event):
+    type: Literal["voucher.redeemed"]
+    data: _RedeemedData
+
+    def to_event(self) -> ProviderEvent:
+        return replace(
+            super().to_event(),
+            amount_minor=self.data.amount.minor,
+            currency=self.data.amount.currency,
+            merchant=self.data.merchant,
+        )
+
+
+class _Expired(_Event):
+    type: Literal["voucher.expired"]
 
 
 _CARD_EVENTS: TypeAdapter[_CardIssued | _Failed] = TypeAdapter(

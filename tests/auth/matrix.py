@@ -7,12 +7,49 @@ Webhook routes authenticate by signature and are listed in SIGNATURE_ROUTES inst
 from __future__ import annotations
 
 ALL = frozenset({"admin", "registrar", "programme_officer", "approver", "finance", "auditor"})
+# Who may read beneficiary records: personal data stays away from approvers and finance.
+READERS = frozenset({"registrar", "programme_officer", "admin", "auditor"})
 
 MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/v1/programmes"): frozenset({"admin", "programme_officer"}),
     ("GET", "/v1/programmes"): ALL,
     ("GET", "/v1/programmes/{programme_id}"): ALL,
+    ("POST", "/v1/programmes/{programme_id}/funds"): frozenset({"finance"}),
+    ("GET", "/v1/programmes/{programme_id}/balances"): ALL,
+    ("GET", "/v1/ledger/accounts"): frozenset({"auditor", "finance", "admin"}),
+    ("GET", "/v1/ledger/accounts/{account_id}/entries"): frozenset({"auditor", "finance", "admin"}),
+    ("GET", "/v1/ledger/trial-balance"): frozenset({"auditor", "finance", "admin"}),
     ("GET", "/v1/audit-events"): frozenset({"auditor", "admin"}),
+    ("POST", "/v1/beneficiaries"): frozenset({"registrar"}),
+    ("GET", "/v1/beneficiaries"): READERS,
+    ("GET", "/v1/beneficiaries/{beneficiary_id}"): READERS,
+    ("PATCH", "/v1/beneficiaries/{beneficiary_id}"): frozenset({"registrar"}),
+    ("POST", "/v1/beneficiaries/{beneficiary_id}/deactivate"): frozenset({"registrar"}),
+    ("POST", "/v1/beneficiaries/imports"): frozenset({"registrar"}),
+    ("GET", "/v1/beneficiaries/imports/template"): READERS,
+    ("GET", "/v1/beneficiaries/imports/{import_id}"): frozenset({"registrar", "admin", "auditor"}),
+    ("POST", "/v1/dedup/check"): frozenset({"registrar", "admin"}),
+    ("GET", "/v1/adjudications"): frozenset({"registrar", "admin", "auditor"}),
+    ("POST", "/v1/adjudications/{adjudication_id}/decision"): frozenset({"registrar", "admin"}),
+    ("POST", "/v1/programmes/{programme_id}/enrolments"): frozenset({"programme_officer", "registrar"}),
+    ("GET", "/v1/ledger/export"): frozenset({"auditor", "finance"}),
+    ("POST", "/v1/reconciliations"): frozenset({"finance", "auditor"}),
+    ("GET", "/v1/reconciliations/{reconciliation_id}"): frozenset({"finance", "auditor"}),
+    ("GET", "/v1/reports/people-reached"): ALL,
+    ("POST", "/v1/payment-batches"): frozenset({"programme_officer"}),
+    ("GET", "/v1/payment-batches"): ALL,
+    ("GET", "/v1/payment-batches/{batch_id}"): ALL,
+    ("POST", "/v1/payment-batches/{batch_id}/submit"): frozenset({"programme_officer"}),
+    ("POST", "/v1/payment-batches/{batch_id}/approvals"): frozenset({"approver"}),
+    ("POST", "/v1/payment-batches/{batch_id}/release"): frozenset({"finance"}),
+    ("POST", "/v1/payment-batches/{batch_id}/cancel"): frozenset({"programme_officer"}),
+    ("POST", "/v1/payment-batches/{batch_id}/follow-up"): frozenset({"programme_officer"}),
+    ("GET", "/v1/entitlements"): ALL,
+    ("GET", "/v1/entitlements/{entitlement_id}"): ALL,
+    ("POST", "/v1/entitlements/{entitlement_id}/retry"): frozenset({"finance", "programme_officer"}),
+    ("POST", "/v1/entitlements/{entitlement_id}/cancel"): frozenset({"finance", "programme_officer"}),
+    ("GET", "/v1/webhooks/unmatched"): frozenset({"auditor", "finance"}),
+    ("GET", "/v1/webhooks/events"): frozenset({"auditor", "finance"}),
 }
 
-SIGNATURE_ROUTES: set[tuple[str, str]] = set()
+SIGNATURE_ROUTES: set[tuple[str, str]] = {("POST", "/v1/webhooks/{provider}")}

@@ -14,35 +14,10 @@ from cbi_service.ledger_api import service as ledger_service
 from cbi_service.programmes.models import Programme
 from ledger import schema
 from tests.disbursement.support import (
-    approved_batch,
     assert_identity,
     balances,
-    entitlements_of,
-    fund,
-    make_actors,
-    make_programme,
-    release,
-    seed_beneficiaries,
 )
-
-
-@pytest.fixture
-async def vouchers(client, api_key_factory, session_factory):
-    """A released voucher batch of three 100,000.00 entitlements, nothing sent yet."""
-    actors = await make_actors(api_key_factory)
-    programme = await make_programme(
-        client, actors, delivery_mechanism="voucher", provider="vouchers", voucher_validity_days=30
-    )
-    await fund(client, actors, programme["id"], "1000000.00")
-    await seed_beneficiaries(session_factory, programme["id"], 3)
-    batch = await approved_batch(client, actors, programme["id"])
-    assert (await release(client, actors, batch["id"])).status_code == 200
-    return actors, programme, batch, await entitlements_of(session_factory, batch["id"])
-
-
-async def _apply(session_factory, fn, *args, **kwargs):
-    async with session_factory.begin() as session:
-        return await fn(session, *args, **kwargs)
+from tests.entitlements.support import in_transaction
 
 
 async def _keys(session_factory, programme_id: str) -> list[str]:
@@ -52,15 +27,15 @@ async def _keys(session_factory, programme_id: str) -> list[str]:
         return [key.removeprefix(f"prog:{programme_id}:") for key in (await session.execute(stmt)).scalars()]
 
 
-async def test_every_posting_is_keyed_by_its_business_event(client, session_factory, vouchers):
-    actors, programme, batch, (first, _, _) = vouchers
+async def test_every_posting_is_keyed_by_its_business_event(client, session_factory, voucher_batch):
+    actors, programme, batch, (first, _, _) = voucher_batch
     e = first.id
-    await _apply(session_factory, mark_failed, e, "issuer_unavailable", True)
-    await _apply(session_factory, mark_issued, e, "prv-1", voucher_code="LATE-ISSU-0001")  # failed → issued
+    await in_transaction(session_factory, mark_failed, e, "issuer_unavailable", True)
+    await in_transaction(session_factory, mark_issued, e, "prv-1", voucher_code="LATE-ISSU-0001")  # failed → issued
     # two purchases of the same amount are two events
-    assert (await _apply(session_factory, mark_redeemed, e, 3_000_000, "Tienda 1")).applied
-    assert (await _apply(session_factory, mark_redeemed, e, 3_000_000, "Tienda 1")).applied
-    assert (await _apply(session_factory, mark_expired, e)).applied
+    assert (await in_transaction(session_factory, mark_redeemed, e, 3_000_000, "Tienda 1")).applied
+    assert (await in_transaction(session_factory, mark_redeemed, e, 3_000_000, "Tienda 1")).applied
+    assert (await in_transaction(session_factory, mark_expired, e)).applied
     keys = [k for k in await _keys(session_factory, programme["id"]) if not k.startswith("funding:")]
     assert keys == [
         f"reservation:{batch['id']}:approved",
@@ -76,14 +51,14 @@ async def test_every_posting_is_keyed_by_its_business_event(client, session_fact
     assert_identity(figures)
 
 
-async def test_a_posting_the_ledger_already_holds_is_refused_not_made_twice(client, session_factory, vouchers):
-    actors, programme, _batch, (first, _, _) = vouchers
+async def test_a_posting_the_ledger_already_holds_is_refused_not_made_twice(client, session_factory, voucher_batch):
+    actors, programme, _batch, (first, _, _) = voucher_batch
     # The ledger got ahead of the entitlement (its disbursement is posted, its status still pending).
     async with session_factory.begin() as session:
         row = await session.get(Programme, uuid.UUID(programme["id"]))
         await ledger_service.disburse(session, row, first.id, first.amount_minor)
     with pytest.raises(ledger_service.LedgerOutOfStep):
-        await _apply(session_factory, mark_issued, first.id, "prv-1", voucher_code="AAAA-BBBB-CCCC")
+        await in_transaction(session_factory, mark_issued, first.id, "prv-1", voucher_code="AAAA-BBBB-CCCC")
     figures = await balances(client, actors, programme["id"])
     assert figures["disbursed"] == "100000.00"
     assert_identity(figures)
@@ -91,11 +66,11 @@ async def test_a_posting_the_ledger_already_holds_is_refused_not_made_twice(clie
         assert (await session.get(Entitlement, first.id)).status == "pending"
 
 
-async def test_concurrent_redemptions_of_one_voucher_both_post(client, session_factory, vouchers):
-    actors, programme, _batch, (first, _, _) = vouchers
-    await _apply(session_factory, mark_issued, first.id, "prv-1", voucher_code="AAAA-BBBB-CCCC")
+async def test_concurrent_redemptions_of_one_voucher_both_post(client, session_factory, voucher_batch):
+    actors, programme, _batch, (first, _, _) = voucher_batch
+    await in_transaction(session_factory, mark_issued, first.id, "prv-1", voucher_code="AAAA-BBBB-CCCC")
     results = await asyncio.gather(
-        *(_apply(session_factory, mark_redeemed, first.id, 1_000, f"Tienda {n}") for n in range(2))
+        *(in_transaction(session_factory, mark_redeemed, first.id, 1_000, f"Tienda {n}") for n in range(2))
     )
     assert all(r.applied for r in results)
     figures = await balances(client, actors, programme["id"])

@@ -20,58 +20,33 @@ from cbi_service.entitlements.service import (
     mark_redeemed,
 )
 from tests.disbursement.support import (
-    approved_batch,
     assert_identity,
     balances,
-    entitlements_of,
-    fund,
-    make_actors,
-    make_programme,
-    release,
-    seed_beneficiaries,
 )
-
-
-@pytest.fixture
-async def voucher_batch(client, api_key_factory, session_factory):
-    """A released voucher batch of three 100,000.00 entitlements, nothing sent yet."""
-    actors = await make_actors(api_key_factory)
-    programme = await make_programme(
-        client, actors, delivery_mechanism="voucher", provider="vouchers", voucher_validity_days=30
-    )
-    await fund(client, actors, programme["id"], "1000000.00")
-    await seed_beneficiaries(session_factory, programme["id"], 3)
-    batch = await approved_batch(client, actors, programme["id"])
-    assert (await release(client, actors, batch["id"])).status_code == 200
-    return actors, programme, batch, await entitlements_of(session_factory, batch["id"])
-
-
-async def _apply(session_factory, fn, *args, **kwargs):
-    async with session_factory.begin() as session:
-        return await fn(session, *args, **kwargs)
+from tests.entitlements.support import in_transaction
 
 
 async def test_issue_redeem_in_parts_and_never_backwards(client, session_factory, voucher_batch):
     actors, programme, _batch, (first, _, _) = voucher_batch
-    issued = await _apply(session_factory, mark_issued, first.id, "prv-1", voucher_code="ABCD-EFGH-JKLM")
+    issued = await in_transaction(session_factory, mark_issued, first.id, "prv-1", voucher_code="ABCD-EFGH-JKLM")
     assert (issued.outcome, issued.previous_status, issued.status) == ("applied", "pending", "issued")
     figures = await balances(client, actors, programme["id"])
     assert (figures["committed"], figures["disbursed"]) == ("200000.00", "100000.00")
     assert_identity(figures)
 
-    again = await _apply(session_factory, mark_issued, first.id, "prv-1", voucher_code="ABCD-EFGH-JKLM")
+    again = await in_transaction(session_factory, mark_issued, first.id, "prv-1", voucher_code="ABCD-EFGH-JKLM")
     assert again.outcome == "noop"
-    assert (await _apply(session_factory, mark_failed, first.id, "late", True)).outcome == "noop"
+    assert (await in_transaction(session_factory, mark_failed, first.id, "late", True)).outcome == "noop"
 
-    part = await _apply(session_factory, mark_redeemed, first.id, 3_000_000, "Tienda 1")
+    part = await in_transaction(session_factory, mark_redeemed, first.id, 3_000_000, "Tienda 1")
     assert (part.outcome, part.status) == ("applied", "redeemed")
-    too_much = await _apply(session_factory, mark_redeemed, first.id, 7_000_001, "Tienda 2")
+    too_much = await in_transaction(session_factory, mark_redeemed, first.id, 7_000_001, "Tienda 2")
     assert too_much.outcome == "refused"
     assert "exceeds" in (too_much.detail or "")
-    rest = await _apply(session_factory, mark_redeemed, first.id, 7_000_000, "Tienda 2")
+    rest = await in_transaction(session_factory, mark_redeemed, first.id, 7_000_000, "Tienda 2")
     assert rest.applied
-    assert (await _apply(session_factory, mark_expired, first.id)).outcome == "noop"
-    assert (await _apply(session_factory, mark_issued, first.id, "prv-1")).outcome == "noop"
+    assert (await in_transaction(session_factory, mark_expired, first.id)).outcome == "noop"
+    assert (await in_transaction(session_factory, mark_issued, first.id, "prv-1")).outcome == "noop"
 
     async with session_factory() as session:
         view = await get_entitlement(session, first.id)
@@ -99,23 +74,23 @@ async def test_issue_redeem_in_parts_and_never_backwards(client, session_factory
 async def test_out_of_order_events_and_failures_keep_the_books_right(client, session_factory, voucher_batch):
     actors, programme, batch, (first, second, third) = voucher_batch
     # a redemption that overtook its issue event: the issue is posted first
-    early = await _apply(session_factory, mark_redeemed, first.id, 4_000_000, "Tienda")
+    early = await in_transaction(session_factory, mark_redeemed, first.id, 4_000_000, "Tienda")
     assert (early.previous_status, early.status) == ("pending", "redeemed")
-    late = await _apply(session_factory, mark_issued, first.id, "prv-1", voucher_code="LATE-CODE-0001")
+    late = await in_transaction(session_factory, mark_issued, first.id, "prv-1", voucher_code="LATE-CODE-0001")
     assert late.outcome == "noop"
-    expired = await _apply(session_factory, mark_expired, first.id)
+    expired = await in_transaction(session_factory, mark_expired, first.id)
     assert (expired.outcome, expired.status) == ("applied", "expired")
-    assert (await _apply(session_factory, mark_redeemed, first.id, 100, "Tienda")).outcome == "refused"
+    assert (await in_transaction(session_factory, mark_redeemed, first.id, 100, "Tienda")).outcome == "refused"
 
-    failed = await _apply(session_factory, mark_failed, second.id, "kyc_incomplete", False)
+    failed = await in_transaction(session_factory, mark_failed, second.id, "kyc_incomplete", False)
     assert (failed.status, failed.applied) == ("failed", True)
-    assert (await _apply(session_factory, mark_failed, second.id, "again", False)).outcome == "noop"
+    assert (await in_transaction(session_factory, mark_failed, second.id, "again", False)).outcome == "noop"
     figures = await balances(client, actors, programme["id"])
     assert figures["available"] == "860000.00"  # 700k never reserved + 100k failed + 60k unspent
     assert figures["returned"] == "60000.00"
     assert_identity(figures)
     # the provider had issued after all (a reordered stream): reserve again and disburse
-    revived = await _apply(session_factory, mark_issued, second.id, "prv-2", voucher_code="REVI-VED0-0002")
+    revived = await in_transaction(session_factory, mark_issued, second.id, "prv-2", voucher_code="REVI-VED0-0002")
     assert (revived.previous_status, revived.status) == ("failed", "issued")
     figures = await balances(client, actors, programme["id"])
     assert figures["available"] == "760000.00"
@@ -123,17 +98,17 @@ async def test_out_of_order_events_and_failures_keep_the_books_right(client, ses
 
     detail = (await client.get(f"/v1/payment-batches/{batch['id']}", headers=actors.auditor)).json()
     assert detail["status"] == "processing"
-    await _apply(session_factory, mark_issued, third.id, "prv-3", voucher_code="THRE-E000-0003")
+    await in_transaction(session_factory, mark_issued, third.id, "prv-3", voucher_code="THRE-E000-0003")
     detail = (await client.get(f"/v1/payment-batches/{batch['id']}", headers=actors.auditor)).json()
     assert detail["status"] == "completed"
     assert detail["counts"] == {"expired": 1, "issued": 2}
     with pytest.raises(UnknownEntitlement):
-        await _apply(session_factory, mark_issued, uuid.uuid4(), "prv-x")
+        await in_transaction(session_factory, mark_issued, uuid.uuid4(), "prv-x")
 
 
 async def test_a_chunk_of_confirmations_follows_the_same_rules(client, session_factory, voucher_batch):
     actors, programme, batch, (first, second, third) = voucher_batch
-    await _apply(session_factory, mark_failed, third.id, "issuer_unavailable", True)
+    await in_transaction(session_factory, mark_failed, third.id, "issuer_unavailable", True)
     unknown = uuid.uuid4()
     chunk = [
         Issued(first.id, "prv-1", voucher_code="AAAA-0000-0001"),
@@ -142,14 +117,14 @@ async def test_a_chunk_of_confirmations_follows_the_same_rules(client, session_f
         Issued(third.id, "prv-3", voucher_code="AAAA-0000-0003"),
         Issued(unknown, "prv-x"),
     ]
-    results = await _apply(session_factory, mark_issued_many, chunk, source="webhook:vouchers")
+    results = await in_transaction(session_factory, mark_issued_many, chunk, source="webhook:vouchers")
     assert unknown not in results
     assert {i: (r.outcome, r.previous_status) for i, r in results.items()} == {
         first.id: ("applied", "pending"),
         second.id: ("applied", "pending"),
         third.id: ("applied", "failed"),
     }
-    again = await _apply(session_factory, mark_issued_many, chunk[:1], source="webhook:vouchers")
+    again = await in_transaction(session_factory, mark_issued_many, chunk[:1], source="webhook:vouchers")
     assert again[first.id].outcome == "noop"
     async with session_factory() as session:
         view = await get_entitlement(session, first.id)

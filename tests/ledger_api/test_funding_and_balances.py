@@ -32,6 +32,22 @@ def _fund_body(amount: str, currency: str = "COP", reference: str = "GRANT-1") -
     return {"amount": {"amount": amount, "currency": currency}, "source": "ECHO", "reference": reference}
 
 
+async def _fund(
+    client: httpx.AsyncClient, programme_id: str, finance: Headers, key: str, amount: str, reference: str = "GRANT-1"
+) -> httpx.Response:
+    return await client.post(
+        f"/v1/programmes/{programme_id}/funds",
+        json=_fund_body(amount, reference=reference),
+        headers=finance | {"Idempotency-Key": key},
+    )
+
+
+async def _programme_row(session: AsyncSession, programme_id: str) -> Programme:
+    programme = await session.get(Programme, uuid.UUID(programme_id))
+    assert programme is not None
+    return programme
+
+
 async def _balances(client: httpx.AsyncClient, programme_id: str, headers: Headers) -> dict[str, str]:
     response = await client.get(f"/v1/programmes/{programme_id}/balances", headers=headers)
     assert response.status_code == 200, response.text
@@ -62,11 +78,7 @@ async def test_programme_gets_its_chart_and_funding_moves_balances(
     ]
     assert all(a["currency"] == "COP" for a in accounts["items"])
 
-    funded = await client.post(
-        f"/v1/programmes/{programme_id}/funds",
-        json=_fund_body("150000.00"),
-        headers=finance | {"Idempotency-Key": "fund-1"},
-    )
+    funded = await _fund(client, programme_id, finance, "fund-1", "150000.00")
     assert funded.status_code == 201, funded.text
     body = funded.json()
     assert body["amount"] == {"amount": "150000.00", "currency": "COP"}
@@ -80,19 +92,11 @@ async def test_programme_gets_its_chart_and_funding_moves_balances(
         "returned": "0.00",
     }
     # The same request replays; the same key with another body is refused; nothing is posted twice.
-    replay = await client.post(
-        f"/v1/programmes/{programme_id}/funds",
-        json=_fund_body("150000.00"),
-        headers=finance | {"Idempotency-Key": "fund-1"},
-    )
+    replay = await _fund(client, programme_id, finance, "fund-1", "150000.00")
     assert replay.status_code == 201
     assert replay.json() == body
     assert_problem(
-        await client.post(
-            f"/v1/programmes/{programme_id}/funds",
-            json=_fund_body("1.00"),
-            headers=finance | {"Idempotency-Key": "fund-1"},
-        ),
+        await _fund(client, programme_id, finance, "fund-1", "1.00"),
         422,
     )
     assert (await _balances(client, programme_id, admin))["funded"] == "150000.00"
@@ -133,17 +137,12 @@ async def test_identity_holds_under_concurrent_funding_and_spending(
     programme_id = await _programme(client, admin)
 
     async def fund(n: int) -> int:
-        response = await client.post(
-            f"/v1/programmes/{programme_id}/funds",
-            json=_fund_body("1000.00", reference=f"G-{n}"),
-            headers=finance | {"Idempotency-Key": f"concurrent-{n}"},
-        )
+        response = await _fund(client, programme_id, finance, f"concurrent-{n}", "1000.00", reference=f"G-{n}")
         return response.status_code
 
     async def reserve_and_issue(n: int) -> None:
         async with session_factory.begin() as session:
-            programme = await session.get(Programme, uuid.UUID(programme_id))
-            assert programme is not None
+            programme = await _programme_row(session, programme_id)
             subject = uuid.uuid4()
             try:
                 await service.reserve(session, programme, subject, 50_000, event="approved")
@@ -170,15 +169,10 @@ async def test_programme_money_lifecycle(
     admin = await api_key_factory("admin")
     finance = await api_key_factory("finance")
     programme_id = await _programme(client, admin)
-    await client.post(
-        f"/v1/programmes/{programme_id}/funds",
-        json=_fund_body("1000.00"),
-        headers=finance | {"Idempotency-Key": "fund"},
-    )
+    await _fund(client, programme_id, finance, "fund", "1000.00")
     batch, first, second = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     async with session_factory.begin() as session:
-        programme = await session.get(Programme, uuid.UUID(programme_id))
-        assert programme is not None
+        programme = await _programme_row(session, programme_id)
         reserve = await service.reserve(session, programme, batch, 60_000, event="approved")
         assert reserve.kind == service.RESERVATION
         with pytest.raises(Conflict):
@@ -215,11 +209,7 @@ async def test_ledger_read_routes(client: httpx.AsyncClient, api_key_factory: An
     finance = await api_key_factory("finance")
     programme_id = await _programme(client, admin)
     for n in range(3):
-        await client.post(
-            f"/v1/programmes/{programme_id}/funds",
-            json=_fund_body(f"{n + 1}00.00", reference=f"G{n}"),
-            headers=finance | {"Idempotency-Key": f"f{n}"},
-        )
+        await _fund(client, programme_id, finance, f"f{n}", f"{n + 1}00.00", reference=f"G{n}")
     accounts = (await client.get("/v1/ledger/accounts", params={"programme_id": programme_id}, headers=auditor)).json()
     available = next(a for a in accounts["items"] if a["code"].endswith(":available"))
     assert available["balance"]["posted"] == {"amount": "600.00", "currency": "COP"}
@@ -268,15 +258,10 @@ async def test_posting_keys_name_the_business_event(
     admin = await api_key_factory("admin")
     finance = await api_key_factory("finance")
     programme_id = await _programme(client, admin)
-    await client.post(
-        f"/v1/programmes/{programme_id}/funds",
-        json=_fund_body("100.00"),
-        headers=finance | {"Idempotency-Key": "fund"},
-    )
+    await _fund(client, programme_id, finance, "fund", "100.00")
     batch, first, second = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     async with session_factory.begin() as session:
-        programme = await session.get(Programme, uuid.UUID(programme_id))
-        assert programme is not None
+        programme = await _programme_row(session, programme_id)
         reserved = await service.reserve(session, programme, batch, 5_000, event="approved")
         single = await service.disburse(session, programme, first, 1_000)
         many = await service.disburse_many(session, [(programme, second, 1_000)])
@@ -291,8 +276,7 @@ async def test_posting_keys_name_the_business_event(
     # to shrug off but a disagreement between the caller and the ledger.
     async def disburse_again(bulk: bool) -> None:
         async with session_factory.begin() as session:
-            programme = await session.get(Programme, uuid.UUID(programme_id))
-            assert programme is not None
+            programme = await _programme_row(session, programme_id)
             if bulk:
                 await service.disburse_many(session, [(programme, uuid.uuid4(), 500), (programme, second, 1_000)])
             else:

@@ -1,0 +1,1 @@
+"""Benchmarks of the contract's performance targets; `common` holds what the scripts share."""

@@ -1,0 +1,159 @@
+"""What the benchmarks share: the machine they ran on, a scratch database migrated like production, the
+service as its own OS process, and what its processes use (resident memory, CPU).
+
+The scripts put the repository root on `sys.path` before importing this, so each still runs as
+`python benchmarks/bN_name.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import platform
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import psutil
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from cbi_service.auth.roles import Role
+from cbi_service.auth.service import create_api_key
+from cbi_service.kit.db import make_session_factory
+from cbi_service.kit.settings import to_asyncpg_url
+from cbi_service.migrate import upgrade
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cpu_model(default: str = "unknown") -> str:
+    """The CPU's model name from /proc/cpuinfo, else what `platform` knows, else `default`."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or default
+
+
+def machine() -> str:
+    """One line saying what the figures were measured on; the machine may be shared, so they are indicative."""
+    memory = psutil.virtual_memory().total / 2**30
+    return (
+        f"{cpu_model(platform.machine())}; {psutil.cpu_count()} logical cores; {memory:.0f} GiB RAM; "
+        f"Python {platform.python_version()}; {platform.system()} {platform.release()}; "
+        "machine shared with other work: figures are indicative"
+    )
+
+
+def libpq(url: str, database: str | None = None) -> str:
+    """`url` as asyncpg and libpq spell it (`postgresql://`), on `database` when given."""
+    parts = urlsplit(url)
+    path = f"/{database}" if database else parts.path
+    return urlunsplit(("postgresql", parts.netloc, path, parts.query, parts.fragment))
+
+
+async def admin_execute(url: str, statement: str) -> None:
+    """One statement on its own connection (CREATE/DROP DATABASE cannot run inside a transaction)."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def scratch_database(admin_url: str, name: str, template: str | None = None) -> AsyncIterator[str]:
+    """A new database `name` on the server of `admin_url` (a copy of `template` if given), brought to the
+    latest migration; yields its URL and drops it afterwards, whatever happened."""
+    copy = f' TEMPLATE "{template}"' if template else ""
+    await admin_execute(admin_url, f'CREATE DATABASE "{name}"{copy}')
+    try:
+        url = libpq(admin_url, name)
+        await asyncio.to_thread(upgrade, url)
+        yield url
+    finally:
+        await admin_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def new_api_key(db_url: str, name: str, role: Role) -> tuple[uuid.UUID, str]:
+    """An API key with one role, made straight in the database: (its id, the raw key)."""
+    engine = create_async_engine(to_asyncpg_url(db_url))
+    try:
+        async with make_session_factory(engine).begin() as session:
+            key, raw = await create_api_key(session, name, [role])
+    finally:
+        await engine.dispose()
+    return key.id, raw
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def wait_http(url: str, timeout: float = 60) -> None:
+    """Until `url` answers 200; a service process takes a moment to listen."""
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient() as http:
+        while True:
+            try:
+                if (await http.get(url)).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} did not answer")
+            await asyncio.sleep(0.1)
+
+
+def start_service(port: int, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    """`cbi-service serve` on 127.0.0.1:`port` with the worker off, as its own OS process, quiet on stderr."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "cbi_service", "serve", "--port", str(port)],
+        cwd=ROOT,
+        env={**env, "CBI_RUN_WORKER": "false"},
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def stop_processes(processes: Iterable[subprocess.Popen[bytes]], timeout: float) -> None:
+    """Ask every process to stop, then kill any that has not within `timeout` seconds."""
+    processes = list(processes)
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+class PeakMemory(threading.Thread):
+    """Samples the resident set size of a process (with `tree`, summed over it and its descendants) every
+    `interval` seconds, keeping the peak, until `running` is set false or the process is gone."""
+
+    def __init__(self, pid: int, interval: float, *, tree: bool) -> None:
+        super().__init__(daemon=True)
+        self.process = psutil.Process(pid)
+        self.interval = interval
+        self.tree = tree
+        self.peak = 0
+        self.running = True
+
+    def run(self) -> None:
+        while self.running:
+            try:
+                processes = [self.process, *self.process.children(recursive=True)] if self.tree else [self.process]
+                self.peak = max(self.peak, sum(p.memory_info().rss for p in processes))
+            except psutil.Error:
+                return
+            time.sleep(self.interval)

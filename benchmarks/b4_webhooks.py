@@ -1,0 +1,554 @@
+"""B4: provider webhooks ingested and applied per second, with signature checks and idempotency.
+
+Processes, as in production: the API (`cbi-service serve`: uvicorn), one `cbi-service worker` (which
+applies the stored events) and, for the set-up only, the provider simulator, each its own OS process, on a
+fresh database of the PostgreSQL server in DATABASE_URL; the load generator is this process, on 127.0.0.1
+only.
+
+1. Set-up (timed apart): a voucher programme, funding, `--vouchers` enrolled people, a batch, two
+   approvals and the release; the simulator issues the vouchers and reports each with a signed
+   `entitlement.issued` webhook, and the run waits until every voucher is issued. The simulator and the
+   worker stop, so the next phase measures what the API alone can take in.
+2. `--rounds` alternations of
+   - `/healthz` for `--healthz-seconds` over `--connections` keep-alive connections: the ceiling of this
+     machine's HTTP stack (same server, same middleware, no work), and
+   - webhooks as fast as they are answered over the same connections: a share of three partial
+     redemptions per voucher, each signed with `standardwebhooks` as a provider does, one in ten
+     delivered a second time under the same webhook-id; each answered once durably stored. Ingest rate
+     (2xx/s), p50/p99. The ratio reported is the median of the rounds' (the machine is shared).
+3. Webhooks paced at half of that ingest rate for `--paced-seconds` (open loop: latency counts from the
+   moment each request was due): p50/p99.
+4. The worker starts again: the rate at which it applies the stored events (applied/s); then webhooks
+   paced at that rate with the worker applying them as they come (the sustainable steady state): p50/p99.
+5. Checks: no 5xx; every voucher's redeemed value is the sum of its distinct redemptions; the ledger
+   identity funded = available + committed + disbursed holds.
+
+Targets: webhook ingest rate >= 40 % of the /healthz rate; p99 <= 100 ms at half of it.
+
+    DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres python benchmarks/b4_webhooks.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import platform
+import random
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import psutil
+import uvloop
+from standardwebhooks import Webhook
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from adapters.simulator import SimulatorProcess  # noqa: E402
+from cbi_service.auth.roles import Role  # noqa: E402
+from cbi_service.auth.service import create_api_key  # noqa: E402
+from cbi_service.kit.db import make_engine, make_session_factory  # noqa: E402
+from cbi_service.kit.settings import Settings  # noqa: E402
+from cbi_service.migrate import upgrade  # noqa: E402
+
+PROVIDER = "bench-vouchers"
+VOUCHER_MINOR = 10_000_000  # 100,000.00 COP
+REDEMPTIONS = ("20000.00", "20000.00", "20000.00")
+PACED_REDEMPTION = "100.00"
+SEED_PEOPLE = """
+    INSERT INTO beneficiaries (id, status, given_names, family_names, date_of_birth, sex, nationality,
+        location_country, household_size, consent_date, consent_purpose, documents, match_profile, registered_by)
+    SELECT cbi_uuid7(), 'active', 'Persona ' || i, 'Prueba', DATE '1980-01-01' + (i % 9000), 'female', 'VE',
+           'CO', 1 + i % 6, DATE '2026-11-01', 'assistance', '[]', '{}', $1
+      FROM generate_series(1, $2) AS i
+"""
+ENROL = """
+    INSERT INTO enrolments (id, programme_id, beneficiary_id, enrolled_by)
+    SELECT cbi_uuid7(), $1, id, $2 FROM beneficiaries
+"""
+
+
+def _url_with_db(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(("postgresql", parts.netloc, f"/{name}", parts.query, parts.fragment))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    memory = psutil.virtual_memory().total / 2**30
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (
+        f"{cpu}; {psutil.cpu_count()} logical cores; {memory:.0f} GiB RAM; Python {platform.python_version()}; "
+        f"{platform.system()} {platform.release()}; load average at start {load} (machine shared with other work)"
+    )
+
+
+# --- load generator: keep-alive HTTP/1.1 over asyncio streams (httpx costs more CPU than the server) ---
+
+
+@dataclass
+class Load:
+    """Latencies (s) and status counts of one phase."""
+
+    latencies: list[float] = field(default_factory=list)
+    statuses: dict[int, int] = field(default_factory=dict)
+    elapsed: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies) / self.elapsed if self.elapsed else 0.0
+
+    def ms(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else float("nan")
+
+    def summary(self) -> str:
+        statuses = ", ".join(f"{status}: {n}" for status, n in sorted(self.statuses.items()))
+        return (
+            f"{len(self.latencies)} requests in {self.elapsed:.1f} s = {self.rate:,.0f}/s, "
+            f"p50 {self.ms(0.5):.1f} ms, p99 {self.ms(0.99):.1f} ms ({statuses})"
+        )
+
+
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    if length:
+        await reader.readexactly(length)
+    return int(head[9:12])
+
+
+async def closed_loop(port: int, requests: Sequence[bytes], connections: int, max_seconds: float) -> Load:
+    """Each connection sends its next request as soon as the previous answer arrives."""
+    load = Load()
+    position = 0
+    deadline = time.perf_counter() + max_seconds
+
+    async def client() -> None:
+        nonlocal position
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while position < len(requests) and time.perf_counter() < deadline:
+                request = requests[position]
+                position += 1
+                sent = time.perf_counter()
+                status = await _exchange(reader, writer, request)
+                load.latencies.append(time.perf_counter() - sent)
+                load.statuses[status] = load.statuses.get(status, 0) + 1
+        finally:
+            writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(connections)))
+    load.elapsed = time.perf_counter() - started
+    return load
+
+
+async def paced(port: int, requests: Sequence[bytes], rate: float, connections: int) -> Load:
+    """Open loop: request i is due at start + i / rate, and its latency counts from then."""
+    load = Load()
+    position = 0
+    start = time.perf_counter() + 0.1
+
+    async def client() -> None:
+        nonlocal position
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while position < len(requests):
+                index = position
+                position += 1
+                due = start + index / rate
+                if (delay := due - time.perf_counter()) > 0:
+                    await asyncio.sleep(delay)
+                status = await _exchange(reader, writer, requests[index])
+                load.latencies.append(time.perf_counter() - due)
+                load.statuses[status] = load.statuses.get(status, 0) + 1
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(client() for _ in range(connections)))
+    load.elapsed = time.perf_counter() - start
+    return load
+
+
+def http_get(path: str) -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+
+
+class Signer:
+    """Builds webhook requests exactly as a provider does: Standard Webhooks over the raw body."""
+
+    def __init__(self, secret: str) -> None:
+        self._hook = Webhook(secret)
+
+    def request(self, webhook_id: str, event: dict[str, Any]) -> bytes:
+        now = datetime.now(UTC)
+        body = json.dumps(event, separators=(",", ":"))
+        head = (
+            f"POST /v1/webhooks/{PROVIDER} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"webhook-id: {webhook_id}\r\nwebhook-timestamp: {int(now.timestamp())}\r\n"
+            f"webhook-signature: {self._hook.sign(webhook_id, now, body)}\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        return head.encode() + body.encode()
+
+
+def redemption(entitlement_id: uuid.UUID, provider_ref: str, amount: str) -> dict[str, Any]:
+    return {
+        "type": "voucher.redeemed",
+        "timestamp": datetime.now(UTC).isoformat(),
+        "data": {
+            "entitlement_id": str(entitlement_id),
+            "provider_ref": provider_ref,
+            "amount": {"amount": amount, "currency": "COP"},
+            "merchant": "Supermercado La Economía",
+        },
+    }
+
+
+# --- the run ---
+
+
+async def _keys(db_url: str) -> dict[str, dict[str, str]]:
+    settings = Settings(database_url=db_url)
+    assert settings.async_database_url
+    engine = make_engine(settings.async_database_url, settings)
+    roles = {
+        "admin": Role.admin,
+        "officer": Role.programme_officer,
+        "approver-a": Role.approver,
+        "approver-b": Role.approver,
+        "finance": Role.finance,
+    }
+    out = {}
+    try:
+        async with make_session_factory(engine).begin() as session:
+            for name, role in roles.items():
+                _, raw = await create_api_key(session, f"bench {name}", [role])
+                out[name] = {"Authorization": f"Bearer {raw}"}
+    finally:
+        await engine.dispose()
+    return out
+
+
+async def _ok(response: httpx.Response) -> Any:
+    if response.status_code >= 400:
+        raise RuntimeError(f"{response.request.method} {response.request.url.path}: {response.status_code}")
+    return response.json()
+
+
+async def _wait_http(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient() as http:
+        while True:
+            try:
+                if (await http.get(url)).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} did not answer")
+            await asyncio.sleep(0.1)
+
+
+async def _issue_vouchers(
+    http: httpx.AsyncClient, conn: asyncpg.Connection, keys: dict[str, dict[str, str]], vouchers: int
+) -> tuple[str, float]:
+    """Programme → funding → people → batch → approvals → release, then wait for the simulator's webhooks."""
+    programme = await _ok(
+        await http.post(
+            "/v1/programmes",
+            headers=keys["admin"],
+            json={
+                "name": "B4",
+                "country": "CO",
+                "currency": "COP",
+                "sector": "food_security",
+                "delivery_mechanism": "voucher",
+                "provider": PROVIDER,
+                "voucher_validity_days": 90,
+            },
+        )
+    )
+    pid = programme["id"]
+    await _ok(
+        await http.post(
+            f"/v1/programmes/{pid}/funds",
+            headers={**keys["finance"], "Idempotency-Key": "fund"},
+            json={"amount": {"amount": "100000000000.00", "currency": "COP"}, "source": "bench", "reference": "B4"},
+        )
+    )
+    await conn.execute(SEED_PEOPLE, uuid.UUID(int=1), vouchers)
+    await conn.execute(ENROL, uuid.UUID(pid), uuid.UUID(int=1))
+    batch = await _ok(
+        await http.post(
+            "/v1/payment-batches",
+            headers=keys["officer"],
+            json={
+                "programme_id": pid,
+                "name": "B4",
+                "cycle": "2026-11",
+                "amount": {"amount": "100000.00", "currency": "COP"},
+            },
+        )
+    )
+    bid = batch["id"]
+    await _ok(await http.post(f"/v1/payment-batches/{bid}/submit", headers=keys["officer"]))
+    for approver in ("approver-a", "approver-b"):
+        await _ok(
+            await http.post(
+                f"/v1/payment-batches/{bid}/approvals", headers=keys[approver], json={"decision": "approve"}
+            )
+        )
+    started = time.perf_counter()
+    await _ok(
+        await http.post(f"/v1/payment-batches/{bid}/release", headers={**keys["finance"], "Idempotency-Key": "go"})
+    )
+    while True:
+        issued = await conn.fetchval(
+            "SELECT count(*) FROM entitlements WHERE batch_id = $1 AND status = 'issued'", uuid.UUID(bid)
+        )
+        if issued == vouchers:
+            return pid, time.perf_counter() - started
+        if time.perf_counter() - started > 600:
+            raise TimeoutError(f"only {issued} of {vouchers} vouchers issued after 10 minutes")
+        await asyncio.sleep(0.25)
+
+
+async def _wait_applied(conn: asyncpg.Connection, timeout: float) -> tuple[datetime, int]:
+    """Until the inbox holds nothing waiting; returns when the last event was applied and how many ran."""
+    deadline = time.perf_counter() + timeout
+    while await conn.fetchval("SELECT count(*) FROM webhook_events WHERE status = 'received'"):
+        if time.perf_counter() > deadline:
+            raise TimeoutError("stored events were not all applied in time")
+        await asyncio.sleep(0.1)
+    last, count = await conn.fetchrow(
+        "SELECT max(processed_at), count(*) FROM webhook_events WHERE event_type = 'voucher.redeemed'"
+    )
+    return last, count
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _server_cpu(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
+async def run(args: argparse.Namespace, server_url: str) -> None:
+    name = f"cbi_b4_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(_url_with_db(server_url, "postgres"))
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    db_url = _url_with_db(server_url, name)
+    service: subprocess.Popen[bytes] | None = None
+    worker: subprocess.Popen[bytes] | None = None
+    simulator: SimulatorProcess | None = None
+    try:
+        await asyncio.to_thread(upgrade, db_url)
+        secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+        port = _free_port()
+        simulator = SimulatorProcess.start(f"http://127.0.0.1:{port}/v1/webhooks/{PROVIDER}", secret)
+        providers = {
+            PROVIDER: {
+                "adapter": "voucher",
+                "base_url": simulator.base_url,
+                "webhook_secret": secret,
+                "chunk_size": 1000,
+            }
+        }
+        env = {
+            **os.environ,
+            "DATABASE_URL": db_url,
+            "CBI_PROVIDERS": json.dumps(providers),
+            "CBI_LOG_LEVEL": "WARNING",
+            "CBI_LOG_FORMAT": "json",
+        }
+        service = subprocess.Popen(
+            [sys.executable, "-m", "cbi_service", "serve", "--port", str(port)],
+            cwd=ROOT,
+            env={**env, "CBI_RUN_WORKER": "false"},
+            stderr=subprocess.DEVNULL,
+        )
+        worker_command = [sys.executable, "-m", "cbi_service", "worker"]
+        worker = subprocess.Popen(worker_command, cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+        await _wait_http(f"http://127.0.0.1:{port}/healthz")
+        keys = await _keys(db_url)
+        conn = await asyncpg.connect(db_url)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=600) as http:
+            programme_id, issue_seconds = await _issue_vouchers(http, conn, keys, args.vouchers)
+        simulator.stop()
+        simulator = None
+        _stop(worker)
+        vouchers = await conn.fetch("SELECT id, provider_ref FROM entitlements ORDER BY id")
+
+        signer = Signer(secret)
+        rng = random.Random(4)
+        events = [
+            (f"msg_b4_{i}_{n}", redemption(v["id"], v["provider_ref"], amount))
+            for i, v in enumerate(vouchers)
+            for n, amount in enumerate(REDEMPTIONS)
+        ]
+        rng.shuffle(events)
+        stream = list(events)
+        for repeat in rng.sample(events, len(events) // 10):
+            stream.insert(rng.randrange(len(stream) + 1), repeat)
+        webhook_requests = [signer.request(webhook_id, event) for webhook_id, event in stream]
+
+        part = -(-len(webhook_requests) // args.rounds)
+        rounds: list[tuple[Load, Load]] = []
+        ingest = Load()
+        cpu_ingest = 0.0
+        for r in range(args.rounds):
+            health_r = await closed_loop(port, [http_get("/healthz")] * 10**7, args.connections, args.healthz_seconds)
+            cpu_before = _server_cpu(service.pid)
+            ingest_r = await closed_loop(
+                port, webhook_requests[r * part : (r + 1) * part], args.connections, args.max_seconds
+            )
+            cpu_ingest += _server_cpu(service.pid) - cpu_before
+            rounds.append((health_r, ingest_r))
+            ingest.latencies += ingest_r.latencies
+            ingest.elapsed += ingest_r.elapsed
+            for status, n in ingest_r.statuses.items():
+                ingest.statuses[status] = ingest.statuses.get(status, 0) + n
+        cpu_ingest /= max(1, len(ingest.latencies))
+        ratio = statistics.median(i.rate / h.rate for h, i in rounds)
+
+        half = statistics.median(i.rate for _, i in rounds) / 2
+        paced_requests = [
+            signer.request(f"msg_b4_half_{i}", redemption(v["id"], v["provider_ref"], PACED_REDEMPTION))
+            for i, v in zip(range(int(half * args.paced_seconds)), vouchers * 10, strict=False)
+        ]
+        at_half = await paced(port, paced_requests, half, args.connections)
+
+        started = datetime.now(UTC)
+        worker = subprocess.Popen(worker_command, cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+        last_applied, applied = await _wait_applied(conn, timeout=args.max_seconds * 10)
+        apply_rate = applied / (last_applied - started).total_seconds()
+
+        sustained = [
+            signer.request(f"msg_b4_steady_{i}", redemption(v["id"], v["provider_ref"], PACED_REDEMPTION))
+            for i, v in zip(range(int(apply_rate * args.paced_seconds)), reversed(vouchers), strict=False)
+        ]
+        steady = await paced(port, sustained, apply_rate, args.connections)
+        await _wait_applied(conn, timeout=args.max_seconds * 10)
+        sent = len(events) + len(paced_requests) + len(sustained)
+
+        wrong = await conn.fetchval(
+            """
+            SELECT count(*) FROM entitlements e
+             WHERE e.redeemed_minor <> (SELECT coalesce(sum((w.event->>'amount_minor')::bigint), 0)
+                                          FROM webhook_events w
+                                         WHERE w.entitlement_id = e.id AND w.status = 'applied'
+                                           AND w.event_type = 'voucher.redeemed')
+            """
+        )
+        redemptions_applied = await conn.fetchval(
+            "SELECT count(*) FROM webhook_events WHERE event_type = 'voucher.redeemed' AND status = 'applied'"
+        )
+        outcomes = dict(await conn.fetch("SELECT status, count(*) FROM webhook_events GROUP BY status"))
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            balances = await _ok(await http.get(f"/v1/programmes/{programme_id}/balances", headers=keys["finance"]))
+        await conn.close()
+
+        def minor(key: str) -> int:
+            return int(balances[key]["amount"].replace(".", ""))
+
+        identity = minor("funded") == minor("available") + minor("committed") + minor("disbursed")
+        loads = [at_half, steady, *(load for pair in rounds for load in pair)]
+        errors = sum(n for load in loads for status, n in load.statuses.items() if status >= 500)
+        print("B4 webhooks — signed provider events ingested and applied")
+        print(f"  machine: {machine()}")
+        print(
+            f"  service: cbi-service serve (uvicorn) + one cbi-service worker process (stopped while ingesting); "
+            f"load: {args.connections} keep-alive connections from this process"
+        )
+        print(f"  set-up (not timed): {len(vouchers)} vouchers released and issued via simulator webhooks in "
+              f"{issue_seconds:.1f} s")  # fmt: skip
+        for n, (health_r, ingest_r) in enumerate(rounds, 1):
+            print(f"  round {n}: /healthz (ceiling of the HTTP stack) {health_r.summary()}")
+            print(
+                f"           webhooks as fast as answered {ingest_r.summary()};"
+                f" ratio {ingest_r.rate / health_r.rate:.0%}"
+            )
+        print(
+            f"  webhooks, all rounds ({len(events)} events + {len(stream) - len(events)} redeliveries): "
+            f"{ingest.summary()}; API CPU {cpu_ingest * 1e6:.0f} µs/request"
+        )
+        print(f"  webhooks paced at half the ingest rate ({half:,.0f}/s): {at_half.summary()}")
+        print(f"  applied by the worker (started again): {applied} stored redemption events, {apply_rate:,.0f}/s")
+        print(f"  webhooks paced at the worker's apply rate ({apply_rate:,.0f}/s), worker applying: {steady.summary()}")
+        print(
+            f"  checks: {errors} 5xx; inbox {outcomes}; {redemptions_applied} redemptions applied of "
+            f"{sent} distinct sent; vouchers whose redeemed value differs from their "
+            f"applied redemptions: {wrong}; ledger identity {'holds' if identity else 'BROKEN'}"
+        )
+        print(
+            f"  target webhook rate >= 40 % of /healthz (median of the rounds): {ratio:.0%} — "
+            f"{'met' if ratio >= 0.4 else 'NOT met'}; "
+            f"target p99 <= 100 ms at half rate: {at_half.ms(0.99):.0f} ms — "
+            f"{'met' if at_half.ms(0.99) <= 100 else 'NOT met'}"
+        )
+    finally:
+        for process in (service, worker):
+            if process is not None:
+                _stop(process)
+        if simulator is not None:
+            simulator.stop()
+        admin = await asyncpg.connect(_url_with_db(server_url, "postgres"))
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--vouchers", type=int, default=5000, help="vouchers issued in the set-up")
+    parser.add_argument("--connections", type=int, default=64, help="keep-alive connections of the load")
+    parser.add_argument("--rounds", type=int, default=5, help="alternations of /healthz and webhook phases")
+    parser.add_argument("--healthz-seconds", type=float, default=3.0, help="length of each /healthz phase")
+    parser.add_argument("--paced-seconds", type=float, default=10.0, help="length of the paced phase")
+    parser.add_argument("--max-seconds", type=float, default=60.0, help="bound on each as-fast-as-answered phase")
+    args = parser.parse_args()
+    server_url = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    uvloop.run(run(args, server_url))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from cbi_service.webhooks.models import EVENT_STATUSES, WebhookEvent
+
+EventStatus = StrEnum("EventStatus", {s: s for s in EVENT_STATUSES})  # type: ignore[misc]
+
+
+class WebhookAck(BaseModel):
+    """What a provider gets back once its event is durably stored (or was already)."""
+
+    id: uuid.UUID = Field(description="The stored event's id in the inbox.")
+    status: EventStatus = Field(description="The event's processing status; `received` until it is applied.")
+    duplicate: bool = Field(description="True when this webhook-id was already stored: nothing was done again.")
+
+
+class StoredEventOut(BaseModel):
+    """An authentic event as the inbox holds it, for review; no card or voucher data."""
+
+    id: uuid.UUID
+    provider: str
+    webhook_id: str
+    type: str
+    entitlement_id: uuid.UUID
+    provider_ref: str
+    status: EventStatus
+    detail: str | None = Field(description="Why it was refused or ignored, or the kind of error that failed it.")
+    occurred_at: datetime = Field(description="When the provider says it happened.")
+    received_at: datetime
+    attempts: int = Field(description="How many times it was run against the entitlements.")
+
+    @classmethod
+    def of(cls, event: WebhookEvent) -> StoredEventOut:
+        return cls(
+            id=event.id,
+            provider=event.provider,
+            webhook_id=event.webhook_id,
+            type=event.event_type,
+            entitlement_id=event.entitlement_id,
+            provider_ref=event.provider_ref,
+            status=EventStatus(event.status),
+            detail=event.detail,
+            occurred_at=event.occurred_at,
+            received_at=event.received_at,
+            attempts=event.attempts,
+        )
+
+
+class EventEnvelope(BaseModel):
+    """The body a provider signs (CONTRACT §8); documented here, validated by the provider's adapter."""
+
+    type: Literal["entitlement.issued", "entitlement.failed", "voucher.redeemed", "voucher.expired"]
+    timestamp: datetime
+    data: dict[str, Any] = Field(
+        description="`entitlement_id` and `provider_ref`, plus per type: `card_token` and `card_last4` or "
+        "`voucher_code` (issued); `reason`, `retryable` (failed); `amount` {amount, currency} and `merchant` "
+        "(redeemed)."
+    )

@@ -1,0 +1,312 @@
+"""The provider-webhook inbox: store every authentic event once, then apply it to the entitlements.
+
+Acknowledging costs a share of one group-committed INSERT ... ON CONFLICT DO NOTHING (see `inbox`), so
+providers get their 2xx fast and the HTTP path never queues behind the ledger's per-programme account
+locks. The worker applies stored events in chunks of one transaction each, in the provider's event-time
+order: events that arrive out of order within a chunk are applied in the order they happened, and the
+entitlement state machine turns any that still arrive late into no-ops. Events for entitlements not
+(yet) known wait as `unmatched` and are queued again once their entitlement exists; an event that keeps
+raising is set aside as `failed` after a few attempts instead of blocking the queue.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from adapters.providers.base import ProviderEvent
+from cbi_service.entitlements import service as entitlements
+from cbi_service.kit.ids import new_id
+from cbi_service.webhooks import metrics
+from cbi_service.webhooks.models import WebhookEvent
+from cbi_service.webhooks.repository import InboxRow, Outcome, Target, WebhookRepository
+from cbi_service.webhooks.signatures import SignedMessage
+
+log = structlog.get_logger(__name__)
+
+APPLY_CHUNK = 200
+CHUNK_SECONDS = 0.5
+"""A chunk stops taking new events after this long: it holds its programmes' ledger locks until it commits."""
+MAX_APPLY_ATTEMPTS = 5
+EXPIRY_CHUNK = 200
+EXPIRY_SOURCE = "voucher-expiry"
+RELEASED_BATCH = ("processing", "completed")
+_STATUS_OF_OUTCOME = {"applied": "applied", "noop": "ignored", "refused": "refused"}
+_OPTIONAL_FIELDS = tuple(
+    f.name for f in fields(ProviderEvent) if f.name not in {"type", "timestamp", "entitlement_id", "provider_ref"}
+)
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+_STRING_FIELDS = tuple(f.name for f in fields(ProviderEvent) if str(f.type).startswith("str"))
+
+
+def inbox_row(provider: str, message: SignedMessage, event: ProviderEvent) -> InboxRow:
+    """What the inbox keeps of a verified event: the signed bytes and the adapter's reading of them."""
+    return InboxRow(
+        id=new_id(),
+        provider=provider,
+        webhook_id=message.webhook_id,
+        event_type=event.type,
+        entitlement_id=event.entitlement_id,
+        provider_ref=event.provider_ref,
+        occurred_at=event.timestamp,
+        signed_at=message.signed_at,
+        body=message.body,
+        event=_encode(event_to_json(event)),
+    )
+
+
+def has_nul(event: ProviderEvent) -> bool:
+    """PostgreSQL text cannot hold U+0000: an event carrying one is refused rather than failing to store.
+
+    Only the adapter's fields need the check: the raw body passed `json.loads`, which refuses raw
+    control characters, so U+0000 can only be in it as the six characters of an escape.
+    """
+    return any("\x00" in value for value in (getattr(event, name) for name in _STRING_FIELDS) if value)
+
+
+def event_to_json(event: ProviderEvent) -> dict[str, Any]:
+    """The adapter's reading of the body, kept with it so applying never depends on adapter versions."""
+    data: dict[str, Any] = {
+        "type": event.type,
+        "timestamp": event.timestamp.isoformat(),
+        "entitlement_id": str(event.entitlement_id),
+        "provider_ref": event.provider_ref,
+    }
+    for name in _OPTIONAL_FIELDS:
+        value = getattr(event, name)
+        if value is not None:
+            data[name] = value
+    return data
+
+
+def event_from_json(data: dict[str, Any]) -> ProviderEvent:
+    return ProviderEvent(
+        **{
+            **data,
+            "timestamp": datetime.fromisoformat(data["timestamp"]),
+            "entitlement_id": uuid.UUID(data["entitlement_id"]),
+        }
+    )
+
+
+Verdict = tuple[str, str | None]
+"""An event's inbox status and its detail."""
+
+
+def precheck(provider: str, event: ProviderEvent, target: Target | None) -> Verdict | None:
+    """The verdict on an event that must not reach the state machine, or None if it may.
+
+    A provider may only move entitlements of programmes it serves, that were released to it, and a
+    redemption must be in the entitlement's currency: a signed event that fails a check is refused.
+    """
+    if target is None:
+        return "unmatched", None
+    if target.provider != provider:
+        return "refused", f"the entitlement is served by provider {target.provider!r}"
+    if target.batch_status not in RELEASED_BATCH:
+        return "refused", f"the entitlement's batch is {target.batch_status}, not released to the provider"
+    if event.type == "voucher.redeemed" and event.currency != target.currency:
+        return "refused", f"redemption in {event.currency}, the entitlement is in {target.currency}"
+    return None
+
+
+async def apply_event(session: AsyncSession, provider: str, event: ProviderEvent) -> Verdict:
+    """Run one checked event through the entitlement state machine."""
+    entitlement_id = event.entitlement_id
+    if event.type == "entitlement.issued":
+        transition = await entitlements.mark_issued(
+            session,
+            entitlement_id,
+            event.provider_ref,
+            card_token=event.card_token,
+            card_last4=event.card_last4,
+            voucher_code=event.voucher_code,
+            at=event.timestamp,
+            source=provider,
+        )
+    elif event.type == "entitlement.failed":
+        transition = await entitlements.mark_failed(
+            session,
+            entitlement_id,
+            event.reason or "unspecified",
+            bool(event.retryable),
+            provider_ref=event.provider_ref,
+            source=provider,
+        )
+    elif event.type == "voucher.redeemed":
+        assert event.amount_minor is not None
+        assert event.merchant is not None
+        transition = await entitlements.mark_redeemed(
+            session, entitlement_id, event.amount_minor, event.merchant, source=provider
+        )
+    elif event.type == "voucher.expired":
+        transition = await entitlements.mark_expired(session, entitlement_id, source=provider)
+    else:
+        raise ValueError(f"no handling for event type {event.type!r}")
+    return _STATUS_OF_OUTCOME[transition.outcome], transition.detail
+
+
+@dataclass(frozen=True)
+class ApplyRun:
+    claimed: int
+    left: int
+    """Claimed but not attempted before the chunk ran out of time; they stay queued."""
+    statuses: dict[str, int]
+
+    @property
+    def failed(self) -> int:
+        return self.statuses.get("received", 0) + self.statuses.get("failed", 0)
+
+
+async def apply_pending(session_factory: async_sessionmaker[AsyncSession], *, limit: int = APPLY_CHUNK) -> ApplyRun:
+    """Apply one chunk of stored events in one transaction; each event's effects commit with its status.
+
+    The chunk's first `entitlement.issued` per entitlement go through the state machine's bulk path in a
+    few statements (an issue commutes with every other event: a late one only fills in missing details);
+    the others run one by one in event-time order. A chunk runs without savepoints (two round trips per
+    event saved); if anything in it raises, it is rolled back and run again with a savepoint per event,
+    so one failing event is set aside alone and the others still apply.
+    """
+    try:
+        return await _apply_chunk(session_factory, limit, isolated=False)
+    except Exception as exc:
+        log.info("webhook_chunk_retried_in_isolation", error=type(exc).__name__)
+        return await _apply_chunk(session_factory, limit, isolated=True)
+
+
+async def _apply_chunk(session_factory: async_sessionmaker[AsyncSession], limit: int, *, isolated: bool) -> ApplyRun:
+    async with session_factory.begin() as session:
+        repo = WebhookRepository(session)
+        stored = await repo.claim_pending(limit)
+        events = {row.id: event_from_json(row.event) for row in stored}
+        targets = await repo.targets({event.entitlement_id for event in events.values()})
+        # Held for the whole chunk: the session's identity map keeps only objects someone references, and
+        # with them held the state machine finds each programme without a query per event.
+        _held = await repo.programmes({target.programme_id for target in targets.values()})
+        verdicts: dict[uuid.UUID, Verdict] = {}
+        for row in stored:
+            verdict = precheck(row.provider, events[row.id], targets.get(events[row.id].entitlement_id))
+            if verdict is not None:
+                verdicts[row.id] = verdict
+        pending = [(row, events[row.id]) for row in stored if row.id not in verdicts]
+        verdicts |= await _issue_in_bulk(session, pending, isolated=isolated)
+        deadline = time.monotonic() + CHUNK_SECONDS
+        for row, event in pending:
+            if row.id in verdicts:
+                continue
+            verdicts[row.id] = await _apply_one(session, row, event, isolated=isolated)
+            if time.monotonic() >= deadline:
+                break
+        outcomes = [_outcome(row, verdicts[row.id]) for row in stored if row.id in verdicts]
+        await repo.record(outcomes)
+    for row, outcome in zip((row for row in stored if row.id in verdicts), outcomes, strict=True):
+        labels = (row.provider, metrics.type_label(row.event_type))
+        if outcome.status == "unmatched":
+            metrics.UNMATCHED.labels(*labels).inc()
+        elif outcome.status != "received":
+            metrics.APPLIED.labels(*labels, outcome.status).inc()
+    statuses = dict(Counter(outcome.status for outcome in outcomes))
+    return ApplyRun(len(stored), len(stored) - len(outcomes), statuses)
+
+
+async def _issue_in_bulk(
+    session: AsyncSession, rows: Sequence[tuple[WebhookEvent, ProviderEvent]], *, isolated: bool
+) -> dict[uuid.UUID, Verdict]:
+    """Verdicts for the issues applied in bulk; in isolation, a bulk call that raised leaves them to run alone."""
+    first: dict[uuid.UUID, tuple[WebhookEvent, ProviderEvent]] = {}
+    for row, event in rows:
+        if event.type == "entitlement.issued":
+            first.setdefault(event.entitlement_id, (row, event))
+    verdicts: dict[uuid.UUID, Verdict] = {}
+    for provider in {row.provider for row, _ in first.values()}:
+        chosen = [(row, event) for row, event in first.values() if row.provider == provider]
+        issued = [
+            entitlements.Issued(
+                entitlement_id=event.entitlement_id,
+                provider_ref=event.provider_ref,
+                card_token=event.card_token,
+                card_last4=event.card_last4,
+                voucher_code=event.voucher_code,
+                at=event.timestamp,
+            )
+            for _, event in chosen
+        ]
+        if not isolated:
+            transitions = await entitlements.mark_issued_many(session, issued, source=provider)
+        else:
+            try:
+                async with session.begin_nested():
+                    transitions = await entitlements.mark_issued_many(session, issued, source=provider)
+            except Exception as exc:
+                log.warning("webhook_bulk_issue_error", provider=provider, size=len(issued), error=type(exc).__name__)
+                continue
+        for row, event in chosen:
+            transition = transitions.get(event.entitlement_id)
+            if transition is not None:
+                verdicts[row.id] = _STATUS_OF_OUTCOME[transition.outcome], transition.detail
+    return verdicts
+
+
+async def _apply_one(session: AsyncSession, row: WebhookEvent, event: ProviderEvent, *, isolated: bool) -> Verdict:
+    if not isolated:
+        return await apply_event(session, row.provider, event)
+    try:
+        async with session.begin_nested():
+            return await apply_event(session, row.provider, event)
+    except Exception as exc:
+        log.warning("webhook_apply_error", event_id=str(row.id), attempts=row.attempts + 1, exc_info=exc)
+        status = "failed" if row.attempts + 1 >= MAX_APPLY_ATTEMPTS else "received"
+        return status, f"error: {type(exc).__name__}"
+
+
+def _outcome(row: WebhookEvent, verdict: Verdict) -> Outcome:
+    return Outcome(row.id, verdict[0], row.attempts + 1, verdict[1])
+
+
+async def drain(session_factory: async_sessionmaker[AsyncSession], *, max_seconds: float) -> int:
+    """Apply chunks until the queue is empty, a chunk had a failing event, or `max_seconds` passed."""
+    deadline = time.monotonic() + max_seconds
+    applied = 0
+    while True:
+        run = await apply_pending(session_factory)
+        applied += run.claimed - run.left
+        if (run.claimed < APPLY_CHUNK and not run.left) or run.failed or time.monotonic() >= deadline:
+            return applied
+
+
+async def requeue_matched(session: AsyncSession) -> int:
+    """Unmatched events whose entitlement appeared since are queued to be applied again."""
+    return await WebhookRepository(session).requeue_matched()
+
+
+async def list_events(
+    session: AsyncSession, *, status: str, after_id: uuid.UUID | None, limit: int, provider: str | None
+) -> Sequence[WebhookEvent]:
+    return await WebhookRepository(session).list_events(
+        status=status, after_id=after_id, limit=limit, provider=provider
+    )
+
+
+async def expire_due_vouchers(
+    session_factory: async_sessionmaker[AsyncSession], *, limit: int = EXPIRY_CHUNK
+) -> tuple[int, int]:
+    """Expire one chunk of due vouchers in one transaction → (found due, expired by this call).
+
+    A voucher the provider expired (or a person cancelled) meanwhile is a no-op of the state machine.
+    """
+    async with session_factory.begin() as session:
+        due = await WebhookRepository(session).due_vouchers(limit)
+        expired = 0
+        for entitlement_id in due:
+            transition = await entitlements.mark_expired(session, entitlement_id, source=EXPIRY_SOURCE)
+            expired += transition.applied
+    return len(due), expired

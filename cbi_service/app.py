@@ -10,6 +10,10 @@ import structlog
 from fastapi import FastAPI
 
 from cbi_service.audit.router import router as audit_router
+from cbi_service.batches.router import router as batches_router
+from cbi_service.beneficiaries.router import router as beneficiaries_router
+from cbi_service.entitlements.router import router as entitlements_router
+from cbi_service.exports.router import router as exports_router
 from cbi_service.health.router import router as health_router
 from cbi_service.jobs.worker import Worker, load_handlers
 from cbi_service.kit.db import make_engine, make_session_factory
@@ -17,7 +21,11 @@ from cbi_service.kit.errors import PROBLEM_RESPONSES, install_error_handlers
 from cbi_service.kit.logging import configure_logging
 from cbi_service.kit.middleware import RequestContextMiddleware
 from cbi_service.kit.settings import Settings, get_settings
+from cbi_service.ledger_api.router import router as ledger_router
 from cbi_service.programmes.router import router as programmes_router
+from cbi_service.reconciliation.router import router as reconciliation_router
+from cbi_service.reports.router import router as reports_router
+from cbi_service.webhooks.router import router as webhooks_router
 
 log = structlog.get_logger(__name__)
 
@@ -65,6 +73,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
-    for router in (health_router, programmes_router, audit_router):
+    for router in (
+        health_router,
+        webhooks_router,
+        programmes_router,
+        audit_router,
+        beneficiaries_router,
+        batches_router,
+        entitlements_router,
+        exports_router,
+        reconciliation_router,
+        reports_router,
+        ledger_router,
+    ):
         app.include_router(router)
     return app

@@ -15,11 +15,15 @@ from typing import Annotated
 import typer
 
 from cbi_service.auth.roles import Role
+from cbi_service.dedup.cli import registry_app
+from cbi_service.exports.cli import ledger_app
 from cbi_service.kit.settings import Settings
 
 app = typer.Typer(help="cbi-service: payments for cash-based interventions.", no_args_is_help=True)
 apikey_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 app.add_typer(apikey_app, name="apikey")
+app.add_typer(registry_app, name="registry")
+app.add_typer(ledger_app, name="ledger")
 
 
 @contextlib.contextmanager
@@ -88,7 +92,7 @@ def worker(concurrency: Annotated[int, typer.Option(min=1, help="Jobs run at onc
 
 
 @app.command()
-def migrate(revision: Annotated[str, typer.Argument(help="Target revision.")] = "heads") -> None:
+def migrate(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
     """Apply database migrations."""
     from cbi_service.migrate import upgrade
 
@@ -147,6 +151,30 @@ def apikey_revoke(key_id: Annotated[str, typer.Argument(help="The key's id.")]) 
             typer.echo("no active key with that id", err=True)
             raise typer.Exit(1)
         typer.echo("revoked")
+
+
+@app.command()
+def demo(people: Annotated[int, typer.Option(min=1, max=500, help="Synthetic people to register.")] = 36) -> None:
+    """Run one payment cycle end to end against the provider simulator (migrates the database first)."""
+    from cbi_service.demo import run_demo
+    from cbi_service.migrate import upgrade
+
+    with database() as settings:
+        assert settings.database_url
+        upgrade(settings.database_url)
+        asyncio.run(run_demo(settings, people, typer.echo))
+
+
+@app.command(
+    "provider-sim",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)
+def provider_sim(ctx: typer.Context) -> None:
+    """The provider simulator: --port P --webhook-url URL --webhook-secret S [fault options] (see --help)."""
+    from adapters.simulator.__main__ import main
+
+    raise typer.Exit(main(ctx.args))
 
 
 @app.command()

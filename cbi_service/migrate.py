@@ -23,6 +23,6 @@ def head_revisions() -> set[str]:
     return set(ScriptDirectory.from_config(alembic_config()).get_heads())
 
 
-def upgrade(database_url: str, revision: str = "heads") -> None:
+def upgrade(database_url: str, revision: str = "head") -> None:
     """Bring the schema to `revision`; must run outside an event loop (the env uses asyncio.run)."""
     command.upgrade(alembic_config(database_url), revision)

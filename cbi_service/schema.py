@@ -2,9 +2,26 @@
 
 from cbi_service.audit import models as audit_models
 from cbi_service.auth import models as auth_models
+from cbi_service.batches import models as batch_models
+from cbi_service.beneficiaries import models as beneficiary_models
+from cbi_service.entitlements import models as entitlement_models
 from cbi_service.jobs import models as job_models
 from cbi_service.kit import idempotency
 from cbi_service.kit.models import Base
 from cbi_service.programmes import models as programme_models
+from cbi_service.reconciliation import models as reconciliation_models
+from cbi_service.webhooks import models as webhook_models
 
-__all__ = ["Base", "audit_models", "auth_models", "idempotency", "job_models", "programme_models"]
+__all__ = [
+    "Base",
+    "audit_models",
+    "auth_models",
+    "batch_models",
+    "beneficiary_models",
+    "entitlement_models",
+    "idempotency",
+    "job_models",
+    "programme_models",
+    "reconciliation_models",
+    "webhook_models",
+]

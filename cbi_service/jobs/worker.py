@@ -24,7 +24,13 @@ from cbi_service.jobs.service import HANDLERS, PERIODIC, JobContext, enqueue
 
 log = structlog.get_logger(__name__)
 
-HANDLER_MODULES = ("cbi_service.jobs.maintenance",)
+HANDLER_MODULES = (
+    "cbi_service.jobs.maintenance",
+    "cbi_service.beneficiaries.imports",
+    "cbi_service.disbursement.dispatch",
+    "cbi_service.webhooks.jobs",
+    "cbi_service.reconciliation.jobs",
+)
 
 
 def load_handlers() -> None:
@@ -75,9 +81,9 @@ class Worker:
     async def run_once(self) -> int:
         """Lease a round of ready jobs and run them concurrently; returns how many ran."""
         async with self.session_factory.begin() as session:
-            jobs = await JobRepository(session).claim(
-                self.worker_id, list(HANDLERS), self.concurrency, self.lease_seconds
-            )
+            repo = JobRepository(session)
+            await repo.fail_abandoned()
+            jobs = await repo.claim(self.worker_id, list(HANDLERS), self.concurrency, self.lease_seconds)
         if jobs:
             await asyncio.gather(*(self._run_job(job) for job in jobs))
         return len(jobs)
@@ -87,6 +93,15 @@ class Worker:
         for _ in range(max_rounds):
             if await self.run_once() == 0:
                 return
+
+    async def _keep_lease(self, job: Job) -> None:
+        """Extend the lease while the handler runs, so a long job is never taken over by another worker."""
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            try:
+                await self._heartbeat(job)
+            except Exception:
+                log.warning("lease_extension_failed")
 
     async def _heartbeat(self, job: Job) -> None:
         async with self.session_factory.begin() as session:
@@ -103,6 +118,7 @@ class Worker:
             state=self.state,
             heartbeat=lambda: self._heartbeat(job),
         )
+        keeper = asyncio.create_task(self._keep_lease(job), name=f"lease-{job.id}")
         try:
             await HANDLERS[job.kind](ctx)
         except Exception as exc:
@@ -126,4 +142,5 @@ class Worker:
                     )
                     await enqueue(session, job.kind, {}, run_at=run_at, dedupe_key=f"periodic:{job.kind}")
         finally:
+            keeper.cancel()
             structlog.contextvars.unbind_contextvars("job_id", "job_kind")

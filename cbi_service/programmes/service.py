@@ -11,6 +11,7 @@ from cbi_service.audit.service import record_audit
 from cbi_service.auth.roles import Principal
 from cbi_service.kit.errors import NotFound, UnprocessableEntity
 from cbi_service.kit.settings import Settings
+from cbi_service.ledger_api.service import open_programme_accounts
 from cbi_service.programmes.models import Programme
 from cbi_service.programmes.repository import ProgrammeRepository
 from cbi_service.programmes.schemas import ProgrammeCreate, ProgrammeOut
@@ -48,6 +49,7 @@ async def create_programme(
             created_by=principal.id,
         )
     )
+    await open_programme_accounts(session, programme)
     out = ProgrammeOut.of(programme)
     await record_audit(
         session, principal, "programme.created", "programme", programme.id, None, out.model_dump(mode="json")

@@ -56,6 +56,19 @@ def scrub_pii(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableM
     return {k: REDACTED if k.lower() in PII_KEYS else _scrub(v) for k, v in event_dict.items()}
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stderr` is when a record is emitted: test runners and tools swap the stream,
+    and a handler bound to a closed one would fail on the last records written at interpreter exit."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: Any) -> None:
+        """The stream is always the current `sys.stderr`; assignments by the base class are ignored."""
+
+
 def configure_logging(log_format: str, level: str = "INFO") -> None:
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -81,7 +94,7 @@ def configure_logging(log_format: str, level: str = "INFO") -> None:
         foreign_pre_chain=shared,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -35,10 +35,8 @@ import asyncio
 import base64
 import json
 import os
-import platform
 import random
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,7 +47,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
@@ -61,14 +58,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from adapters.simulator import SimulatorProcess  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    free_port,
+    libpq,
+    machine,
+    new_api_key,
+    scratch_database,
+    start_service,
+    stop_processes,
+    wait_http,
+)
 from cbi_service.auth.roles import Role  # noqa: E402
-from cbi_service.auth.service import create_api_key  # noqa: E402
-from cbi_service.kit.db import make_engine, make_session_factory  # noqa: E402
-from cbi_service.kit.settings import Settings  # noqa: E402
-from cbi_service.migrate import upgrade  # noqa: E402
 
 PROVIDER = "bench-vouchers"
-VOUCHER_MINOR = 10_000_000  # 100,000.00 COP
 REDEMPTIONS = ("20000.00", "20000.00", "20000.00")
 PACED_REDEMPTION = "100.00"
 SEED_PEOPLE = """
@@ -82,31 +84,13 @@ ENROL = """
     INSERT INTO enrolments (id, programme_id, beneficiary_id, enrolled_by)
     SELECT cbi_uuid7(), $1, id, $2 FROM beneficiaries
 """
-
-
-def _url_with_db(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(("postgresql", parts.netloc, f"/{name}", parts.query, parts.fragment))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    memory = psutil.virtual_memory().total / 2**30
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return (
-        f"{cpu}; {psutil.cpu_count()} logical cores; {memory:.0f} GiB RAM; Python {platform.python_version()}; "
-        f"{platform.system()} {platform.release()}; load average at start {load} (machine shared with other work)"
-    )
+ROLES = {
+    "admin": Role.admin,
+    "officer": Role.programme_officer,
+    "approver-a": Role.approver,
+    "approver-b": Role.approver,
+    "finance": Role.finance,
+}
 
 
 # --- load generator: keep-alive HTTP/1.1 over asyncio streams (httpx costs more CPU than the server) ---
@@ -240,25 +224,11 @@ def redemption(entitlement_id: uuid.UUID, provider_ref: str, amount: str) -> dic
 
 
 async def _keys(db_url: str) -> dict[str, dict[str, str]]:
-    settings = Settings(database_url=db_url)
-    assert settings.async_database_url
-    engine = make_engine(settings.async_database_url, settings)
-    roles = {
-        "admin": Role.admin,
-        "officer": Role.programme_officer,
-        "approver-a": Role.approver,
-        "approver-b": Role.approver,
-        "finance": Role.finance,
-    }
-    out = {}
-    try:
-        async with make_session_factory(engine).begin() as session:
-            for name, role in roles.items():
-                _, raw = await create_api_key(session, f"bench {name}", [role])
-                out[name] = {"Authorization": f"Bearer {raw}"}
-    finally:
-        await engine.dispose()
-    return out
+    keys = {}
+    for name, role in ROLES.items():
+        _, raw = await new_api_key(db_url, f"bench {name}", role)
+        keys[name] = {"Authorization": f"Bearer {raw}"}
+    return keys
 
 
 async def _ok(response: httpx.Response) -> Any:
@@ -267,24 +237,20 @@ async def _ok(response: httpx.Response) -> Any:
     return response.json()
 
 
-async def _wait_http(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient() as http:
-        while True:
-            try:
-                if (await http.get(url)).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{url} did not answer")
-            await asyncio.sleep(0.1)
-
-
 async def _issue_vouchers(
-    http: httpx.AsyncClient, conn: asyncpg.Connection, keys: dict[str, dict[str, str]], vouchers: int
+    http: httpx.AsyncClient, db_url: str, keys: dict[str, dict[str, str]], vouchers: int
 ) -> tuple[str, float]:
     """Programme → funding → people → batch → approvals → release, then wait for the simulator's webhooks."""
+    conn = await asyncpg.connect(db_url)
+    try:
+        return await _release_and_wait(http, conn, keys, vouchers)
+    finally:
+        await conn.close()
+
+
+async def _release_and_wait(
+    http: httpx.AsyncClient, conn: asyncpg.Connection, keys: dict[str, dict[str, str]], vouchers: int
+) -> tuple[str, float]:
     programme = await _ok(
         await http.post(
             "/v1/programmes",
@@ -358,68 +324,67 @@ async def _wait_applied(conn: asyncpg.Connection, timeout: float) -> tuple[datet
     return last, count
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 def _server_cpu(pid: int) -> float:
     times = psutil.Process(pid).cpu_times()
     return times.user + times.system
 
 
-async def run(args: argparse.Namespace, server_url: str) -> None:
-    name = f"cbi_b4_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(_url_with_db(server_url, "postgres"))
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    db_url = _url_with_db(server_url, name)
-    service: subprocess.Popen[bytes] | None = None
-    worker: subprocess.Popen[bytes] | None = None
-    simulator: SimulatorProcess | None = None
-    try:
-        await asyncio.to_thread(upgrade, db_url)
-        secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
-        port = _free_port()
-        simulator = SimulatorProcess.start(f"http://127.0.0.1:{port}/v1/webhooks/{PROVIDER}", secret)
-        providers = {
-            PROVIDER: {
-                "adapter": "voucher",
-                "base_url": simulator.base_url,
-                "webhook_secret": secret,
-                "chunk_size": 1000,
-            }
-        }
-        env = {
-            **os.environ,
-            "DATABASE_URL": db_url,
-            "CBI_PROVIDERS": json.dumps(providers),
-            "CBI_LOG_LEVEL": "WARNING",
-            "CBI_LOG_FORMAT": "json",
-        }
-        service = subprocess.Popen(
-            [sys.executable, "-m", "cbi_service", "serve", "--port", str(port)],
-            cwd=ROOT,
-            env={**env, "CBI_RUN_WORKER": "false"},
-            stderr=subprocess.DEVNULL,
-        )
-        worker_command = [sys.executable, "-m", "cbi_service", "worker"]
-        worker = subprocess.Popen(worker_command, cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
-        await _wait_http(f"http://127.0.0.1:{port}/healthz")
-        keys = await _keys(db_url)
-        conn = await asyncpg.connect(db_url)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=600) as http:
-            programme_id, issue_seconds = await _issue_vouchers(http, conn, keys, args.vouchers)
-        simulator.stop()
-        simulator = None
-        _stop(worker)
-        vouchers = await conn.fetch("SELECT id, provider_ref FROM entitlements ORDER BY id")
+@dataclass
+class Setup:
+    """What the measurement phases run against."""
 
-        signer = Signer(secret)
+    db_url: str
+    port: int
+    env: dict[str, str]
+    processes: list[subprocess.Popen[bytes]]
+    signer: Signer
+    keys: dict[str, dict[str, str]]
+    programme_id: str
+    issue_seconds: float
+    load_at_start: str
+
+
+async def run(args: argparse.Namespace, server_url: str) -> None:
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    async with scratch_database(libpq(server_url, "postgres"), f"cbi_b4_{uuid.uuid4().hex[:8]}") as db_url:
+        secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+        port = free_port()
+        with SimulatorProcess.start(f"http://127.0.0.1:{port}/v1/webhooks/{PROVIDER}", secret) as simulator:
+            provider = {"adapter": "voucher", "base_url": simulator.base_url, "webhook_secret": secret}
+            env = {
+                **os.environ,
+                "DATABASE_URL": db_url,
+                "CBI_PROVIDERS": json.dumps({PROVIDER: {**provider, "chunk_size": 1000}}),
+                "CBI_LOG_LEVEL": "WARNING",
+                "CBI_LOG_FORMAT": "json",
+            }
+            processes = [start_service(port, env), _start_worker(env)]
+            try:
+                await wait_http(f"http://127.0.0.1:{port}/healthz")
+                keys = await _keys(db_url)
+                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=600) as http:
+                    programme_id, issue_seconds = await _issue_vouchers(http, db_url, keys, args.vouchers)
+                simulator.stop()
+                stop_processes(processes[1:], 15)
+                setup = Setup(db_url, port, env, processes, Signer(secret), keys, programme_id, issue_seconds, load)
+                await _measure(args, setup)
+            finally:
+                stop_processes(processes, 15)
+
+
+def _start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "cbi_service", "worker"], cwd=ROOT, env=env, stderr=subprocess.DEVNULL
+    )
+
+
+async def _measure(args: argparse.Namespace, setup: Setup) -> None:
+    """Phases 2 to 5 of the module docstring, from the API running and the worker stopped."""
+    port, signer, keys = setup.port, setup.signer, setup.keys
+    service = setup.processes[0]
+    conn = await asyncpg.connect(setup.db_url)
+    try:
+        vouchers = await conn.fetch("SELECT id, provider_ref FROM entitlements ORDER BY id")
         rng = random.Random(4)
         events = [
             (f"msg_b4_{i}_{n}", redemption(v["id"], v["provider_ref"], amount))
@@ -459,7 +424,7 @@ async def run(args: argparse.Namespace, server_url: str) -> None:
         at_half = await paced(port, paced_requests, half, args.connections)
 
         started = datetime.now(UTC)
-        worker = subprocess.Popen(worker_command, cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+        setup.processes.append(_start_worker(setup.env))
         last_applied, applied = await _wait_applied(conn, timeout=args.max_seconds * 10)
         apply_rate = applied / (last_applied - started).total_seconds()
 
@@ -485,8 +450,9 @@ async def run(args: argparse.Namespace, server_url: str) -> None:
         )
         outcomes = dict(await conn.fetch("SELECT status, count(*) FROM webhook_events GROUP BY status"))
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-            balances = await _ok(await http.get(f"/v1/programmes/{programme_id}/balances", headers=keys["finance"]))
-        await conn.close()
+            balances = await _ok(
+                await http.get(f"/v1/programmes/{setup.programme_id}/balances", headers=keys["finance"])
+            )
 
         def minor(key: str) -> int:
             return int(balances[key]["amount"].replace(".", ""))
@@ -495,13 +461,13 @@ async def run(args: argparse.Namespace, server_url: str) -> None:
         loads = [at_half, steady, *(load for pair in rounds for load in pair)]
         errors = sum(n for load in loads for status, n in load.statuses.items() if status >= 500)
         print("B4 webhooks — signed provider events ingested and applied")
-        print(f"  machine: {machine()}")
+        print(f"  machine: {machine()}; load average at start {setup.load_at_start}")
         print(
             f"  service: cbi-service serve (uvicorn) + one cbi-service worker process (stopped while ingesting); "
             f"load: {args.connections} keep-alive connections from this process"
         )
         print(f"  set-up (not timed): {len(vouchers)} vouchers released and issued via simulator webhooks in "
-              f"{issue_seconds:.1f} s")  # fmt: skip
+              f"{setup.issue_seconds:.1f} s")  # fmt: skip
         for n, (health_r, ingest_r) in enumerate(rounds, 1):
             print(f"  round {n}: /healthz (ceiling of the HTTP stack) {health_r.summary()}")
             print(
@@ -527,14 +493,7 @@ async def run(args: argparse.Namespace, server_url: str) -> None:
             f"{'met' if at_half.ms(0.99) <= 100 else 'NOT met'}"
         )
     finally:
-        for process in (service, worker):
-            if process is not None:
-                _stop(process)
-        if simulator is not None:
-            simulator.stop()
-        admin = await asyncpg.connect(_url_with_db(server_url, "postgres"))
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        await conn.close()
 
 
 def main() -> None:

@@ -54,8 +54,7 @@ def decode_secret(provider: str, secret: object) -> bytes:
 class ProviderVerifier:
     """Accepts a message signed with any of the provider's current secrets."""
 
-    def __init__(self, provider: str, keys: Sequence[bytes]) -> None:
-        self.provider = provider
+    def __init__(self, keys: Sequence[bytes]) -> None:
         self._hooks = tuple(Webhook(key) for key in keys)
 
     @classmethod
@@ -71,7 +70,7 @@ class ProviderVerifier:
             raise ProviderConfigError(
                 f"provider {provider!r}: webhook secrets need at least {MIN_PRODUCTION_SECRET_BYTES} bytes"
             )
-        return cls(provider, keys)
+        return cls(keys)
 
     def verify(self, body: bytes, headers: Mapping[str, str]) -> SignedMessage:
         """Check the signature over the raw body; a provider without a secret can never be verified.

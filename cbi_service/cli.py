@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import sys
@@ -83,6 +84,8 @@ def worker(concurrency: Annotated[int, typer.Option(min=1, help="Jobs run at onc
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
             state = SimpleNamespace(settings=settings, engine=engine)
+            gc.collect()
+            gc.freeze()
             try:
                 await Worker(make_session_factory(engine), state, concurrency=concurrency).run(stop)
             finally:

@@ -33,6 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 from adapters.simulator import SimulatorProcess  # noqa: E402
 from benchmarks.common import (  # noqa: E402
+    ENROL,
+    SEED_PEOPLE,
     PeakMemory,
     free_port,
     libpq,
@@ -47,17 +49,6 @@ from cbi_service.auth.roles import Role  # noqa: E402
 from cbi_service.kit.settings import to_asyncpg_url  # noqa: E402
 
 PROVIDER = "bench-cards"
-SEED_PEOPLE = """
-    INSERT INTO beneficiaries (id, status, given_names, family_names, date_of_birth, sex, nationality,
-        location_country, household_size, consent_date, consent_purpose, documents, match_profile, registered_by)
-    SELECT cbi_uuid7(), 'active', 'Persona ' || i, 'Prueba', DATE '1980-01-01' + (i % 9000), 'female', 'VE',
-           'CO', 1 + i % 6, DATE '2026-11-01', 'assistance', '[]', '{}', $1
-      FROM generate_series(1, $2) AS i
-"""
-ENROL = """
-    INSERT INTO enrolments (id, programme_id, beneficiary_id, enrolled_by)
-    SELECT cbi_uuid7(), $1, id, $2 FROM beneficiaries
-"""
 
 
 KEYS = {

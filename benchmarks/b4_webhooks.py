@@ -59,6 +59,8 @@ sys.path.insert(0, str(ROOT))
 
 from adapters.simulator import SimulatorProcess  # noqa: E402
 from benchmarks.common import (  # noqa: E402
+    ENROL,
+    SEED_PEOPLE,
     free_port,
     libpq,
     machine,
@@ -73,17 +75,6 @@ from cbi_service.auth.roles import Role  # noqa: E402
 PROVIDER = "bench-vouchers"
 REDEMPTIONS = ("20000.00", "20000.00", "20000.00")
 PACED_REDEMPTION = "100.00"
-SEED_PEOPLE = """
-    INSERT INTO beneficiaries (id, status, given_names, family_names, date_of_birth, sex, nationality,
-        location_country, household_size, consent_date, consent_purpose, documents, match_profile, registered_by)
-    SELECT cbi_uuid7(), 'active', 'Persona ' || i, 'Prueba', DATE '1980-01-01' + (i % 9000), 'female', 'VE',
-           'CO', 1 + i % 6, DATE '2026-11-01', 'assistance', '[]', '{}', $1
-      FROM generate_series(1, $2) AS i
-"""
-ENROL = """
-    INSERT INTO enrolments (id, programme_id, beneficiary_id, enrolled_by)
-    SELECT cbi_uuid7(), $1, id, $2 FROM beneficiaries
-"""
 ROLES = {
     "admin": Role.admin,
     "officer": Role.programme_officer,

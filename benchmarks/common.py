@@ -157,3 +157,17 @@ class PeakMemory(threading.Thread):
             except psutil.Error:
                 return
             time.sleep(self.interval)
+
+
+# Seed rows for the disbursement benchmarks: active, enrolled people made in SQL (no dedup work to measure).
+SEED_PEOPLE = """
+    INSERT INTO beneficiaries (id, status, given_names, family_names, date_of_birth, sex, nationality,
+        location_country, household_size, consent_date, consent_purpose, documents, match_profile, registered_by)
+    SELECT cbi_uuid7(), 'active', 'Persona ' || i, 'Prueba', DATE '1980-01-01' + (i % 9000), 'female', 'VE',
+           'CO', 1 + i % 6, DATE '2026-11-01', 'assistance', '[]', '{}', $1
+      FROM generate_series(1, $2) AS i
+"""
+ENROL = """
+    INSERT INTO enrolments (id, programme_id, beneficiary_id, enrolled_by)
+    SELECT cbi_uuid7(), $1, id, $2 FROM beneficiaries
+"""

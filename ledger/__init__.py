@@ -51,6 +51,7 @@ from ledger.types import (
     TrialBalance,
     TrialBalanceLine,
 )
+from ledger.writer import PostingWriter
 
 __all__ = [
     "Account",
@@ -79,6 +80,7 @@ __all__ = [
     "NotReversible",
     "PendingAlreadyResolved",
     "Phase",
+    "PostingWriter",
     "Transaction",
     "TransactionNotFound",
     "TransactionSpec",

@@ -201,9 +201,9 @@ class Batch:
     def append(self, spec: TransactionSpec) -> Transaction:
         """Apply one new transaction to the locked counters, check its flags, chain it and queue its rows.
 
-        Raises before queuing anything if the currencies differ, a flag would break or a balance would
-        leave the representable range. (Resolutions of pending transactions and reversals are single
-        postings: `ledger.post_one` applies those.)
+        Raises before queuing anything, with the counters as they were, if the currencies differ, a flag
+        would break or a balance would leave the representable range. (Resolutions of pending transactions
+        and reversals are single postings: `ledger.post_one` applies those.)
         """
         accounts = self.locked.accounts
         key = spec.key
@@ -215,19 +215,13 @@ class Batch:
                 raise CurrencyMismatch(f"transaction {key!r} mixes currencies")
         amounts = [e.amount for e in entries]
         posts = not spec.pending
-        if posts:
-            for state, amount in zip(states, amounts, strict=False):
-                state.posted += amount
-        else:
-            for state, amount in zip(states, amounts, strict=False):
-                if amount < 0:
-                    state.pending_debits -= amount
-                else:
-                    state.pending_credits += amount
+        self._apply(states, amounts, posts, 1)
         for state in states:
             if state.flags and not state.within_limits():
+                self._apply(states, amounts, posts, -1)
                 raise InsufficientFunds(state.id, state.code, key)
             if abs(state.posted) > COUNTER_LIMIT or max(state.pending_debits, state.pending_credits) > COUNTER_LIMIT:
+                self._apply(states, amounts, posts, -1)
                 raise AmountOutOfRange(f"transaction {key!r} would take account {state.code!r} past 2^62")
 
         tx_id = uuid7()
@@ -302,6 +296,19 @@ class Batch:
             prev,
             digest,
         )
+
+    @staticmethod
+    def _apply(states: list[AccountState], amounts: list[int], posts: bool, sign: int) -> None:
+        """Move the counters by the entries (`sign` 1), or undo that (-1) when the transaction is refused."""
+        if posts:
+            for state, amount in zip(states, amounts, strict=False):
+                state.posted += sign * amount
+        else:
+            for state, amount in zip(states, amounts, strict=False):
+                if amount < 0:
+                    state.pending_debits -= sign * amount
+                else:
+                    state.pending_credits += sign * amount
 
     def advance_arguments(self) -> tuple[Any, ...]:
         touched = [s for s in self.locked.accounts.values() if s.touched]

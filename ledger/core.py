@@ -231,45 +231,92 @@ class Ledger:
         """
         if len(specs) <= 1:
             return [await self.post(spec) for spec in specs]
-        account_ids: set[UUID] = set()
         for spec in specs:
             _check_shape(spec)
-            account_ids.update(e.account_id for e in spec.entries)
-        keys = [spec.key for spec in specs]
-        ordered = sorted(account_ids)
+        outcomes = await self._post_specs(specs, range(len(specs)), isolate=False)
+        return cast(list[Transaction], outcomes)
+
+    async def post_each(self, specs: Sequence[TransactionSpec]) -> list[Transaction | LedgerError]:
+        """Post many independent transactions at once, each posted or refused on its own.
+
+        As `post_many` (in order, accounts locked once, rows written in bulk), except that a refused
+        transaction (malformed, unknown account, broken balance limit, key reused with other input) gets
+        its error in its place in the result and the others are posted all the same. `PostingWriter`
+        commits concurrent callers' postings together with it.
+        """
+        outcomes: list[Transaction | LedgerError | None] = [None] * len(specs)
+        valid: list[int] = []
+        for i, spec in enumerate(specs):
+            try:
+                _check_shape(spec)
+            except LedgerError as exc:
+                outcomes[i] = exc
+            else:
+                valid.append(i)
+        if len(valid) == 1:
+            try:
+                outcomes[valid[0]] = await self.post(specs[valid[0]])
+            except LedgerError as exc:
+                outcomes[valid[0]] = exc
+        elif valid:
+            for i, outcome in zip(valid, await self._post_specs(specs, valid, isolate=True), strict=True):
+                outcomes[i] = outcome
+        return cast(list[Transaction | LedgerError], outcomes)
+
+    async def _post_specs(
+        self, specs: Sequence[TransactionSpec], chosen: Sequence[int], *, isolate: bool
+    ) -> list[Transaction | LedgerError]:
+        """Post `specs[i]` for each i of `chosen` (already shape-checked), in order; their outcomes.
+
+        Without `isolate`, the first refusal is raised and nothing is written.
+        """
+        ordered = sorted({e.account_id for i in chosen for e in specs[i].entries})
+        keys = [specs[i].key for i in chosen]
         while True:
             locked = await self._begin(ordered, keys)
             missing = [a for a in ordered if a not in locked.accounts]
-            if missing:
+            if missing and not isolate:
                 raise AccountNotFound(missing)
             try:
-                return await self._post_specs(specs, locked)
+                results = await self._plan_and_write(specs, chosen, locked, isolate)
             except _KeyRace:
                 continue
+            return [results[i] for i in chosen]
 
-    async def _post_specs(self, specs: Sequence[TransactionSpec], locked: Locked) -> list[Transaction]:
-        stored = await self._load_by_keys([s.key for s in specs if s.key in locked.existing_keys])
-        results: list[Transaction | None] = [None] * len(specs)
+    async def _plan_and_write(
+        self, specs: Sequence[TransactionSpec], chosen: Sequence[int], locked: Locked, isolate: bool
+    ) -> dict[int, Transaction | LedgerError]:
+        stored = await self._load_by_keys([specs[i].key for i in chosen if specs[i].key in locked.existing_keys])
+        results: dict[int, Transaction | LedgerError] = {}
         first_by_key: dict[str, int] = {}
         new: list[int] = []
-        for i, spec in enumerate(specs):
-            previous = stored.get(spec.key)
-            if previous is not None:
-                results[i] = _replay(previous, _spec_fingerprint(spec))
-                continue
-            first = first_by_key.setdefault(spec.key, i)
-            if first == i:
+        for i in chosen:
+            spec = specs[i]
+            try:
+                previous = stored.get(spec.key)
+                if previous is not None:
+                    results[i] = _replay(previous, _spec_fingerprint(spec))
+                    continue
+                first = first_by_key.setdefault(spec.key, i)
+                if first != i:
+                    if _spec_fingerprint(specs[first]) != _spec_fingerprint(spec):
+                        raise IdempotencyConflict(spec.key)
+                    continue
+                missing = [e.account_id for e in spec.entries if e.account_id not in locked.accounts]
+                if missing:
+                    raise AccountNotFound(missing)
                 new.append(i)
-            elif _spec_fingerprint(specs[first]) != _spec_fingerprint(spec):
-                raise IdempotencyConflict(spec.key)
+            except LedgerError as exc:
+                if not isolate:
+                    raise
+                results[i] = exc
         if new:
-            await self._write_many(Batch(locked), specs, new, results)
-        for i, spec in enumerate(specs):
-            if results[i] is None:
-                original = results[first_by_key[spec.key]]
-                assert original is not None
-                results[i] = _as_replay(original)
-        return cast(list[Transaction], results)
+            await self._write_many(Batch(locked), specs, new, results, isolate)
+        for i in chosen:
+            if i not in results:
+                original = results[first_by_key[specs[i].key]]
+                results[i] = original if isinstance(original, LedgerError) else _as_replay(original)
+        return results
 
     async def post_pending(
         self,
@@ -463,7 +510,8 @@ class Ledger:
         batch: Batch,
         specs: Sequence[TransactionSpec],
         new: list[int],
-        results: list[Transaction | None],
+        results: dict[int, Transaction | LedgerError],
+        isolate: bool,
     ) -> None:
         """Plan and stream the new transactions inside a savepoint, so a failure leaves nothing behind."""
         driver = await self._driver_connection()
@@ -477,7 +525,12 @@ class Ledger:
                     gc.disable()
                 try:
                     for n, i in enumerate(new, start=1):
-                        results[i] = batch.append(specs[i])
+                        try:
+                            results[i] = batch.append(specs[i])
+                        except LedgerError as exc:
+                            if not isolate:
+                                raise
+                            results[i] = exc
                         if n % COPY_CHUNK == 0:
                             pipeline.push(batch.take())
                         if n % YIELD_EVERY == 0:

@@ -188,25 +188,28 @@ async def measure(size: int, db_url: str) -> None:
                     f"/v1/payment-batches/{bid}/release", headers={**keys["finance"], "Idempotency-Key": "go"}
                 )
             )
+            # Polled with index probes only: counting 100,000 rows four times a second would take a
+            # noticeable share of the database's CPU from the run it measures.
             all_submitted = None
             while True:
-                row = await conn.fetchrow(
-                    "SELECT count(*) FILTER (WHERE status = 'issued') AS issued,"
-                    " count(*) FILTER (WHERE status = 'pending') AS pending FROM entitlements WHERE batch_id = $1",
+                if all_submitted is None and not await conn.fetchval(
+                    "SELECT EXISTS (SELECT 1 FROM entitlements WHERE batch_id = $1 AND status = 'pending')",
                     uuid.UUID(bid),
-                )
-                if all_submitted is None and row["pending"] == 0:
+                ):
                     all_submitted = time.perf_counter() - t0
-                if row["issued"] == size:
+                status = await conn.fetchval("SELECT status FROM payment_batches WHERE id = $1", uuid.UUID(bid))
+                if status != "processing":
                     break
                 if time.perf_counter() - t0 > 1800:
-                    raise TimeoutError(f"only {row['issued']} of {size} issued after 30 minutes")
-                await asyncio.sleep(0.25)
+                    raise TimeoutError("the batch is still processing after 30 minutes")
+                await asyncio.sleep(0.1)
             elapsed = time.perf_counter() - t0
             for sampler in memory.values():
                 sampler.running = False
             cpu = {name: _cpu_seconds(pid) - cpu_before[name] for name, pid in tracked.items()}
-            status = await conn.fetchval("SELECT status FROM payment_batches WHERE id = $1", uuid.UUID(bid))
+            issued = await conn.fetchval(
+                "SELECT count(*) FROM entitlements WHERE batch_id = $1 AND status = 'issued'", uuid.UUID(bid)
+            )
             await conn.close()
             counters = (await http.get(f"{simulator.base_url}/admin/counters", params={"per_key": False})).json()
         print("B2 issuance — release → every entitlement issued")
@@ -216,7 +219,10 @@ async def measure(size: int, db_url: str) -> None:
             f"  set-up (not timed in B2): seed {seeded:.1f} s, create batch {created:.1f} s, submit {submitted:.1f} s"
         )
         print(f"  release → all submitted to the provider: {all_submitted:.1f} s")
-        print(f"  release → all issued: {elapsed:.1f} s  ({size / elapsed:,.0f} entitlements/s); batch {status}")
+        print(
+            f"  release → batch {status}: {elapsed:.1f} s  ({size / elapsed:,.0f} entitlements/s); "
+            f"{issued:,} of {size:,} entitlements issued"
+        )
         print(
             f"  peak RSS: service {memory['service'].peak / 2**20:.0f} MiB,"
             f" worker {memory['worker'].peak / 2**20:.0f} MiB"
@@ -226,7 +232,8 @@ async def measure(size: int, db_url: str) -> None:
             f"  provider: {counters['card_loads']} card loads, {counters['keys_received_more_than_once']} keys "
             f"received more than once, {counters['webhooks_sent']} webhooks delivered"
         )
-        print(f"  target ≤ 60 s: {'met' if elapsed <= 60 else 'NOT met'}")
+        met = elapsed <= 60 and issued == size
+        print(f"  target ≤ 60 s with every entitlement issued: {'met' if met else 'NOT met'}")
     finally:
         stop_processes(processes, 15)
         simulator.stop()

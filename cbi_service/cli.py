@@ -68,6 +68,8 @@ def serve(
 @app.command()
 def worker(concurrency: Annotated[int, typer.Option(min=1, help="Jobs run at once.")] = 4) -> None:
     """Run an extra worker process (several may run against one database)."""
+    import uvloop
+
     from cbi_service.jobs.worker import Worker, load_handlers
     from cbi_service.kit.db import make_engine, make_session_factory
     from cbi_service.kit.logging import configure_logging
@@ -91,7 +93,8 @@ def worker(concurrency: Annotated[int, typer.Option(min=1, help="Jobs run at onc
             finally:
                 await engine.dispose()
 
-        asyncio.run(main())
+        # uvloop, as uvicorn uses for the API: the worker spends its time in asyncpg round trips.
+        uvloop.run(main())
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -16,6 +17,7 @@ from cbi_service.auth.roles import Principal
 from cbi_service.kit.ids import new_id
 
 SYSTEM_ACTOR = "system"
+_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 async def record_audit(
@@ -58,24 +60,21 @@ async def record_audit_many(session: AsyncSession, principal: Principal | None, 
     transaction, and writing their events one by one would cost more than the changes themselves."""
     if not events:
         return
-    request_id = structlog.contextvars.get_contextvars().get("request_id")
-    actor_id = principal.id if principal else None
-    actor_name = principal.name if principal else SYSTEM_ACTOR
     await AuditRepository(session).add_many(
+        principal.id if principal else None,
+        principal.name if principal else SYSTEM_ACTOR,
+        structlog.contextvars.get_contextvars().get("request_id"),
         [
-            {
-                "id": new_id(),
-                "actor_id": actor_id,
-                "actor_name": actor_name,
-                "action": event.action,
-                "resource_type": event.resource_type,
-                "resource_id": str(event.resource_id),
-                "before": event.before,
-                "after": event.after,
-                "request_id": request_id,
-            }
+            (
+                new_id(),
+                event.action,
+                event.resource_type,
+                str(event.resource_id),
+                None if event.before is None else _json(event.before),
+                None if event.after is None else _json(event.after),
+            )
             for event in events
-        ]
+        ],
     )
 
 

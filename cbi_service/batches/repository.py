@@ -7,15 +7,17 @@ from __future__ import annotations
 import builtins
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import ARRAY, Uuid, bindparam, func, select, text
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cbi_service.batches.models import BatchApproval, BatchExclusion, PaymentBatch
 from cbi_service.entitlements.models import LIVE_PREDICATE
 
 _UUIDS = ARRAY(Uuid())
+ANALYZE_AFTER_ROWS = 1000
 
 _AMOUNT = """
     CASE WHEN CAST(:flat AS bigint) IS NOT NULL THEN CAST(:flat AS bigint)
@@ -137,16 +139,21 @@ class BatchRepository:
         """Create the batch's pending entitlements and record who was left out and why."""
         params = {**self._keys(batch), **_amount_params(batch)}
         if beneficiary_ids is None:
-            await self.session.execute(text(_FILL_ENROLLED), params)
+            inserted = await self.session.execute(text(_FILL_ENROLLED), params)
             eligible = _ELIGIBLE_ENROLLED
         else:
             listed = {**params, "ids": list(beneficiary_ids)}
-            await self.session.execute(text(_FILL_LISTED).bindparams(bindparam("ids", type_=_UUIDS)), listed)
+            inserted = await self.session.execute(text(_FILL_LISTED).bindparams(bindparam("ids", type_=_UUIDS)), listed)
             eligible = """eligible AS (
                 SELECT b.id FROM unnest(:ids) AS r(id) JOIN beneficiaries b ON b.id = r.id
                   JOIN enrolments en ON en.beneficiary_id = b.id AND en.programme_id = :programme
                  WHERE b.status = 'active')"""
             params = {**self._keys(batch), "ids": list(beneficiary_ids)}
+        if cast(CursorResult[Any], inserted).rowcount >= ANALYZE_AFTER_ROWS:
+            # A bulk load: until autovacuum gets to it (a minute or more), the planner would believe almost
+            # no entitlement is pending and plan the issuance's per-chunk updates as scans of every pending
+            # row, quadratic in the batch. ANALYZE counts this transaction's own new rows.
+            await self.session.execute(text("ANALYZE entitlements"))
         stmt = text(f"WITH {eligible} {_ALREADY_PAID}")
         if beneficiary_ids is not None:
             stmt = stmt.bindparams(bindparam("ids", type_=_UUIDS))

@@ -323,7 +323,9 @@ _SUBMIT = text(
         UPDATE entitlements AS e
            SET status = 'submitted', provider_ref = v.ref, submitted_at = now(), updated_at = now()
           FROM unnest(:ids, :refs) AS v(id, ref)
-         WHERE e.id = v.id AND e.status = 'pending'
+         -- `e.id = ANY` lets the planner find the chunk's rows by primary key, not by scanning every
+         -- pending row of the batch for each chunk.
+         WHERE e.id = v.id AND e.id = ANY (:ids) AND e.status = 'pending'
         RETURNING e.id
     )
     INSERT INTO entitlement_events (id, entitlement_id, from_status, to_status, actor)

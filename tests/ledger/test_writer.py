@@ -60,15 +60,20 @@ async def test_post_each_refuses_transactions_one_by_one(engine: AsyncEngine) ->
     async with engine.begin() as conn:
         outcomes = await Ledger(conn).post_each(specs)
     a, b, c, d, e, f, fund, fund_changed, a_again = outcomes
-    assert isinstance(a, Transaction) and not a.replayed
+    assert isinstance(a, Transaction)
+    assert not a.replayed
     assert isinstance(b, InsufficientFunds)
-    assert isinstance(c, Transaction) and c.entries[0].balance_after == 0
+    assert isinstance(c, Transaction)
+    assert c.entries[0].balance_after == 0
     assert isinstance(d, CurrencyMismatch)
     assert isinstance(e, AccountNotFound)
     assert isinstance(f, UnbalancedTransaction)
-    assert isinstance(fund, Transaction) and fund.replayed
+    assert isinstance(fund, Transaction)
+    assert fund.replayed
     assert isinstance(fund_changed, IdempotencyConflict)
-    assert isinstance(a_again, Transaction) and a_again.replayed and a_again.id == a.id
+    assert isinstance(a_again, Transaction)
+    assert a_again.replayed
+    assert a_again.id == a.id
     async with engine.connect() as conn:
         ledger = Ledger(conn)
         assert (await ledger.balance(wallet)).posted == 0
@@ -89,7 +94,7 @@ async def test_post_each_with_every_transaction_refused_writes_nothing(engine: A
 
 
 async def test_writer_commits_concurrent_postings_together(engine: AsyncEngine) -> None:
-    source, wallet, other, _ = await _setup(engine)
+    source, _wallet, other, _ = await _setup(engine)
     accounts = [source, other]
     expected = {source: -100, other: 0}
 
@@ -132,7 +137,8 @@ async def test_writer_gives_each_caller_its_own_refusal(engine: AsyncEngine) -> 
         # The same key again, concurrently: posted once, the others are replays of it.
         again = await asyncio.gather(*(writer.post(transfer("spend-0", wallet, other, 30)) for _ in range(5)))
     assert sum(outcomes) == 3
-    assert all(tx.replayed for tx in again) and len({tx.id for tx in again}) == 1
+    assert all(tx.replayed for tx in again)
+    assert len({tx.id for tx in again}) == 1
     async with engine.connect() as conn:
         assert (await Ledger(conn).balance(wallet)).posted == 10
 

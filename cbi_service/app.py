@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 from collections.abc import AsyncIterator
 
 import structlog
@@ -19,6 +18,7 @@ from cbi_service.health.router import router as health_router
 from cbi_service.jobs.worker import Worker, load_handlers
 from cbi_service.kit.db import make_engine, make_session_factory
 from cbi_service.kit.errors import PROBLEM_RESPONSES, install_error_handlers
+from cbi_service.kit.heap import settle_after_startup
 from cbi_service.kit.logging import configure_logging
 from cbi_service.kit.middleware import RequestContextMiddleware
 from cbi_service.kit.settings import Settings, get_settings
@@ -55,10 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.run_worker:
             worker = Worker(app.state.session_factory, app.state, poll_seconds=settings.worker_poll_seconds)
             worker_task = asyncio.create_task(worker.run(stop), name="cbi-worker")
-        # Startup leaves ~170k long-lived objects; freezing them keeps full collections (pauses of 80-340 ms
-        # under webhook load) off the request path.
-        gc.collect()
-        gc.freeze()
+        settle_after_startup()
         log.info("service_started", env=settings.env)
         try:
             yield

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import os
 import signal
 import sys
@@ -72,6 +71,7 @@ def worker(concurrency: Annotated[int, typer.Option(min=1, help="Jobs run at onc
 
     from cbi_service.jobs.worker import Worker, load_handlers
     from cbi_service.kit.db import make_engine, make_session_factory
+    from cbi_service.kit.heap import settle_after_startup
     from cbi_service.kit.logging import configure_logging
 
     with database(migrate=False) as settings:
@@ -86,8 +86,7 @@ def worker(concurrency: Annotated[int, typer.Option(min=1, help="Jobs run at onc
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
             state = SimpleNamespace(settings=settings, engine=engine)
-            gc.collect()
-            gc.freeze()
+            settle_after_startup()
             try:
                 await Worker(make_session_factory(engine), state, concurrency=concurrency).run(stop)
             finally:

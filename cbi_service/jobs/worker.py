@@ -7,7 +7,6 @@ A job whose worker died is picked up again when its lease lapses; handlers make 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
 import os
 import random
@@ -62,16 +61,32 @@ class Worker:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Keep up to `concurrency` jobs running until `stop` is set, then let the running ones finish.
+
+        A slot is refilled as soon as its job ends: a long job (an issuance lane, a backlog of webhooks)
+        never keeps the other slots waiting for it.
+        """
         await self.schedule_periodic()
-        while not stop.is_set():
-            try:
-                ran = await self.run_once()
-            except Exception:
-                log.exception("worker_loop_error")
-                ran = 0
-            if ran == 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=self.poll_seconds)
+        running: set[asyncio.Task[None]] = set()
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            while not stop.is_set():
+                if len(running) < self.concurrency:
+                    try:
+                        jobs = await self._claim(self.concurrency - len(running))
+                    except Exception:
+                        log.exception("worker_loop_error")
+                        jobs = []
+                    for job in jobs:
+                        task = asyncio.create_task(self._run_job(job), name=f"job-{job.id}")
+                        running.add(task)
+                        task.add_done_callback(running.discard)
+                # Until a slot frees, the poll interval passes (new jobs may be ready) or the worker stops.
+                await asyncio.wait([stopping, *running], timeout=self.poll_seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
 
     async def schedule_periodic(self) -> None:
         async with self.session_factory.begin() as session:
@@ -79,14 +94,17 @@ class Worker:
                 await enqueue(session, periodic.kind, {}, dedupe_key=f"periodic:{periodic.kind}")
 
     async def run_once(self) -> int:
-        """Lease a round of ready jobs and run them concurrently; returns how many ran."""
-        async with self.session_factory.begin() as session:
-            repo = JobRepository(session)
-            await repo.fail_abandoned()
-            jobs = await repo.claim(self.worker_id, list(HANDLERS), self.concurrency, self.lease_seconds)
+        """Lease a round of ready jobs and run them concurrently to their end; returns how many ran."""
+        jobs = await self._claim(self.concurrency)
         if jobs:
             await asyncio.gather(*(self._run_job(job) for job in jobs))
         return len(jobs)
+
+    async def _claim(self, limit: int) -> list[Job]:
+        async with self.session_factory.begin() as session:
+            repo = JobRepository(session)
+            await repo.fail_abandoned()
+            return list(await repo.claim(self.worker_id, list(HANDLERS), limit, self.lease_seconds))
 
     async def run_until_idle(self, max_rounds: int = 1000) -> None:
         """Run jobs until none is ready (tests and the demo use it to drain the queue)."""

@@ -167,3 +167,37 @@ async def test_a_job_whose_worker_keeps_dying_is_failed_not_retried_forever(sess
     assert await _worker(session_factory).run_once() == 0
     (job,) = await _jobs(session_factory)
     assert job.status == "failed"
+
+
+GATE = asyncio.Event()
+
+
+@job_handler("test.gated")
+async def gated(ctx: JobContext) -> None:
+    await GATE.wait()
+    RUNS.append(("gated", ctx.attempt))
+
+
+async def test_a_long_job_does_not_hold_the_other_slots(session_factory):
+    """Jobs enqueued while a long one runs start in the free slots at once, not when it ends."""
+    RUNS.clear()
+    GATE.clear()
+    async with session_factory.begin() as session:
+        await enqueue(session, "test.gated", {})
+    stop = asyncio.Event()
+    task = asyncio.create_task(_worker(session_factory, concurrency=2, poll_seconds=0.05).run(stop))
+    try:
+        async with asyncio.timeout(10):
+            while not [j for j in await _jobs(session_factory) if j.status == "running"]:
+                await asyncio.sleep(0.02)
+            for name in ("first", "second", "third"):
+                async with session_factory.begin() as session:
+                    await enqueue(session, "test.record", {"name": name})
+            while len(RUNS) < 3:
+                await asyncio.sleep(0.02)
+        assert sorted(RUNS) == [("first", 1), ("second", 1), ("third", 1)]
+    finally:
+        GATE.set()
+        stop.set()
+        await asyncio.wait_for(task, timeout=5)
+    assert ("gated", 1) in RUNS

@@ -21,7 +21,6 @@ import io
 import multiprocessing
 import re
 import tempfile
-import time
 import uuid
 from collections.abc import AsyncGenerator, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -69,7 +68,6 @@ MAX_UPLOAD_BYTES = 200 << 20
 # A failure that is not the file's (the database went away) is retried; after this many the import fails.
 MAX_ATTEMPTS = 5
 # How often a running import renews its job's lease (the worker's lease lasts a minute).
-HEARTBEAT_SECONDS = 10.0
 TRUE_WORDS = frozenset({"true", "yes", "y", "1", "si", "sí", "x", "verdadero"})
 _DMY = re.compile(r"^(\d{1,2})[/.-](\d{1,2})[/.-](\d{4})$")
 
@@ -491,7 +489,6 @@ async def run_import(ctx: JobContext) -> None:
                 assert imp is not None
                 imp.status, imp.rows_total = "running", total
 
-            beat = time.monotonic()
             chunks = raw_chunks(path, file_format, done_through or 0)
             parallel = (total or 0) - (done_through or 0) > CHUNK_ROWS
             async with aclosing(validated_chunks(chunks, parallel=parallel)) as validated:
@@ -500,9 +497,6 @@ async def run_import(ctx: JobContext) -> None:
                         imp = await ImportRepository(session).get(import_id, for_update=True)
                         assert imp is not None
                         await process_chunk(session, ctx.state.settings, imp, chunk)
-                    if time.monotonic() - beat >= HEARTBEAT_SECONDS:
-                        await ctx.heartbeat()
-                        beat = time.monotonic()
         except ImportFileError as exc:
             await _finish(ctx, import_id, "failed", str(exc))
             return

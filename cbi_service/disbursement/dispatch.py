@@ -28,7 +28,7 @@ import uuid
 import structlog
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_delay, wait_random_exponential
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
 from adapters.providers.base import PermanentProviderError, ProviderAdapter, StatusOutcome, TransientProviderError
 from cbi_service.audit.service import record_audit
@@ -89,15 +89,11 @@ async def _run_lane(ctx: JobContext, batch_id: uuid.UUID) -> None:
         return
     provider = get_provider(ctx.state.settings, programme.provider)
 
-    async def heartbeat(_: RetryCallState) -> None:
-        await ctx.heartbeat()
-
     while True:
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(TransientProviderError),
             wait=wait_random_exponential(multiplier=0.25, max=4),
             stop=stop_after_delay(RETRY_BUDGET_SECONDS),
-            before_sleep=heartbeat,
             reraise=True,
         )
         sent = 0
@@ -106,7 +102,6 @@ async def _run_lane(ctx: JobContext, batch_id: uuid.UUID) -> None:
                 sent = await send_chunk(ctx.session_factory, provider, programme, batch_id)
         if sent == 0:
             return
-        await ctx.heartbeat()
 
 
 async def send_chunk(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -40,7 +40,8 @@ async def enqueue(
 
 @dataclass
 class JobContext:
-    """What a handler gets: its payload, a session factory for its own units of work, and a heartbeat."""
+    """What a handler gets: its payload and a session factory for its own units of work (the worker keeps
+    the job's lease while it runs)."""
 
     job_id: uuid.UUID
     kind: str
@@ -48,7 +49,6 @@ class JobContext:
     attempt: int
     session_factory: async_sessionmaker[AsyncSession]
     state: Any
-    heartbeat: Callable[[], Awaitable[None]] = field(repr=False)
 
 
 Handler = Callable[[JobContext], Awaitable[None]]

@@ -134,7 +134,6 @@ class Worker:
             attempt=job.attempts,
             session_factory=self.session_factory,
             state=self.state,
-            heartbeat=lambda: self._heartbeat(job),
         )
         keeper = asyncio.create_task(self._keep_lease(job), name=f"lease-{job.id}")
         try:

@@ -83,7 +83,7 @@ async def run_reconciliation(ctx: JobContext) -> None:
     reconciliation_id = uuid.UUID(ctx.payload["reconciliation_id"])
     try:
         while await _step(ctx, reconciliation_id):
-            await ctx.heartbeat()
+            pass
     except Exception as exc:
         if ctx.attempt >= JOB_ATTEMPTS:
             await _fail(ctx, reconciliation_id, exc)

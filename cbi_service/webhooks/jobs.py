@@ -30,4 +30,3 @@ async def expire_vouchers(ctx: JobContext) -> None:
         found, _ = await service.expire_due_vouchers(ctx.session_factory)
         if found < service.EXPIRY_CHUNK:
             return
-        await ctx.heartbeat()

@@ -2,15 +2,15 @@
 Standard Webhooks-signed events, with injectable faults (latency, 5xx, timeouts, outages, declines,
 duplicate and reordered webhooks) and counters that prove exactly-once issuance.
 
-From code: `run(host, port, webhook_url=..., webhook_secret=..., **faults)` blocks serving;
-`SimulatorProcess.start(webhook_url, webhook_secret, **faults)` runs it as a child process.
+From code: `serve(make_options(webhook_url=..., webhook_secret=..., **faults), host=..., port=...)` blocks
+serving; `SimulatorProcess.start(webhook_url, webhook_secret, **faults)` runs it as a child process.
 """
 
 from adapters.simulator.admin import SimulatorAdmin
 from adapters.simulator.app import create_app
 from adapters.simulator.options import Faults, SimulatorOptions
 from adapters.simulator.process import SimulatorProcess
-from adapters.simulator.server import make_options, run, serve
+from adapters.simulator.server import make_options, serve
 
 __all__ = [
     "Faults",
@@ -19,6 +19,5 @@ __all__ = [
     "SimulatorProcess",
     "create_app",
     "make_options",
-    "run",
     "serve",
 ]

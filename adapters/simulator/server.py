@@ -1,4 +1,5 @@
-"""Running the simulator: `run(...)` for the CLI and `python -m adapters.simulator`."""
+"""Running the simulator: `make_options` checks the flat flags, `serve` binds and serves (the CLI and
+`python -m adapters.simulator` use both)."""
 
 from __future__ import annotations
 
@@ -11,44 +12,6 @@ from adapters.simulator.app import create_app
 from adapters.simulator.options import Faults, SimulatorOptions
 
 READY_PREFIX = "provider simulator listening on "
-
-
-def run(
-    host: str = "127.0.0.1",
-    port: int = 8900,
-    *,
-    log_level: str = "warning",
-    webhook_url: str,
-    webhook_secret: str,
-    failure_rate: float = 0.0,
-    latency_ms: int = 0,
-    timeout_rate: float = 0.0,
-    hang_seconds: float = 30.0,
-    duplicate_rate: float = 0.0,
-    reorder: bool = False,
-    reorder_window_ms: int = 500,
-    decline_rate: float = 0.0,
-    api_key: str | None = None,
-    delivery_concurrency: int = 64,
-    seed: int | None = None,
-) -> None:
-    """Serve until interrupted; invalid options raise `ValueError` before anything listens."""
-    options = make_options(
-        webhook_url=webhook_url,
-        webhook_secret=webhook_secret,
-        failure_rate=failure_rate,
-        latency_ms=latency_ms,
-        timeout_rate=timeout_rate,
-        hang_seconds=hang_seconds,
-        duplicate_rate=duplicate_rate,
-        reorder=reorder,
-        reorder_window_ms=reorder_window_ms,
-        decline_rate=decline_rate,
-        api_key=api_key,
-        delivery_concurrency=delivery_concurrency,
-        seed=seed,
-    )
-    serve(options, host=host, port=port, log_level=log_level)
 
 
 def make_options(

@@ -7,7 +7,7 @@ from uuid import UUID
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ledger import EntrySpec, TransactionSpec
+from ledger import AccountFlags, AccountKind, EntrySpec, Ledger, TransactionSpec
 
 
 def transfer(
@@ -30,6 +30,14 @@ def transfer(
         description=description,
         pending=pending,
     )
+
+
+async def create_wallet(ledger: Ledger, currency: str, code: str = "wallet") -> UUID:
+    """A liability account that may not be overdrawn: its debits never exceed its credits."""
+    account = await ledger.create_account(
+        code, currency, AccountKind.LIABILITY, flags=AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS
+    )
+    return account.id
 
 
 async def unbalanced_transactions(conn: AsyncConnection) -> list[UUID]:

@@ -18,7 +18,7 @@ from ledger import (
     Transaction,
     TransactionSpec,
 )
-from tests.ledger.helpers import counter_mismatches, transaction_count, transfer, unbalanced_transactions
+from tests.ledger.helpers import counter_mismatches, create_wallet, transaction_count, transfer, unbalanced_transactions
 
 
 async def _accounts(engine: AsyncEngine, count: int, flags: AccountFlags = AccountFlags.NONE) -> list[UUID]:
@@ -74,11 +74,7 @@ async def test_opposite_transfers_on_the_same_accounts_settle_exactly(engine: As
 async def test_flagged_account_is_never_overdrawn_under_concurrency(engine: AsyncEngine) -> None:
     (source,) = await _accounts(engine, 1)
     async with engine.begin() as conn:
-        wallet = (
-            await Ledger(conn).create_account(
-                "wallet", "USD", AccountKind.LIABILITY, flags=AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS
-            )
-        ).id
+        wallet = await create_wallet(Ledger(conn), "USD")
     await _post(engine, transfer("fund", source, wallet, 1000))
 
     async def spend(n: int) -> bool:

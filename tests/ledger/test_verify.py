@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ledger import AccountFlags, AccountKind, Ledger
+from ledger import AccountKind, Ledger
 from ledger.chain import GENESIS_HASH, canonical_bytes, compute_hash, reference_canonical_bytes
 from ledger.verify import EXPORT_COLUMNS, ExportRow, verify_records, verify_rows
-from tests.ledger.helpers import transfer
+from tests.ledger.helpers import create_wallet, transfer
 
 texts = st.text(st.characters(codec="utf-8"), max_size=12)
 
@@ -62,11 +62,7 @@ async def _ledger_export(engine: AsyncEngine) -> list[ExportRow]:
     async with engine.begin() as conn:
         ledger = Ledger(conn, stripe=0)
         donor = (await ledger.create_account("donor", "COP", AccountKind.EQUITY)).id
-        wallet = (
-            await ledger.create_account(
-                "wallet", "COP", AccountKind.LIABILITY, flags=AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS
-            )
-        ).id
+        wallet = await create_wallet(ledger, "COP")
         spent = (await ledger.create_account("spent", "COP", AccountKind.EXPENSE)).id
         await ledger.post(transfer("fund", donor, wallet, 1000, references={"grant": "Ñandú ✓"}))
         hold = await ledger.post(transfer("hold", wallet, spent, 300, pending=True))

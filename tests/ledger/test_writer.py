@@ -12,7 +12,6 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ledger import (
-    AccountFlags,
     AccountKind,
     AccountNotFound,
     CurrencyMismatch,
@@ -25,7 +24,7 @@ from ledger import (
     UnbalancedTransaction,
 )
 from ledger.types import EntrySpec, TransactionSpec
-from tests.ledger.helpers import counter_mismatches, transaction_count, transfer, unbalanced_transactions
+from tests.ledger.helpers import counter_mismatches, create_wallet, transaction_count, transfer, unbalanced_transactions
 
 
 async def _setup(engine: AsyncEngine) -> tuple[UUID, UUID, UUID, UUID]:
@@ -33,11 +32,7 @@ async def _setup(engine: AsyncEngine) -> tuple[UUID, UUID, UUID, UUID]:
     async with engine.begin() as conn:
         ledger = Ledger(conn)
         source = (await ledger.create_account("source", "USD", AccountKind.EQUITY)).id
-        wallet = (
-            await ledger.create_account(
-                "wallet", "USD", AccountKind.LIABILITY, flags=AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS
-            )
-        ).id
+        wallet = await create_wallet(ledger, "USD")
         other = (await ledger.create_account("other", "USD", AccountKind.ASSET)).id
         euro = (await ledger.create_account("euro", "EUR", AccountKind.ASSET)).id
         await ledger.post(transfer("fund", source, wallet, 100))

@@ -21,6 +21,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import defer
 
 from cbi_service.batches.models import PaymentBatch
 from cbi_service.entitlements.models import Entitlement
@@ -125,9 +126,12 @@ class WebhookRepository:
         self.session = session
 
     async def claim_pending(self, limit: int) -> Sequence[WebhookEvent]:
-        """The oldest events by provider time, locked so a second applier skips them instead of waiting."""
+        """The oldest events by provider time, locked so a second applier skips them instead of waiting.
+
+        The signed body stays in the database: applying reads the adapter's reading of it (`event`)."""
         stmt = (
             select(WebhookEvent)
+            .options(defer(WebhookEvent.body, raiseload=True))
             .where(_status_is("received"))
             .order_by(WebhookEvent.occurred_at, WebhookEvent.id)
             .limit(limit)

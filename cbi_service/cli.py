@@ -7,10 +7,10 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -64,11 +64,20 @@ def serve(
         uvicorn.run(create_app(settings), host=host, port=port, log_config=None, proxy_headers=True)
 
 
+def _run_fast(main: Coroutine[Any, Any, None]) -> None:
+    """Run on uvloop where it exists (Linux, macOS), as uvicorn does for the API: the worker spends its time
+    in asyncpg round trips, which uvloop makes cheaper; elsewhere on asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
+
+
 @app.command()
 def worker(concurrency: Annotated[int, typer.Option(min=1, help="Jobs run at once.")] = 4) -> None:
     """Run an extra worker process (several may run against one database)."""
-    import uvloop
-
     from cbi_service.jobs.worker import Worker, load_handlers
     from cbi_service.kit.db import make_engine, make_session_factory
     from cbi_service.kit.heap import settle_after_startup
@@ -92,8 +101,7 @@ def worker(concurrency: Annotated[int, typer.Option(min=1, help="Jobs run at onc
             finally:
                 await engine.dispose()
 
-        # uvloop, as uvicorn uses for the API: the worker spends its time in asyncpg round trips.
-        uvloop.run(main())
+        _run_fast(main())
 
 
 @app.command()

@@ -43,6 +43,13 @@ def backoff_seconds(attempt: int, base: float = 1.0, cap: float = 300.0) -> floa
     return random.uniform(0, min(cap, base * 2 ** (attempt - 1)))  # noqa: S311 - jitter, not security
 
 
+def _log_crash(task: asyncio.Task[None]) -> None:
+    """A job whose bookkeeping failed (the database gone while recording its outcome): its lease lapses and
+    it runs again; say why, as nobody awaits the task."""
+    if not task.cancelled() and (error := task.exception()) is not None:
+        log.error("job_crashed", task=task.get_name(), exc_info=error)
+
+
 class Worker:
     def __init__(
         self,
@@ -81,6 +88,7 @@ class Worker:
                         task = asyncio.create_task(self._run_job(job), name=f"job-{job.id}")
                         running.add(task)
                         task.add_done_callback(running.discard)
+                        task.add_done_callback(_log_crash)
                 # Until a slot frees, the poll interval passes (new jobs may be ready) or the worker stops.
                 await asyncio.wait([stopping, *running], timeout=self.poll_seconds, return_when=asyncio.FIRST_COMPLETED)
         finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
+import structlog.testing
 from sqlalchemy import select, text, update
 
 from cbi_service.jobs.models import Job
@@ -201,3 +202,26 @@ async def test_a_long_job_does_not_hold_the_other_slots(session_factory):
         stop.set()
         await asyncio.wait_for(task, timeout=5)
     assert ("gated", 1) in RUNS
+
+
+async def test_a_job_task_that_crashes_is_logged(session_factory):
+    """Bookkeeping that fails after the handler (the database gone) ends the job's task with an error that no
+    one awaits: the worker logs it, and the job's lapsed lease lets it run again."""
+    worker = _worker(session_factory, poll_seconds=0.05)
+
+    async def broken_bookkeeping(job):
+        raise ConnectionError("database gone")
+
+    worker._run_job = broken_bookkeeping
+    async with session_factory.begin() as session:
+        await enqueue(session, "test.record", {"name": "lost"})
+    stop = asyncio.Event()
+    with structlog.testing.capture_logs() as logs:
+        task = asyncio.create_task(worker.run(stop))
+        async with asyncio.timeout(5):
+            while not any(entry["event"] == "job_crashed" for entry in logs):
+                await asyncio.sleep(0.02)
+        stop.set()
+        await asyncio.wait_for(task, timeout=5)
+    (job,) = [j for j in await _jobs(session_factory) if j.kind == "test.record"]
+    assert job.status == "running"

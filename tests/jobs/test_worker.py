@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
-import structlog.testing
 from sqlalchemy import select, text, update
 
+from cbi_service.jobs import worker as worker_module
 from cbi_service.jobs.models import Job
 from cbi_service.jobs.repository import JobRepository
 from cbi_service.jobs.service import JobContext, enqueue, job_handler
@@ -204,9 +204,21 @@ async def test_a_long_job_does_not_hold_the_other_slots(session_factory):
     assert ("gated", 1) in RUNS
 
 
-async def test_a_job_task_that_crashes_is_logged(session_factory):
+class _Events:
+    """Records the events logged through it (the worker's module logger may be cached by earlier tests)."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def __getattr__(self, level: str):
+        return lambda event, **_: self.events.append(event)
+
+
+async def test_a_job_task_that_crashes_is_logged(session_factory, monkeypatch):
     """Bookkeeping that fails after the handler (the database gone) ends the job's task with an error that no
     one awaits: the worker logs it, and the job's lapsed lease lets it run again."""
+    events = _Events()
+    monkeypatch.setattr(worker_module, "log", events)
     worker = _worker(session_factory, poll_seconds=0.05)
 
     async def broken_bookkeeping(job):
@@ -216,12 +228,15 @@ async def test_a_job_task_that_crashes_is_logged(session_factory):
     async with session_factory.begin() as session:
         await enqueue(session, "test.record", {"name": "lost"})
     stop = asyncio.Event()
-    with structlog.testing.capture_logs() as logs:
-        task = asyncio.create_task(worker.run(stop))
-        async with asyncio.timeout(5):
-            while not any(entry["event"] == "job_crashed" for entry in logs):
-                await asyncio.sleep(0.02)
-        stop.set()
-        await asyncio.wait_for(task, timeout=5)
-    (job,) = [j for j in await _jobs(session_factory) if j.kind == "test.record"]
-    assert job.status == "running"
+    task = asyncio.create_task(worker.run(stop))
+
+    async def lost_job_status() -> str:
+        (job,) = [j for j in await _jobs(session_factory) if j.kind == "test.record"]
+        return job.status
+
+    async with asyncio.timeout(5):
+        while "job_crashed" not in events.events or await lost_job_status() != "running":
+            await asyncio.sleep(0.02)
+    stop.set()
+    await asyncio.wait_for(task, timeout=5)
+    assert await lost_job_status() == "running"

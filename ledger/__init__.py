@@ -1,13 +1,16 @@
 """A double-entry ledger on PostgreSQL: balanced, append-only, two-phase, idempotent and hash-chained.
 
 Standalone: it depends on SQLAlchemy Core and asyncpg only, never on the service around it, and works
-inside the caller's transaction (`Ledger(conn)` on an `AsyncConnection`; the ledger never commits). Its
+inside the caller's transaction (`Ledger(conn)` on an `AsyncConnection`; `Ledger` never commits). Its
 tables live in the PostgreSQL schema `ledger`, created by migration 0002_ledger.
 
     ledger = Ledger(conn)
     a = await ledger.create_account("donor", "COP", AccountKind.EQUITY)
     b = await ledger.create_account("cash", "COP", AccountKind.ASSET)
     tx = await ledger.post(TransactionSpec("key-1", [EntrySpec(a.id, -500), EntrySpec(b.id, 500)]))
+
+`PostingWriter(engine)` posts transactions that stand on their own for many concurrent callers, committing
+those that arrive together in one database transaction (group commit): what keeps hot accounts fast.
 
 Amounts are signed integers in minor units: positive is a credit, negative a debit, and an account's
 balance is credits minus debits. `ledger.chain` defines the hash chain's canonical encoding and

@@ -278,14 +278,20 @@ class Ledger:
             if missing and not isolate:
                 raise AccountNotFound(missing)
             try:
-                results = await self._plan_and_write(specs, chosen, locked, isolate)
+                results = await self._plan_and_write(specs, chosen, locked, isolate, set(missing))
             except _KeyRace:
                 continue
             return [results[i] for i in chosen]
 
     async def _plan_and_write(
-        self, specs: Sequence[TransactionSpec], chosen: Sequence[int], locked: Locked, isolate: bool
+        self,
+        specs: Sequence[TransactionSpec],
+        chosen: Sequence[int],
+        locked: Locked,
+        isolate: bool,
+        missing: set[UUID],
     ) -> dict[int, Transaction | LedgerError]:
+        """Outcomes by index; `missing` (accounts that do not exist) is empty unless `isolate`."""
         stored = await self._load_by_keys([specs[i].key for i in chosen if specs[i].key in locked.existing_keys])
         results: dict[int, Transaction | LedgerError] = {}
         first_by_key: dict[str, int] = {}
@@ -302,9 +308,8 @@ class Ledger:
                     if _spec_fingerprint(specs[first]) != _spec_fingerprint(spec):
                         raise IdempotencyConflict(spec.key)
                     continue
-                missing = [e.account_id for e in spec.entries if e.account_id not in locked.accounts]
-                if missing:
-                    raise AccountNotFound(missing)
+                if missing and (unknown := [e.account_id for e in spec.entries if e.account_id in missing]):
+                    raise AccountNotFound(unknown)
                 new.append(i)
             except LedgerError as exc:
                 if not isolate:

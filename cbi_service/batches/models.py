@@ -9,15 +9,11 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cbi_service.kit.ids import new_id
-from cbi_service.kit.models import Base, CreatedAt
+from cbi_service.kit.models import Base, CreatedAt, one_of
 
 BATCH_STATUSES = ("draft", "pending_approval", "approved", "processing", "completed", "rejected", "cancelled")
 APPROVAL_DECISIONS = ("approve", "reject")
 EXCLUSION_REASONS = ("not_found", "not_enrolled", "not_active", "already_paid_in_cycle")
-
-
-def _in(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
 
 class PaymentBatch(CreatedAt, Base):
@@ -25,7 +21,7 @@ class PaymentBatch(CreatedAt, Base):
 
     __tablename__ = "payment_batches"
     __table_args__ = (
-        CheckConstraint(_in("status", BATCH_STATUSES), name="status"),
+        CheckConstraint(one_of("status", BATCH_STATUSES), name="status"),
         CheckConstraint("(amount_minor IS NULL) <> (amount_rule IS NULL)", name="one_amount_kind"),
         CheckConstraint("amount_minor IS NULL OR amount_minor > 0", name="amount_positive"),
         CheckConstraint("total_minor >= 0 AND beneficiary_count >= 0 AND excluded_count >= 0", name="totals"),
@@ -73,7 +69,7 @@ class BatchApproval(CreatedAt, Base):
 
     __tablename__ = "batch_approvals"
     __table_args__ = (
-        CheckConstraint(_in("decision", APPROVAL_DECISIONS), name="decision"),
+        CheckConstraint(one_of("decision", APPROVAL_DECISIONS), name="decision"),
         Index("uq_batch_approvals_batch_approver", "batch_id", "approver_id", unique=True),
     )
 
@@ -89,7 +85,7 @@ class BatchExclusion(Base):
     """A beneficiary asked for (or enrolled) but left out of a batch, and why."""
 
     __tablename__ = "batch_exclusions"
-    __table_args__ = (CheckConstraint(_in("reason", EXCLUSION_REASONS), name="reason"),)
+    __table_args__ = (CheckConstraint(one_of("reason", EXCLUSION_REASONS), name="reason"),)
 
     batch_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("payment_batches.id"), primary_key=True)
     beneficiary_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)

@@ -23,7 +23,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cbi_service.kit.ids import new_id
-from cbi_service.kit.models import Base, CreatedAt
+from cbi_service.kit.models import Base, CreatedAt, one_of
 
 STATUSES = ("active", "pending_adjudication", "duplicate", "inactive")
 # Records dedup compares against: a `duplicate` points at its original, an `inactive` one is never paid.
@@ -35,17 +35,13 @@ IMPORT_STATUSES = ("queued", "running", "completed", "failed")
 ROW_OUTCOMES = ("created", "duplicate", "pending_adjudication", "invalid")
 
 
-def _in(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} IN ({', '.join(repr(v) for v in values)})"
-
-
 class Beneficiary(CreatedAt, Base):
     """A registered person. `match_profile` is the normalised form dedup scores candidates with."""
 
     __tablename__ = "beneficiaries"
     __table_args__ = (
-        CheckConstraint(_in("status", STATUSES), name="status"),
-        CheckConstraint(_in("sex", SEXES), name="sex"),
+        CheckConstraint(one_of("status", STATUSES), name="status"),
+        CheckConstraint(one_of("sex", SEXES), name="sex"),
         CheckConstraint("household_size >= 1", name="household_size"),
         CheckConstraint("nationality ~ '^[A-Z]{2}$'", name="nationality"),
         CheckConstraint("location_country ~ '^[A-Z]{2}$'", name="location_country"),
@@ -95,8 +91,8 @@ class Adjudication(CreatedAt, Base):
 
     __tablename__ = "adjudications"
     __table_args__ = (
-        CheckConstraint(_in("status", ADJUDICATION_STATUSES), name="status"),
-        CheckConstraint(f"decision IS NULL OR {_in('decision', DECISIONS)}", name="decision"),
+        CheckConstraint(one_of("status", ADJUDICATION_STATUSES), name="status"),
+        CheckConstraint(f"decision IS NULL OR {one_of('decision', DECISIONS)}", name="decision"),
         CheckConstraint("(status = 'decided') = (decision IS NOT NULL)", name="decided_has_decision"),
         Index(
             "uq_adjudications_open_beneficiary",
@@ -135,7 +131,7 @@ class BeneficiaryImport(CreatedAt, Base):
 
     __tablename__ = "beneficiary_imports"
     __table_args__ = (
-        CheckConstraint(_in("status", IMPORT_STATUSES), name="status"),
+        CheckConstraint(one_of("status", IMPORT_STATUSES), name="status"),
         CheckConstraint("file_format IN ('csv', 'xlsx')", name="file_format"),
     )
 
@@ -166,7 +162,7 @@ class ImportChunk(Base):
 class ImportRow(Base):
     __tablename__ = "beneficiary_import_rows"
     __table_args__ = (
-        CheckConstraint(_in("outcome", ROW_OUTCOMES), name="outcome"),
+        CheckConstraint(one_of("outcome", ROW_OUTCOMES), name="outcome"),
         Index("ix_beneficiary_import_rows_outcome", "import_id", "outcome", "row_number"),
     )
 

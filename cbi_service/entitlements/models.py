@@ -20,7 +20,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cbi_service.kit.ids import new_id
-from cbi_service.kit.models import Base, CreatedAt
+from cbi_service.kit.models import Base, CreatedAt, one_of
 
 ENTITLEMENT_STATUSES = ("pending", "submitted", "issued", "redeemed", "expired", "failed", "cancelled")
 LIVE_STATUSES = ("pending", "submitted", "issued", "redeemed")
@@ -29,11 +29,7 @@ entitlements free it for a follow-up batch."""
 OPEN_STATUSES = ("pending", "submitted")
 """Statuses that keep a processing batch from completing."""
 
-LIVE_PREDICATE = "status IN ('pending', 'submitted', 'issued', 'redeemed')"
-
-
-def _in(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+LIVE_PREDICATE = one_of("status", LIVE_STATUSES)
 
 
 class Entitlement(CreatedAt, Base):
@@ -41,7 +37,7 @@ class Entitlement(CreatedAt, Base):
 
     __tablename__ = "entitlements"
     __table_args__ = (
-        CheckConstraint(_in("status", ENTITLEMENT_STATUSES), name="status"),
+        CheckConstraint(one_of("status", ENTITLEMENT_STATUSES), name="status"),
         CheckConstraint("amount_minor > 0", name="amount_positive"),
         CheckConstraint("redeemed_minor >= 0 AND redeemed_minor <= amount_minor", name="redeemed_within_amount"),
         CheckConstraint("card_last4 IS NULL OR card_last4 ~ '^[0-9]{4}$'", name="card_last4"),

@@ -8,7 +8,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cbi_service.kit.ids import new_id
-from cbi_service.kit.models import Base, CreatedAt
+from cbi_service.kit.models import Base, CreatedAt, one_of
 
 SECTORS = (
     "multipurpose_cash",
@@ -24,17 +24,13 @@ SECTORS = (
 DELIVERY_MECHANISMS = ("prepaid_card", "voucher")
 
 
-def _in(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} IN ({', '.join(repr(v) for v in values)})"
-
-
 class Programme(CreatedAt, Base):
     """A cash-based intervention: one currency, one delivery mechanism, one provider."""
 
     __tablename__ = "programmes"
     __table_args__ = (
-        CheckConstraint(_in("sector", SECTORS), name="sector"),
-        CheckConstraint(_in("delivery_mechanism", DELIVERY_MECHANISMS), name="delivery_mechanism"),
+        CheckConstraint(one_of("sector", SECTORS), name="sector"),
+        CheckConstraint(one_of("delivery_mechanism", DELIVERY_MECHANISMS), name="delivery_mechanism"),
         CheckConstraint("approvals_required >= 1", name="approvals_required"),
         CheckConstraint("voucher_validity_days IS NULL OR voucher_validity_days >= 1", name="voucher_validity"),
         CheckConstraint("country ~ '^[A-Z]{2}$'", name="country"),

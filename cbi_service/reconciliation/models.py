@@ -19,14 +19,10 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cbi_service.kit.ids import new_id
-from cbi_service.kit.models import Base, CreatedAt
+from cbi_service.kit.models import Base, CreatedAt, one_of
 
 STATUSES = ("running", "completed", "failed")
 CATEGORIES = ("matched", "amount_mismatch", "missing_in_ledger", "missing_in_statement")
-
-
-def _in(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
 
 class Reconciliation(CreatedAt, Base):
@@ -34,7 +30,7 @@ class Reconciliation(CreatedAt, Base):
 
     __tablename__ = "reconciliations"
     __table_args__ = (
-        CheckConstraint(_in("status", STATUSES), name="status"),
+        CheckConstraint(one_of("status", STATUSES), name="status"),
         CheckConstraint("period_start <= period_end", name="period"),
         CheckConstraint("lines_done >= 0 AND lines_done <= lines_total", name="progress"),
         Index("ix_reconciliations_provider", "provider", "id"),
@@ -84,7 +80,7 @@ class ReconciliationItem(Base):
 
     __tablename__ = "reconciliation_items"
     __table_args__ = (
-        CheckConstraint(_in("category", CATEGORIES), name="category"),
+        CheckConstraint(one_of("category", CATEGORIES), name="category"),
         CheckConstraint("(category = 'missing_in_statement') = (line_no IS NULL)", name="line_presence"),
         Index("ix_reconciliation_items_category", "reconciliation_id", "category", "id"),
         # One finding per statement line and per unmatched disbursement: a re-run chunk adds nothing twice.

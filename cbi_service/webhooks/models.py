@@ -9,7 +9,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cbi_service.kit.ids import new_id
-from cbi_service.kit.models import Base
+from cbi_service.kit.models import Base, one_of
 
 EVENT_STATUSES = ("received", "applied", "ignored", "refused", "unmatched", "failed")
 """`received`: stored, not yet applied. `applied`: changed its entitlement. `ignored`: stale or repeated
@@ -31,7 +31,7 @@ class WebhookEvent(Base):
 
     __tablename__ = "webhook_events"
     __table_args__ = (
-        CheckConstraint(f"status IN ({', '.join(repr(s) for s in EVENT_STATUSES)})", name="status"),
+        CheckConstraint(one_of("status", EVENT_STATUSES), name="status"),
         CheckConstraint("attempts >= 0", name="attempts"),
         Index("uq_webhook_events_provider_webhook_id", "provider", "webhook_id", unique=True),
         Index("ix_webhook_events_pending", "occurred_at", "id", postgresql_where=text(PENDING_PREDICATE)),

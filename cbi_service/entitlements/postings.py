@@ -53,8 +53,7 @@ async def release_batch(session: AsyncSession, programme: Programme, batch_id: u
 
 
 async def _failures(session: AsyncSession, entitlement: Entitlement) -> int:
-    history = await EntitlementRepository(session).history(entitlement.id)
-    return sum(1 for event in history if event.to_status == "failed")
+    return await EntitlementRepository(session).count_events(entitlement.id, "failed")
 
 
 async def reserve_after_failure(session: AsyncSession, programme: Programme, entitlement: Entitlement) -> None:

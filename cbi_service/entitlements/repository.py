@@ -61,6 +61,13 @@ class EntitlementRepository:
         )
         return (await self.session.execute(stmt)).scalars().all()
 
+    async def count_events(self, entitlement_id: uuid.UUID, to_status: str) -> int:
+        """How many times the entitlement moved to `to_status` (failures count against the retry budget)."""
+        stmt = select(func.count()).where(
+            EntitlementEvent.entitlement_id == entitlement_id, EntitlementEvent.to_status == to_status
+        )
+        return int((await self.session.execute(stmt)).scalar_one())
+
     async def add_events(self, rows: Iterable[dict[str, Any]]) -> None:
         values = list(rows)
         if values:

@@ -204,7 +204,10 @@ async def mark_issued_many(
             )
     if not moving:
         return results
-    programmes = {p.id: p for p in await _programmes(session, {e.programme_id for e, _ in moving})}
+    # One lookup per programme; a caller that holds the chunk's programmes (the webhook applier) answers
+    # them from the session's identity map, without a query.
+    one_per_programme = {e.programme_id: e for e, _ in moving}
+    programmes = {pid: await _programme(session, e) for pid, e in one_per_programme.items()}
     await postings.disburse_many(session, [(programmes[e.programme_id], e) for e, _ in moving])
     now = datetime.now(UTC)
     issued_at = [event.at or now for _, event in moving]
@@ -500,10 +503,6 @@ async def _lock(session: AsyncSession, entitlement_id: uuid.UUID) -> Entitlement
     if entitlement is None:
         raise UnknownEntitlement("Entitlement not found.")
     return entitlement
-
-
-async def _programmes(session: AsyncSession, ids: set[uuid.UUID]) -> Sequence[Programme]:
-    return (await session.execute(select(Programme).where(Programme.id.in_(ids)))).scalars().all()
 
 
 async def _programme(session: AsyncSession, entitlement: Entitlement) -> Programme:

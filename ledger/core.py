@@ -16,6 +16,7 @@ connection, whichever `Ledger` instance posts), so a long unit of work holds one
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import secrets
@@ -475,15 +476,7 @@ class Ledger:
                 reverses_id=reverses_id,
             )
         if outcome == "exists":
-            wanted = (
-                kind,
-                phase,
-                pending_id,
-                reverses_id,
-                [(e.account_id, e.amount) for e in entries],
-                refs,
-                description,
-            )
+            wanted = _request_fingerprint(kind, phase, pending_id, reverses_id, entries, refs, description)
             return _replay((await self._load_by_keys([key]))[key], wanted)
         if outcome == "resolved":
             target = pending_id or reverses_id
@@ -762,14 +755,8 @@ class Ledger:
         self,
         start: datetime | None = None,
         end: datetime | None = None,
-        *,
-        account_code_prefix: str | None = None,
     ) -> AsyncIterator[ExportRow]:
-        """Every entry with its transaction's chain fields, in time order, for `start <= posted_at < end`.
-
-        With `account_code_prefix`, only transactions touching such an account, with all their entries
-        (verify that export with `allow_gaps=True`).
-        """
+        """Every entry with its transaction's chain fields, in time order, for `start <= posted_at < end`."""
         t, e, a = schema.transactions, schema.entries, schema.accounts
         stmt = (
             select(
@@ -795,14 +782,6 @@ class Ledger:
             stmt = stmt.where(t.c.posted_at >= start)
         if end is not None:
             stmt = stmt.where(t.c.posted_at < end)
-        if account_code_prefix:
-            e2, a2 = e.alias("e2"), a.alias("a2")
-            stmt = stmt.where(
-                select(e2.c.tx_id)
-                .select_from(e2.join(a2, a2.c.id == e2.c.account_id))
-                .where(e2.c.tx_id == t.c.id, a2.c.code.startswith(account_code_prefix, autoescape=True))
-                .exists()
-            )
         result = await self._conn.stream(stmt.execution_options(yield_per=5000))
         async for row in result:
             yield ExportRow(
@@ -1045,28 +1024,36 @@ def _resolution_entries(
     return [EntrySpec(e.account_id, amount if e.amount > 0 else -amount) for e in original], original
 
 
-def _fingerprint(tx: Transaction) -> tuple[Any, ...]:
+def _request_fingerprint(
+    kind: str,
+    phase: Phase,
+    pending_id: UUID | None,
+    reverses_id: UUID | None,
+    entries: Sequence[Entry] | Sequence[EntrySpec],
+    references: Mapping[str, str],
+    description: str,
+) -> tuple[Any, ...]:
+    """What a retry with the same key must repeat to be a replay rather than a conflict."""
     return (
-        tx.kind,
-        tx.phase,
-        tx.pending_id,
-        tx.reverses_id,
-        [(e.account_id, e.amount) for e in tx.entries],
-        dict(tx.references),
-        tx.description,
+        kind,
+        phase,
+        pending_id,
+        reverses_id,
+        [(e.account_id, e.amount) for e in entries],
+        dict(references),
+        description,
+    )
+
+
+def _fingerprint(tx: Transaction) -> tuple[Any, ...]:
+    return _request_fingerprint(
+        tx.kind, tx.phase, tx.pending_id, tx.reverses_id, tx.entries, tx.references, tx.description
     )
 
 
 def _spec_fingerprint(spec: TransactionSpec) -> tuple[Any, ...]:
-    return (
-        spec.kind,
-        Phase.PENDING if spec.pending else Phase.POSTED,
-        None,
-        None,
-        [(e.account_id, e.amount) for e in spec.entries],
-        dict(spec.references),
-        spec.description,
-    )
+    phase = Phase.PENDING if spec.pending else Phase.POSTED
+    return _request_fingerprint(spec.kind, phase, None, None, spec.entries, spec.references, spec.description)
 
 
 def _replay(previous: Transaction, wanted: tuple[Any, ...]) -> Transaction:
@@ -1076,24 +1063,7 @@ def _replay(previous: Transaction, wanted: tuple[Any, ...]) -> Transaction:
 
 
 def _as_replay(tx: Transaction) -> Transaction:
-    return Transaction(
-        id=tx.id,
-        key=tx.key,
-        kind=tx.kind,
-        phase=tx.phase,
-        currency=tx.currency,
-        entries=tx.entries,
-        references=tx.references,
-        description=tx.description,
-        posted_at=tx.posted_at,
-        chain=tx.chain,
-        seq=tx.seq,
-        prev_hash=tx.prev_hash,
-        hash=tx.hash,
-        pending_id=tx.pending_id,
-        reverses_id=tx.reverses_id,
-        replayed=True,
-    )
+    return dataclasses.replace(tx, replayed=True)
 
 
 def _key_range(prefix: str) -> tuple[str, str]:

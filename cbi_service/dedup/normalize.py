@@ -68,8 +68,6 @@ def name_tokens(text: str) -> tuple[str, ...]:
     return kept or tuple(tokens)
 
 
-_VOWELS = frozenset("aeiou")
-
 # Ordered rewrites applied to a folded token before the letter-by-letter pass. Each one maps spellings that
 # sound the same in Latin American Spanish to a single form.
 _REWRITES: tuple[tuple[re.Pattern[str], str], ...] = tuple(

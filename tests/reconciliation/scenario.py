@@ -9,10 +9,8 @@ from datetime import datetime
 from typing import Any
 
 import httpx
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from cbi_service.entitlements.models import Entitlement
 from cbi_service.entitlements.service import mark_failed, mark_issued
 from cbi_service.ledger_api.service import fund
 from cbi_service.programmes.models import Programme
@@ -141,11 +139,3 @@ async def fail(session_factory: async_sessionmaker[AsyncSession], entitlement_id
     async with session_factory.begin() as session:
         transition = await mark_failed(session, uuid.UUID(entitlement_id), "card blocked", False)
     assert transition.applied, transition
-
-
-async def entitlement(session_factory: async_sessionmaker[AsyncSession], entitlement_id: str) -> Entitlement:
-    async with session_factory() as session:
-        found = (
-            await session.execute(select(Entitlement).where(Entitlement.id == uuid.UUID(entitlement_id)))
-        ).scalar_one()
-    return found

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import socket
+from types import SimpleNamespace
 from typing import Any
+
+from cbi_service.jobs.worker import Worker
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -28,3 +32,15 @@ def assert_problem(response: Any, status: int) -> dict[str, Any]:
     assert body["status"] == status
     assert {"type", "title", "detail"} <= body.keys()
     return body
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def run_jobs(session_factory: Any, settings: Any) -> None:
+    """Run queued jobs until none is ready."""
+    await Worker(session_factory, SimpleNamespace(settings=settings)).run_until_idle()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 import uuid
@@ -25,18 +24,13 @@ from cbi_service.kit.db import make_engine, make_session_factory
 from cbi_service.kit.settings import Settings, to_asyncpg_url
 from cbi_service.openapi_spec import render_openapi
 from tests.conftest import TEST_PROVIDERS, _admin, _in_thread, with_database
+from tests.helpers import free_port
 
 SPEC = Path(__file__).resolve().parents[1] / "openapi" / "openapi.json"
 
 
 def test_committed_spec_is_current():
     assert SPEC.read_text() == render_openapi(), "openapi/openapi.json is stale: run `cbi-service openapi`"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def _all_roles_key(settings: Settings) -> str:
@@ -62,7 +56,7 @@ def live_server(server_url: str, template_database: str) -> Iterator[tuple[str, 
         log_level="WARNING",
     )
     key = _in_thread(asyncio.run, _all_roles_key(settings))
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings), port=port, log_config=None, lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -2,15 +2,13 @@ from __future__ import annotations
 
 import csv
 import io
-from types import SimpleNamespace
 
 import openpyxl
 from sqlalchemy import text
 
 from cbi_service.beneficiaries import imports
 from cbi_service.beneficiaries.imports import TEMPLATE_COLUMNS
-from cbi_service.jobs.worker import Worker
-from tests.helpers import assert_problem
+from tests.helpers import assert_problem, run_jobs
 
 ROW = {
     "given_names": "Ana Lucía", "family_names": "Pérez Gómez", "date_of_birth": "1985-06-20", "sex": "female",
@@ -61,10 +59,6 @@ def csv_bytes(rows: list[dict[str, str]], delimiter: str = ",") -> bytes:
     writer.writeheader()
     writer.writerows(rows)
     return out.getvalue().encode()
-
-
-async def run_jobs(session_factory, settings) -> None:
-    await Worker(session_factory, SimpleNamespace(settings=settings)).run_until_idle()
 
 
 async def test_csv_import_reports_each_row_and_catches_in_file_duplicates(

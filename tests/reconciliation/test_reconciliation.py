@@ -27,9 +27,8 @@ from types import SimpleNamespace
 import pytest
 from sqlalchemy import func, select
 
-from cbi_service.jobs.worker import Worker
 from cbi_service.reconciliation.models import Reconciliation, StatementLine
-from tests.helpers import assert_problem
+from tests.helpers import assert_problem, run_jobs
 from tests.reconciliation.scenario import enrol, fail, issue, make_programme, make_staff, register, released_batch
 
 HEADER = "date,entitlement_id,amount,currency,provider_ref,branch\n"
@@ -94,10 +93,6 @@ async def upload(client, headers, content: bytes, provider: str = "cards", **for
         files={"statement": ("statement.csv", content, "text/csv")},
         headers=headers,
     )
-
-
-async def run_jobs(session_factory, settings) -> None:
-    await Worker(session_factory, SimpleNamespace(settings=settings)).run_until_idle()
 
 
 async def test_crafted_statement_sorts_into_the_four_categories(client, books, session_factory, settings):

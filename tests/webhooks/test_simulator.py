@@ -4,7 +4,6 @@ purpose, reach the service over real HTTP and every voucher ends exactly where t
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -32,19 +31,14 @@ from tests.disbursement.support import (
     release,
     seed_beneficiaries,
 )
+from tests.helpers import free_port
 
 VOUCHERS = 12
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def port() -> int:
-    return _free_port()
+    return free_port()
 
 
 @pytest.fixture(scope="module")

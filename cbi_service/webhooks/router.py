@@ -27,7 +27,6 @@ from cbi_service.webhooks.signatures import InvalidSignature, ProviderVerifier, 
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_WEBHOOK_ID_LENGTH = 255
-_encode = json.JSONEncoder(separators=(",", ":")).encode
 _HEADER_DOCS = {
     "webhook-id": "Unique per event; redeliveries reuse it.",
     "webhook-timestamp": "Unix seconds when the request was signed; refused outside ±5 minutes.",
@@ -113,7 +112,8 @@ async def receive_webhook(provider: str, request: Request) -> Response:
     stored = await writer.store(service.inbox_row(provider, message, event))
     (metrics.DUPLICATE if stored.duplicate else metrics.RECEIVED).labels(provider, event.type).inc()
     ack = {"id": str(stored.id), "status": stored.status, "duplicate": stored.duplicate}
-    return Response(_encode(ack), status_code=200 if stored.duplicate else 202, media_type="application/json")
+    status_code = 200 if stored.duplicate else 202
+    return Response(service.encode_json(ack), status_code=status_code, media_type="application/json")
 
 
 class _RawRequestRoute(APIRoute):

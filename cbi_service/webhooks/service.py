@@ -44,7 +44,8 @@ _STATUS_OF_OUTCOME = {"applied": "applied", "noop": "ignored", "refused": "refus
 _OPTIONAL_FIELDS = tuple(
     f.name for f in fields(ProviderEvent) if f.name not in {"type", "timestamp", "entitlement_id", "provider_ref"}
 )
-_encode = json.JSONEncoder(separators=(",", ":")).encode
+encode_json = json.JSONEncoder(separators=(",", ":")).encode
+"""Compact JSON text: the stored reading of an event, and the webhook acknowledgement."""
 _STRING_FIELDS = tuple(f.name for f in fields(ProviderEvent) if str(f.type).startswith("str"))
 
 
@@ -60,7 +61,7 @@ def inbox_row(provider: str, message: SignedMessage, event: ProviderEvent) -> In
         occurred_at=event.timestamp,
         signed_at=message.signed_at,
         body=message.body,
-        event=_encode(event_to_json(event)),
+        event=encode_json(event_to_json(event)),
     )
 
 

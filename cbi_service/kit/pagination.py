@@ -36,13 +36,14 @@ def decode_cursor(cursor: str, size: int) -> list[str]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         values = json.loads(raw)
     except (ValueError, json.JSONDecodeError) as exc:
-        raise _bad_cursor() from exc
+        raise bad_cursor() from exc
     if not isinstance(values, list) or len(values) != size or not all(isinstance(v, str) for v in values):
-        raise _bad_cursor()
+        raise bad_cursor()
     return values
 
 
-def _bad_cursor() -> UnprocessableEntity:
+def bad_cursor() -> UnprocessableEntity:
+    """The 422 for a cursor this service did not hand out."""
     return UnprocessableEntity("Invalid cursor.", errors=[{"field": "cursor", "message": "not a valid cursor"}])
 
 
@@ -62,7 +63,7 @@ class PageParams:
         try:
             return uuid.UUID(keys[0])
         except ValueError as exc:
-            raise _bad_cursor() from exc
+            raise bad_cursor() from exc
 
 
 def _page_params(

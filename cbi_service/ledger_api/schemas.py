@@ -139,6 +139,15 @@ class TrialBalanceOut(BaseModel):
 
     @classmethod
     def of(cls, trial: TrialBalance) -> TrialBalanceOut:
+        totals = [
+            TrialBalanceTotalOut(
+                currency=currency,
+                debits=Money.of(debits, currency),
+                credits=Money.of(credits, currency),
+                balanced=debits == credits,
+            )
+            for currency, (debits, credits) in sorted(trial.totals().items())
+        ]
         return cls(
             as_of=trial.as_of,
             lines=[
@@ -152,14 +161,6 @@ class TrialBalanceOut(BaseModel):
                 )
                 for line in trial.lines
             ],
-            totals=[
-                TrialBalanceTotalOut(
-                    currency=currency,
-                    debits=Money.of(debits, currency),
-                    credits=Money.of(credits, currency),
-                    balanced=debits == credits,
-                )
-                for currency, (debits, credits) in sorted(trial.totals().items())
-            ],
-            balanced=trial.balanced,
+            totals=totals,
+            balanced=all(total.balanced for total in totals),
         )

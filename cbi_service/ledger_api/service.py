@@ -45,6 +45,7 @@ from cbi_service.audit.service import record_audit
 from cbi_service.auth.roles import Principal
 from cbi_service.kit.errors import Conflict, NotFound, UnprocessableEntity
 from cbi_service.kit.money import Money, require_currency
+from cbi_service.kit.pagination import bad_cursor
 from cbi_service.ledger_api.schemas import (
     FundingCreate,
     FundingOut,
@@ -491,9 +492,7 @@ async def account_entries(
     try:
         page = await ledger.entries(account_id, cursor=cursor, limit=limit)
     except InvalidCursor as exc:
-        raise UnprocessableEntity(
-            "Invalid cursor.", errors=[{"field": "cursor", "message": "not a valid cursor"}]
-        ) from exc
+        raise bad_cursor() from exc
     return [LedgerEntryOut.of(e) for e in page.items], page.next_cursor
 
 

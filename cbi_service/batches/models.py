@@ -14,6 +14,10 @@ from cbi_service.kit.models import Base, CreatedAt, one_of
 BATCH_STATUSES = ("draft", "pending_approval", "approved", "processing", "completed", "rejected", "cancelled")
 APPROVAL_DECISIONS = ("approve", "reject")
 EXCLUSION_REASONS = ("not_found", "not_enrolled", "not_active", "already_paid_in_cycle")
+UNRELEASED_STATUSES = ("draft", "pending_approval", "approved")
+"""Before release: nothing has gone to a provider, so the batch can still be cancelled as a whole."""
+RELEASED_STATUSES = ("processing", "completed")
+"""Released: its entitlements are with the provider."""
 
 
 class PaymentBatch(CreatedAt, Base):

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cbi_service.audit.service import record_audit
 from cbi_service.auth.roles import Principal
-from cbi_service.batches.models import BatchApproval, PaymentBatch
+from cbi_service.batches.models import RELEASED_STATUSES, UNRELEASED_STATUSES, BatchApproval, PaymentBatch
 from cbi_service.batches.repository import BatchRepository
 from cbi_service.batches.schemas import MAX_LISTED_EXCLUSIONS, ApprovalCreate, BatchCreate, BatchOut
 from cbi_service.disbursement.dispatch import start_issuance
@@ -32,9 +32,6 @@ from cbi_service.entitlements.repository import EntitlementRepository
 from cbi_service.kit.errors import Conflict, Forbidden, NotFound, UnprocessableEntity
 from cbi_service.programmes.models import Programme
 from cbi_service.programmes.service import get_programme
-
-CANCELLABLE = ("draft", "pending_approval", "approved")
-FOLLOWABLE = ("processing", "completed")
 
 
 async def create_batch(session: AsyncSession, principal: Principal, data: BatchCreate) -> BatchOut:
@@ -57,7 +54,7 @@ async def follow_up_batch(
 ) -> BatchOut:
     """A new draft for this batch's failed and expired entitlements whose beneficiaries are still active."""
     source = await _get(session, batch_id)
-    if source.status not in FOLLOWABLE:
+    if source.status not in RELEASED_STATUSES:
         raise Conflict(f"Only a released batch can be followed up; this one is {source.status}.")
     beneficiary_ids = await BatchRepository(session).follow_up_beneficiaries(source.id)
     if not beneficiary_ids:
@@ -186,7 +183,7 @@ async def cancel_batch(session: AsyncSession, principal: Principal, batch_id: uu
     """Before release only; an approved batch gives back what is still reserved."""
     repo = BatchRepository(session)
     batch = await _get(session, batch_id, for_update=True)
-    if batch.status not in CANCELLABLE:
+    if batch.status not in UNRELEASED_STATUSES:
         raise Conflict(f"A {batch.status} batch cannot be cancelled.")
     before = batch.summary()
     _, reserved = await repo.cancel_pending(batch.id, principal.name, "batch cancelled")

@@ -47,7 +47,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from adapters.providers.base import IssueInstruction, ProviderError, TransientProviderError
 from cbi_service.audit.service import AuditEntry, record_audit, record_audit_many
 from cbi_service.auth.roles import Principal
-from cbi_service.batches.models import PaymentBatch
+from cbi_service.batches.models import RELEASED_STATUSES, UNRELEASED_STATUSES, PaymentBatch
 from cbi_service.beneficiaries.models import Beneficiary
 from cbi_service.disbursement.providers import get_provider
 from cbi_service.entitlements import postings
@@ -61,7 +61,6 @@ from cbi_service.programmes.models import Programme
 
 Outcome = Literal["applied", "noop", "refused"]
 _RANK = {"pending": 0, "submitted": 1, "failed": 1, "issued": 2, "redeemed": 3, "expired": 4, "cancelled": 5}
-UNRELEASED_BATCH = ("draft", "pending_approval", "approved")
 
 
 class UnknownEntitlement(NotFound):
@@ -416,7 +415,7 @@ async def cancel_entitlement(
     if found is None:
         raise UnknownEntitlement("Entitlement not found.")
     batch_status = await session.scalar(select(PaymentBatch.status).where(PaymentBatch.id == found.batch_id))
-    if batch_status in UNRELEASED_BATCH:
+    if batch_status in UNRELEASED_STATUSES:
         batch_status = await session.scalar(
             select(PaymentBatch.status).where(PaymentBatch.id == found.batch_id).with_for_update()
         )
@@ -428,9 +427,9 @@ async def cancel_entitlement(
     unredeemed_voucher = (
         previous == "issued" and programme.delivery_mechanism == "voucher" and entitlement.redeemed_minor == 0
     )
-    if previous not in ("pending", "submitted") and not unredeemed_voucher:
+    if previous not in OPEN_STATUSES and not unredeemed_voucher:
         raise Conflict(f"A {previous} entitlement cannot be cancelled.")
-    if batch_status in ("processing", "completed"):
+    if batch_status in RELEASED_STATUSES:
         await _cancel_at_provider(settings, programme, entitlement)
     if unredeemed_voucher:
         await postings.return_entitlement(session, programme, entitlement, entitlement.amount_minor, "cancelled")

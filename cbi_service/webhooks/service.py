@@ -24,6 +24,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.providers.base import ProviderEvent
+from cbi_service.batches.models import RELEASED_STATUSES
 from cbi_service.entitlements import service as entitlements
 from cbi_service.kit.ids import new_id
 from cbi_service.webhooks import metrics
@@ -39,7 +40,6 @@ CHUNK_SECONDS = 0.5
 MAX_APPLY_ATTEMPTS = 5
 EXPIRY_CHUNK = 200
 EXPIRY_SOURCE = "voucher-expiry"
-RELEASED_BATCH = ("processing", "completed")
 _STATUS_OF_OUTCOME = {"applied": "applied", "noop": "ignored", "refused": "refused"}
 _OPTIONAL_FIELDS = tuple(
     f.name for f in fields(ProviderEvent) if f.name not in {"type", "timestamp", "entitlement_id", "provider_ref"}
@@ -113,7 +113,7 @@ def precheck(provider: str, event: ProviderEvent, target: Target | None) -> Verd
         return "unmatched", None
     if target.provider != provider:
         return "refused", f"the entitlement is served by provider {target.provider!r}"
-    if target.batch_status not in RELEASED_BATCH:
+    if target.batch_status not in RELEASED_STATUSES:
         return "refused", f"the entitlement's batch is {target.batch_status}, not released to the provider"
     if event.type == "voucher.redeemed" and event.currency != target.currency:
         return "refused", f"redemption in {event.currency}, the entitlement is in {target.currency}"

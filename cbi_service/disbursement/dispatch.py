@@ -35,7 +35,14 @@ from cbi_service.audit.service import record_audit
 from cbi_service.batches.models import PaymentBatch
 from cbi_service.disbursement.providers import get_provider
 from cbi_service.entitlements.models import Entitlement
-from cbi_service.entitlements.service import Issued, instruction_of, mark_failed, mark_issued_many, mark_submitted
+from cbi_service.entitlements.service import (
+    Issued,
+    complete_done_batches,
+    instruction_of,
+    mark_failed,
+    mark_issued_many,
+    mark_submitted,
+)
 from cbi_service.jobs.service import JobContext, enqueue, job_handler
 from cbi_service.kit.settings import Settings
 from cbi_service.programmes.models import Programme
@@ -169,15 +176,6 @@ _STALLED = text(
        AND pg_try_advisory_xact_lock(hashtext(b.id::text), lane)
     """
 )
-_COMPLETE = text(
-    """
-    UPDATE payment_batches b SET status = 'completed', completed_at = now(), updated_at = now()
-     WHERE b.status = 'processing'
-       AND NOT EXISTS (
-            SELECT 1 FROM entitlements e WHERE e.batch_id = b.id AND e.status IN ('pending', 'submitted'))
-    RETURNING b.id
-    """
-)
 _OVERDUE = text(
     """
     WITH due AS (
@@ -201,8 +199,7 @@ async def sweep(ctx: JobContext) -> None:
         for batch_id, lane in (await session.execute(_STALLED, {"kind": ISSUE_JOB, "lanes": LANES})).all():
             log.info("issuance_lane_started", batch_id=batch_id, lane=lane)
             await enqueue(session, ISSUE_JOB, {"batch_id": batch_id, "lane": lane})
-        for batch_id in (await session.execute(_COMPLETE)).scalars():
-            await record_audit(session, None, "payment_batch.completed", "payment_batch", batch_id)
+        await complete_done_batches(session)
     await poll_overdue(ctx.session_factory, ctx.state.settings)
 
 

@@ -4,7 +4,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cbi_service.batches.models import PaymentBatch
@@ -86,21 +86,20 @@ class EntitlementRepository:
             counts[batch_id][status] = count
         return counts
 
-    async def complete_batch_if_done(self, batch_id: uuid.UUID) -> bool:
-        """Conditional update: a processing batch with nothing left pending or submitted is completed."""
+    async def complete_done_batches(self, batch_id: uuid.UUID | None = None) -> Sequence[uuid.UUID]:
+        """Conditional update: processing batches (or this one) with nothing left pending or submitted are
+        completed; returns the ids it completed."""
         still_open = (
             select(Entitlement.id)
-            .where(Entitlement.batch_id == batch_id, Entitlement.status.in_(OPEN_STATUSES))
+            .where(Entitlement.batch_id == PaymentBatch.id, Entitlement.status.in_(OPEN_STATUSES))
             .limit(1)
             .exists()
         )
-        stmt = (
-            update(PaymentBatch)
-            .where(and_(PaymentBatch.id == batch_id, PaymentBatch.status == "processing", ~still_open))
-            .values(status="completed", completed_at=func.now(), updated_at=func.now())
-            .returning(PaymentBatch.id)
-        )
-        return (await self.session.execute(stmt)).scalar_one_or_none() is not None
+        stmt = update(PaymentBatch).where(PaymentBatch.status == "processing", ~still_open)
+        if batch_id is not None:
+            stmt = stmt.where(PaymentBatch.id == batch_id)
+        stmt = stmt.values(status="completed", completed_at=func.now(), updated_at=func.now())
+        return (await self.session.execute(stmt.returning(PaymentBatch.id))).scalars().all()
 
     async def reopen_batch(self, batch_id: uuid.UUID) -> None:
         """A retried entitlement is open again, so its completed batch is processing again."""

@@ -243,8 +243,7 @@ async def mark_issued_many(
         ],
     )
     for batch_id in {e.batch_id for e, _ in moving}:
-        if await repo.complete_batch_if_done(batch_id):
-            await record_audit(session, None, "payment_batch.completed", "payment_batch", batch_id)
+        await complete_done_batches(session, batch_id)
     for entitlement, _ in moving:
         session.expire(entitlement)
     return results
@@ -527,6 +526,12 @@ async def _issue(
     entitlement.issued_at = at or datetime.now(UTC)
 
 
+async def complete_done_batches(session: AsyncSession, batch_id: uuid.UUID | None = None) -> None:
+    """Complete the processing batches (or this one) that nothing keeps open any more, and audit each."""
+    for completed in await EntitlementRepository(session).complete_done_batches(batch_id):
+        await record_audit(session, None, "payment_batch.completed", "payment_batch", completed)
+
+
 def _voucher_expiry(programme: Programme, issued_at: datetime | None) -> datetime | None:
     if programme.voucher_validity_days is None or issued_at is None:
         return None
@@ -569,8 +574,8 @@ async def _changed(
         {**_summary(entitlement), "source": actor},
     )
     settled = previous in OPEN_STATUSES and entitlement.status not in OPEN_STATUSES
-    if settled and await repo.complete_batch_if_done(entitlement.batch_id):
-        await record_audit(session, None, "payment_batch.completed", "payment_batch", entitlement.batch_id)
+    if settled:
+        await complete_done_batches(session, entitlement.batch_id)
 
 
 def _summary(entitlement: Entitlement) -> dict[str, Any]:

@@ -90,9 +90,9 @@ class JobRepository:
             .values(status="failed", locked_until=None, last_error=error, finished_at=func.now())
         )
 
-    async def fail_abandoned(self) -> int:
+    async def fail_abandoned(self) -> None:
         """Jobs whose lease lapsed on their last allowed attempt (their worker kept dying): give up on them."""
-        stmt = (
+        await self.session.execute(
             update(Job)
             .where(Job.status == "running", Job.locked_until < func.now(), Job.attempts >= Job.max_attempts)
             .values(
@@ -101,9 +101,7 @@ class JobRepository:
                 last_error="lease lapsed on the last attempt",
                 finished_at=func.now(),
             )
-            .returning(Job.id)
         )
-        return len((await self.session.execute(stmt)).scalars().all())
 
     async def get(self, job_id: uuid.UUID) -> Job | None:
         return await self.session.get(Job, job_id)

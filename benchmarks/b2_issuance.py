@@ -22,11 +22,9 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import httpx
-import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -39,46 +37,18 @@ from benchmarks.common import (  # noqa: E402
     free_port,
     libpq,
     machine,
-    new_api_key,
+    ok,
+    process_cpu_seconds,
     scratch_database,
+    staff_headers,
     start_service,
+    start_worker,
     stop_processes,
     wait_http,
 )
-from cbi_service.auth.roles import Role  # noqa: E402
 from cbi_service.kit.settings import to_asyncpg_url  # noqa: E402
 
 PROVIDER = "bench-cards"
-
-
-KEYS = {
-    "admin": Role.admin,
-    "officer": Role.programme_officer,
-    "approver-a": Role.approver,
-    "approver-b": Role.approver,
-    "finance": Role.finance,
-}
-
-
-def _cpu_seconds(pid: int) -> float:
-    times = psutil.Process(pid).cpu_times()
-    return float(times.user + times.system)
-
-
-async def _keys(db_url: str) -> dict[str, dict[str, str]]:
-    out = {}
-    for name, role in KEYS.items():
-        _, raw = await new_api_key(db_url, f"bench {name}", role)
-        out[name] = {"Authorization": f"Bearer {raw}"}
-    return out
-
-
-async def _ok(response: httpx.Response) -> Any:
-    if response.status_code >= 400:
-        raise RuntimeError(
-            f"{response.request.method} {response.request.url.path}: {response.status_code} {response.text}"
-        )
-    return response.json()
 
 
 async def run(size: int, server_url: str) -> None:
@@ -111,10 +81,10 @@ async def measure(size: int, db_url: str) -> None:
         service = start_service(api_port, env)
         processes.append(service)
         await wait_http(f"http://127.0.0.1:{api_port}/healthz")
-        keys = await _keys(db_url)
+        keys = await staff_headers(db_url)
         base = f"http://127.0.0.1:{api_port}"
         async with httpx.AsyncClient(base_url=base, timeout=600) as http:
-            programme = await _ok(
+            programme = await ok(
                 await http.post(
                     "/v1/programmes",
                     headers=keys["admin"],
@@ -129,7 +99,7 @@ async def measure(size: int, db_url: str) -> None:
                 )
             )
             pid = programme["id"]
-            await _ok(
+            await ok(
                 await http.post(
                     f"/v1/programmes/{pid}/funds",
                     headers={**keys["finance"], "Idempotency-Key": "fund"},
@@ -146,7 +116,7 @@ async def measure(size: int, db_url: str) -> None:
             await conn.execute(ENROL, uuid.UUID(pid), uuid.UUID(int=1))
             seeded = time.perf_counter() - started
             started = time.perf_counter()
-            batch = await _ok(
+            batch = await ok(
                 await http.post(
                     "/v1/payment-batches",
                     headers=keys["officer"],
@@ -161,17 +131,15 @@ async def measure(size: int, db_url: str) -> None:
             created = time.perf_counter() - started
             bid = batch["id"]
             started = time.perf_counter()
-            await _ok(await http.post(f"/v1/payment-batches/{bid}/submit", headers=keys["officer"]))
+            await ok(await http.post(f"/v1/payment-batches/{bid}/submit", headers=keys["officer"]))
             submitted = time.perf_counter() - started
             for approver in ("approver-a", "approver-b"):
-                await _ok(
+                await ok(
                     await http.post(
                         f"/v1/payment-batches/{bid}/approvals", headers=keys[approver], json={"decision": "approve"}
                     )
                 )
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "cbi_service", "worker"], cwd=ROOT, env=env, stderr=subprocess.DEVNULL
-            )
+            worker = start_worker(env)
             processes.append(worker)
             memory = {
                 "service": PeakMemory(service.pid, 0.1, tree=True),
@@ -180,10 +148,10 @@ async def measure(size: int, db_url: str) -> None:
             for sampler in memory.values():
                 sampler.start()
             tracked = {"service": service.pid, "worker": worker.pid, "simulator": simulator.process.pid}
-            cpu_before = {name: _cpu_seconds(pid) for name, pid in tracked.items()}
+            cpu_before = {name: process_cpu_seconds(pid) for name, pid in tracked.items()}
             await asyncio.sleep(1.0)
             t0 = time.perf_counter()
-            await _ok(
+            await ok(
                 await http.post(
                     f"/v1/payment-batches/{bid}/release", headers={**keys["finance"], "Idempotency-Key": "go"}
                 )
@@ -206,7 +174,7 @@ async def measure(size: int, db_url: str) -> None:
             elapsed = time.perf_counter() - t0
             for sampler in memory.values():
                 sampler.running = False
-            cpu = {name: _cpu_seconds(pid) - cpu_before[name] for name, pid in tracked.items()}
+            cpu = {name: process_cpu_seconds(pid) - cpu_before[name] for name, pid in tracked.items()}
             issued = await conn.fetchval(
                 "SELECT count(*) FROM entitlements WHERE batch_id = $1 AND status = 'issued'", uuid.UUID(bid)
             )

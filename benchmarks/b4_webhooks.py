@@ -50,7 +50,6 @@ from typing import Any
 
 import asyncpg
 import httpx
-import psutil
 import uvloop
 from standardwebhooks import Webhook
 
@@ -64,24 +63,19 @@ from benchmarks.common import (  # noqa: E402
     free_port,
     libpq,
     machine,
-    new_api_key,
+    ok,
+    process_cpu_seconds,
     scratch_database,
+    staff_headers,
     start_service,
+    start_worker,
     stop_processes,
     wait_http,
 )
-from cbi_service.auth.roles import Role  # noqa: E402
 
 PROVIDER = "bench-vouchers"
 REDEMPTIONS = ("20000.00", "20000.00", "20000.00")
 PACED_REDEMPTION = "100.00"
-ROLES = {
-    "admin": Role.admin,
-    "officer": Role.programme_officer,
-    "approver-a": Role.approver,
-    "approver-b": Role.approver,
-    "finance": Role.finance,
-}
 
 
 # --- load generator: keep-alive HTTP/1.1 over asyncio streams (httpx costs more CPU than the server) ---
@@ -214,20 +208,6 @@ def redemption(entitlement_id: uuid.UUID, provider_ref: str, amount: str) -> dic
 # --- the run ---
 
 
-async def _keys(db_url: str) -> dict[str, dict[str, str]]:
-    keys = {}
-    for name, role in ROLES.items():
-        _, raw = await new_api_key(db_url, f"bench {name}", role)
-        keys[name] = {"Authorization": f"Bearer {raw}"}
-    return keys
-
-
-async def _ok(response: httpx.Response) -> Any:
-    if response.status_code >= 400:
-        raise RuntimeError(f"{response.request.method} {response.request.url.path}: {response.status_code}")
-    return response.json()
-
-
 async def _issue_vouchers(
     http: httpx.AsyncClient, db_url: str, keys: dict[str, dict[str, str]], vouchers: int
 ) -> tuple[str, float]:
@@ -242,7 +222,7 @@ async def _issue_vouchers(
 async def _release_and_wait(
     http: httpx.AsyncClient, conn: asyncpg.Connection, keys: dict[str, dict[str, str]], vouchers: int
 ) -> tuple[str, float]:
-    programme = await _ok(
+    programme = await ok(
         await http.post(
             "/v1/programmes",
             headers=keys["admin"],
@@ -258,7 +238,7 @@ async def _release_and_wait(
         )
     )
     pid = programme["id"]
-    await _ok(
+    await ok(
         await http.post(
             f"/v1/programmes/{pid}/funds",
             headers={**keys["finance"], "Idempotency-Key": "fund"},
@@ -267,7 +247,7 @@ async def _release_and_wait(
     )
     await conn.execute(SEED_PEOPLE, uuid.UUID(int=1), vouchers)
     await conn.execute(ENROL, uuid.UUID(pid), uuid.UUID(int=1))
-    batch = await _ok(
+    batch = await ok(
         await http.post(
             "/v1/payment-batches",
             headers=keys["officer"],
@@ -280,15 +260,15 @@ async def _release_and_wait(
         )
     )
     bid = batch["id"]
-    await _ok(await http.post(f"/v1/payment-batches/{bid}/submit", headers=keys["officer"]))
+    await ok(await http.post(f"/v1/payment-batches/{bid}/submit", headers=keys["officer"]))
     for approver in ("approver-a", "approver-b"):
-        await _ok(
+        await ok(
             await http.post(
                 f"/v1/payment-batches/{bid}/approvals", headers=keys[approver], json={"decision": "approve"}
             )
         )
     started = time.perf_counter()
-    await _ok(
+    await ok(
         await http.post(f"/v1/payment-batches/{bid}/release", headers={**keys["finance"], "Idempotency-Key": "go"})
     )
     while True:
@@ -313,11 +293,6 @@ async def _wait_applied(conn: asyncpg.Connection, timeout: float) -> tuple[datet
         "SELECT max(processed_at), count(*) FROM webhook_events WHERE event_type = 'voucher.redeemed'"
     )
     return last, count
-
-
-def _server_cpu(pid: int) -> float:
-    times = psutil.Process(pid).cpu_times()
-    return times.user + times.system
 
 
 @dataclass
@@ -349,10 +324,10 @@ async def run(args: argparse.Namespace, server_url: str) -> None:
                 "CBI_LOG_LEVEL": "WARNING",
                 "CBI_LOG_FORMAT": "json",
             }
-            processes = [start_service(port, env), _start_worker(env)]
+            processes = [start_service(port, env), start_worker(env)]
             try:
                 await wait_http(f"http://127.0.0.1:{port}/healthz")
-                keys = await _keys(db_url)
+                keys = await staff_headers(db_url)
                 async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=600) as http:
                     programme_id, issue_seconds = await _issue_vouchers(http, db_url, keys, args.vouchers)
                 simulator.stop()
@@ -361,12 +336,6 @@ async def run(args: argparse.Namespace, server_url: str) -> None:
                 await _measure(args, setup)
             finally:
                 stop_processes(processes, 15)
-
-
-def _start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "cbi_service", "worker"], cwd=ROOT, env=env, stderr=subprocess.DEVNULL
-    )
 
 
 async def _measure(args: argparse.Namespace, setup: Setup) -> None:
@@ -394,11 +363,11 @@ async def _measure(args: argparse.Namespace, setup: Setup) -> None:
         cpu_ingest = 0.0
         for r in range(args.rounds):
             health_r = await closed_loop(port, [http_get("/healthz")] * 10**7, args.connections, args.healthz_seconds)
-            cpu_before = _server_cpu(service.pid)
+            cpu_before = process_cpu_seconds(service.pid)
             ingest_r = await closed_loop(
                 port, webhook_requests[r * part : (r + 1) * part], args.connections, args.max_seconds
             )
-            cpu_ingest += _server_cpu(service.pid) - cpu_before
+            cpu_ingest += process_cpu_seconds(service.pid) - cpu_before
             rounds.append((health_r, ingest_r))
             ingest.latencies += ingest_r.latencies
             ingest.elapsed += ingest_r.elapsed
@@ -415,7 +384,7 @@ async def _measure(args: argparse.Namespace, setup: Setup) -> None:
         at_half = await paced(port, paced_requests, half, args.connections)
 
         started = datetime.now(UTC)
-        setup.processes.append(_start_worker(setup.env))
+        setup.processes.append(start_worker(setup.env))
         last_applied, applied = await _wait_applied(conn, timeout=args.max_seconds * 10)
         apply_rate = applied / (last_applied - started).total_seconds()
 
@@ -441,7 +410,7 @@ async def _measure(args: argparse.Namespace, setup: Setup) -> None:
         )
         outcomes = dict(await conn.fetch("SELECT status, count(*) FROM webhook_events GROUP BY status"))
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-            balances = await _ok(
+            balances = await ok(
                 await http.get(f"/v1/programmes/{setup.programme_id}/balances", headers=keys["finance"])
             )
 

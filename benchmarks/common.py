@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -94,6 +95,40 @@ async def new_api_key(db_url: str, name: str, role: Role) -> tuple[uuid.UUID, st
     return key.id, raw
 
 
+STAFF_ROLES = {
+    "admin": Role.admin,
+    "officer": Role.programme_officer,
+    "approver-a": Role.approver,
+    "approver-b": Role.approver,
+    "finance": Role.finance,
+}
+"""The people a payment cycle needs: two distinct approvers and a finance officer who releases."""
+
+
+async def staff_headers(db_url: str) -> dict[str, dict[str, str]]:
+    """An API key per `STAFF_ROLES` entry, as ready-made Authorization headers by name."""
+    headers = {}
+    for name, role in STAFF_ROLES.items():
+        _, raw = await new_api_key(db_url, f"bench {name}", role)
+        headers[name] = {"Authorization": f"Bearer {raw}"}
+    return headers
+
+
+async def ok(response: httpx.Response) -> Any:
+    """The JSON body of a successful response; a failed one stops the benchmark with what the API said."""
+    if response.status_code >= 400:
+        raise RuntimeError(
+            f"{response.request.method} {response.request.url.path}: {response.status_code} {response.text}"
+        )
+    return response.json()
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a live process so far."""
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -113,6 +148,13 @@ async def wait_http(url: str, timeout: float = 60) -> None:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{url} did not answer")
             await asyncio.sleep(0.1)
+
+
+def start_worker(env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    """`cbi-service worker` as its own OS process, quiet on stderr."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "cbi_service", "worker"], cwd=ROOT, env=dict(env), stderr=subprocess.DEVNULL
+    )
 
 
 def start_service(port: int, env: Mapping[str, str]) -> subprocess.Popen[bytes]:

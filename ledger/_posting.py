@@ -1,14 +1,15 @@
 """Write machinery of the ledger.
 
 A single transaction (post, post_pending, void_pending, reverse) is one call of the database function
-`ledger.post_one` (migration 0002): it locks the accounts, checks key, flags and resolution, chains and
-writes the transaction in one round trip, so hot accounts stay locked as briefly as possible.
+`ledger.post_one` (migrations 0002 and 0007): it locks the accounts, checks key, flags and resolution,
+chains and writes the transaction in one round trip, so hot accounts stay locked as briefly as possible.
 
 A bulk posting (`post_many`) is planned here, in Python, where it is cheapest:
 1. `ledger.begin_posting` locks all the accounts involved once, in id order (postings never deadlock on
    each other), and one chain stripe that no other transaction holds (SKIP LOCKED; the caller passes the
-   stripe its transaction already holds, if any); it returns the balance counters, the stripe's head, the
-   posting time and which keys are already used.
+   stripe its transaction already holds, if any); it returns the balance counters, the stripe's head and
+   the posting time. Keys are taken to be new: only when the unique index refuses one (a replay, or a
+   concurrent writer) does a second attempt ask `begin_posting` which keys are already used.
 2. `Batch` applies each transaction to those counters in memory, checks the flags, numbers the entries
    per account with their running balance and extends the stripe's hash chain (`ledger.chain`).
 3. Inside a savepoint, `CopyPipeline` streams the rows with COPY while later transactions are still being
@@ -29,7 +30,8 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
-from uuid_utils.compat import uuid7
+import uuid_utils
+from asyncpg.pgproto.pgproto import UUID as WireUUID
 
 from ledger.chain import canonical_bytes, format_timestamp
 from ledger.errors import AmountOutOfRange, CurrencyMismatch, InsufficientFunds
@@ -65,7 +67,8 @@ ENTRY_COPY_COLUMNS = (
     "balance_after",
 )
 
-# Moves the locked accounts' counters and the stripe head after a bulk write.
+# Moves the locked accounts' counters and the stripe head after a bulk write (`a.id = ANY` lets the
+# planner fetch just those accounts by primary key rather than scan them all for the join).
 ADVANCE_SQL = """
 WITH counters AS (
     UPDATE ledger.accounts AS a
@@ -73,7 +76,7 @@ WITH counters AS (
            entry_seq = u.entry_seq, last_posted_at = $1
       FROM unnest($2::uuid[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[])
            AS u(id, posted, pending_debits, pending_credits, entry_seq)
-     WHERE a.id = u.id
+     WHERE a.id = u.id AND a.id = ANY ($2)
 )
 UPDATE ledger.chains SET seq = $7, head_hash = $8, last_posted_at = $1 WHERE chain = $9
 """
@@ -87,8 +90,11 @@ SELECT * FROM ledger.post_one($1::uuid, $2::text, $3::text, $4::text, $5::uuid, 
 MAX_AMOUNT = 2**53
 COUNTER_LIMIT = 2**62
 
-#: Rows per COPY statement of a bulk posting, and how often planning lets the writer task run.
-COPY_CHUNK = 2000
+#: Transactions per COPY statement of a bulk posting: the first chunk is small so that PostgreSQL starts
+#: writing early, and each next one doubles up to COPY_CHUNK. YIELD_EVERY is how often planning lets the
+#: writer task run.
+FIRST_COPY_CHUNK = 250
+COPY_CHUNK = 4000
 YIELD_EVERY = 250
 
 _DEBITS_LIMIT = int(AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS)
@@ -98,6 +104,12 @@ _PENDING = Phase.PENDING
 _NO_REFERENCES: Mapping[str, str] = MappingProxyType({})
 _dumps = json.JSONEncoder(ensure_ascii=False).encode
 _sha256 = hashlib.sha256
+
+
+def new_id() -> UUID:
+    """A time-ordered UUID (version 7), as asyncpg's own UUID type: a `uuid.UUID` that asyncpg encodes
+    without a conversion and that formats itself in C (bulk postings make and hash one per transaction)."""
+    return WireUUID(uuid_utils.uuid7().bytes)
 
 
 class AccountState:
@@ -144,7 +156,8 @@ class AccountState:
 
 @dataclass(slots=True)
 class Locked:
-    """What `begin_posting` locked and read."""
+    """What `begin_posting` locked and read; `existing_keys` holds the keys already used when
+    `keys_checked`, else nothing."""
 
     accounts: dict[UUID, AccountState]
     chain: int
@@ -152,9 +165,10 @@ class Locked:
     head: bytes
     posted_at: datetime
     existing_keys: set[str]
+    keys_checked: bool
 
     @classmethod
-    def from_row(cls, row: Any) -> Locked:
+    def from_row(cls, row: Any, *, keys_checked: bool) -> Locked:
         accounts = {
             account_id: AccountState(account_id, code, currency, flags, posted, debits, credits, seq)
             for account_id, code, currency, flags, posted, debits, credits, seq in zip(
@@ -176,6 +190,7 @@ class Locked:
             head=bytes(row.chain_hash),
             posted_at=row.posted_at,
             existing_keys=set(row.existing_keys or ()),
+            keys_checked=keys_checked,
         )
 
 
@@ -224,7 +239,7 @@ class Batch:
                 self._apply(states, amounts, posts, -1)
                 raise AmountOutOfRange(f"transaction {key!r} would take account {state.code!r} past 2^62")
 
-        tx_id = uuid7()
+        tx_id = new_id()
         seq = self.seq = self.seq + 1
         prev = self.head
         chain = self.chain

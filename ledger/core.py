@@ -31,19 +31,20 @@ import asyncpg
 from sqlalchemy import ARRAY, Text, Uuid, any_, bindparam, func, literal, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
-from uuid_utils.compat import uuid7
 
 from ledger import schema
 from ledger._posting import (
     ADVANCE_SQL,
     BEGIN_SQL,
     COPY_CHUNK,
+    FIRST_COPY_CHUNK,
     MAX_AMOUNT,
     POST_ONE_SQL,
     YIELD_EVERY,
     Batch,
     CopyPipeline,
     Locked,
+    new_id,
 )
 from ledger.chain import GENESIS_HASH, format_timestamp
 from ledger.errors import (
@@ -92,8 +93,10 @@ _HELD_STRIPE = "ledger.held_stripe"
 _MAX_SEQ = 2**63 - 1
 
 
-class _KeyRace(Exception):
-    """Another writer committed one of the batch's keys after it was checked; plan again."""
+class _Replan(Exception):
+    """A posting planned without looking its keys up met a key already used (posted earlier, or by a
+    concurrent writer), or was refused, perhaps only for applying a replay twice: look the keys up and plan
+    again."""
 
 
 class Ledger:
@@ -155,7 +158,7 @@ class Ledger:
         stmt = (
             pg_insert(a)
             .values(
-                id=uuid7(),
+                id=new_id(),
                 code=code,
                 currency=currency,
                 kind=kind.value,
@@ -269,10 +272,13 @@ class Ledger:
     ) -> list[Transaction | LedgerError]:
         """Post `specs[i]` for each i of `chosen` (already shape-checked), in order; their outcomes.
 
-        Without `isolate`, the first refusal is raised and nothing is written.
+        Without `isolate`, the first refusal is raised and nothing is written. Keys are expected to be new,
+        so the first attempt does not look them up: the unique index on keys refuses a key already used.
+        After such a refusal, or any refusal while planning (which a replay applied twice can cause), the
+        keys are looked up and everything is planned again, replays included.
         """
         ordered = sorted({e.account_id for i in chosen for e in specs[i].entries})
-        keys = [specs[i].key for i in chosen]
+        keys: list[str] = []
         while True:
             locked = await self._begin(ordered, keys)
             missing = [a for a in ordered if a not in locked.accounts]
@@ -280,7 +286,8 @@ class Ledger:
                 raise AccountNotFound(missing)
             try:
                 results = await self._plan_and_write(specs, chosen, locked, isolate, set(missing))
-            except _KeyRace:
+            except _Replan:
+                keys = [specs[i].key for i in chosen]
                 continue
             return [results[i] for i in chosen]
 
@@ -425,7 +432,7 @@ class Ledger:
         sync = self._conn.sync_connection
         if sync is not None and sync.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
             raise LedgerError(_AUTOCOMMIT)
-        tx_id = uuid7()
+        tx_id = new_id()
         refs = dict(references)
         # Through SQLAlchemy, so that its transaction is begun on the driver.
         result = await self._conn.exec_driver_sql(
@@ -496,7 +503,7 @@ class Ledger:
         row = result.one()
         await self._check_in_transaction()
         self._remember_stripe(row.chain)
-        return Locked.from_row(row)
+        return Locked.from_row(row, keys_checked=bool(keys))
 
     async def _check_in_transaction(self) -> None:
         driver = await self._driver_connection()
@@ -521,16 +528,20 @@ class Ledger:
                     # Planning allocates a few objects per row and keeps them all: the cyclic collector
                     # would traverse them again and again (it doubled the CPU cost per transaction).
                     gc.disable()
+                next_push = FIRST_COPY_CHUNK
                 try:
                     for n, i in enumerate(new, start=1):
                         try:
                             results[i] = batch.append(specs[i])
                         except LedgerError as exc:
+                            if not batch.locked.keys_checked:
+                                raise _Replan from exc
                             if not isolate:
                                 raise
                             results[i] = exc
-                        if n % COPY_CHUNK == 0:
+                        if n == next_push:
                             pipeline.push(batch.take())
+                            next_push = n + min(n, COPY_CHUNK)
                         if n % YIELD_EVERY == 0:
                             await pipeline.turn()
                     pipeline.push(batch.take())
@@ -544,7 +555,7 @@ class Ledger:
                 await driver.execute(ADVANCE_SQL, *batch.advance_arguments())
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name == "transactions_key_key":
-                raise _KeyRace from exc
+                raise _Replan from exc
             raise
 
     async def _driver_connection(self) -> asyncpg.Connection:

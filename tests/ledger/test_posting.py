@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -265,6 +266,27 @@ async def test_post_many_is_atomic_and_ordered(engine: AsyncEngine) -> None:
         replayed = await ledger.post_many([transfer("m2", wallet, other, 10), transfer("m6", source, other, 1)])
         assert [t.replayed for t in replayed] == [True, False]
         assert await ledger.post_many([]) == []
+
+
+async def test_post_many_replays_keys_posted_by_earlier_calls(engine: AsyncEngine) -> None:
+    """A bulk call first plans its keys as new. A key an earlier call posted is then met by the unique index
+    on keys, or by a refusal (applied twice, `w2` would overdraw the wallet), and the call is planned again
+    with that key as a replay."""
+    async with engine.begin() as conn:
+        ledger, source, wallet, other = await _accounts(conn)
+        first = await ledger.post_many([transfer("w1", source, wallet, 7), transfer("w2", wallet, other, 7)])
+    async with engine.begin() as conn:
+        ledger = Ledger(conn)
+        met_by_index = await ledger.post_many([transfer("w3", source, other, 1), transfer("w1", source, wallet, 7)])
+        assert [(t.key, t.replayed) for t in met_by_index] == [("w3", False), ("w1", True)]
+        met_by_refusal = await ledger.post_many([transfer("w2", wallet, other, 7), transfer("w4", source, other, 1)])
+        assert [(t.key, t.replayed) for t in met_by_refusal] == [("w2", True), ("w4", False)]
+        assert [met_by_index[1], met_by_refusal[0]] == [dataclasses.replace(t, replayed=True) for t in first]
+        with pytest.raises(IdempotencyConflict):
+            await ledger.post_many([transfer("w5", source, other, 1), transfer("w1", source, wallet, 8)])
+        balances = await ledger.balances([source, wallet, other])
+        assert {a: b.posted for a, b in balances.items()} == {source: -9, wallet: 0, other: 9}
+        assert await transaction_count(conn) == 4
 
 
 async def test_bulk_post_many_streams_thousands(engine: AsyncEngine) -> None:

@@ -44,6 +44,7 @@ from cbi_service.entitlements.service import (
     mark_submitted,
 )
 from cbi_service.jobs.service import JobContext, enqueue, job_handler
+from cbi_service.kit.errors import Conflict
 from cbi_service.kit.settings import Settings
 from cbi_service.programmes.models import Programme
 
@@ -213,16 +214,23 @@ async def poll_overdue(session_factory: async_sessionmaker[AsyncSession], settin
         overdue = (await session.execute(_OVERDUE, params)).all()
     if not overdue:
         return 0
+    adapters: dict[str, ProviderAdapter] = {}
+    for provider_name in {row.provider for row in overdue}:
+        try:
+            adapters[provider_name] = get_provider(settings, provider_name)
+        except Conflict:
+            # Its entitlements wait for the provider to be configured again; the others are asked.
+            log.warning("status_poll_provider_not_configured", provider=provider_name)
     limiter = asyncio.Semaphore(STATUS_POLL_CONCURRENCY)
 
     async def ask(entitlement_id: uuid.UUID, provider_name: str) -> tuple[str, StatusOutcome | None]:
         async with limiter:
             try:
-                return provider_name, await get_provider(settings, provider_name).status(entitlement_id)
+                return provider_name, await adapters[provider_name].status(entitlement_id)
             except TransientProviderError:
                 return provider_name, None
 
-    answers = await asyncio.gather(*(ask(row.id, row.provider) for row in overdue))
+    answers = await asyncio.gather(*(ask(row.id, row.provider) for row in overdue if row.provider in adapters))
     issued: dict[str, list[Issued]] = {}
     failed: list[tuple[str, StatusOutcome]] = []
     for provider_name, answer in answers:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import httpx
 
+from cbi_service.disbursement.dispatch import poll_overdue
+from cbi_service.jobs.worker import Worker
 from cbi_service.kit.settings import Settings
 from tests.conftest import TEST_WEBHOOK_SECRET
 from tests.disbursement.support import (
@@ -107,3 +110,16 @@ async def test_a_refused_request_fails_its_chunk_without_retrying(
     assert counters(simulator)["instruction_items_received"] == 0
     figures = await balances(client, actors, programme["id"])
     assert (figures["available"], figures["committed"]) == ("100000000.00", "0.00")
+
+
+async def test_status_poll_passes_over_a_provider_no_longer_configured(
+    client, api_key_factory, session_factory, settings, simulator
+):
+    """Entitlements of a provider removed from the configuration wait for it; the poll goes on."""
+    _, _, batch = await _released(client, api_key_factory, session_factory, 5)
+    await Worker(session_factory, SimpleNamespace(settings=settings)).run_until_idle()
+    await asyncio.sleep(settings.provider_status_poll_seconds)
+    assert await poll_overdue(session_factory, settings.model_copy(update={"providers": {}})) == 0
+    assert {e.status for e in await entitlements_of(session_factory, batch["id"])} == {"submitted"}
+    await drain(session_factory, settings, batch["id"])
+    assert {e.status for e in await entitlements_of(session_factory, batch["id"])} == {"issued"}

@@ -618,16 +618,10 @@ class Ledger:
         """Posted balance and outstanding reservations, now or as they stood at `as_of`."""
         a, e, t = schema.accounts, schema.entries, schema.transactions
         if as_of is None:
-            row = (
-                await self._conn.execute(
-                    select(a.c.currency, a.c.posted, a.c.pending_debits, a.c.pending_credits).where(
-                        a.c.id == account_id
-                    )
-                )
-            ).first()
-            if row is None:
+            current = (await self.balances([account_id])).get(account_id)
+            if current is None:
                 raise AccountNotFound([account_id])
-            return Balance(account_id, row.currency, row.posted, row.pending_debits, row.pending_credits)
+            return current
         currency = (await self._conn.execute(select(a.c.currency).where(a.c.id == account_id))).scalar()
         if currency is None:
             raise AccountNotFound([account_id])

@@ -1,9 +1,10 @@
 """Ledger write paths: index probes only, and the counter guard checked once per statement.
 
 - `ledger.post_one` looked for an earlier resolution of the same pending transaction, or reversal of the
-  same transaction, with one `pending_id = $1 OR reverses_id = $2` condition. A generic plan cannot use
-  the two partial unique indexes for it, so each posting scanned the whole transactions table. It now
-  probes only the index that applies, and only when the posting resolves or reverses something.
+  same transaction, with one `pending_id = $1 OR reverses_id = $2` condition, for which the planner could
+  (and, on a table without fresh statistics, did) scan the whole transactions table at every posting. It
+  now probes only the partial unique index that applies, and only when the posting resolves or reverses
+  something.
 - `ledger.post_one` moved the account counters with a join that the planner could turn into a scan of
   every account; it now updates the locked accounts by primary key.
 - `ledger.post_one` and `ledger.begin_posting` first try the caller's preferred chain stripe with one

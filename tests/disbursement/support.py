@@ -177,6 +177,27 @@ async def release(client: httpx.AsyncClient, actors: Actors, batch_id: str) -> h
     )
 
 
+async def released_batch(
+    client: httpx.AsyncClient,
+    api_key_factory: Any,
+    session_factory: async_sessionmaker[AsyncSession],
+    count: int,
+    *,
+    funds: str = "100000000.00",
+    amount: str = "100000.00",
+    **programme: Any,
+) -> tuple[Actors, dict[str, Any], dict[str, Any]]:
+    """A programme (made with `programme`) funded with `funds`, `count` enrolled beneficiaries, and their
+    batch of `amount` each, approved and released: (actors, programme, batch)."""
+    actors = await make_actors(api_key_factory)
+    made = await make_programme(client, actors, **programme)
+    await fund(client, actors, made["id"], funds)
+    await seed_beneficiaries(session_factory, made["id"], count)
+    batch = await approved_batch(client, actors, made["id"], amount=amount)
+    assert (await release(client, actors, batch["id"])).status_code == 200
+    return actors, made, batch
+
+
 DEAD_WEBHOOK_URL = "http://127.0.0.1:9/v1/webhooks/sim"
 """Provider events are not consumed in these tests: issuance is confirmed by the status poll."""
 

@@ -20,15 +20,10 @@ from cbi_service.batches.models import PaymentBatch
 from cbi_service.entitlements.models import Entitlement
 from cbi_service.jobs.worker import Worker
 from tests.disbursement.support import (
-    approved_batch,
     assert_identity,
     balances,
     counters,
-    fund,
-    make_actors,
-    make_programme,
-    release,
-    seed_beneficiaries,
+    released_batch,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,16 +64,6 @@ async def _completed(session_factory, batch_id: str) -> bool:
     return status == "completed"
 
 
-async def _released_batch(client, api_key_factory, session_factory, size: int):
-    actors = await make_actors(api_key_factory)
-    programme = await make_programme(client, actors)
-    await fund(client, actors, programme["id"], "100000000.00")
-    await seed_beneficiaries(session_factory, programme["id"], size)
-    batch = await approved_batch(client, actors, programme["id"], amount="5000.00")
-    assert (await release(client, actors, batch["id"])).status_code == 200
-    return actors, programme, batch
-
-
 def _faults(simulator, **faults) -> None:
     httpx.patch(f"{simulator.base_url}/admin/faults", json=faults).raise_for_status()
 
@@ -107,7 +92,7 @@ async def test_worker_killed_mid_batch_resumes_and_pays_each_once(
     client, api_key_factory, session_factory, database_url, chunked, simulator
 ):
     size = 2000
-    actors, programme, batch = await _released_batch(client, api_key_factory, session_factory, size)
+    actors, programme, batch = await released_batch(client, api_key_factory, session_factory, size, amount="5000.00")
     _faults(simulator, latency_ms=60)
     worker = start_worker(database_url, chunked)
     try:
@@ -135,7 +120,7 @@ async def test_a_30_second_outage_delays_but_never_duplicates(
     client, api_key_factory, session_factory, chunked, simulator
 ):
     size = 300
-    actors, programme, batch = await _released_batch(client, api_key_factory, session_factory, size)
+    actors, programme, batch = await released_batch(client, api_key_factory, session_factory, size, amount="5000.00")
     _faults(simulator, latency_ms=50)
     stop = asyncio.Event()
     worker = asyncio.create_task(Worker(session_factory, SimpleNamespace(settings=chunked), poll_seconds=0.1).run(stop))
@@ -158,7 +143,7 @@ async def test_two_workers_never_send_an_entitlement_twice(
     client, api_key_factory, session_factory, database_url, chunked, simulator
 ):
     size = 1000
-    actors, programme, batch = await _released_batch(client, api_key_factory, session_factory, size)
+    actors, programme, batch = await released_batch(client, api_key_factory, session_factory, size, amount="5000.00")
     workers = [start_worker(database_url, chunked) for _ in range(2)]
     try:
         await _wait(lambda: _completed(session_factory, batch["id"]), 90, "the batch to complete")

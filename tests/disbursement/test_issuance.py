@@ -12,29 +12,14 @@ from cbi_service.jobs.worker import Worker
 from cbi_service.kit.settings import Settings
 from tests.conftest import TEST_WEBHOOK_SECRET
 from tests.disbursement.support import (
-    approved_batch,
     assert_identity,
     balances,
     counters,
     drain,
     entitlements_of,
-    fund,
-    make_actors,
-    make_programme,
     provider_settings,
-    release,
-    seed_beneficiaries,
+    released_batch,
 )
-
-
-async def _released(client, api_key_factory, session_factory, count):
-    actors = await make_actors(api_key_factory)
-    programme = await make_programme(client, actors)
-    await fund(client, actors, programme["id"], "100000000.00")
-    await seed_beneficiaries(session_factory, programme["id"], count)
-    batch = await approved_batch(client, actors, programme["id"], amount="1000.00")
-    assert (await release(client, actors, batch["id"])).status_code == 200
-    return actors, programme, batch
 
 
 def _faults(simulator, **faults):
@@ -42,7 +27,7 @@ def _faults(simulator, **faults):
 
 
 async def test_every_entitlement_issued_once_in_chunks(client, api_key_factory, session_factory, settings, simulator):
-    actors, programme, batch = await _released(client, api_key_factory, session_factory, 250)
+    actors, programme, batch = await released_batch(client, api_key_factory, session_factory, 250, amount="1000.00")
     await drain(session_factory, settings, batch["id"])
     seen = counters(simulator)
     assert seen["card_loads"] == 250
@@ -60,7 +45,7 @@ async def test_every_entitlement_issued_once_in_chunks(client, api_key_factory, 
 
 async def test_declines_fail_and_return_the_money(client, api_key_factory, session_factory, settings, simulator):
     _faults(simulator, decline_rate=0.3, failure_rate=0.3)
-    actors, programme, batch = await _released(client, api_key_factory, session_factory, 200)
+    actors, programme, batch = await released_batch(client, api_key_factory, session_factory, 200, amount="1000.00")
     await drain(session_factory, settings, batch["id"])
     entitlements = await entitlements_of(session_factory, batch["id"])
     failed = [e for e in entitlements if e.status == "failed"]
@@ -85,7 +70,7 @@ async def test_timeouts_are_resent_under_the_same_key_and_paid_once(
     settings: Settings = provider_settings(database_url, simulator.base_url, TEST_WEBHOOK_SECRET, chunk_size=25)
     for provider in settings.providers.values():
         provider["timeout_seconds"] = 0.3
-    actors, programme, batch = await _released(client, api_key_factory, session_factory, 100)
+    actors, programme, batch = await released_batch(client, api_key_factory, session_factory, 100, amount="1000.00")
 
     async def heal() -> None:
         await asyncio.sleep(1.5)
@@ -103,7 +88,7 @@ async def test_a_refused_request_fails_its_chunk_without_retrying(
     client, api_key_factory, session_factory, database_url, simulator
 ):
     settings = provider_settings(database_url, f"{simulator.base_url}/missing", TEST_WEBHOOK_SECRET)
-    actors, programme, batch = await _released(client, api_key_factory, session_factory, 5)
+    actors, programme, batch = await released_batch(client, api_key_factory, session_factory, 5, amount="1000.00")
     await drain(session_factory, settings, batch["id"])
     entitlements = await entitlements_of(session_factory, batch["id"])
     assert {(e.status, e.failure_retryable) for e in entitlements} == {("failed", False)}
@@ -116,7 +101,7 @@ async def test_status_poll_passes_over_a_provider_no_longer_configured(
     client, api_key_factory, session_factory, settings, simulator
 ):
     """Entitlements of a provider removed from the configuration wait for it; the poll goes on."""
-    _, _, batch = await _released(client, api_key_factory, session_factory, 5)
+    _, _, batch = await released_batch(client, api_key_factory, session_factory, 5, amount="1000.00")
     await Worker(session_factory, SimpleNamespace(settings=settings)).run_until_idle()
     await asyncio.sleep(settings.provider_status_poll_seconds)
     assert await poll_overdue(session_factory, settings.model_copy(update={"providers": {}})) == 0

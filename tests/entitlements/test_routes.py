@@ -16,24 +16,14 @@ from tests.disbursement.support import (
     fund,
     make_actors,
     make_programme,
-    release,
+    released_batch,
     seed_beneficiaries,
 )
 from tests.helpers import assert_problem
 
 
-async def _released(client, api_key_factory, session_factory, count=3, **programme):
-    actors = await make_actors(api_key_factory)
-    made = await make_programme(client, actors, **programme)
-    await fund(client, actors, made["id"], "1000000.00")
-    await seed_beneficiaries(session_factory, made["id"], count)
-    batch = await approved_batch(client, actors, made["id"])
-    assert (await release(client, actors, batch["id"])).status_code == 200
-    return actors, made, batch
-
-
 async def test_list_filters_and_detail_with_history(client, api_key_factory, session_factory, settings, simulator):
-    actors, _programme, batch = await _released(client, api_key_factory, session_factory)
+    actors, _programme, batch = await released_batch(client, api_key_factory, session_factory, 3, funds="1000000.00")
     await drain(session_factory, settings, batch["id"])
     listed = await client.get("/v1/entitlements", params={"batch_id": batch["id"], "limit": 2}, headers=actors.auditor)
     page = listed.json()
@@ -75,7 +65,7 @@ async def test_list_filters_and_detail_with_history(client, api_key_factory, ses
 
 async def test_retry_a_failed_entitlement(client, api_key_factory, session_factory, settings, simulator):
     httpx.patch(f"{simulator.base_url}/admin/faults", json={"decline_rate": 1.0}).raise_for_status()
-    actors, programme, batch = await _released(client, api_key_factory, session_factory, count=2)
+    actors, programme, batch = await released_batch(client, api_key_factory, session_factory, 2, funds="1000000.00")
     await drain(session_factory, settings, batch["id"])
     failed, other = await entitlements_of(session_factory, batch["id"])
     assert (failed.status, other.status) == ("failed", "failed")
@@ -107,8 +97,14 @@ async def test_retry_a_failed_entitlement(client, api_key_factory, session_facto
 async def test_cancel_before_issue_at_the_provider_and_an_unused_voucher(
     client, api_key_factory, session_factory, settings, simulator
 ):
-    actors, programme, batch = await _released(
-        client, api_key_factory, session_factory, delivery_mechanism="voucher", provider="vouchers"
+    actors, programme, batch = await released_batch(
+        client,
+        api_key_factory,
+        session_factory,
+        3,
+        funds="1000000.00",
+        delivery_mechanism="voucher",
+        provider="vouchers",
     )
     first, second, third = await entitlements_of(session_factory, batch["id"])
     response = await client.post(

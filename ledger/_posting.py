@@ -92,10 +92,11 @@ COUNTER_LIMIT = 2**62
 
 #: Transactions per COPY statement of a bulk posting: the first chunk is small so that PostgreSQL starts
 #: writing early, and each next one doubles up to COPY_CHUNK. YIELD_EVERY is how often planning lets the
-#: writer task run.
+#: writer task run: the writer needs a turn to start each COPY and another once PostgreSQL has answered
+#: it, and PostgreSQL waits until it gets them.
 FIRST_COPY_CHUNK = 250
 COPY_CHUNK = 4000
-YIELD_EVERY = 250
+YIELD_EVERY = 25
 
 _DEBITS_LIMIT = int(AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS)
 _CREDITS_LIMIT = int(AccountFlags.CREDITS_MUST_NOT_EXCEED_DEBITS)

@@ -169,3 +169,32 @@ async def test_entries_must_match_account_and_transaction(
             await conn.execute(INSERT_TX, {"id": tx, "key": "raw", "seq": 1_000_000})
         with pytest.raises(DBAPIError, match=r"do not match|names no account"):
             await conn.execute(INSERT_ENTRY, entry)
+
+
+@pytest.mark.parametrize(
+    ("column", "names", "refusal"),
+    [
+        ("pending_id", "unknown", "not a pending transaction"),
+        ("pending_id", "posted", "not a pending transaction"),
+        ("reverses_id", "unknown", "not a posted transaction"),
+    ],
+)
+async def test_resolution_and_reversal_name_a_transaction_of_the_right_phase(
+    engine: AsyncEngine, column: str, names: str, refusal: str
+) -> None:
+    posted, _, _ = await _posted(engine)
+    related = posted if names == "posted" else uuid4()
+    phase = "post_pending" if column == "pending_id" else "posted"
+    async with engine.begin() as conn:
+        with pytest.raises(DBAPIError, match=refusal):
+            await conn.execute(
+                text(
+                    f"""
+                    INSERT INTO ledger.transactions (id, key, kind, phase, {column}, currency, posted_at, chain,
+                                                     seq, prev_hash, hash)
+                    VALUES (:id, 'raw-related', 'manual', :phase, :related, 'COP', now(), 63, 1000000,
+                            decode(repeat('00', 32), 'hex'), decode(repeat('11', 32), 'hex'))
+                    """
+                ),
+                {"id": uuid4(), "phase": phase, "related": related},
+            )

@@ -235,8 +235,6 @@ class Ledger:
         """
         if len(specs) <= 1:
             return [await self.post(spec) for spec in specs]
-        for spec in specs:
-            _check_shape(spec)
         outcomes = await self._post_specs(specs, range(len(specs)), isolate=False)
         return cast(list[Transaction], outcomes)
 
@@ -270,9 +268,11 @@ class Ledger:
     async def _post_specs(
         self, specs: Sequence[TransactionSpec], chosen: Sequence[int], *, isolate: bool
     ) -> list[Transaction | LedgerError]:
-        """Post `specs[i]` for each i of `chosen` (already shape-checked), in order; their outcomes.
+        """Post `specs[i]` for each i of `chosen`, in order; their outcomes.
 
-        Without `isolate`, the first refusal is raised and nothing is written. Keys are expected to be new,
+        With `isolate`, the specs are already shape-checked (malformed ones were left out, and so were
+        their accounts). Without it, each is checked as it is planned, while PostgreSQL writes the ones
+        before it, and the first refusal is raised and nothing is written. Keys are expected to be new,
         so the first attempt does not look them up: the unique index on keys refuses a key already used.
         After such a refusal, or any refusal while planning (which a replay applied twice can cause), the
         keys are looked up and everything is planned again, replays included.
@@ -531,8 +531,11 @@ class Ledger:
                 next_push = FIRST_COPY_CHUNK
                 try:
                     for n, i in enumerate(new, start=1):
+                        spec = specs[i]
+                        if not isolate:
+                            _check_shape(spec)
                         try:
-                            results[i] = batch.append(specs[i])
+                            results[i] = batch.append(spec)
                         except LedgerError as exc:
                             if not batch.locked.keys_checked:
                                 raise _Replan from exc
@@ -1004,7 +1007,7 @@ def _check_strings(key: str, kind: str, references: Mapping[str, str], descripti
 
 
 def _check_shape(spec: TransactionSpec) -> None:
-    """Validation that needs no database: raised before anything is locked."""
+    """Validation that needs no database; a malformed spec is refused before any of its rows is queued."""
     _check_strings(spec.key, spec.kind, spec.references, spec.description)
     entries = spec.entries
     if not 2 <= len(entries) <= _MAX_ENTRIES:

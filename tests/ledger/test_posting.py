@@ -313,6 +313,17 @@ async def test_bulk_post_many_streams_thousands(engine: AsyncEngine) -> None:
             )
         assert await transaction_count(conn) == 5000
         assert await counter_mismatches(conn) == []
+        # So does a malformed transaction met after thousands were streamed, and the caller's
+        # transaction goes on.
+        with pytest.raises(UnbalancedTransaction):
+            await ledger.post_many(
+                [transfer(f"d{i}", source, wallet, 1) for i in range(4000)]
+                + [TransactionSpec("d-unbalanced", [EntrySpec(source, -2), EntrySpec(wallet, 1)])]
+            )
+        assert await transaction_count(conn) == 5000
+        await ledger.post_many([transfer("d0", source, wallet, 1), transfer("d1", source, other, 1)])
+        assert await transaction_count(conn) == 5002
+        assert await counter_mismatches(conn) == []
 
 
 async def test_balance_as_of_and_trial_balance(engine: AsyncEngine) -> None:

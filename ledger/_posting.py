@@ -90,11 +90,12 @@ SELECT * FROM ledger.post_one($1::uuid, $2::text, $3::text, $4::text, $5::uuid, 
 MAX_AMOUNT = 2**53
 COUNTER_LIMIT = 2**62
 
-#: Transactions per COPY statement of a bulk posting: the first chunk is small so that PostgreSQL starts
-#: writing early, and each next one doubles up to COPY_CHUNK. YIELD_EVERY is how often planning lets the
-#: writer task run: the writer needs a turn to start each COPY and another once PostgreSQL has answered
-#: it, and PostgreSQL waits until it gets them.
-FIRST_COPY_CHUNK = 250
+#: Transactions per COPY statement of a bulk posting. Planned rows go to the writer as soon as it waits
+#: for work (at least MIN_COPY_CHUNK of them, so that PostgreSQL is never idle while rows are ready and
+#: the statements are not tiny), and at COPY_CHUNK at the latest. YIELD_EVERY is how often planning lets
+#: the writer task run: the writer needs a turn to start each COPY and another once PostgreSQL has
+#: answered it, and PostgreSQL waits until it gets them.
+MIN_COPY_CHUNK = 100
 COPY_CHUNK = 4000
 YIELD_EVERY = 25
 
@@ -353,7 +354,13 @@ class CopyPipeline:
         self._chunks: deque[tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]] = deque()
         self._wake = asyncio.Event()
         self._closing = False
+        self._writing = False
         self._task = asyncio.create_task(self._run())
+
+    @property
+    def waiting(self) -> bool:
+        """The writer has sent everything pushed and waits for more."""
+        return not self._writing and not self._chunks
 
     def push(self, chunk: tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]) -> None:
         if chunk[0]:
@@ -382,6 +389,7 @@ class CopyPipeline:
         driver = self._driver
         while True:
             while self._chunks:
+                self._writing = True
                 transactions, entries = self._chunks.popleft()
                 await driver.copy_records_to_table(
                     "transactions", schema_name="ledger", columns=TX_COPY_COLUMNS, records=transactions
@@ -389,6 +397,7 @@ class CopyPipeline:
                 await driver.copy_records_to_table(
                     "entries", schema_name="ledger", columns=ENTRY_COPY_COLUMNS, records=entries
                 )
+            self._writing = False
             if self._closing:
                 return
             self._wake.clear()

@@ -37,8 +37,8 @@ from ledger._posting import (
     ADVANCE_SQL,
     BEGIN_SQL,
     COPY_CHUNK,
-    FIRST_COPY_CHUNK,
     MAX_AMOUNT,
+    MIN_COPY_CHUNK,
     POST_ONE_SQL,
     YIELD_EVERY,
     Batch,
@@ -528,7 +528,6 @@ class Ledger:
                     # Planning allocates a few objects per row and keeps them all: the cyclic collector
                     # would traverse them again and again (it doubled the CPU cost per transaction).
                     gc.disable()
-                next_push = FIRST_COPY_CHUNK
                 try:
                     for n, i in enumerate(new, start=1):
                         spec = specs[i]
@@ -542,10 +541,10 @@ class Ledger:
                             if not isolate:
                                 raise
                             results[i] = exc
-                        if n == next_push:
-                            pipeline.push(batch.take())
-                            next_push = n + min(n, COPY_CHUNK)
                         if n % YIELD_EVERY == 0:
+                            planned = len(batch.transactions)
+                            if planned >= COPY_CHUNK or (planned >= MIN_COPY_CHUNK and pipeline.waiting):
+                                pipeline.push(batch.take())
                             await pipeline.turn()
                     pipeline.push(batch.take())
                     await pipeline.close()

@@ -85,7 +85,7 @@ async def _create(
     await repo.refresh_totals(batch)
     await session.flush()
     await _audit(session, principal, action, batch, None)
-    return await get_batch(session, batch.id)
+    return await _view(session, batch)
 
 
 async def submit_batch(session: AsyncSession, principal: Principal, batch_id: uuid.UUID) -> BatchOut:
@@ -110,7 +110,7 @@ async def submit_batch(session: AsyncSession, principal: Principal, batch_id: uu
     batch.submitted_at = _now()
     await session.flush()
     await _audit(session, principal, "payment_batch.submitted", batch, before)
-    return await get_batch(session, batch.id)
+    return await _view(session, batch)
 
 
 async def decide_batch(
@@ -159,7 +159,7 @@ async def decide_batch(
     await session.flush()
     if batch.status != before["status"]:
         await _audit(session, principal, f"payment_batch.{batch.status}", batch, before)
-    return await get_batch(session, batch.id)
+    return await _view(session, batch)
 
 
 async def release_batch(session: AsyncSession, principal: Principal, batch_id: uuid.UUID) -> BatchOut:
@@ -176,7 +176,7 @@ async def release_batch(session: AsyncSession, principal: Principal, batch_id: u
     await session.flush()
     await start_issuance(session, batch.id)
     await _audit(session, principal, "payment_batch.released", batch, before)
-    return await get_batch(session, batch.id)
+    return await _view(session, batch)
 
 
 async def cancel_batch(session: AsyncSession, principal: Principal, batch_id: uuid.UUID) -> BatchOut:
@@ -195,12 +195,16 @@ async def cancel_batch(session: AsyncSession, principal: Principal, batch_id: uu
     batch.closed_at = _now()
     await session.flush()
     await _audit(session, principal, "payment_batch.cancelled", batch, before)
-    return await get_batch(session, batch.id)
+    return await _view(session, batch)
 
 
 async def get_batch(session: AsyncSession, batch_id: uuid.UUID) -> BatchOut:
+    return await _view(session, await _get(session, batch_id))
+
+
+async def _view(session: AsyncSession, batch: PaymentBatch) -> BatchOut:
+    """The batch as the API shows it, with its counts, approvals and exclusions."""
     repo = BatchRepository(session)
-    batch = await _get(session, batch_id)
     counts = await EntitlementRepository(session).counts_by_batch([batch.id])
     approvals = await repo.approvals([batch.id])
     excluded = await repo.exclusions(batch.id, MAX_LISTED_EXCLUSIONS)

@@ -166,9 +166,12 @@ async def programme_accounts(session: AsyncSession, programme: Programme) -> Pro
     return ProgrammeAccounts(**{name: found[code].id for name, code in codes.items()})
 
 
-async def programme_balances(session: AsyncSession, programme: Programme) -> ProgrammeBalances:
-    """The §3 balances, read from the ledger's counters and, for `returned`, from its return postings."""
-    accounts = await programme_accounts(session, programme)
+async def programme_balances(
+    session: AsyncSession, programme: Programme, accounts: ProgrammeAccounts | None = None
+) -> ProgrammeBalances:
+    """The §3 balances, read from the ledger's counters and, for `returned`, from its return postings
+    (`accounts`: the programme's chart, when the caller has it already)."""
+    accounts = accounts or await programme_accounts(session, programme)
     ledger = await _ledger(session)
     ids = [accounts.donor_funds, accounts.available, accounts.committed, accounts.disbursed, accounts.redeemed]
     posted = {account_id: balance.posted for account_id, balance in (await ledger.balances(ids)).items()}
@@ -242,6 +245,7 @@ async def fund(
     source: str,
     reference: str,
     request_key: str,
+    accounts: ProgrammeAccounts | None = None,
 ) -> Transaction:
     """Donor money into the programme: donor_funds -> available.
 
@@ -252,7 +256,7 @@ async def fund(
         raise UnprocessableEntity(
             "Amount must be positive.", errors=[{"field": "amount", "message": "must be greater than zero"}]
         )
-    accounts = await programme_accounts(session, programme)
+    accounts = accounts or await programme_accounts(session, programme)
     digest = hashlib.sha256(request_key.encode()).hexdigest()
     spec = TransactionSpec(
         key=f"{programme_prefix(programme.id)}{FUNDING}:{digest}",
@@ -423,7 +427,8 @@ async def fund_programme(
 ) -> FundingOut:
     programme = await _programme(session, programme_id)
     amount = require_currency(body.amount, programme.currency)
-    before = await programme_balances(session, programme)
+    accounts = await programme_accounts(session, programme)
+    before = await programme_balances(session, programme, accounts)
     tx = await fund(
         session,
         programme,
@@ -431,8 +436,9 @@ async def fund_programme(
         source=body.source,
         reference=body.reference,
         request_key=f"{principal.id}:{request_key}",
+        accounts=accounts,
     )
-    after = await programme_balances(session, programme)
+    after = await programme_balances(session, programme, accounts)
     out = FundingOut(
         transaction_id=tx.id,
         programme_id=programme.id,

@@ -19,6 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cbi_service.exports.rows import amount_exponent
+from cbi_service.kit.db import read_snapshot
 
 BATCH_ROWS = 5_000
 COPY_QUEUE = 8
@@ -82,27 +83,15 @@ class ExportQuery:
 
 @contextlib.asynccontextmanager
 async def _snapshot(engine: AsyncEngine) -> AsyncIterator[tuple[asyncpg.Connection, list[Any]]]:
-    """A driver connection inside a REPEATABLE READ, read-only transaction, and the digits arrays.
-
-    The snapshot makes the export one consistent picture while postings continue; the connection is the
-    stream's own because the request's session closes before a streamed body is sent. A stream that
-    stops early (the client went away) may leave the connection in the middle of a COPY or a fetch, so
-    it is dropped rather than given back to the pool.
-    """
-    async with engine.connect() as conn:
-        await conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
-        async with conn.begin():
-            # Through SQLAlchemy first, so that the transaction is begun on the driver connection.
-            currencies = list((await conn.execute(text("SELECT DISTINCT currency FROM ledger.accounts"))).scalars())
-            exponents = [amount_exponent(c) for c in currencies]
-            raw = await conn.get_raw_connection()
-            driver = raw.driver_connection
-            assert isinstance(driver, asyncpg.Connection)
-            try:
-                yield driver, [currencies, exponents, [10**e for e in exponents]]
-            except BaseException:
-                await conn.invalidate()
-                raise
+    """The driver connection of a read snapshot (`read_snapshot`), and the digits arrays."""
+    async with read_snapshot(engine) as conn:
+        # Through SQLAlchemy first, so that the transaction is begun on the driver connection.
+        currencies = list((await conn.execute(text("SELECT DISTINCT currency FROM ledger.accounts"))).scalars())
+        exponents = [amount_exponent(c) for c in currencies]
+        raw = await conn.get_raw_connection()
+        driver = raw.driver_connection
+        assert isinstance(driver, asyncpg.Connection)
+        yield driver, [currencies, exponents, [10**e for e in exponents]]
 
 
 async def copy_csv(engine: AsyncEngine, query: ExportQuery) -> AsyncGenerator[bytes, None]:

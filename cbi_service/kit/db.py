@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from cbi_service.kit.settings import Settings
 
@@ -39,3 +40,21 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+
+@contextlib.asynccontextmanager
+async def read_snapshot(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection of its own inside a REPEATABLE READ, read-only transaction: one consistent picture
+    for a streamed body, which outlives the request's session, while writes go on.
+
+    A stream that stops early (the client went away) may leave the connection in the middle of a COPY or
+    a fetch, so it is dropped rather than given back to the pool.
+    """
+    async with engine.connect() as conn:
+        await conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+        async with conn.begin():
+            try:
+                yield conn
+            except BaseException:
+                await conn.invalidate()
+                raise

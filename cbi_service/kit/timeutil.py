@@ -1,8 +1,8 @@
-"""Time values from clients: timezone-aware and within a range PostgreSQL and Python both hold."""
+"""Time values from clients (timezone-aware, within a range PostgreSQL and Python both hold) and periods."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated
 
 from pydantic import AfterValidator, AwareDatetime
@@ -23,3 +23,8 @@ def _bounded(value: datetime) -> datetime:
 
 
 AwareDatetimeQuery = Annotated[AwareDatetime, AfterValidator(_bounded)]
+
+
+def day_bounds(first: date, last: date) -> tuple[datetime, datetime]:
+    """[first 00:00 UTC, the day after last 00:00 UTC): the period's days as a half-open time range."""
+    return datetime.combine(first, time(), UTC), datetime.combine(last + timedelta(days=1), time(), UTC)

@@ -15,8 +15,9 @@ from sqlalchemy import func
 
 from cbi_service.audit.service import record_audit
 from cbi_service.jobs.service import JobContext, job_handler
+from cbi_service.kit.timeutil import day_bounds
 from cbi_service.reconciliation.models import Reconciliation
-from cbi_service.reconciliation.repository import ReconciliationRepository, day_bounds
+from cbi_service.reconciliation.repository import ReconciliationRepository
 from cbi_service.reconciliation.service import JOB_ATTEMPTS, JOB_KIND
 
 CHUNK_LINES = 10_000

@@ -13,13 +13,14 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import AsyncGenerator, Sequence
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from cbi_service.kit.db import read_snapshot
 from cbi_service.ledger_api.service import DISBURSEMENT
 from cbi_service.reconciliation.models import CATEGORIES, Reconciliation
 from cbi_service.reconciliation.statement import Line
@@ -202,25 +203,13 @@ async def stream_items(
     engine: AsyncEngine, reconciliation_id: uuid.UUID
 ) -> AsyncGenerator[tuple[str, Sequence[Any]], None]:
     """(category, batch of item rows) for every category in turn, starting each category with an empty batch,
-    from one snapshot on a connection of its own (a streamed body outlives the request's session). A stream
-    stopped early may leave the connection mid-fetch: it is dropped rather than given back to the pool."""
-    async with engine.connect() as conn:
-        await conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
-        async with conn.begin():
-            try:
-                for category in CATEGORIES:
-                    yield category, []
-                    result = await conn.stream(
-                        text(ITEMS_SQL).execution_options(yield_per=5000),
-                        {"rid": reconciliation_id, "category": category},
-                    )
-                    async for batch in result.partitions(5000):
-                        yield category, batch
-            except BaseException:
-                await conn.invalidate()
-                raise
-
-
-def day_bounds(first: date, last: date) -> tuple[datetime, datetime]:
-    """[first 00:00 UTC, the day after last 00:00 UTC): the period's days as a half-open time range."""
-    return datetime.combine(first, time(), UTC), datetime.combine(last + timedelta(days=1), time(), UTC)
+    from one read snapshot (`read_snapshot`)."""
+    async with read_snapshot(engine) as conn:
+        for category in CATEGORIES:
+            yield category, []
+            result = await conn.stream(
+                text(ITEMS_SQL).execution_options(yield_per=5000),
+                {"rid": reconciliation_id, "category": category},
+            )
+            async for batch in result.partitions(5000):
+                yield category, batch

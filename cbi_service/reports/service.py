@@ -17,12 +17,13 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cbi_service.kit.errors import UnprocessableEntity
+from cbi_service.kit.timeutil import day_bounds
 from cbi_service.reports.repository import AGE_GROUPS, people_reached_rows
 from cbi_service.reports.schemas import MonthlyPeopleReachedRow, MonthTotal, PeopleReached, PeopleReachedRow
 
@@ -39,8 +40,7 @@ async def people_reached(session: AsyncSession, period_start: date, period_end: 
         raise UnprocessableEntity("Empty period.", errors=[{"field": "to", "message": "must not be before from"}])
     if period_end >= date.max:
         raise UnprocessableEntity("Period out of range.", errors=[{"field": "to", "message": "out of range"}])
-    start = datetime.combine(period_start, time(), UTC)
-    end = datetime.combine(period_end + timedelta(days=1), time(), UTC)
+    start, end = day_bounds(period_start, period_end)
     rows = await people_reached_rows(session, start, end)
     by_scope: dict[str, list[Any]] = {"period": [], "month": [], "period_total": [], "month_total": []}
     for row in rows:

@@ -75,27 +75,14 @@ def parquet_schema() -> pa.Schema:
     """Typed columns: `posted_at` a UTC timestamp (µs), integers as int32/int64, everything else text."""
     import pyarrow as pa
 
-    return pa.schema(
-        [
-            ("transaction_id", pa.string()),
-            ("key", pa.string()),
-            ("kind", pa.string()),
-            ("phase", pa.string()),
-            ("related_id", pa.string()),
-            ("description", pa.string()),
-            ("references", pa.string()),
-            ("posted_at", pa.timestamp("us", tz="UTC")),
-            ("chain", pa.int32()),
-            ("seq", pa.int64()),
-            ("prev_hash", pa.string()),
-            ("hash", pa.string()),
-            ("entry", pa.int32()),
-            ("account_code", pa.string()),
-            ("amount", pa.string()),
-            ("currency", pa.string()),
-            ("amount_minor", pa.int64()),
-        ]
-    )
+    typed = {
+        "posted_at": pa.timestamp("us", tz="UTC"),
+        "chain": pa.int32(),
+        "seq": pa.int64(),
+        "entry": pa.int32(),
+        "amount_minor": pa.int64(),
+    }
+    return pa.schema([(name, typed.get(name, pa.string())) for name in COLUMNS])
 
 
 class _Sink(io.RawIOBase):

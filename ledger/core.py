@@ -231,7 +231,9 @@ class Ledger:
         """Post many transactions at once: all or none, accounts locked once, rows written in bulk.
 
         Transactions apply in order, so a later one may spend what an earlier one credited. Keys already
-        posted with the same input are returned with `replayed=True`.
+        posted with the same input are returned with `replayed=True`. A malformed transaction is refused
+        before any of its rows is queued; a refusal that needs the database (an unknown account, a key
+        reused with other input, a balance limit) may be reported instead when it comes first.
         """
         if len(specs) <= 1:
             return [await self.post(spec) for spec in specs]
@@ -287,6 +289,10 @@ class Ledger:
             try:
                 results = await self._plan_and_write(specs, chosen, locked, isolate, set(missing))
             except _Replan:
+                if not isolate:
+                    # The keys go to the database now: the specs not reached by planning are checked first.
+                    for i in chosen:
+                        _check_shape(specs[i])
                 keys = [specs[i].key for i in chosen]
                 continue
             return [results[i] for i in chosen]
@@ -553,7 +559,6 @@ class Ledger:
                     raise
                 finally:
                     if collecting:
-                        _promote_to_oldest_generation()
                         gc.enable()
                 await driver.execute(ADVANCE_SQL, *batch.advance_arguments())
         except asyncpg.UniqueViolationError as exc:
@@ -983,17 +988,6 @@ def _transaction(row: Any) -> Transaction:
 def _check_text(name: str, value: object, shortest: int, longest: int) -> None:
     if not isinstance(value, str) or not shortest <= len(value) <= longest or "\x00" in value:
         raise InvalidTransaction(f"{name} must be text of {shortest} to {longest} characters, without NUL")
-
-
-def _promote_to_oldest_generation() -> None:
-    """Move every object the collector tracks to its oldest generation, in constant time.
-
-    A bulk posting keeps tens of thousands of new objects (its results) alive while the collector is off;
-    re-enabled, it would traverse them all in its next young collections (10 to 20 ms per 10,000
-    transactions) although they are long-lived. freeze then unfreeze moves them there without traversal.
-    """
-    gc.freeze()
-    gc.unfreeze()
 
 
 def _check_strings(key: str, kind: str, references: Mapping[str, str], description: str) -> None:

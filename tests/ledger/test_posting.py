@@ -326,6 +326,17 @@ async def test_bulk_post_many_streams_thousands(engine: AsyncEngine) -> None:
         assert await counter_mismatches(conn) == []
 
 
+async def test_post_many_checks_every_key_before_looking_them_up(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        ledger, source, wallet, other = await _accounts(conn)
+        # The overdraft makes the call look its keys up in the database (it could be a replay): the
+        # malformed key after it, never planned, must be refused as such, not sent to PostgreSQL.
+        with pytest.raises(InvalidTransaction):
+            await ledger.post_many([transfer("e-overdraft", wallet, other, 5), transfer("e-\x00", source, other, 1)])
+        await ledger.post_many([transfer("e1", source, wallet, 1), transfer("e2", source, other, 1)])
+        assert await transaction_count(conn) == 2
+
+
 async def test_balance_as_of_and_trial_balance(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
         ledger, source, wallet, other = await _accounts(conn)

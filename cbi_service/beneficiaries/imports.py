@@ -7,6 +7,11 @@ crashed or restarted worker resumes after the last committed row. Within a chunk
 the database and against the chunk's own earlier rows; earlier chunks are already in the database, which
 is how duplicates inside one file are caught. A row that fails validation is reported, never fatal.
 
+Hostile files are refused before they cost memory (limits in Settings, see README): a CSV is read in
+bounded lines (`kit.bounded`), a workbook is checked part by part before openpyxl opens it (`workbook`),
+and every file is held to `import_max_rows` rows and `upload_max_cell_chars` characters a cell. A worker
+asked to stop (`ctx.stopping`) hands the job back after the chunk in hand; the next worker resumes.
+
 A chunk costs a fixed number of round trips whatever its size: one lock statement, one query for every
 candidate of every row, and one bulk statement each for the people, their blocking keys, the adjudications,
 the row outcomes and the audit events.
@@ -19,16 +24,22 @@ import csv
 import hashlib
 import io
 import multiprocessing
+import os
 import re
+import signal
+import sys
 import tempfile
+import threading
+import time
 import uuid
 from collections.abc import AsyncGenerator, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import aclosing
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import openpyxl
 from fastapi import UploadFile
@@ -42,12 +53,21 @@ from cbi_service.beneficiaries.models import BeneficiaryImport, ImportRow
 from cbi_service.beneficiaries.repository import AdjudicationRepository, BeneficiaryRepository, ImportRepository
 from cbi_service.beneficiaries.schemas import BeneficiaryCreate, ImportAccepted
 from cbi_service.beneficiaries.service import Prepared, columns_of, combine, jsonable_matches, prepare
+from cbi_service.beneficiaries.workbook import (
+    NotAWorkbook,
+    WorkbookLimits,
+    WorkbookRefused,
+    check_archive,
+    check_workbook,
+)
 from cbi_service.dedup.blocking import MemoryIndex
 from cbi_service.dedup.normalize import MatchRecord
 from cbi_service.dedup.registries import check_registries, registries_for
 from cbi_service.dedup.scoring import decide
 from cbi_service.dedup.settings import get_dedup_settings
-from cbi_service.jobs.service import JobContext, enqueue, job_handler
+from cbi_service.jobs.service import JobContext, JobInterrupted, enqueue, job_handler
+from cbi_service.kit.bounded import BoundedReader, LimitExceeded, TextLimits
+from cbi_service.kit.cells import SafeWriter
 from cbi_service.kit.errors import AppError, UnprocessableEntity, field_path
 from cbi_service.kit.ids import new_id
 from cbi_service.kit.settings import Settings
@@ -65,6 +85,8 @@ REQUIRED_COLUMNS = frozenset(
 UPLOAD_PIECE = 1 << 20
 CHUNK_ROWS = 500
 MAX_UPLOAD_BYTES = 200 << 20
+# Columns read from a workbook: a lying dimension cannot make every row 16,384 cells wide.
+MAX_COLUMNS = 64
 # A failure that is not the file's (the database went away) is retried; after this many the import fails.
 MAX_ATTEMPTS = 5
 # How often a running import renews its job's lease (the worker's lease lasts a minute).
@@ -98,9 +120,31 @@ class ImportFileError(Exception):
     """The file as a whole cannot be read (not a CSV/XLSX, header missing columns): the import fails."""
 
 
+@dataclass(frozen=True, slots=True)
+class FileLimits:
+    text: TextLimits
+    workbook: WorkbookLimits
+
+    @classmethod
+    def of(cls, settings: Settings) -> FileLimits:
+        return cls(
+            text=settings.text_limits,
+            workbook=WorkbookLimits(
+                max_bytes=settings.xlsx_max_bytes,
+                max_part_bytes=settings.xlsx_max_part_bytes,
+                max_rows=settings.import_max_rows,
+                max_cell_chars=settings.upload_max_cell_chars,
+            ),
+        )
+
+    @property
+    def max_rows(self) -> int:
+        return self.workbook.max_rows
+
+
 def template_csv() -> str:
     out = io.StringIO()
-    csv.writer(out).writerow(TEMPLATE_COLUMNS)
+    SafeWriter(out).writerow(TEMPLATE_COLUMNS)
     return out.getvalue()
 
 
@@ -137,9 +181,28 @@ async def upload_fingerprint(upload: UploadFile) -> dict[str, Any]:
     }
 
 
-async def start_import(session: AsyncSession, principal: Principal, upload: UploadFile) -> ImportAccepted:
+def _refuse_workbook_bomb(file: IO[bytes], limits: WorkbookLimits) -> None:
+    """What the zip's directory tells at once (a bomb, an oversized part) is refused with the upload; a file
+    that is no workbook at all is left for the job, which reports it."""
+    try:
+        check_archive(file, limits)
+    except NotAWorkbook:
+        pass
+    except WorkbookRefused as exc:
+        raise UnprocessableEntity(
+            "The workbook is over the import limits.", errors=[{"field": "file", "message": str(exc)}]
+        ) from None
+    finally:
+        file.seek(0)
+
+
+async def start_import(
+    session: AsyncSession, settings: Settings, principal: Principal, upload: UploadFile
+) -> ImportAccepted:
     """Store the upload piece by piece and queue its processing; the job sees it only once this commits."""
     file_format = _file_format(upload)
+    if file_format == "xlsx":
+        await asyncio.to_thread(_refuse_workbook_bomb, upload.file, FileLimits.of(settings).workbook)
     repo = ImportRepository(session)
     imp = await repo.add(
         BeneficiaryImport(
@@ -185,10 +248,10 @@ def _header(cells: list[str]) -> list[str]:
     return header
 
 
-def iter_rows(path: Path, file_format: str) -> Iterator[tuple[int, dict[str, str]]]:
+def iter_rows(path: Path, file_format: str, limits: FileLimits) -> Iterator[tuple[int, dict[str, str]]]:
     """(row number as a spreadsheet shows it, cells by column) for every non-blank data row, streamed."""
     if file_format == "xlsx":
-        yield from _xlsx_rows(path)
+        yield from _xlsx_rows(path, limits)
         return
     with path.open(newline="", encoding="utf-8-sig", errors="replace") as handle:
         sample = handle.read(8192)
@@ -197,11 +260,17 @@ def iter_rows(path: Path, file_format: str) -> Iterator[tuple[int, dict[str, str
             dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(sample, delimiters=",;\t")
         except csv.Error:
             dialect = csv.excel
-        reader = _readable(csv.reader(handle, dialect))
+        reader = _readable(BoundedReader(handle, limits.text, dialect))
         header = _header(next(reader, []))
         for number, cells in enumerate(reader, start=2):
+            _within_rows(number, limits)
             if any(c.strip() for c in cells):
                 yield number, dict(zip(header, (c.strip() for c in cells), strict=False))
+
+
+def _within_rows(number: int, limits: FileLimits) -> None:
+    if number > limits.max_rows + 1:
+        raise ImportFileError(f"the file has more than {limits.max_rows} rows")
 
 
 def _readable(rows: Iterator[Any]) -> Iterator[Any]:
@@ -212,28 +281,40 @@ def _readable(rows: Iterator[Any]) -> Iterator[Any]:
             row = next(rows)
         except StopIteration:
             return
+        except LimitExceeded as exc:
+            raise ImportFileError(str(exc)) from exc
         except Exception as exc:  # csv.Error, and the many kinds openpyxl raises on a damaged workbook
             raise ImportFileError(f"the file cannot be read past this point: {exc}") from exc
         yield row
 
 
-def _open_workbook(path: Path) -> Any:
+def _open_workbook(path: Path, limits: FileLimits) -> Any:
+    """The workbook, read-only, once `check_workbook` has found it within the limits."""
     try:
-        return openpyxl.load_workbook(path, read_only=True, data_only=True)
+        check_workbook(path, limits.workbook)
+    except WorkbookRefused as exc:
+        raise ImportFileError(str(exc)) from exc
+    except NotAWorkbook as exc:
+        raise ImportFileError("not a readable XLSX workbook") from exc
+    try:
+        return openpyxl.load_workbook(path, read_only=True, data_only=True, keep_links=False)
     except Exception as exc:  # openpyxl raises many kinds for a file that is not a workbook
         raise ImportFileError("not a readable XLSX workbook") from exc
 
 
-def _xlsx_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
-    workbook = _open_workbook(path)
+def _xlsx_rows(path: Path, limits: FileLimits) -> Iterator[tuple[int, dict[str, str]]]:
+    workbook = _open_workbook(path, limits)
     try:
         sheet = workbook.active
         if sheet is None:
             raise ImportFileError("the workbook has no sheet")
-        rows = _readable(sheet.iter_rows(values_only=True))
+        rows = _readable(sheet.iter_rows(values_only=True, max_col=MAX_COLUMNS))
         header = _header([_cell(c) for c in next(rows, ())])
         for number, values in enumerate(rows, start=2):
+            _within_rows(number, limits)
             cells = [_cell(v) for v in values]
+            if any(len(c) > limits.text.max_field_chars for c in cells):
+                raise ImportFileError(f"row {number} has a cell longer than {limits.text.max_field_chars} characters")
             if any(cells):
                 yield number, dict(zip(header, cells, strict=False))
     finally:
@@ -303,9 +384,9 @@ def validate_row(cells: dict[str, str]) -> Checked:
 Row = tuple[int, dict[str, str]]
 
 
-def raw_chunks(path: Path, file_format: str, after_row: int) -> Iterator[list[Row]]:
+def raw_chunks(path: Path, file_format: str, after_row: int, limits: FileLimits) -> Iterator[list[Row]]:
     """The file's rows after `after_row`, in chunks of CHUNK_ROWS."""
-    rows = ((n, cells) for n, cells in iter_rows(path, file_format) if n > after_row)
+    rows = ((n, cells) for n, cells in iter_rows(path, file_format, limits) if n > after_row)
     while chunk := list(islice(rows, CHUNK_ROWS)):
         yield chunk
 
@@ -313,6 +394,38 @@ def raw_chunks(path: Path, file_format: str, after_row: int) -> Iterator[list[Ro
 def validate_rows(rows: list[Row]) -> list[tuple[int, Checked]]:
     """Validation of a chunk: CPU only, so it may run in another process."""
     return [(number, validate_row(cells)) for number, cells in rows]
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """Pool initializer: the validation process ends when the process that started it does, even by
+    kill -9 (which runs no clean-up that could stop the pool). Linux is told to kill it then; elsewhere
+    a thread watches for the parent to go."""
+    if sys.platform == "linux":
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    else:
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    if os.getppid() != parent:  # it died before the signal was asked for
+        os._exit(1)
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(1)
+
+
+def validation_pool() -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(
+        max_workers=1,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_die_with_parent,
+        initargs=(os.getpid(),),
+    )
 
 
 async def validated_chunks(
@@ -327,7 +440,7 @@ async def validated_chunks(
             yield validate_rows(chunk)
         return
     loop = asyncio.get_running_loop()
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with validation_pool() as pool:
         pending: asyncio.Future[list[tuple[int, Checked]]] | None = None
         for chunk in chunks:
             upcoming = loop.run_in_executor(pool, validate_rows, chunk)
@@ -439,15 +552,16 @@ async def _download(ctx: JobContext, import_id: uuid.UUID, path: Path) -> None:
             seq += 1
 
 
-def _count_rows(path: Path, file_format: str) -> int | None:
+def _count_rows(path: Path, file_format: str, limits: FileLimits) -> int | None:
+    """The rows to import; a file over the limits fails here, before any row is registered."""
     if file_format == "xlsx":
-        workbook = _open_workbook(path)
+        workbook = _open_workbook(path, limits)
         try:
             sheet = workbook.active
-            return max((sheet.max_row or 1) - 1, 0) if sheet is not None else None
+            return min(max((sheet.max_row or 1) - 1, 0), limits.max_rows) if sheet is not None else None
         finally:
             workbook.close()
-    return sum(1 for _ in iter_rows(path, file_format))
+    return sum(1 for _ in iter_rows(path, file_format, limits))
 
 
 async def _finish(ctx: JobContext, import_id: uuid.UUID, status: str, error: str | None = None) -> None:
@@ -479,17 +593,18 @@ async def run_import(ctx: JobContext) -> None:
         done_through = await session.scalar(
             select(func.coalesce(func.max(ImportRow.row_number), 0)).where(ImportRow.import_id == import_id)
         )
+    limits = FileLimits.of(ctx.state.settings)
     with tempfile.TemporaryDirectory(prefix="cbi-import-") as tmp:
         path = Path(tmp) / f"upload.{file_format}"
         await _download(ctx, import_id, path)
         try:
-            total = _count_rows(path, file_format)
+            total = await asyncio.to_thread(_count_rows, path, file_format, limits)
             async with ctx.session_factory.begin() as session:
                 imp = await ImportRepository(session).get(import_id, for_update=True)
                 assert imp is not None
                 imp.status, imp.rows_total = "running", total
 
-            chunks = raw_chunks(path, file_format, done_through or 0)
+            chunks = raw_chunks(path, file_format, done_through or 0, limits)
             parallel = (total or 0) - (done_through or 0) > CHUNK_ROWS
             async with aclosing(validated_chunks(chunks, parallel=parallel)) as validated:
                 async for chunk in validated:
@@ -497,9 +612,12 @@ async def run_import(ctx: JobContext) -> None:
                         imp = await ImportRepository(session).get(import_id, for_update=True)
                         assert imp is not None
                         await process_chunk(session, ctx.state.settings, imp, chunk)
+                    ctx.checkpoint()
         except ImportFileError as exc:
             await _finish(ctx, import_id, "failed", str(exc))
             return
+        except JobInterrupted:
+            raise
         except Exception:
             # Not the file's fault (an external registry down, the database gone): the job is retried and
             # resumes after the last committed chunk; after the last attempt the import reports failure.

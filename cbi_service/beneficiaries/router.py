@@ -91,6 +91,7 @@ async def import_template(_: Reader) -> CsvResponse:
 
 @router.post("/v1/beneficiaries/imports", status_code=202, response_model=ImportAccepted)
 async def start_import(
+    request: Request,
     session: SessionDep,
     principal: Registrar,
     idem: IdempotencyDep,
@@ -98,7 +99,10 @@ async def start_import(
 ) -> Response:
     """Queue a bulk registration file; the same Idempotency-Key with the same file replays the first answer."""
     fingerprint = await imports.upload_fingerprint(file) if idem.key is not None else None
-    return await idem.run(fingerprint, lambda: imports.start_import(session, principal, file), status_code=202)
+    settings = request.app.state.settings
+    return await idem.run(
+        fingerprint, lambda: imports.start_import(session, settings, principal, file), status_code=202
+    )
 
 
 @router.get("/v1/beneficiaries/imports/{import_id}", response_model=ImportOut)

@@ -18,7 +18,8 @@ import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cbi_service.exports.rows import amount_exponent
+from cbi_service.exports.rows import SPREADSHEET_TEXT_COLUMNS, amount_exponent
+from cbi_service.kit.cells import neutralised_sql
 from cbi_service.kit.db import read_snapshot
 
 BATCH_ROWS = 5_000
@@ -28,11 +29,11 @@ COPY_QUEUE = 8
 # the chain order within each stripe (posted_at never decreases along a stripe, seq breaks ties).
 _SELECT = """
 SELECT t.id::text AS transaction_id,
-       t.key,
-       t.kind,
-       t.phase,
+       {key} AS "key",
+       {kind} AS kind,
+       {phase} AS phase,
        coalesce(t.pending_id, t.reverses_id)::text AS related_id,
-       t.description,
+       {description} AS description,
        t.refs::text AS "references",
        to_char(t.posted_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS posted_at,
        t.chain,
@@ -40,19 +41,27 @@ SELECT t.id::text AS transaction_id,
        encode(t.prev_hash, 'hex') AS prev_hash,
        encode(t.hash, 'hex') AS hash,
        e.idx AS entry,
-       a.code AS account_code,
+       {account_code} AS account_code,
        CASE
            WHEN d.exponent = 0 THEN e.amount::text
            ELSE CASE WHEN e.amount < 0 THEN '-' ELSE '' END || (abs(e.amount) / d.scale)::text || '.'
                 || lpad((abs(e.amount) % d.scale)::text, d.exponent, '0')
        END AS amount,
-       e.currency,
+       {currency} AS currency,
        e.amount AS amount_minor
   FROM ledger.transactions t
   JOIN ledger.entries e ON e.tx_id = t.id
   JOIN ledger.accounts a ON a.id = e.account_id
   JOIN unnest($1::text[], $2::int[], $3::bigint[]) AS d(currency, exponent, scale) ON d.currency = e.currency
 """
+_TEXT = {
+    "key": "t.key",
+    "kind": "t.kind",
+    "phase": "t.phase",
+    "description": "t.description",
+    "account_code": "a.code",
+    "currency": "e.currency",
+}
 _FROM = "t.posted_at >= ${}"
 _TO = "t.posted_at < ${}"
 _TOUCHING = """EXISTS (
@@ -68,9 +77,12 @@ class ExportQuery:
     start: datetime | None
     end: datetime | None
     account_prefix: str | None
+    #: Text for spreadsheets (CSV and XLSX exports): `SPREADSHEET_TEXT_COLUMNS` neutralised in SQL.
+    for_spreadsheets: bool = False
 
     def sql(self) -> tuple[str, list[Any]]:
         """The statement and its arguments after the three digits arrays."""
+        select = _SELECT.format(**{c: neutralised_sql(e) if self.for_spreadsheets else e for c, e in _TEXT.items()})
         conditions: list[str] = []
         args: list[Any] = []
         for fragment, value in ((_FROM, self.start), (_TO, self.end), (_TOUCHING, self.account_prefix)):
@@ -78,7 +90,7 @@ class ExportQuery:
                 args.append(value)
                 conditions.append(fragment.format(3 + len(args)))
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-        return _SELECT + where + _ORDER, args
+        return select + where + _ORDER, args
 
 
 @contextlib.asynccontextmanager
@@ -109,7 +121,15 @@ async def copy_csv(engine: AsyncEngine, query: ExportQuery) -> AsyncGenerator[by
 
         async def produce() -> None:
             try:
-                await driver.copy_from_query(sql, *digits, *args, output=keep, format="csv", header=True)
+                await driver.copy_from_query(
+                    sql,
+                    *digits,
+                    *args,
+                    output=keep,
+                    format="csv",
+                    header=True,
+                    force_quote=list(SPREADSHEET_TEXT_COLUMNS) if query.for_spreadsheets else None,
+                )
             except asyncio.CancelledError:
                 raise
             except BaseException:

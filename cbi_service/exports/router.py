@@ -32,10 +32,12 @@ One row per entry, the rows of a transaction together, transactions in posting o
   `post_pending` (`pending` rows reserve, `void_pending` rows release, neither moves the balance).
 
 The body is streamed from one consistent snapshot in constant memory. CSV and Parquet can be verified
-offline with `cbi-service ledger verify FILE`. The CSV holds the ledger's text verbatim (a description
-may start with `=`): import it as text rather than opening it in a spreadsheet. XLSX (numbers as
-numbers, all else as text, never formulas, further sheets past Excel's row limit) is for reading; it is
-built whole before its first byte is sent. Every export is recorded in the audit trail.
+offline with `cbi-service ledger verify FILE`. In CSV and XLSX, text a spreadsheet would evaluate (a
+`key`, `kind`, `phase`, `description`, `account_code` or `currency` starting with `=`, `+`, `-`, `@`, tab,
+CR or LF) is written with a leading `'`, as is text already starting with `'`; the verifier removes it
+before hashing. Parquet holds the text verbatim. XLSX (numbers as numbers, all else as text, never
+formulas, further sheets past Excel's row limit) is for reading; it is built whole before its first byte
+is sent. Every export is recorded in the audit trail.
 """
 
 _BODY = {"schema": {"type": "string", "format": "binary"}}

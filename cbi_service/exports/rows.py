@@ -33,6 +33,11 @@ COLUMNS: tuple[str, ...] = (
     "amount_minor",
 )
 
+#: Text people or callers choose: a CSV or XLSX export neutralises it (`kit.cells`) so that no spreadsheet
+#: evaluates it, and `cbi-service ledger verify` restores it before hashing. The other columns are ids,
+#: digests, numbers, times and JSON objects, which never start like a formula.
+SPREADSHEET_TEXT_COLUMNS: tuple[str, ...] = ("key", "kind", "phase", "description", "account_code", "currency")
+
 
 @functools.cache
 def amount_exponent(currency: str) -> int:

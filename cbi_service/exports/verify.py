@@ -1,6 +1,7 @@
 """Offline check of a ledger export file (CSV or Parquet): no database, no service code beyond `ledger`.
 
 Hashing, balancing and chain links are `ledger.verify`'s; this module reads the file in constant memory,
+undoes the CSV's neutralisation of spreadsheet text (`kit.cells.restore` of `SPREADSHEET_TEXT_COLUMNS`),
 checks what only the export adds (the decimal `amount` must equal `amount_minor` in the currency's
 digits, every CSV line has the header's number of fields) and turns the verifier's row index into the
 file's own position: the line number of a CSV (header = line 1, a quoted field may span lines) or the
@@ -25,7 +26,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from cbi_service.exports.rows import amount_exponent
+from cbi_service.exports.rows import SPREADSHEET_TEXT_COLUMNS, amount_exponent
+from cbi_service.kit.cells import restore
 from ledger.verify import EXPORT_COLUMNS, ExportRow, Problem, Verifier
 
 PARQUET_MAGIC = b"PAR1"
@@ -92,7 +94,11 @@ def _csv_records(path: Path) -> Iterator[tuple[int, Mapping[str, object] | str]]
             if len(fields) != width:
                 yield line, f"has {len(fields)} fields, the header {width}"
                 return
-            yield line, dict(zip(header, fields, strict=True))
+            record = dict(zip(header, fields, strict=True))
+            for name in SPREADSHEET_TEXT_COLUMNS:
+                if name in record:
+                    record[name] = restore(record[name])
+            yield line, record
             line = reader.line_num + 1
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import functools
 import io
@@ -60,11 +61,12 @@ MEDIA_TYPES = {
 
 
 def render(fmt: ExportFormat, engine: AsyncEngine, query: ExportQuery) -> AsyncIterator[bytes]:
+    """CSV and XLSX are opened in spreadsheets: their text is neutralised (`kit.cells`); Parquet's is not."""
     if fmt is ExportFormat.csv:
-        return copy_csv(engine, query)
+        return copy_csv(engine, dataclasses.replace(query, for_spreadsheets=True))
     if fmt is ExportFormat.parquet:
         return write_parquet(copy_csv(engine, query))
-    return write_xlsx(fetch_batches(engine, query))
+    return write_xlsx(fetch_batches(engine, dataclasses.replace(query, for_spreadsheets=True)))
 
 
 # --------------------------------------------------------------------------------------------- Parquet

@@ -83,6 +83,14 @@ class JobRepository:
             )
         )
 
+    async def hand_back(self, job_id: uuid.UUID, worker_id: str) -> None:
+        """Release a job its worker stopped at a safe point: ready at once, the attempt not counted."""
+        await self.session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.locked_by == worker_id)
+            .values(status="queued", locked_by=None, locked_until=None, run_at=func.now(), attempts=Job.attempts - 1)
+        )
+
     async def fail(self, job_id: uuid.UUID, worker_id: str, error: str) -> None:
         await self.session.execute(
             update(Job)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -38,10 +39,19 @@ async def enqueue(
     return await JobRepository(session).insert(values)
 
 
+class JobInterrupted(Exception):
+    """Raised by `JobContext.checkpoint` when the worker is stopping: the worker hands the job back."""
+
+
 @dataclass
 class JobContext:
     """What a handler gets: its payload and a session factory for its own units of work (the worker keeps
-    the job's lease while it runs)."""
+    the job's lease while it runs).
+
+    A long handler calls `checkpoint()` where it can stop safely (its progress committed): once the worker
+    is asked to stop, that raises JobInterrupted and the job goes back to the queue, this attempt not
+    counted, for the next worker to resume.
+    """
 
     job_id: uuid.UUID
     kind: str
@@ -49,6 +59,11 @@ class JobContext:
     attempt: int
     session_factory: async_sessionmaker[AsyncSession]
     state: Any
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def checkpoint(self) -> None:
+        if self.stopping.is_set():
+            raise JobInterrupted
 
 
 Handler = Callable[[JobContext], Awaitable[None]]

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cbi_service.jobs.models import Job
 from cbi_service.jobs.repository import JobRepository
-from cbi_service.jobs.service import HANDLERS, PERIODIC, JobContext, enqueue
+from cbi_service.jobs.service import HANDLERS, PERIODIC, JobContext, JobInterrupted, enqueue
 
 log = structlog.get_logger(__name__)
 
@@ -66,9 +66,12 @@ class Worker:
         self.poll_seconds = poll_seconds
         self.lease_seconds = lease_seconds
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        #: Set once `run` is asked to stop: every job's `ctx.stopping`, so that each stops at its next checkpoint.
+        self.stopping = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Keep up to `concurrency` jobs running until `stop` is set, then let the running ones finish.
+        """Keep up to `concurrency` jobs running until `stop` is set, then ask the running ones to stop at
+        their next checkpoint (a long import hands its job back after the chunk in hand) and wait for them.
 
         A slot is refilled as soon as its job ends: a long job (an issuance lane, a backlog of webhooks)
         never keeps the other slots waiting for it.
@@ -93,6 +96,7 @@ class Worker:
                 await asyncio.wait([stopping, *running], timeout=self.poll_seconds, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stopping.cancel()
+            self.stopping.set()
             if running:
                 await asyncio.gather(*running, return_exceptions=True)
 
@@ -142,10 +146,15 @@ class Worker:
             attempt=job.attempts,
             session_factory=self.session_factory,
             state=self.state,
+            stopping=self.stopping,
         )
         keeper = asyncio.create_task(self._keep_lease(job), name=f"lease-{job.id}")
         try:
             await HANDLERS[job.kind](ctx)
+        except JobInterrupted:
+            log.info("job_handed_back", attempts=job.attempts)
+            async with self.session_factory.begin() as session:
+                await JobRepository(session).hand_back(job.id, self.worker_id)
         except Exception as exc:
             error = type(exc).__name__
             async with self.session_factory.begin() as session:

@@ -11,6 +11,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from cbi_service.kit.bounded import TextLimits
+
 
 class Settings(BaseSettings):
     """Every knob of the service; `CBI_` prefix except `DATABASE_URL`, which tooling shares."""
@@ -30,6 +32,12 @@ class Settings(BaseSettings):
     run_worker: bool = True
     worker_poll_seconds: float = Field(default=0.5, gt=0)
     provider_status_poll_seconds: float = Field(default=300.0, gt=0)  # submitted this long, no event: ask
+    # Uploaded files (imports, statements): refused before they cost memory; see README "Uploaded files".
+    import_max_rows: int = Field(default=200_000, ge=1)
+    upload_max_cell_chars: int = Field(default=4_096, ge=64, le=131_072)
+    upload_max_line_chars: int = Field(default=65_536, ge=1_024)
+    xlsx_max_bytes: int = Field(default=1 << 30, ge=1 << 20)
+    xlsx_max_part_bytes: int = Field(default=64 << 20, ge=1 << 20)
 
     @field_validator("providers", "registries", mode="before")
     @classmethod
@@ -54,6 +62,10 @@ class Settings(BaseSettings):
         if self.log_format:
             return self.log_format
         return "json" if self.env == "production" else "console"
+
+    @property
+    def text_limits(self) -> TextLimits:
+        return TextLimits(max_record_chars=self.upload_max_line_chars, max_field_chars=self.upload_max_cell_chars)
 
     @property
     def async_database_url(self) -> str | None:

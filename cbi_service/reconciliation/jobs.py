@@ -3,7 +3,8 @@
 Each chunk is one transaction that inserts its findings and advances the counts and `lines_done`
 together, with the reconciliation row locked; a worker that dies mid-way leaves a consistent state and the
 retried job resumes after the last committed line (findings are unique per line, so nothing is counted
-twice). The last step lists the period's disbursements no line named and completes the report.
+twice); a worker asked to stop hands the job back between chunks. The last step lists the period's
+disbursements no line named and completes the report.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections import Counter
 from sqlalchemy import func
 
 from cbi_service.audit.service import record_audit
-from cbi_service.jobs.service import JobContext, job_handler
+from cbi_service.jobs.service import JobContext, JobInterrupted, job_handler
 from cbi_service.kit.timeutil import day_bounds
 from cbi_service.reconciliation.models import Reconciliation
 from cbi_service.reconciliation.repository import ReconciliationRepository
@@ -84,7 +85,9 @@ async def run_reconciliation(ctx: JobContext) -> None:
     reconciliation_id = uuid.UUID(ctx.payload["reconciliation_id"])
     try:
         while await _step(ctx, reconciliation_id):
-            pass
+            ctx.checkpoint()
+    except JobInterrupted:
+        raise
     except Exception as exc:
         if ctx.attempt >= JOB_ATTEMPTS:
             await _fail(ctx, reconciliation_id, exc)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
 import io
 import json
 import uuid
@@ -32,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from cbi_service.audit.service import record_audit
 from cbi_service.auth.roles import Principal
 from cbi_service.jobs.service import enqueue
+from cbi_service.kit.cells import SafeWriter
 from cbi_service.kit.errors import NotFound, UnprocessableEntity
 from cbi_service.kit.ids import new_id
 from cbi_service.kit.money import Money
@@ -82,7 +82,7 @@ async def create_reconciliation(
     repo = ReconciliationRepository(session)
     reconciliation_id = new_id()
     summary = Summary()
-    batches = read_statement(statement, summary, COPY_BATCH)
+    batches = read_statement(statement, summary, COPY_BATCH, settings.text_limits)
     try:
         while (batch := await asyncio.to_thread(_next_batch, batches)) is not None:
             await repo.copy_lines(reconciliation_id, batch)
@@ -197,7 +197,7 @@ CSV_COLUMNS = (
 
 def _csv_rows(category: str, rows: Sequence[Any]) -> bytes:
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
+    writer = SafeWriter(buffer)
     for row in rows:
         item = _item(row)
         statement, ledger = item.statement, item.ledger
@@ -223,7 +223,7 @@ def _csv_rows(category: str, rows: Sequence[Any]) -> bytes:
 async def report_csv(engine: AsyncEngine, reconciliation_id: uuid.UUID) -> AsyncIterator[bytes]:
     """Every item as one CSV line, categories in the order of `counts`."""
     header = io.StringIO()
-    csv.writer(header).writerow(CSV_COLUMNS)
+    SafeWriter(header).writerow(CSV_COLUMNS)
     yield header.getvalue().encode()
     items = stream_items(engine, reconciliation_id)
     async with contextlib.aclosing(items):

@@ -4,7 +4,8 @@ Columns `entitlement_id`, `provider_ref`, `amount`, `currency`, `date` (any orde
 ignored; comma or semicolon separated; UTF-8 with or without BOM). `amount` is a decimal in the currency's
 major unit with at most its ISO 4217 digits ("150000", "150000.5" and "150000.50" are the same COP
 amount); `date` is a date (YYYY-MM-DD) or an RFC 3339 timestamp, taken as its UTC day. An `entitlement_id`
-that is not a UUID is kept as written: it cannot be in our ledger. Blank lines are skipped.
+that is not a UUID is kept as written: it cannot be in our ledger. Blank lines are skipped. Lines and
+fields are read within `TextLimits` (`kit.bounded`): one huge line is refused, never held whole.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import IO
 
+from cbi_service.kit.bounded import BoundedReader, LimitExceeded, TextLimits
 from cbi_service.kit.money import currency_exponent
 
 COLUMNS = ("entitlement_id", "provider_ref", "amount", "currency", "date")
@@ -82,16 +84,17 @@ def parse_date(text: str) -> date:
     return moment.astimezone(UTC).date()
 
 
-def read_statement(file: IO[bytes], summary: Summary, batch_size: int) -> Iterator[list[Line]]:
+def read_statement(file: IO[bytes], summary: Summary, batch_size: int, limits: TextLimits) -> Iterator[list[Line]]:
     """Batches of parsed lines; problems go to `summary.errors` (reading stops after MAX_ERRORS).
 
-    Raises StatementError at once if the header lacks a column or the file is not UTF-8 text.
+    Raises StatementError at once if the header lacks a column, the file is not UTF-8 text or a line
+    is over the limits.
     """
     text = io.TextIOWrapper(file, encoding="utf-8-sig", newline="")
     try:
-        first = text.readline()
+        first = text.readline(limits.max_record_chars)
         text.seek(0)
-        reader = csv.reader(text, delimiter=";" if first.count(";") > first.count(",") else ",")
+        reader = BoundedReader(text, limits, delimiter=";" if first.count(";") > first.count(",") else ",")
         header = [name.strip().lower() for name in next(reader, [])]
         missing = [c for c in COLUMNS if c not in header]
         if missing:
@@ -123,6 +126,8 @@ def read_statement(file: IO[bytes], summary: Summary, batch_size: int) -> Iterat
         raise StatementError([(0, "", "the file is not UTF-8 text")]) from None
     except csv.Error as exc:
         raise StatementError([(0, "", f"not a readable CSV file: {exc}")]) from None
+    except LimitExceeded as exc:
+        raise StatementError([(0, "", str(exc))]) from None
     finally:
         text.detach()
 

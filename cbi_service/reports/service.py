@@ -14,7 +14,6 @@ Definitions (also in the route's description):
 
 from __future__ import annotations
 
-import csv
 import io
 from collections.abc import Sequence
 from datetime import date
@@ -22,6 +21,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cbi_service.kit.cells import SafeWriter
 from cbi_service.kit.errors import UnprocessableEntity
 from cbi_service.kit.timeutil import day_bounds
 from cbi_service.reports.repository import AGE_GROUPS, people_reached_rows
@@ -61,7 +61,7 @@ async def people_reached(session: AsyncSession, period_start: date, period_end: 
 def people_reached_csv(report: PeopleReached) -> str:
     """One table: the period's rows, its total, then each month's rows and total (`scope` tells which)."""
     out = io.StringIO()
-    writer = csv.writer(out)
+    writer = SafeWriter(out)
     writer.writerow(CSV_COLUMNS)
     lines: list[Sequence[Any]] = [
         ("period", "", r.country, r.admin1 or "", r.sector, r.sex, r.age_group, r.people) for r in report.rows

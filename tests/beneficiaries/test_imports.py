@@ -1,13 +1,22 @@
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+import random
+import string
+import time
+import zipfile
+from types import SimpleNamespace
 
 import openpyxl
+import pytest
 from sqlalchemy import text
 
 from cbi_service.beneficiaries import imports
 from cbi_service.beneficiaries.imports import TEMPLATE_COLUMNS
+from cbi_service.beneficiaries.workbook import WorkbookRefused, check_workbook
+from cbi_service.jobs.worker import Worker
 from tests.helpers import assert_problem, run_jobs
 
 ROW = {
@@ -146,7 +155,7 @@ async def test_template_and_unsupported_files(client, api_key_factory):
     registrar = await api_key_factory("registrar")
     template = await client.get("/v1/beneficiaries/imports/template", headers=registrar)
     assert template.status_code == 200
-    assert template.text.strip().split(",") == list(TEMPLATE_COLUMNS)
+    assert next(csv.reader(io.StringIO(template.text))) == list(TEMPLATE_COLUMNS)
     files = {"file": ("photo.png", b"\x89PNG", "image/png")}
     assert_problem(await client.post("/v1/beneficiaries/imports", files=files, headers=registrar), 422)
 
@@ -260,3 +269,182 @@ async def test_a_file_of_several_chunks_catches_duplicates_across_them(
     first = (await client.get(url, params={"limit": 4}, headers=registrar)).json()["rows"]["items"][3]
     assert duplicate["row_number"] == len(people) + 1
     assert duplicate["matches"][0]["beneficiary_id"] == first["beneficiary_id"]
+
+
+MAIN = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+RELS = "http://schemas.openxmlformats.org/package/2006/relationships"
+OFFICE = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+SHEET_XML = (
+    f'<worksheet xmlns="{MAIN}"><sheetData>'
+    + '<row r="1">'
+    + "".join(f'<c t="inlineStr"><is><t>{c}</t></is></c>' for c in TEMPLATE_COLUMNS)
+    + '</row><row r="2">'
+    + "".join('<c t="s"><v>0</v></c>' if i == 0 else f'<c t="inlineStr"><is><t>{v}</t></is></c>'
+              for i, v in enumerate(ROW.values()))
+    + "</row></sheetData></worksheet>"
+)  # fmt: skip
+
+
+def shared_strings_workbook(path, write_strings) -> None:
+    """A workbook as Excel writes one, the first cell of its data row from the shared strings, which
+    `write_strings(part)` writes (streamed, so a bomb costs the test no memory)."""
+    parts = {
+        "[Content_Types].xml": (
+            '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+            '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
+            '<Default Extension="xml" ContentType="application/xml"/>'
+            '<Override PartName="/xl/workbook.xml" '
+            'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/>'
+            '<Override PartName="/xl/worksheets/sheet1.xml" '
+            'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/>'
+            '<Override PartName="/xl/sharedStrings.xml" '
+            'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sharedStrings+xml"/>'
+            "</Types>"
+        ),
+        "_rels/.rels": (
+            f'<Relationships xmlns="{RELS}"><Relationship Id="r1" Target="xl/workbook.xml" '
+            f'Type="{OFFICE}/officeDocument"/></Relationships>'
+        ),
+        "xl/workbook.xml": (
+            f'<workbook xmlns="{MAIN}" xmlns:r="{OFFICE}"><sheets>'
+            '<sheet name="people" sheetId="1" r:id="r1"/></sheets></workbook>'
+        ),
+        "xl/_rels/workbook.xml.rels": (
+            f'<Relationships xmlns="{RELS}">'
+            f'<Relationship Id="r1" Target="worksheets/sheet1.xml" Type="{OFFICE}/worksheet"/>'
+            f'<Relationship Id="r2" Target="sharedStrings.xml" Type="{OFFICE}/sharedStrings"/>'
+            "</Relationships>"
+        ),
+        "xl/worksheets/sheet1.xml": SHEET_XML,
+    }
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content in parts.items():
+            archive.writestr(name, content)
+        with archive.open("xl/sharedStrings.xml", "w", force_zip64=True) as part:
+            part.write(f'<sst xmlns="{MAIN}"><si><t>'.encode())
+            write_strings(part)
+            part.write(b"</t></si></sst>")
+
+
+def shared_strings_bomb(path, mib: int) -> None:
+    """One shared string of `mib` MiB of "A": a few hundred KiB on disk."""
+    piece = b"A" * (1 << 20)
+    shared_strings_workbook(path, lambda part: [part.write(piece) for _ in range(mib)])
+
+
+async def test_a_workbook_with_shared_strings_imports(client, api_key_factory, session_factory, settings, tmp_path):
+    registrar = await api_key_factory("registrar")
+    path = tmp_path / "people.xlsx"
+    shared_strings_workbook(path, lambda part: part.write(ROW["given_names"].encode()))
+    files = {"file": ("people.xlsx", path.read_bytes(), "application/octet-stream")}
+    accepted = (await client.post("/v1/beneficiaries/imports", files=files, headers=registrar)).json()
+    await run_jobs(session_factory, settings)
+    report = (await client.get(f"/v1/beneficiaries/imports/{accepted['id']}", headers=registrar)).json()
+    assert (report["status"], report["counts"]) == ("completed", {"created": 1}), report
+
+
+async def test_an_xlsx_bomb_is_refused_at_upload(client, api_key_factory, session_factory, tmp_path):
+    registrar = await api_key_factory("registrar")
+    path = tmp_path / "bomb.xlsx"
+    shared_strings_bomb(path, 256)
+    assert path.stat().st_size < 1 << 20
+    files = {"file": ("people.xlsx", path.read_bytes(), "application/octet-stream")}
+    problem = assert_problem(await client.post("/v1/beneficiaries/imports", files=files, headers=registrar), 422)
+    assert "xl/sharedStrings.xml unpacks to more than" in problem["errors"][0]["message"]
+    async with session_factory() as session:
+        assert (await session.execute(text("SELECT count(*) FROM beneficiary_imports"))).scalar_one() == 0
+
+
+def test_a_bomb_is_refused_before_its_string_is_unpacked(tmp_path, monkeypatch, settings):
+    path = tmp_path / "bomb.xlsx"
+    shared_strings_bomb(path, 256)
+    unpacked = 0
+    read = zipfile.ZipExtFile.read
+
+    def counting(self, n=-1):
+        nonlocal unpacked
+        data = read(self, n)
+        unpacked += len(data)
+        return data
+
+    monkeypatch.setattr(zipfile.ZipExtFile, "read", counting)
+    with pytest.raises(WorkbookRefused, match="unpacks to more than"):
+        check_workbook(path, imports.FileLimits.of(settings).workbook)
+    assert unpacked < 1 << 20
+
+
+async def test_a_cell_too_long_to_hold_fails_the_import_before_openpyxl_reads_it(
+    client, api_key_factory, session_factory, settings, tmp_path
+):
+    registrar = await api_key_factory("registrar")
+    huge = "".join(random.Random(7).choices(string.ascii_letters, k=300_000)).encode()  # passes the ratio check
+    path = tmp_path / "people.xlsx"
+    shared_strings_workbook(path, lambda part: part.write(huge))
+    files = {"file": ("people.xlsx", path.read_bytes(), "application/octet-stream")}
+    accepted = await client.post("/v1/beneficiaries/imports", files=files, headers=registrar)
+    assert accepted.status_code == 202, accepted.text
+    await run_jobs(session_factory, settings)
+    report = (await client.get(f"/v1/beneficiaries/imports/{accepted.json()['id']}", headers=registrar)).json()
+    assert (report["status"], report["counts"]) == ("failed", {})
+    assert "xl/sharedStrings.xml holds a cell or tag of more than 65536 bytes" in report["error"]
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"given_names," + b"a" * 300_000, "line 1 is longer than 65536 characters"),
+        (csv_bytes([ROW | {"admin1": "x" * 5_000}]), "line 2 has a field longer than 4096 characters"),
+        (csv_bytes([ROW | {"external_ref": f"R-{i}"} for i in range(5)]), "the file has more than 3 rows"),
+    ],
+)
+async def test_a_csv_over_the_limits_fails_the_import(
+    client, api_key_factory, session_factory, settings, content, reason
+):
+    registrar = await api_key_factory("registrar")
+    files = {"file": ("people.csv", content, "text/csv")}
+    accepted = (await client.post("/v1/beneficiaries/imports", files=files, headers=registrar)).json()
+    await run_jobs(session_factory, settings.model_copy(update={"import_max_rows": 3}))
+    report = (await client.get(f"/v1/beneficiaries/imports/{accepted['id']}", headers=registrar)).json()
+    assert (report["status"], report["error"], report["counts"]) == ("failed", reason, {})
+
+
+async def test_a_stopped_worker_hands_the_import_back_and_the_next_one_finishes_it(
+    client, api_key_factory, session_factory, settings
+):
+    registrar = await api_key_factory("registrar")
+    people = [
+        ROW | {"given_names": f"Persona{i}", "family_names": f"Apellido{i}", "document_number": f"V-{10_000_000 + i}",
+               "phone": "", "external_ref": f"R-{i}"}
+        for i in range(12 * imports.CHUNK_ROWS)
+    ]  # fmt: skip
+    files = {"file": ("many.csv", csv_bytes(people), "text/csv")}
+    accepted = (await client.post("/v1/beneficiaries/imports", files=files, headers=registrar)).json()
+    url = f"/v1/beneficiaries/imports/{accepted['id']}"
+
+    stop = asyncio.Event()
+    running = asyncio.create_task(Worker(session_factory, SimpleNamespace(settings=settings)).run(stop))
+    while (await client.get(url, headers=registrar)).json()["rows_done"] == 0:
+        await asyncio.sleep(0.05)
+    asked = time.monotonic()
+    stop.set()
+    await asyncio.wait_for(running, timeout=30)
+    assert time.monotonic() - asked < 5
+    stopped = (await client.get(url, headers=registrar)).json()
+    assert stopped["status"] == "running"
+    assert 0 < stopped["rows_done"] < len(people)
+    async with session_factory() as session:
+        job = (await session.execute(text("SELECT status, locked_by, attempts FROM jobs WHERE kind = :k"),
+                                     {"k": imports.JOB_KIND})).one()  # fmt: skip
+    assert tuple(job) == ("queued", None, 0)
+
+    await run_jobs(session_factory, settings)
+    report = (await client.get(url, headers=registrar)).json()
+    assert (report["status"], report["rows_done"], sum(report["counts"].values())) == (
+        "completed", len(people), len(people)
+    )  # fmt: skip
+    async with session_factory() as session:
+        counted = text("SELECT count(*), count(DISTINCT row_number) FROM beneficiary_import_rows")
+        rows = (await session.execute(counted)).one()
+        people_stored = (await session.execute(text("SELECT count(*) FROM beneficiaries"))).scalar_one()
+    assert tuple(rows) == (len(people), len(people))
+    assert people_stored == len(people) - report["counts"].get("duplicate", 0)

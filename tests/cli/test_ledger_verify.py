@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import openpyxl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -205,3 +206,37 @@ async def test_xlsx_and_foreign_files_are_refused(client, api_key_factory, tmp_p
     code, output = verify(other)
     assert code == 2
     assert "columns missing" in output
+
+
+async def test_an_export_whose_text_starts_like_a_formula_is_neutralised_and_verifies(
+    client, api_key_factory, engine, tmp_path
+):
+    from ledger import EntrySpec, Ledger, TransactionSpec
+
+    async with engine.begin() as conn:
+        ledger = Ledger(conn)
+        source = await ledger.create_account("=HYPERLINK(1)", "COP", "asset")
+        target = await ledger.create_account("'quoted", "COP", "liability")
+        await ledger.post(
+            TransactionSpec(
+                key="=1+1",
+                entries=[EntrySpec(source.id, -15_000), EntrySpec(target.id, 15_000)],
+                references={"reference": "=2+2"},
+                description="@SUM(1+1)",
+            )
+        )
+    content = await _export(client, api_key_factory)
+    rows = list(csv.DictReader(io.StringIO(content.decode(), newline="")))
+    assert {(r["key"], r["description"], r["account_code"], r["amount"]) for r in rows} == {
+        ("'=1+1", "'@SUM(1+1)", "'=HYPERLINK(1)", "-150.00"),
+        ("'=1+1", "'@SUM(1+1)", "''quoted", "150.00"),
+    }
+    path = tmp_path / "formulas.csv"
+    path.write_bytes(content)
+    code, output = verify(path)
+    assert code == 0, output
+
+    book = openpyxl.load_workbook(io.BytesIO(await _export(client, api_key_factory, format="xlsx")))
+    cells = [cell for row in book["entries"].iter_rows(min_row=2) for cell in row]
+    assert {c.value for c in cells if c.column_letter == "B"} == {"'=1+1"}
+    assert all(c.data_type != "f" for c in cells)

@@ -226,3 +226,17 @@ async def test_a_100k_line_statement_is_reconciled_in_chunks(client, books, sess
     }
     assert len(report["items"]["missing_in_ledger"]) == 99_999
     assert report["items"]["missing_in_ledger"][-1]["line"] == 100_001
+
+
+async def test_csv_neutralises_statement_cells_a_spreadsheet_would_evaluate(client, books, session_factory, settings):
+    content = (
+        f"{HEADER}{today()},+1+1,50.00,COP,@SUM(1+1),north\n{today()},{books.e['E1']},-150.00,COP,=1+1,north\n"
+    ).encode()
+    created = (await upload(client, books.staff.finance, content, **window())).json()
+    await run_jobs(session_factory, settings)
+    response = await client.get(
+        f"/v1/reconciliations/{created['id']}", headers={**books.staff.finance, "Accept": "text/csv"}
+    )
+    rows = {r["line"]: r for r in csv.DictReader(io.StringIO(response.text))}
+    assert (rows["2"]["entitlement_id"], rows["2"]["statement_provider_ref"]) == ("'+1+1", "'@SUM(1+1)")
+    assert (rows["3"]["statement_provider_ref"], rows["3"]["statement_amount"]) == ("'=1+1", "-150.00")

@@ -8,13 +8,16 @@ from datetime import date
 
 import pytest
 
+from cbi_service.kit.settings import Settings
 from cbi_service.reconciliation.statement import MAX_ERRORS, StatementError, Summary, parse_amount, read_statement
+
+LIMITS = Settings().text_limits
 
 
 def read(text: str, batch_size: int = 2):
     summary = Summary()
-    lines = [line for batch in read_statement(io.BytesIO(text.encode()), summary, batch_size) for line in batch]
-    return lines, summary
+    batches = read_statement(io.BytesIO(text.encode()), summary, batch_size, LIMITS)
+    return [line for batch in batches for line in batch], summary
 
 
 def test_columns_in_any_order_with_extras_bom_and_semicolons():
@@ -81,6 +84,6 @@ def test_missing_columns_and_foreign_files_are_refused():
     with pytest.raises(StatementError) as missing:
         read("entitlement_id,amount,currency\n1,2,USD\n")
     assert [(line, column) for line, column, _ in missing.value.errors] == [(1, "provider_ref"), (1, "date")]
-    batches = read_statement(io.BytesIO(b"\xff\xfe\x00binary"), Summary(), 10)
+    batches = read_statement(io.BytesIO(b"\xff\xfe\x00binary"), Summary(), 10, LIMITS)
     with pytest.raises(StatementError):
         next(batches)

@@ -169,3 +169,18 @@ async def test_an_empty_period_and_bad_bounds(client, api_key_factory):
     backwards = {"from": "2026-11-30", "to": "2026-11-01"}
     assert_problem(await client.get("/v1/reports/people-reached", params=backwards, headers=headers), 422)
     assert_problem(await client.get("/v1/reports/people-reached", params={"from": "2026-11-01"}, headers=headers), 422)
+
+
+async def test_csv_cells_a_spreadsheet_would_evaluate_are_neutralised(client, api_key_factory, session_factory):
+    staff = await make_staff(api_key_factory)
+    cash = await make_programme(client, staff, session_factory, name="Cash Arauca")
+    formula = "=cmd|' /C calc'!A0"
+    person = await register(client, staff, "Rosa", "Linares", born="1990-01-01", sex="female", admin1=formula)
+    await enrol(client, staff, cash, [person])
+    paid = await released_batch(client, staff, cash, [person], cycle="2026-11")
+    await issue(session_factory, paid[person], at("2026-11-05"))
+    headers = {**staff.auditor, "Accept": "text/csv"}
+    response = await client.get("/v1/reports/people-reached", params=PERIOD, headers=headers)
+    assert formula not in response.text.replace("'" + formula, "")
+    [row] = [r for r in csv.DictReader(io.StringIO(response.text)) if r["scope"] == "period"]
+    assert (row["admin1"], row["people"]) == ("'" + formula, "1")

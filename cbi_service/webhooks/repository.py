@@ -42,17 +42,21 @@ class InboxRow(NamedTuple):
     signed_at: datetime
     body: str
     event: str
+    status: str = "received"
+    """`refused` for an event kept only for review (see `service.card_number_row`)."""
+    detail: str | None = None
 
 
 _INSERT_ROWS = """
     INSERT INTO webhook_events
-        (id, provider, webhook_id, event_type, entitlement_id, provider_ref, occurred_at, signed_at, body, event)
+        (id, provider, webhook_id, event_type, entitlement_id, provider_ref, occurred_at, signed_at, body, event,
+         status, detail, processed_at)
     SELECT id, provider, webhook_id, event_type, entitlement_id, provider_ref, occurred_at, signed_at, body,
-           event::jsonb
+           event::jsonb, status, detail, CASE WHEN status = 'received' THEN NULL ELSE now() END
       FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::text[], $7::timestamptz[],
-                  $8::timestamptz[], $9::text[], $10::text[])
+                  $8::timestamptz[], $9::text[], $10::text[], $11::text[], $12::text[])
            AS t(id, provider, webhook_id, event_type, entitlement_id, provider_ref, occurred_at, signed_at, body,
-                event)
+                event, status, detail)
     ON CONFLICT (provider, webhook_id) DO NOTHING
     RETURNING id
 """

@@ -15,21 +15,24 @@ import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
 import structlog
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from adapters.providers.base import ProviderEvent
+from adapters.providers.base import MalformedEvent, ProviderEvent
+from adapters.providers.card_numbers import contains_pan, redact_pans
 from cbi_service.batches.models import RELEASED_STATUSES
 from cbi_service.entitlements import service as entitlements
 from cbi_service.kit.ids import new_id
 from cbi_service.webhooks import metrics
 from cbi_service.webhooks.models import WebhookEvent
 from cbi_service.webhooks.repository import InboxRow, Outcome, Target, WebhookRepository
+from cbi_service.webhooks.schemas import ReviewEnvelope
 from cbi_service.webhooks.signatures import SignedMessage
 
 log = structlog.get_logger(__name__)
@@ -62,6 +65,83 @@ def inbox_row(provider: str, message: SignedMessage, event: ProviderEvent) -> In
         signed_at=message.signed_at,
         body=message.body,
         event=encode_json(event_to_json(event)),
+    )
+
+
+_ENVELOPE_FIELDS = frozenset({"type", "timestamp", "data"})
+_NOT_CARD_FIELDS = frozenset(
+    {"entitlement_id", "provider_ref", "voucher_code", "reason", "retryable", "amount", "currency", "merchant"}
+)
+"""Fields of `data` the contract gives another meaning: references, merchant ids and amounts may be long
+numbers, and a voucher code may follow the Luhn scheme; they are not read as card numbers."""
+_CARD_FIELDS = ("card_token", "card_last4")
+
+
+def _holds_pan(value: object) -> bool:
+    if isinstance(value, Mapping):
+        return any(_holds_pan(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_holds_pan(item) for item in value)
+    return contains_pan(value)
+
+
+def card_number_fields(payload: object, event: ProviderEvent | None = None) -> list[str]:
+    """The fields of a webhook body that hold what looks like a full card number (CONTRACT §7: never stored).
+
+    Read: the card fields, as sent and as the adapter mapped them (a third-party adapter may read them from
+    other names), and every field the contract does not define, which would otherwise reach only the
+    stored body.
+    """
+    found: list[str] = []
+    if isinstance(payload, Mapping):
+        found += [str(key) for key, value in payload.items() if key not in _ENVELOPE_FIELDS and _holds_pan(value)]
+        data = payload.get("data")
+        if isinstance(data, Mapping):
+            found += [f"data.{key}" for key, value in data.items() if key not in _NOT_CARD_FIELDS and _holds_pan(value)]
+    if event is not None:
+        mapped = [f"data.{name}" for name in _CARD_FIELDS if contains_pan(getattr(event, name))]
+        found += [name for name in mapped if name not in found]
+    return found
+
+
+def card_number_row(provider: str, message: SignedMessage, payload: object, fields: Sequence[str]) -> InboxRow:
+    """An event that carries a card number, kept for review without it: `refused`, never applied.
+
+    What is stored is the body with every number that looks like a PAN redacted (so it no longer matches
+    its signature, which is why the event is kept for review only) and a reading of it without any card
+    details. Raises `MalformedEvent` when even the redacted body does not say what happened to which
+    entitlement.
+    """
+    redacted = redact_pans(payload)
+    try:
+        envelope = ReviewEnvelope.model_validate(redacted)
+    except ValidationError as exc:
+        errors = [
+            {"field": ".".join(map(str, error["loc"])) or "body", "message": error["msg"]}
+            for error in exc.errors(include_input=False, include_url=False)
+        ]
+        raise MalformedEvent("malformed provider event", errors) from None
+    event = ProviderEvent(
+        type=envelope.type,
+        timestamp=envelope.timestamp,
+        entitlement_id=envelope.data.entitlement_id,
+        provider_ref=envelope.data.provider_ref,
+    )
+    if has_nul(event):
+        raise MalformedEvent("NUL character", [{"field": "data", "message": "must not contain U+0000"}])
+    return InboxRow(
+        id=new_id(),
+        provider=provider,
+        webhook_id=message.webhook_id,
+        event_type=event.type,
+        entitlement_id=event.entitlement_id,
+        provider_ref=event.provider_ref,
+        occurred_at=event.timestamp,
+        signed_at=message.signed_at,
+        body=encode_json(redacted),
+        event=encode_json(event_to_json(event)),
+        status="refused",
+        detail=f"a full card number in {', '.join(fields)}: redacted, not applied",
     )
 
 

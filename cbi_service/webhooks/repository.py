@@ -92,6 +92,8 @@ class Target(NamedTuple):
     provider: str
     batch_status: str
     programme_id: uuid.UUID
+    status: str
+    """The entitlement's status when the chunk began (it may move before the event's turn comes)."""
 
 
 class Outcome(NamedTuple):
@@ -148,13 +150,20 @@ class WebhookRepository:
         if not entitlement_ids:
             return {}
         stmt = (
-            select(Entitlement.id, Entitlement.currency, Programme.provider, PaymentBatch.status, Programme.id)
+            select(
+                Entitlement.id,
+                Entitlement.currency,
+                Programme.provider,
+                PaymentBatch.status,
+                Programme.id,
+                Entitlement.status,
+            )
             .join(Programme, Programme.id == Entitlement.programme_id)
             .join(PaymentBatch, PaymentBatch.id == Entitlement.batch_id)
             .where(Entitlement.id.in_(entitlement_ids))
         )
         rows = await self.session.execute(stmt)
-        return {row[0]: Target(row[1], row[2], row[3], row[4]) for row in rows}
+        return {row[0]: Target(row[1], row[2], row[3], row[4], row[5]) for row in rows}
 
     async def programmes(self, programme_ids: set[uuid.UUID]) -> Sequence[Programme]:
         if not programme_ids:

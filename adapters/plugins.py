@@ -56,12 +56,19 @@ class PluginKind(Generic[Adapter]):
         loaded: Callable[[str, Mapping[str, Any]], Adapter] = factory
         return loaded
 
+    def check(self, name: str, config: Mapping[str, Any]) -> Callable[[str, Mapping[str, Any]], Adapter]:
+        """The factory a configuration entry names, without building anything: for start-up checks."""
+        adapter = config.get("adapter")
+        if not isinstance(adapter, str) or not adapter:
+            raise self.error(
+                f"{self.noun} {name!r}: 'adapter' must name an adapter kind; available: {', '.join(self.available())}"
+            )
+        return self.factory(adapter)
+
     def build(self, name: str, config: Mapping[str, Any]) -> Adapter:
         """One configuration entry → its adapter; every misconfiguration is this kind's error."""
         adapter = config.get("adapter")
-        if not isinstance(adapter, str) or not adapter:
-            raise self.error(f"{self.noun} {name!r}: 'adapter' must name an adapter kind")
-        built = self.factory(adapter)(name, config)
+        built = self.check(name, config)(name, config)
         if not isinstance(built, self.interface):
             raise self.error(
                 f"{self.noun} {name!r}: adapter {adapter!r} built a {type(built).__name__},"

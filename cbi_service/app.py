@@ -9,9 +9,11 @@ from collections.abc import AsyncIterator
 import structlog
 from fastapi import FastAPI
 
+from adapters.providers.registry import PROVIDER_ADAPTERS
 from cbi_service.audit.router import router as audit_router
 from cbi_service.batches.router import router as batches_router
 from cbi_service.beneficiaries.router import router as beneficiaries_router
+from cbi_service.dedup.registries import registries_for
 from cbi_service.entitlements.router import router as entitlements_router
 from cbi_service.exports.router import router as exports_router
 from cbi_service.health.router import router as health_router
@@ -37,8 +39,19 @@ API_DESCRIPTION = (
 )
 
 
+def check_adapters(settings: Settings) -> None:
+    """Every CBI_REGISTRIES entry builds and every CBI_PROVIDERS entry names an installed adapter, or start-up
+    stops with a `RegistryConfigError` / `ProviderConfigError` naming the adapters available, instead of
+    the first request that needs one failing. (Providers are built, their options checked, when the
+    webhook routes start.)"""
+    registries_for(settings.registries)
+    for name, config in settings.providers.items():
+        PROVIDER_ADAPTERS.check(name, config)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    check_adapters(settings)
     configure_logging(settings.effective_log_format, settings.log_level)
     load_handlers()
 

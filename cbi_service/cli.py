@@ -10,7 +10,7 @@ import sys
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -19,6 +19,9 @@ from cbi_service.dedup.cli import registry_app
 from cbi_service.exports.cli import ledger_app
 from cbi_service.kit.settings import Settings
 
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
 app = typer.Typer(help="cbi-service: payments for cash-based interventions.", no_args_is_help=True)
 apikey_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 app.add_typer(apikey_app, name="apikey")
@@ -26,20 +29,39 @@ app.add_typer(registry_app, name="registry")
 app.add_typer(ledger_app, name="ledger")
 
 
+class StartupRefused(Exception):
+    """A command that cannot run as configured; its message says what to do instead."""
+
+
 @contextlib.contextmanager
-def database(*, migrate: bool = True) -> Iterator[Settings]:
+def refusing_to_start() -> Iterator[None]:
+    """A configuration that cannot work ends the command with its message and exit status 2, no traceback."""
+    from adapters.providers.base import ProviderConfigError
+    from adapters.registries.base import RegistryConfigError
+    from cbi_service.embedded import EmbeddedNotRunning
+
+    try:
+        yield
+    except (StartupRefused, EmbeddedNotRunning, ProviderConfigError, RegistryConfigError) as exc:
+        typer.echo(f"cbi-service: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@contextlib.contextmanager
+def database(*, migrate: bool = True, attach: bool = False) -> Iterator[Settings]:
     """Settings bound to a database: DATABASE_URL if set, else the embedded server in CBI_DATA_DIR.
 
     The embedded database is always migrated to head, so a new user never runs a migration by hand.
+    With `attach`, only an embedded server already running (the one `serve` started) is used.
     """
-    from cbi_service.embedded import embedded_postgres
+    from cbi_service.embedded import embedded_postgres, running_embedded_postgres
     from cbi_service.migrate import upgrade
 
     settings = Settings()
     if settings.database_url:
         yield settings
         return
-    with embedded_postgres(settings.data_dir) as url:
+    with (running_embedded_postgres if attach else embedded_postgres)(settings.data_dir) as url:
         os.environ["DATABASE_URL"] = url
         settings = Settings()
         if migrate:
@@ -60,8 +82,9 @@ def serve(
     # uvicorn re-raises SIGTERM after a graceful shutdown; turning it into SystemExit lets the embedded
     # database stop cleanly instead of the process dying with it still running.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    with database() as settings:
-        uvicorn.run(create_app(settings), host=host, port=port, log_config=None, proxy_headers=True)
+    with refusing_to_start(), database() as settings:
+        app = create_app(settings)
+        uvicorn.run(app, host=host, port=port, log_config=None, proxy_headers=True)
 
 
 def _run_fast(main: Coroutine[Any, Any, None]) -> None:
@@ -77,19 +100,33 @@ def _run_fast(main: Coroutine[Any, Any, None]) -> None:
 
 @app.command()
 def worker(concurrency: Annotated[int, typer.Option(min=1, help="Jobs run at once.")] = 4) -> None:
-    """Run an extra worker process (several may run against one database)."""
+    """Run an extra worker process (several may run against one database).
+
+    With no DATABASE_URL it joins the embedded database `serve` runs in CBI_DATA_DIR, and it refuses to
+    start on a database whose schema is not at the current migration.
+    """
+    from cbi_service.app import check_adapters
+    from cbi_service.disbursement.providers import get_provider
     from cbi_service.jobs.worker import Worker, load_handlers
     from cbi_service.kit.db import make_engine, make_session_factory
     from cbi_service.kit.heap import settle_after_startup
     from cbi_service.kit.logging import configure_logging
 
-    with database(migrate=False) as settings:
+    with refusing_to_start(), database(migrate=False, attach=True) as settings:
+        check_adapters(settings)
         configure_logging(settings.effective_log_format, settings.log_level)
         load_handlers()
 
         async def main() -> None:
             assert settings.async_database_url
             engine = make_engine(settings.async_database_url, settings)
+            try:
+                await _require_migrated(engine)
+            except BaseException:
+                await engine.dispose()
+                raise
+            for name in settings.providers:
+                get_provider(settings, name)  # built once for this loop, options checked before any job
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -102,6 +139,23 @@ def worker(concurrency: Annotated[int, typer.Option(min=1, help="Jobs run at onc
                 await engine.dispose()
 
         _run_fast(main())
+
+
+async def _require_migrated(engine: AsyncEngine) -> None:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from cbi_service.health.repository import applied_revisions
+    from cbi_service.migrate import head_revisions
+
+    try:
+        applied = await applied_revisions(engine)
+    except (OSError, SQLAlchemyError) as exc:
+        raise StartupRefused(f"cannot reach the database ({type(exc).__name__})") from None
+    if applied != head_revisions():
+        raise StartupRefused(
+            "the database schema is not at the current migration: run `cbi-service migrate` first"
+            " (`cbi-service serve` migrates the embedded database itself)"
+        )
 
 
 @app.command()

@@ -25,6 +25,7 @@ from adapters.providers.base import (
     StatusOutcome,
     TransientProviderError,
 )
+from adapters.providers.card_numbers import contains_pan
 from adapters.providers.wire import (
     MAX_INSTRUCTIONS_PER_REQUEST,
     CancelRequest,
@@ -172,6 +173,11 @@ class HttpProviderAdapter:
             return StatusOutcome(entitlement_id=entitlement_id, status="unknown")
         self._raise_for_status(response)
         view = self._read(InstructionView, response)
+        card_token, card_last4 = view.card_token, view.card_last4
+        if contains_pan(card_token) or contains_pan(card_last4):
+            # A full card number is never passed on (CONTRACT §7): the answer still says whether money
+            # moved, only without card details, which a later webhook may fill in.
+            card_token = card_last4 = None
         return StatusOutcome(
             entitlement_id=entitlement_id,
             status=view.status,
@@ -179,8 +185,8 @@ class HttpProviderAdapter:
             amount_minor=view.amount_minor,
             remaining_minor=view.remaining_minor,
             currency=view.currency,
-            card_token=view.card_token,
-            card_last4=view.card_last4,
+            card_token=card_token,
+            card_last4=card_last4,
             voucher_code=view.voucher_code,
             expires_at=view.expires_at,
             reason=view.reason,

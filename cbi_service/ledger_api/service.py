@@ -233,8 +233,12 @@ def _out_of_range(exc: AmountOutOfRange) -> UnprocessableEntity:
     return UnprocessableEntity("Amount out of range.", errors=[{"field": "amount", "message": str(exc)}])
 
 
-def _insufficient(account: str) -> Conflict:
-    return Conflict(f"Not enough money in the programme's {account} balance for this operation.")
+class InsufficientBalance(Conflict):
+    """A posting the programme's balance cannot cover (its account's no-negative flag refused it)."""
+
+
+def _insufficient(account: str) -> InsufficientBalance:
+    return InsufficientBalance(f"Not enough money in the programme's {account} balance for this operation.")
 
 
 async def fund(

@@ -110,3 +110,56 @@ class ReconciliationItem(Base):
     ledger_currency: Mapped[str | None] = mapped_column(String(3))
     ledger_posted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     ledger_provider_ref: Mapped[str | None] = mapped_column(Text)
+
+
+BREAK_KINDS = ("issued_after_failure", "issued_after_cancel", "redeemed_after_expiry")
+"""Provider confirmations the ledger could not record as they came: `issued_after_failure` (a late
+`entitlement.issued` once the failed entitlement's budget was taken by other payments),
+`issued_after_cancel` (a load confirmed after the entitlement was cancelled and its budget released),
+`redeemed_after_expiry` (a redemption stamped before the voucher's expiry, which had already returned its
+value to the budget)."""
+LEDGER_BALANCES = ("available", "committed", "disbursed", "redeemed")
+
+
+class ReconciliationBreak(CreatedAt, Base):
+    """A provider says money moved and the ledger does not show it: kept for finance to resolve.
+
+    One per provider event, and one per entitlement for a load (the event is `refused` in the inbox).
+    `move_from` → `move_to` of `amount_minor` is what would have to be posted for the ledger to reflect the
+    provider's account; `available_minor` is the programme's available balance when the event was applied.
+    """
+
+    __tablename__ = "reconciliation_breaks"
+    __table_args__ = (
+        CheckConstraint(one_of("kind", BREAK_KINDS), name="kind"),
+        CheckConstraint(one_of("move_from", LEDGER_BALANCES), name="move_from"),
+        CheckConstraint(one_of("move_to", LEDGER_BALANCES), name="move_to"),
+        CheckConstraint("amount_minor > 0", name="amount"),
+        Index("uq_reconciliation_breaks_webhook_event", "webhook_event_id", unique=True),
+        # A load is one fact whatever number of events report it; redemptions are each their own.
+        Index(
+            "uq_reconciliation_breaks_issue",
+            "entitlement_id",
+            "kind",
+            unique=True,
+            postgresql_where=text("kind <> 'redeemed_after_expiry'"),
+        ),
+        Index("ix_reconciliation_breaks_provider", "provider", "id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    kind: Mapped[str] = mapped_column(String(24))
+    provider: Mapped[str] = mapped_column(String(100))
+    webhook_event_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("webhook_events.id"))
+    event_type: Mapped[str] = mapped_column(String(40))
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    entitlement_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("entitlements.id"))
+    programme_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("programmes.id"))
+    provider_ref: Mapped[str] = mapped_column(String(128))
+    entitlement_status: Mapped[str] = mapped_column(String(16))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    move_from: Mapped[str] = mapped_column(String(16))
+    move_to: Mapped[str] = mapped_column(String(16))
+    available_minor: Mapped[int] = mapped_column(BigInteger)
+    detail: Mapped[str] = mapped_column(String(500))

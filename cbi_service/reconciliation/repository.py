@@ -18,11 +18,12 @@ from typing import Any
 
 import asyncpg
 from sqlalchemy import select, text
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from cbi_service.kit.db import read_snapshot
 from cbi_service.ledger_api.service import DISBURSEMENT
-from cbi_service.reconciliation.models import CATEGORIES, Reconciliation
+from cbi_service.reconciliation.models import CATEGORIES, Reconciliation, ReconciliationBreak
 from cbi_service.reconciliation.statement import Line
 
 LINE_COLUMNS = (
@@ -213,3 +214,25 @@ async def stream_items(
             )
             async for batch in result.partitions(5000):
                 yield category, batch
+
+
+class BreakRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, values: dict[str, Any]) -> uuid.UUID | None:
+        """Insert a break; None when it is already kept (its event, or another report of the same load)."""
+        stmt = insert(ReconciliationBreak).values(values).on_conflict_do_nothing().returning(ReconciliationBreak.id)
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def list(
+        self, *, after_id: uuid.UUID | None, limit: int, provider: str | None, kind: str | None
+    ) -> Sequence[ReconciliationBreak]:
+        stmt = select(ReconciliationBreak)
+        if after_id is not None:
+            stmt = stmt.where(ReconciliationBreak.id > after_id)
+        if provider is not None:
+            stmt = stmt.where(ReconciliationBreak.provider == provider)
+        if kind is not None:
+            stmt = stmt.where(ReconciliationBreak.kind == kind)
+        return (await self.session.execute(stmt.order_by(ReconciliationBreak.id).limit(limit + 1))).scalars().all()

@@ -6,7 +6,7 @@ import uuid
 from datetime import date
 from typing import IO, Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import Response
 
 from cbi_service.auth.dependencies import require_roles
@@ -14,8 +14,14 @@ from cbi_service.auth.roles import Principal, Role
 from cbi_service.exports.streaming import ClosingStreamingResponse
 from cbi_service.kit.db import SessionDep
 from cbi_service.kit.idempotency import IdempotencyDep
-from cbi_service.reconciliation import service
-from cbi_service.reconciliation.schemas import ReconciliationOut, ReconciliationReport
+from cbi_service.kit.pagination import Page, PageDep, page_of
+from cbi_service.reconciliation import breaks, service
+from cbi_service.reconciliation.schemas import (
+    BreakKind,
+    ReconciliationBreakOut,
+    ReconciliationOut,
+    ReconciliationReport,
+)
 from cbi_service.reports.negotiation import CSV_CONTENT, CSV_MEDIA_TYPE, wants_csv
 
 router = APIRouter(prefix="/v1/reconciliations", tags=["auditors"])
@@ -72,6 +78,23 @@ async def create_reconciliation(
         ),
         status_code=202,
     )
+
+
+@router.get("/breaks", response_model=Page[ReconciliationBreakOut])
+async def list_breaks(
+    session: SessionDep,
+    _: Reconciler,
+    page: PageDep,
+    provider: Annotated[str | None, Query(max_length=100)] = None,
+    kind: BreakKind | None = None,
+) -> Page[ReconciliationBreakOut]:
+    """Provider confirmations the ledger could not record, oldest first: the provider believes this money
+    moved and the ledger does not show it. Each names its entitlement and provider event (`refused` in the
+    webhook inbox), the amount, and the movement between the programme's balances that would reflect it;
+    finance resolves them with the provider (e.g. a correcting funding or a provider reversal)."""
+    rows = await breaks.list_breaks(session, after_id=page.after_id(), limit=page.limit, provider=provider, kind=kind)
+    items, cursor = page_of(rows, page.limit, lambda found: [found.id])
+    return Page(items=[ReconciliationBreakOut.of(found) for found in items], next_cursor=cursor)
 
 
 @router.get(

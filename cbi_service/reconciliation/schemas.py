@@ -4,12 +4,14 @@ import uuid
 from datetime import date, datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from cbi_service.kit.money import Money
-from cbi_service.reconciliation.models import Reconciliation
+from cbi_service.reconciliation.models import BREAK_KINDS, LEDGER_BALANCES, Reconciliation, ReconciliationBreak
 
 Status = Literal["running", "completed", "failed"]
+BreakKind = Literal[BREAK_KINDS]  # type: ignore[valid-type]
+LedgerBalance = Literal[LEDGER_BALANCES]  # type: ignore[valid-type]
 
 
 class Counts(BaseModel):
@@ -87,3 +89,54 @@ class ReconciliationOut(BaseModel):
 
 class ReconciliationReport(ReconciliationOut):
     items: Items = Field(description="Every finding by category; empty until the reconciliation completes.")
+
+
+class LedgerMovement(BaseModel):
+    """What would have to be posted, between the programme's balances, for the ledger to show the event."""
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    source: LedgerBalance = Field(alias="from")
+    to: LedgerBalance
+    amount: Money
+
+
+class ReconciliationBreakOut(BaseModel):
+    """A provider confirmation the ledger could not record; the provider believes this money moved."""
+
+    id: uuid.UUID
+    kind: BreakKind
+    provider: str
+    entitlement_id: uuid.UUID
+    programme_id: uuid.UUID
+    webhook_event_id: uuid.UUID = Field(description="The provider event, `refused` in the webhook inbox.")
+    event_type: str
+    provider_ref: str
+    occurred_at: datetime = Field(description="When the provider says it happened.")
+    entitlement_status: str = Field(description="The entitlement's status when the event was applied.")
+    amount: Money = Field(description="What the provider says moved.")
+    ledger_movement: LedgerMovement
+    available: Money = Field(description="The programme's available balance when the event was applied.")
+    detail: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, found: ReconciliationBreak) -> ReconciliationBreakOut:
+        amount = Money.of(found.amount_minor, found.currency)
+        return cls(
+            id=found.id,
+            kind=found.kind,
+            provider=found.provider,
+            entitlement_id=found.entitlement_id,
+            programme_id=found.programme_id,
+            webhook_event_id=found.webhook_event_id,
+            event_type=found.event_type,
+            provider_ref=found.provider_ref,
+            occurred_at=found.occurred_at,
+            entitlement_status=found.entitlement_status,
+            amount=amount,
+            ledger_movement=LedgerMovement(source=found.move_from, to=found.move_to, amount=amount),
+            available=Money.of(found.available_minor, found.currency),
+            detail=found.detail,
+            created_at=found.created_at,
+        )

@@ -125,7 +125,7 @@ class _Lane:
             if key in earlier:
                 results.append(Stored(*earlier[key], duplicate=True))
             else:
-                results.append(Stored(first[key].id, "received", duplicate=first[key] is not row))
+                results.append(Stored(first[key].id, first[key].status, duplicate=first[key] is not row))
         return results
 
     async def _store(self, rows: list[InboxRow]) -> dict[tuple[str, str], tuple[uuid.UUID, str]]:

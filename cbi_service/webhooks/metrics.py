@@ -23,7 +23,8 @@ DUPLICATE = Counter(
 )
 REJECTED = Counter(
     "cbi_webhook_events_rejected_total",
-    "Webhooks refused at the edge: bad signature (401), malformed body (400) or invalid event (422)",
+    "Webhooks refused at the edge: bad signature (401), malformed body (400), invalid event (422), or a full "
+    "card number in it (card_number: kept redacted for review, 202)",
     ["provider", "type", "reason"],
 )
 APPLIED = Counter(

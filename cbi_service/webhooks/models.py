@@ -14,7 +14,8 @@ from cbi_service.kit.models import Base, one_of
 EVENT_STATUSES = ("received", "applied", "ignored", "refused", "unmatched", "failed")
 """`received`: stored, not yet applied. `applied`: changed its entitlement. `ignored`: stale or repeated
 for the entitlement's state (a late `issued` after `redeemed`). `refused`: not applied, for review (a
-redemption above the remaining value; an event for another provider's or an unreleased entitlement).
+redemption above the remaining value; an event for another provider's or an unreleased entitlement; an
+event holding a full card number, stored redacted).
 `unmatched`: no such entitlement yet, kept and retried. `failed`: applying it kept raising; for review."""
 
 PENDING_PREDICATE = "status = 'received'"

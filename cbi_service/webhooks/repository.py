@@ -42,17 +42,21 @@ class InboxRow(NamedTuple):
     signed_at: datetime
     body: str
     event: str
+    status: str = "received"
+    """`refused` for an event kept only for review (see `service.card_number_row`)."""
+    detail: str | None = None
 
 
 _INSERT_ROWS = """
     INSERT INTO webhook_events
-        (id, provider, webhook_id, event_type, entitlement_id, provider_ref, occurred_at, signed_at, body, event)
+        (id, provider, webhook_id, event_type, entitlement_id, provider_ref, occurred_at, signed_at, body, event,
+         status, detail, processed_at)
     SELECT id, provider, webhook_id, event_type, entitlement_id, provider_ref, occurred_at, signed_at, body,
-           event::jsonb
+           event::jsonb, status, detail, CASE WHEN status = 'received' THEN NULL ELSE now() END
       FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::text[], $7::timestamptz[],
-                  $8::timestamptz[], $9::text[], $10::text[])
+                  $8::timestamptz[], $9::text[], $10::text[], $11::text[], $12::text[])
            AS t(id, provider, webhook_id, event_type, entitlement_id, provider_ref, occurred_at, signed_at, body,
-                event)
+                event, status, detail)
     ON CONFLICT (provider, webhook_id) DO NOTHING
     RETURNING id
 """
@@ -88,6 +92,8 @@ class Target(NamedTuple):
     provider: str
     batch_status: str
     programme_id: uuid.UUID
+    status: str
+    """The entitlement's status when the chunk began (it may move before the event's turn comes)."""
 
 
 class Outcome(NamedTuple):
@@ -144,13 +150,20 @@ class WebhookRepository:
         if not entitlement_ids:
             return {}
         stmt = (
-            select(Entitlement.id, Entitlement.currency, Programme.provider, PaymentBatch.status, Programme.id)
+            select(
+                Entitlement.id,
+                Entitlement.currency,
+                Programme.provider,
+                PaymentBatch.status,
+                Programme.id,
+                Entitlement.status,
+            )
             .join(Programme, Programme.id == Entitlement.programme_id)
             .join(PaymentBatch, PaymentBatch.id == Entitlement.batch_id)
             .where(Entitlement.id.in_(entitlement_ids))
         )
         rows = await self.session.execute(stmt)
-        return {row[0]: Target(row[1], row[2], row[3], row[4]) for row in rows}
+        return {row[0]: Target(row[1], row[2], row[3], row[4], row[5]) for row in rows}
 
     async def programmes(self, programme_ids: set[uuid.UUID]) -> Sequence[Programme]:
         if not programme_ids:

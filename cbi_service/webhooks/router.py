@@ -22,8 +22,9 @@ from cbi_service.kit.errors import AppError, BadRequest, NotFound, Unauthorized,
 from cbi_service.kit.pagination import Page, PageDep, PageParams, page_of
 from cbi_service.webhooks import metrics, service
 from cbi_service.webhooks.inbox import InboxWriter
+from cbi_service.webhooks.repository import InboxRow
 from cbi_service.webhooks.schemas import EventEnvelope, EventStatus, StoredEventOut, WebhookAck
-from cbi_service.webhooks.signatures import InvalidSignature, ProviderVerifier, build_verifiers
+from cbi_service.webhooks.signatures import InvalidSignature, ProviderVerifier, SignedMessage, build_verifiers
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_WEBHOOK_ID_LENGTH = 255
@@ -81,6 +82,25 @@ async def _read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
+def _inbox_row(provider: str, endpoint: _Endpoint, message: SignedMessage, payload: Any) -> InboxRow:
+    """What the inbox keeps of an authentic body; raises `MalformedEvent`.
+
+    A body with a full card number in it is kept for review with the number redacted, before the adapter
+    reads it (a PAN in `card_last4` would otherwise be a 422 the provider retries forever), and also when
+    the adapter's reading of it holds one.
+    """
+    card_numbers = service.card_number_fields(payload)
+    if card_numbers:
+        return service.card_number_row(provider, message, payload, card_numbers)
+    event = endpoint.parse_event(payload)
+    if service.has_nul(event):
+        raise MalformedEvent("NUL character", [{"field": "data", "message": "must not contain U+0000"}])
+    card_numbers = service.card_number_fields(payload, event)
+    if card_numbers:
+        return service.card_number_row(provider, message, payload, card_numbers)
+    return service.inbox_row(provider, message, event)
+
+
 async def receive_webhook(provider: str, request: Request) -> Response:
     """Headers and body are read raw: the signature covers the bytes exactly as received."""
     endpoint: _Endpoint | None = request.app.state.webhook_endpoints.get(provider)
@@ -102,15 +122,18 @@ async def receive_webhook(provider: str, request: Request) -> Response:
             raise MalformedEvent(
                 "webhook-id too long", [{"field": "webhook-id", "message": f"at most {MAX_WEBHOOK_ID_LENGTH} chars"}]
             )
-        event = endpoint.parse_event(payload)
-        if service.has_nul(event):
-            raise MalformedEvent("NUL character", [{"field": "data", "message": "must not contain U+0000"}])
+        row = _inbox_row(provider, endpoint, message, payload)
     except MalformedEvent as exc:
         metrics.REJECTED.labels(provider, event_type, "invalid").inc()
         raise UnprocessableEntity("The event is not valid for this provider.", errors=exc.errors) from None
     writer: InboxWriter = request.app.state.webhook_inbox
-    stored = await writer.store(service.inbox_row(provider, message, event))
-    (metrics.DUPLICATE if stored.duplicate else metrics.RECEIVED).labels(provider, event.type).inc()
+    stored = await writer.store(row)
+    if stored.duplicate:
+        metrics.DUPLICATE.labels(provider, row.event_type).inc()
+    elif row.status == "refused":
+        metrics.REJECTED.labels(provider, row.event_type, "card_number").inc()
+    else:
+        metrics.RECEIVED.labels(provider, row.event_type).inc()
     ack = {"id": str(stored.id), "status": stored.status, "duplicate": stored.duplicate}
     status_code = 200 if stored.duplicate else 202
     return Response(service.encode_json(ack), status_code=status_code, media_type="application/json")
@@ -138,7 +161,10 @@ router.add_api_route(
     summary="Receive a signed provider event",
     description="Standard Webhooks: HMAC-SHA256 over `webhook-id.webhook-timestamp.body` with the provider's "
     "secret, timestamps within ±5 minutes. 202 once the event is durably stored (it is applied shortly after); "
-    "200 for a `webhook-id` already stored, with no second effect.",
+    "200 for a `webhook-id` already stored, with no second effect. An event holding what looks like a full card "
+    "number (13–19 digits passing the Luhn check) in its card fields or in a field the contract does not define "
+    "is kept for review with the number redacted and never applied: 202 with status `refused`, so the provider "
+    "stops resending it (the number is never stored); it is listed under `GET /v1/webhooks/events?status=refused`.",
     responses={200: {"model": WebhookAck, "description": "A redelivery: already stored, nothing done again."}},
     openapi_extra={
         "parameters": [

@@ -5,8 +5,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from adapters.providers.base import EventType
 from cbi_service.webhooks.models import EVENT_STATUSES, WebhookEvent
 
 EventStatus = StrEnum("EventStatus", {s: s for s in EVENT_STATUSES})  # type: ignore[misc]
@@ -62,3 +63,20 @@ class EventEnvelope(BaseModel):
         "`voucher_code` (issued); `reason`, `retryable` (failed); `amount` {amount, currency} and `merchant` "
         "(redeemed)."
     )
+
+
+class _ReviewIds(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    entitlement_id: uuid.UUID
+    provider_ref: str = Field(min_length=1, max_length=128)
+
+
+class ReviewEnvelope(BaseModel):
+    """The least of an event the inbox needs to keep it for review: what happened, when, to which entitlement."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: EventType
+    timestamp: AwareDatetime
+    data: _ReviewIds

@@ -15,21 +15,28 @@ import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
 import structlog
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from adapters.providers.base import ProviderEvent
+from adapters.providers.base import MalformedEvent, ProviderEvent
+from adapters.providers.card_numbers import contains_pan, redact_pans
 from cbi_service.batches.models import RELEASED_STATUSES
 from cbi_service.entitlements import service as entitlements
+from cbi_service.entitlements.models import Entitlement
+from cbi_service.entitlements.repository import EntitlementRepository
 from cbi_service.kit.ids import new_id
+from cbi_service.ledger_api.service import InsufficientBalance
+from cbi_service.reconciliation import breaks
 from cbi_service.webhooks import metrics
 from cbi_service.webhooks.models import WebhookEvent
 from cbi_service.webhooks.repository import InboxRow, Outcome, Target, WebhookRepository
+from cbi_service.webhooks.schemas import ReviewEnvelope
 from cbi_service.webhooks.signatures import SignedMessage
 
 log = structlog.get_logger(__name__)
@@ -41,6 +48,7 @@ MAX_APPLY_ATTEMPTS = 5
 EXPIRY_CHUNK = 200
 EXPIRY_SOURCE = "voucher-expiry"
 _STATUS_OF_OUTCOME = {"applied": "applied", "noop": "ignored", "refused": "refused"}
+_SETTLED = frozenset({"failed", "cancelled"})
 _OPTIONAL_FIELDS = tuple(
     f.name for f in fields(ProviderEvent) if f.name not in {"type", "timestamp", "entitlement_id", "provider_ref"}
 )
@@ -62,6 +70,83 @@ def inbox_row(provider: str, message: SignedMessage, event: ProviderEvent) -> In
         signed_at=message.signed_at,
         body=message.body,
         event=encode_json(event_to_json(event)),
+    )
+
+
+_ENVELOPE_FIELDS = frozenset({"type", "timestamp", "data"})
+_NOT_CARD_FIELDS = frozenset(
+    {"entitlement_id", "provider_ref", "voucher_code", "reason", "retryable", "amount", "currency", "merchant"}
+)
+"""Fields of `data` the contract gives another meaning: references, merchant ids and amounts may be long
+numbers, and a voucher code may follow the Luhn scheme; they are not read as card numbers."""
+_CARD_FIELDS = ("card_token", "card_last4")
+
+
+def _holds_pan(value: object) -> bool:
+    if isinstance(value, Mapping):
+        return any(_holds_pan(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_holds_pan(item) for item in value)
+    return contains_pan(value)
+
+
+def card_number_fields(payload: object, event: ProviderEvent | None = None) -> list[str]:
+    """The fields of a webhook body that hold what looks like a full card number (CONTRACT §7: never stored).
+
+    Read: the card fields, as sent and as the adapter mapped them (a third-party adapter may read them from
+    other names), and every field the contract does not define, which would otherwise reach only the
+    stored body.
+    """
+    found: list[str] = []
+    if isinstance(payload, Mapping):
+        found += [str(key) for key, value in payload.items() if key not in _ENVELOPE_FIELDS and _holds_pan(value)]
+        data = payload.get("data")
+        if isinstance(data, Mapping):
+            found += [f"data.{key}" for key, value in data.items() if key not in _NOT_CARD_FIELDS and _holds_pan(value)]
+    if event is not None:
+        mapped = [f"data.{name}" for name in _CARD_FIELDS if contains_pan(getattr(event, name))]
+        found += [name for name in mapped if name not in found]
+    return found
+
+
+def card_number_row(provider: str, message: SignedMessage, payload: object, fields: Sequence[str]) -> InboxRow:
+    """An event that carries a card number, kept for review without it: `refused`, never applied.
+
+    What is stored is the body with every number that looks like a PAN redacted (so it no longer matches
+    its signature, which is why the event is kept for review only) and a reading of it without any card
+    details. Raises `MalformedEvent` when even the redacted body does not say what happened to which
+    entitlement.
+    """
+    redacted = redact_pans(payload)
+    try:
+        envelope = ReviewEnvelope.model_validate(redacted)
+    except ValidationError as exc:
+        errors = [
+            {"field": ".".join(map(str, error["loc"])) or "body", "message": error["msg"]}
+            for error in exc.errors(include_input=False, include_url=False)
+        ]
+        raise MalformedEvent("malformed provider event", errors) from None
+    event = ProviderEvent(
+        type=envelope.type,
+        timestamp=envelope.timestamp,
+        entitlement_id=envelope.data.entitlement_id,
+        provider_ref=envelope.data.provider_ref,
+    )
+    if has_nul(event):
+        raise MalformedEvent("NUL character", [{"field": "data", "message": "must not contain U+0000"}])
+    return InboxRow(
+        id=new_id(),
+        provider=provider,
+        webhook_id=message.webhook_id,
+        event_type=event.type,
+        entitlement_id=event.entitlement_id,
+        provider_ref=event.provider_ref,
+        occurred_at=event.timestamp,
+        signed_at=message.signed_at,
+        body=encode_json(redacted),
+        event=encode_json(event_to_json(event)),
+        status="refused",
+        detail=f"a full card number in {', '.join(fields)}: redacted, not applied",
     )
 
 
@@ -120,20 +205,30 @@ def precheck(provider: str, event: ProviderEvent, target: Target | None) -> Verd
     return None
 
 
-async def apply_event(session: AsyncSession, provider: str, event: ProviderEvent) -> Verdict:
-    """Run one checked event through the entitlement state machine."""
+async def apply_event(session: AsyncSession, provider: str, event: ProviderEvent, *, event_id: uuid.UUID) -> Verdict:
+    """Run one checked event (stored as `event_id`) through the entitlement state machine.
+
+    A confirmation the ledger cannot record (see `reconciliation.breaks`) is refused and kept as a
+    reconciliation break, in this transaction.
+    """
     entitlement_id = event.entitlement_id
     if event.type == "entitlement.issued":
-        transition = await entitlements.mark_issued(
-            session,
-            entitlement_id,
-            event.provider_ref,
-            card_token=event.card_token,
-            card_last4=event.card_last4,
-            voucher_code=event.voucher_code,
-            at=event.timestamp,
-            source=provider,
-        )
+        try:
+            async with session.begin_nested():
+                transition = await entitlements.mark_issued(
+                    session,
+                    entitlement_id,
+                    event.provider_ref,
+                    card_token=event.card_token,
+                    card_last4=event.card_last4,
+                    voucher_code=event.voucher_code,
+                    at=event.timestamp,
+                    source=provider,
+                )
+        except InsufficientBalance:
+            return await _issue_break(session, provider, event, event_id) or ("refused", "the budget cannot cover it")
+        if transition.outcome == "noop" and transition.previous_status == "cancelled":
+            return await _issue_break(session, provider, event, event_id) or ("ignored", transition.detail)
     elif event.type == "entitlement.failed":
         transition = await entitlements.mark_failed(
             session,
@@ -149,11 +244,82 @@ async def apply_event(session: AsyncSession, provider: str, event: ProviderEvent
         transition = await entitlements.mark_redeemed(
             session, entitlement_id, event.amount_minor, event.merchant, source=provider
         )
+        if transition.outcome == "refused" and transition.previous_status == "expired":
+            return await _redemption_break(session, provider, event, event_id) or ("refused", transition.detail)
     elif event.type == "voucher.expired":
         transition = await entitlements.mark_expired(session, entitlement_id, source=provider)
     else:
         raise ValueError(f"no handling for event type {event.type!r}")
     return _STATUS_OF_OUTCOME[transition.outcome], transition.detail
+
+
+async def _issue_break(
+    session: AsyncSession, provider: str, event: ProviderEvent, event_id: uuid.UUID
+) -> Verdict | None:
+    """A load confirmed for an entitlement whose budget went back to available (failed, or cancelled before
+    it was ever issued) and cannot be taken again: a break of `amount` from available to disbursed. None
+    for a cancelled entitlement that was issued before (the event repeats a recorded issue)."""
+    entitlement = await _locked(session, event.entitlement_id)
+    if entitlement.status == "cancelled" and entitlement.issued_at is not None:
+        return None
+    if entitlement.status == "failed":
+        kind, why = "issued_after_failure", "after it failed, and the budget released then is no longer available"
+    else:
+        kind, why = "issued_after_cancel", f"after it was {entitlement.status} and its budget released"
+    found = breaks.Break(kind, entitlement.amount_minor, "available", "disbursed", f"the provider issued it {why}")
+    return await _keep_break(session, provider, event, event_id, entitlement, found)
+
+
+async def _redemption_break(
+    session: AsyncSession, provider: str, event: ProviderEvent, event_id: uuid.UUID
+) -> Verdict | None:
+    """A redemption stamped before the voucher's expiry, which already returned the value to the budget: a
+    break of the redeemed amount from available to redeemed. None for one stamped after the expiry (the
+    voucher was no longer valid) or above what the expiry returned: those stay refused."""
+    assert event.amount_minor is not None
+    entitlement = await _locked(session, event.entitlement_id)
+    history = await EntitlementRepository(session).history(entitlement.id)
+    ends = [change.occurred_at for change in history if change.to_status == "expired"]
+    if entitlement.expires_at is not None:
+        ends.append(entitlement.expires_at)
+    if not ends or event.timestamp >= min(ends) or event.amount_minor > entitlement.remaining_minor:
+        return None
+    found = breaks.Break(
+        "redeemed_after_expiry",
+        event.amount_minor,
+        "available",
+        "redeemed",
+        f"redeemed at {event.timestamp.isoformat()}, before the voucher expired at {min(ends).isoformat()};"
+        " the expiry returned its value to the budget",
+    )
+    return await _keep_break(session, provider, event, event_id, entitlement, found)
+
+
+async def _locked(session: AsyncSession, entitlement_id: uuid.UUID) -> Entitlement:
+    entitlement = await EntitlementRepository(session).get(entitlement_id, for_update=True)
+    assert entitlement is not None, "prechecked: the entitlement exists"
+    return entitlement
+
+
+async def _keep_break(
+    session: AsyncSession,
+    provider: str,
+    event: ProviderEvent,
+    event_id: uuid.UUID,
+    entitlement: Entitlement,
+    found: breaks.Break,
+) -> Verdict:
+    (programme,) = await WebhookRepository(session).programmes({entitlement.programme_id})
+    await breaks.record_break(
+        session,
+        found,
+        provider=provider,
+        webhook_event_id=event_id,
+        event=event,
+        entitlement=entitlement,
+        programme=programme,
+    )
+    return "refused", f"reconciliation break ({found.kind}): {found.detail}"
 
 
 @dataclass(frozen=True)
@@ -199,7 +365,9 @@ async def _apply_chunk(session_factory: async_sessionmaker[AsyncSession], limit:
             if verdict is not None:
                 verdicts[row.id] = verdict
         pending = [(row, events[row.id]) for row in stored if row.id not in verdicts]
-        verdicts |= await _issue_in_bulk(session, pending, isolated=isolated)
+        # Loads for entitlements whose budget went back to available may be breaks: they run one by one.
+        bulk = [(row, event) for row, event in pending if targets[event.entitlement_id].status not in _SETTLED]
+        verdicts |= await _issue_in_bulk(session, bulk, isolated=isolated)
         deadline = time.monotonic() + CHUNK_SECONDS
         for row, event in pending:
             if row.id in verdicts:
@@ -209,6 +377,7 @@ async def _apply_chunk(session_factory: async_sessionmaker[AsyncSession], limit:
                 break
         outcomes = [_outcome(row, verdicts[row.id]) for row in stored if row.id in verdicts]
         await repo.record(outcomes)
+    breaks.count_committed(session, {outcome.id for outcome in outcomes if outcome.status == "refused"})
     for row, outcome in zip((row for row in stored if row.id in verdicts), outcomes, strict=True):
         labels = (row.provider, metrics.type_label(row.event_type))
         if outcome.status == "unmatched":
@@ -252,17 +421,17 @@ async def _issue_in_bulk(
                 continue
         for row, event in chosen:
             transition = transitions.get(event.entitlement_id)
-            if transition is not None:
+            if transition is not None and (transition.outcome, transition.previous_status) != ("noop", "cancelled"):
                 verdicts[row.id] = _STATUS_OF_OUTCOME[transition.outcome], transition.detail
     return verdicts
 
 
 async def _apply_one(session: AsyncSession, row: WebhookEvent, event: ProviderEvent, *, isolated: bool) -> Verdict:
     if not isolated:
-        return await apply_event(session, row.provider, event)
+        return await apply_event(session, row.provider, event, event_id=row.id)
     try:
         async with session.begin_nested():
-            return await apply_event(session, row.provider, event)
+            return await apply_event(session, row.provider, event, event_id=row.id)
     except Exception as exc:
         log.warning("webhook_apply_error", event_id=str(row.id), attempts=row.attempts + 1, exc_info=exc)
         status = "failed" if row.attempts + 1 >= MAX_APPLY_ATTEMPTS else "received"

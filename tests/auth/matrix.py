@@ -35,6 +35,7 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/v1/ledger/export"): frozenset({"auditor", "finance"}),
     ("POST", "/v1/reconciliations"): frozenset({"finance", "auditor"}),
     ("GET", "/v1/reconciliations/{reconciliation_id}"): frozenset({"finance", "auditor"}),
+    ("GET", "/v1/reconciliations/breaks"): frozenset({"finance", "auditor"}),
     ("GET", "/v1/reports/people-reached"): ALL,
     ("POST", "/v1/payment-batches"): frozenset({"programme_officer"}),
     ("GET", "/v1/payment-batches"): ALL,

@@ -1,0 +1,143 @@
+"""Processes that cannot work as configured refuse to start, with a clear message and no traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+import warnings
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+from adapters.providers.base import ProviderConfigError
+from adapters.registries.base import RegistryConfigError
+from cbi_service.app import create_app
+from tests.conftest import _admin, libpq_url, with_database
+from tests.helpers import free_port
+
+UNKNOWN_ADAPTER = '{"elsewhere": {"adapter": "no_such_adapter"}}'
+
+
+def _env(tmp_path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "CBI_PROVIDERS", "CBI_REGISTRIES"}}
+    return env | {"CBI_DATA_DIR": str(tmp_path / "data"), "CBI_LOG_FORMAT": "json", **extra}
+
+
+def _cli(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cbi_service", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _refused(result: subprocess.CompletedProcess[str], *phrases: str) -> None:
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr
+    for phrase in phrases:
+        assert phrase in result.stderr, result.stderr
+
+
+def test_a_worker_without_database_url_refuses_when_no_embedded_database_runs(tmp_path):
+    result = _cli("worker", env=_env(tmp_path))
+    _refused(result, "no embedded database is running", "cbi-service serve", "DATABASE_URL")
+    assert not (tmp_path / "data" / "pgdata" / "postmaster.pid").exists(), "no database was started"
+
+
+async def test_a_worker_refuses_a_database_that_is_not_migrated(tmp_path, server_url):
+    name = f"cbi_empty_{uuid.uuid4().hex[:12]}"
+    await _admin(server_url, f'CREATE DATABASE "{name}"')
+    try:
+        result = _cli("worker", env=_env(tmp_path, DATABASE_URL=libpq_url(with_database(server_url, name))))
+    finally:
+        await _admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    _refused(result, "not at the current migration", "cbi-service migrate")
+
+
+async def _wait_for_a_job_run_by(worker: subprocess.Popen[str], pgdata: Path) -> None:
+    """Until the worker has run a job in the embedded database (its periodic jobs come due every second)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pgserver.utils import PostmasterInfo
+    info = PostmasterInfo.read_from_pgdata(pgdata)
+    assert info is not None
+    conn = await asyncpg.connect(info.get_uri())
+    try:
+        deadline = time.monotonic() + 90
+        while not await conn.fetchval(
+            "SELECT count(*) FROM jobs WHERE status = 'done' AND locked_by LIKE $1", f"%:{worker.pid}:%"
+        ):
+            assert worker.poll() is None, worker.communicate()
+            assert time.monotonic() < deadline, "the worker ran no job"
+            await asyncio.sleep(0.5)
+    finally:
+        await conn.close()
+
+
+async def test_a_worker_joins_the_embedded_database_serve_runs(tmp_path):
+    env = _env(tmp_path)
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "cbi_service", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
+                break
+            except httpx.TransportError:
+                assert server.poll() is None, "serve exited"
+                assert time.monotonic() < deadline, "serve did not come up"
+                time.sleep(0.5)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "cbi_service", "worker"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        await _wait_for_a_job_run_by(worker, tmp_path / "data" / "pgdata")
+        worker.send_signal(signal.SIGTERM)
+        out, err = worker.communicate(timeout=60)
+        assert worker.returncode == 0, err
+        assert "Traceback" not in out + err
+        assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200, "serve's database is up"
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+    assert server.returncode == 0
+
+
+def test_an_unknown_registry_adapter_stops_the_app_from_being_built(settings):
+    with pytest.raises(RegistryConfigError, match="available: hashed_list"):
+        create_app(settings.model_copy(update={"registries": {"elsewhere": {"adapter": "no_such_adapter"}}}))
+
+
+@pytest.mark.parametrize("config", [{"adapter": "no_such_adapter"}, {"base_url": "http://127.0.0.1:9"}])
+def test_an_unknown_provider_adapter_stops_the_app_from_being_built(settings, config):
+    with pytest.raises(ProviderConfigError, match="available: prepaid_card, voucher"):
+        create_app(settings.model_copy(update={"providers": {**settings.providers, "elsewhere": config}}))
+
+
+@pytest.mark.parametrize(
+    ("variable", "available"), [("CBI_REGISTRIES", "hashed_list"), ("CBI_PROVIDERS", "prepaid_card, voucher")]
+)
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_serve_and_worker_refuse_an_unknown_adapter(tmp_path, database_url, command, variable, available):
+    env = _env(tmp_path, DATABASE_URL=database_url, **{variable: UNKNOWN_ADAPTER})
+    args = [command, "--port", str(free_port())] if command == "serve" else [command]
+    _refused(_cli(*args, env=env, timeout=60), "no_such_adapter", f"available: {available}")

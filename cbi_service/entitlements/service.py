@@ -457,10 +457,14 @@ async def retry_entitlement(
 async def cancel_entitlement(
     session: AsyncSession, settings: Settings, principal: Principal, entitlement_id: uuid.UUID
 ) -> EntitlementOut:
-    """Cancel before issue, or an unredeemed voucher; once a batch is released the provider confirms first.
+    """Cancel before issue (a failed one included), or an unredeemed voucher; once a batch is released the
+    provider confirms first.
 
     The batch row is locked before the entitlement while the batch is unreleased (the order batch
-    transitions use), so a cancel can never slip between a submit's total and its freeze.
+    transitions use), so a cancel can never slip between a submit's total and its freeze. A failed
+    entitlement's reservation went back to available when it failed, so its cancel posts nothing; the
+    entitlement row lock orders it against a concurrent retry, which then finds it cancelled (or, retried
+    first, it is cancelled as the submitted entitlement it has become).
     """
     found = await EntitlementRepository(session).get(entitlement_id)
     if found is None:
@@ -478,13 +482,13 @@ async def cancel_entitlement(
     unredeemed_voucher = (
         previous == "issued" and programme.delivery_mechanism == "voucher" and entitlement.redeemed_minor == 0
     )
-    if previous not in OPEN_STATUSES and not unredeemed_voucher:
+    if previous not in (*OPEN_STATUSES, "failed") and not unredeemed_voucher:
         raise Conflict(f"A {previous} entitlement cannot be cancelled.")
     if batch_status in RELEASED_STATUSES:
         await _cancel_at_provider(settings, programme, entitlement)
     if unredeemed_voucher:
         await postings.return_entitlement(session, programme, entitlement, entitlement.amount_minor, "cancelled")
-    elif batch_status != "draft":
+    elif batch_status != "draft" and previous != "failed":
         await postings.release_on_cancel(session, programme, entitlement)
     entitlement.status = "cancelled"
     await _changed(session, entitlement, previous, principal.name, None, principal=principal)

@@ -244,3 +244,18 @@ async def test_cancel_and_retry_of_a_failed_entitlement_race(
     figures = await balances(client, actors, programme["id"])
     assert int(figures["committed"].replace(".", "")) == committed
     assert_identity(figures)
+
+
+async def test_a_provider_outage_is_not_the_keys_answer(client, api_key_factory, session_factory, settings, simulator):
+    """A 503 reached no decision, so it is not stored: the same request under the same key, once the
+    provider is back, is carried out."""
+    actors, _programme, _batch, (failed, _) = await _failed_batch(
+        client, api_key_factory, session_factory, settings, simulator
+    )
+    keyed = {**actors.officer, "Idempotency-Key": "retry-through-outage"}
+    httpx.patch(f"{simulator.base_url}/admin/faults", json={"failure_rate": 1.0}).raise_for_status()
+    assert_problem(await client.post(f"/v1/entitlements/{failed.id}/retry", headers=keyed), 503)
+    httpx.patch(f"{simulator.base_url}/admin/faults", json={"failure_rate": 0.0}).raise_for_status()
+    retried = await client.post(f"/v1/entitlements/{failed.id}/retry", headers=keyed)
+    assert retried.status_code == 200, retried.text
+    assert (retried.json()["status"], retried.headers.get("Idempotent-Replayed")) == ("submitted", None)

@@ -9,7 +9,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import ARRAY, Uuid, bindparam, func, select, text
+from sqlalchemy import ARRAY, Uuid, bindparam, func, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -188,6 +189,26 @@ class BatchRepository:
             await self.session.execute(text(_CANCEL_PENDING), {"batch": batch_id, "actor": actor, "detail": detail})
         ).one()
         return int(count), int(total)
+
+    async def exclude_after_release(self, batch_id: uuid.UUID, left_out: Sequence[tuple[uuid.UUID, uuid.UUID]]) -> None:
+        """Record (beneficiary, cancelled entitlement) pairs left out of a released batch, counted on its row."""
+        if not left_out:
+            return
+        rows = [
+            {"batch_id": batch_id, "beneficiary_id": beneficiary_id, "reason": "not_active", "entitlement_id": e}
+            for beneficiary_id, e in left_out
+        ]
+        inserted = await self.session.execute(
+            pg_insert(BatchExclusion)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=["batch_id", "beneficiary_id"])
+            .returning(BatchExclusion.beneficiary_id)
+        )
+        await self.session.execute(
+            update(PaymentBatch)
+            .where(PaymentBatch.id == batch_id)
+            .values(excluded_count=PaymentBatch.excluded_count + len(inserted.all()), updated_at=func.now())
+        )
 
     async def add_approval(self, approval: BatchApproval) -> None:
         self.session.add(approval)

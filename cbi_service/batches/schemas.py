@@ -102,7 +102,10 @@ class FollowUpCreate(BaseModel):
 class ExclusionOut(BaseModel):
     beneficiary_id: uuid.UUID
     reason: str = Field(description="not_found | not_enrolled | not_active | already_paid_in_cycle")
-    entitlement_id: uuid.UUID | None = Field(description="The entitlement already held in this cycle.")
+    entitlement_id: uuid.UUID | None = Field(
+        description="already_paid_in_cycle: the entitlement already held in this cycle; not_active after release:"
+        " this batch's entitlement, cancelled unpaid because the beneficiary was deactivated after submit."
+    )
 
     @classmethod
     def of(cls, row: BatchExclusion) -> ExclusionOut:

@@ -172,7 +172,7 @@ class BeneficiaryRepository:
         return (await self.session.execute(stmt)).scalars().all()
 
     async def statuses_for_share(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
-        """Statuses, locked against a concurrent deactivation until the enrolment commits."""
+        """Statuses, locked against a concurrent deactivation until the enrolment (or the payment) commits."""
         stmt = select(Beneficiary.id, Beneficiary.status).where(Beneficiary.id.in_(ids)).with_for_update(read=True)
         return {row.id: row.status for row in await self.session.execute(stmt)}
 

@@ -2,7 +2,9 @@
 
 The outbox is the entitlements table itself: a `pending` entitlement of a `processing` batch is work to do.
 A lane job claims a chunk with `FOR UPDATE SKIP LOCKED`, sends it to the provider and, in the same
-transaction, records the provider's acceptance (`submitted` + provider_ref). So
+transaction, records the provider's acceptance (`submitted` + provider_ref). Entitlements whose
+beneficiary is no longer active are withheld from the chunk and cancelled in that same transaction
+(`withhold_from_inactive`). So
 - several lanes, in one worker or many, never hold the same entitlement: none is sent twice at once;
 - a crash between the provider's acceptance and our commit leaves the chunk `pending` and unlocked; it
   is sent again under the same idempotency key (the entitlement id) and the provider, which deduplicates
@@ -42,6 +44,7 @@ from cbi_service.entitlements.service import (
     mark_failed,
     mark_issued_many,
     mark_submitted,
+    withhold_from_inactive,
 )
 from cbi_service.jobs.service import JobContext, enqueue, job_handler
 from cbi_service.kit.errors import Conflict
@@ -128,9 +131,12 @@ async def send_chunk(
             .limit(provider.chunk_size)
             .with_for_update(skip_locked=True)
         )
-        chunk = list((await session.execute(claim)).scalars())
-        if not chunk:
+        claimed = list((await session.execute(claim)).scalars())
+        if not claimed:
             return 0
+        chunk = await withhold_from_inactive(session, provider, claimed, source=source)
+        if not chunk:
+            return len(claimed)
         try:
             outcomes = await provider.issue([instruction_of(e, programme) for e in chunk])
         except PermanentProviderError as exc:
@@ -138,7 +144,7 @@ async def send_chunk(
             reason = f"provider refused the request: {exc.error_code or exc.status_code}"
             for entitlement in chunk:
                 await mark_failed(session, entitlement.id, reason, False, source=source)
-            return len(chunk)
+            return len(claimed)
         accepted = await mark_submitted(
             session, [(o.entitlement_id, o.provider_ref) for o in outcomes if o.accepted], source=source
         )
@@ -162,7 +168,7 @@ async def send_chunk(
             None,
             {"provider": provider.name, "sent": len(chunk), "accepted": len(accepted)},
         )
-        return len(chunk)
+        return len(claimed)
 
 
 _STALLED = text(

@@ -58,6 +58,7 @@ async def retry_entitlement(
 async def cancel_entitlement(
     entitlement_id: uuid.UUID, request: Request, session: SessionDep, principal: Operator, idem: RequiredIdempotencyDep
 ) -> Response:
-    """Before issue, or an unredeemed voucher; a released one is cancelled at the provider first."""
+    """Before issue (pending, submitted or failed), or an unredeemed voucher; a released one is cancelled at the
+    provider first."""
     settings = request.app.state.settings
     return await idem.run({}, lambda: service.cancel_entitlement(session, settings, principal, entitlement_id))

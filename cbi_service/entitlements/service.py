@@ -44,11 +44,18 @@ from sqlalchemy import ARRAY, DateTime, Text, Uuid, bindparam, func, select, tex
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from adapters.providers.base import IssueInstruction, ProviderError, TransientProviderError
+from adapters.providers.base import (
+    IssueInstruction,
+    PermanentProviderError,
+    ProviderAdapter,
+    ProviderError,
+    TransientProviderError,
+)
 from cbi_service.audit.service import AuditEntry, record_audit, record_audit_many
 from cbi_service.auth.roles import Principal
 from cbi_service.batches.models import RELEASED_STATUSES, UNRELEASED_STATUSES, PaymentBatch
-from cbi_service.beneficiaries.models import Beneficiary
+from cbi_service.batches.repository import BatchRepository
+from cbi_service.beneficiaries.repository import BeneficiaryRepository
 from cbi_service.disbursement.providers import get_provider
 from cbi_service.entitlements import postings
 from cbi_service.entitlements.models import OPEN_STATUSES, Entitlement, EntitlementEvent
@@ -352,6 +359,50 @@ async def mark_submitted(
     return list((await session.execute(_SUBMIT, params)).scalars())
 
 
+NOT_ACTIVE = "beneficiary not active"
+"""Why an entitlement was cancelled instead of paid (as at submit, see `batches.repository`)."""
+
+
+async def withhold_from_inactive(
+    session: AsyncSession, provider: ProviderAdapter, chunk: Sequence[Entitlement], *, source: str
+) -> list[Entitlement]:
+    """The part of a claimed chunk that may be sent: only active beneficiaries are paid (§4).
+
+    Called with the chunk's rows locked, in the transaction that will record the provider's acceptance. The
+    beneficiaries are read `FOR SHARE`, so a deactivation either committed before (and is seen here) or
+    waits until this transaction has recorded what was sent. The others are cancelled at the provider first
+    (an earlier send whose answer was lost may have reached it) and then here: reservation released, batch
+    exclusion `not_active` naming the entitlement. One the provider can no longer cancel has moved money
+    already and is sent with the rest, so that its acceptance is recorded; one whose cancellation the
+    provider refused outright fails, not retryable, so that a later confirmation still reaches the books.
+    """
+    statuses = await BeneficiaryRepository(session).statuses_for_share(sorted({e.beneficiary_id for e in chunk}))
+    inactive = [e for e in chunk if statuses.get(e.beneficiary_id) != "active"]
+    if not inactive:
+        return list(chunk)
+    withheld: set[uuid.UUID] = set()
+    left_out: dict[uuid.UUID, list[tuple[uuid.UUID, uuid.UUID]]] = {}
+    for entitlement in inactive:
+        try:
+            outcome = await provider.cancel(entitlement.id, entitlement.provider_ref)
+        except PermanentProviderError as exc:
+            reason = f"{NOT_ACTIVE}; the provider refused its cancellation: {exc.error_code or exc.status_code}"
+            await mark_failed(session, entitlement.id, reason, False, source=source)
+            withheld.add(entitlement.id)
+            continue
+        if not outcome.cancelled:
+            continue
+        programme = await _programme(session, entitlement)
+        await postings.release_on_cancel(session, programme, entitlement)
+        entitlement.status = "cancelled"
+        await _changed(session, entitlement, "pending", source, {"reason": NOT_ACTIVE})
+        withheld.add(entitlement.id)
+        left_out.setdefault(entitlement.batch_id, []).append((entitlement.beneficiary_id, entitlement.id))
+    for batch_id, pairs in left_out.items():
+        await BatchRepository(session).exclude_after_release(batch_id, pairs)
+    return [e for e in chunk if e.id not in withheld]
+
+
 async def retry_entitlement(
     session: AsyncSession, settings: Settings, principal: Principal, entitlement_id: uuid.UUID
 ) -> EntitlementOut:
@@ -363,8 +414,9 @@ async def retry_entitlement(
     entitlement = await _lock(session, entitlement_id)
     if entitlement.status != "failed":
         raise Conflict(f"Only a failed entitlement can be retried; this one is {entitlement.status}.")
-    beneficiary_status = await session.scalar(
-        select(Beneficiary.status).where(Beneficiary.id == entitlement.beneficiary_id)
+    # Locked like the issuance worker does: a concurrent deactivation waits until this retry has committed.
+    beneficiary_status = (await BeneficiaryRepository(session).statuses_for_share([entitlement.beneficiary_id])).get(
+        entitlement.beneficiary_id
     )
     if beneficiary_status != "active":
         raise Conflict(f"The beneficiary is {beneficiary_status}; only active beneficiaries can be paid.")
@@ -405,10 +457,14 @@ async def retry_entitlement(
 async def cancel_entitlement(
     session: AsyncSession, settings: Settings, principal: Principal, entitlement_id: uuid.UUID
 ) -> EntitlementOut:
-    """Cancel before issue, or an unredeemed voucher; once a batch is released the provider confirms first.
+    """Cancel before issue (a failed one included), or an unredeemed voucher; once a batch is released the
+    provider confirms first.
 
     The batch row is locked before the entitlement while the batch is unreleased (the order batch
-    transitions use), so a cancel can never slip between a submit's total and its freeze.
+    transitions use), so a cancel can never slip between a submit's total and its freeze. A failed
+    entitlement's reservation went back to available when it failed, so its cancel posts nothing; the
+    entitlement row lock orders it against a concurrent retry, which then finds it cancelled (or, retried
+    first, it is cancelled as the submitted entitlement it has become).
     """
     found = await EntitlementRepository(session).get(entitlement_id)
     if found is None:
@@ -426,13 +482,13 @@ async def cancel_entitlement(
     unredeemed_voucher = (
         previous == "issued" and programme.delivery_mechanism == "voucher" and entitlement.redeemed_minor == 0
     )
-    if previous not in OPEN_STATUSES and not unredeemed_voucher:
+    if previous not in (*OPEN_STATUSES, "failed") and not unredeemed_voucher:
         raise Conflict(f"A {previous} entitlement cannot be cancelled.")
     if batch_status in RELEASED_STATUSES:
         await _cancel_at_provider(settings, programme, entitlement)
     if unredeemed_voucher:
         await postings.return_entitlement(session, programme, entitlement, entitlement.amount_minor, "cancelled")
-    elif batch_status != "draft":
+    elif batch_status != "draft" and previous != "failed":
         await postings.release_on_cancel(session, programme, entitlement)
     entitlement.status = "cancelled"
     await _changed(session, entitlement, previous, principal.name, None, principal=principal)

@@ -104,6 +104,11 @@ class UnprocessableEntity(AppError):
 UNSTORABLE_VALUE_SQLSTATES = frozenset({"22021", "22P05", "22008", "22003", "22007", "54000"})
 
 
+def problem_of(exc: AppError) -> JSONResponse:
+    """The problem response for an application error, as the handler renders it (and idempotency stores it)."""
+    return problem(exc.status, exc.title, exc.detail, exc.type, **exc.extra)
+
+
 def problem(status: int, title: str, detail: str, type_: str, **extra: Any) -> JSONResponse:
     body = {"type": type_, "title": title, "status": status, "detail": detail, **extra}
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
@@ -137,7 +142,7 @@ def _validation_errors(exc: RequestValidationError) -> tuple[int, list[dict[str,
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(_: Request, exc: AppError) -> JSONResponse:
-        return problem(exc.status, exc.title, exc.detail, exc.type, **exc.extra)
+        return problem_of(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

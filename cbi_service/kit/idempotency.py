@@ -1,8 +1,18 @@
 """Idempotency-Key for every POST that creates something or moves money (contract §2).
 
-The key row is written in the same transaction as the effect it guards, so a rolled-back request leaves no
-key behind and a committed one always has its response stored. A transaction-scoped advisory lock on
-(caller, key) makes a second request with the key answer 409 while the first is still in flight.
+The key row is written in the same transaction as the effect it guards, so a committed effect always has
+its response stored. A transaction-scoped advisory lock on (caller, key) makes a second request with the key
+answer 409 while the first is still in flight.
+
+The first response is what the key answers, whatever its status: a request refused with a 4xx (a release
+of a batch not yet approved) replays that refusal, so the same request can never take effect later, once
+the state has changed. The effect runs inside a savepoint; a 4xx rolls back to it, undoing the effect, and
+the problem is stored in the request's transaction, which then commits with only the key row in it.
+Not stored, so the key stays free for a retry of the same request:
+- a 5xx (provider or database unavailable, an unexpected fault): no decision was reached, and a retry may
+  succeed;
+- what is answered before the effect runs: the 409 while the key is in flight, the 422 for a key reused
+  with another body, and requests refused before reaching the route (authentication, body validation).
 """
 
 from __future__ import annotations
@@ -26,7 +36,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from cbi_service.auth.dependencies import current_principal
 from cbi_service.auth.roles import Principal
 from cbi_service.kit.db import SessionDep
-from cbi_service.kit.errors import Conflict, UnprocessableEntity
+from cbi_service.kit.errors import PROBLEM_JSON, AppError, Conflict, UnprocessableEntity, problem_of
 from cbi_service.kit.models import Base, CreatedAt
 
 REPLAY_HEADER = "Idempotent-Replayed"
@@ -121,8 +131,16 @@ class Idempotency:
             response = _json(previous.response_status, previous.response_body)
             response.headers[REPLAY_HEADER] = "true"
             return response
-        body = _encode(await effect())
         ttl = self.request.app.state.settings.idempotency_ttl_hours
+        try:
+            async with self.session.begin_nested():
+                body = _encode(await effect())
+        except AppError as exc:
+            if exc.status >= 500:
+                raise
+            refusal = problem_of(exc)
+            await repo.store(self.principal.id, self.key, request_hash, exc.status, bytes(refusal.body).decode(), ttl)
+            return refusal
         await repo.store(self.principal.id, self.key, request_hash, status_code, body, ttl)
         return _json(status_code, body)
 
@@ -132,7 +150,9 @@ def _encode(result: Any) -> str:
 
 
 def _json(status_code: int, body: str) -> Response:
-    return Response(content=body, status_code=status_code, media_type=JSONResponse.media_type)
+    """A stored body with its media type: every error this service answers is a problem document."""
+    media_type = PROBLEM_JSON if status_code >= 400 else JSONResponse.media_type
+    return Response(content=body, status_code=status_code, media_type=media_type)
 
 
 _KEY_DOC = "Makes the request safe to retry: the same key and body replay the first response (kept ≥ 24 h)."

@@ -39,10 +39,11 @@ LINE_COLUMNS = (
 
 # The next chunk of lines in file order, each with its entitlement's disbursements (found through the
 # unique index on ledger keys). A line counts against an entitlement only if no earlier line of the
-# statement named it: a repeated line is missing_in_ledger.
+# statement named it: a repeated line is missing_in_ledger. A line matches when amount, currency and, if
+# the line states one, provider_ref agree; any other difference is a mismatch (`differences` in the report).
 MATCH_CHUNK_SQL = """
 WITH chunk AS (
-    SELECT l.line_no, l.entitlement_id, l.amount_minor, l.currency
+    SELECT l.line_no, l.entitlement_id, l.amount_minor, l.currency, l.provider_ref
       FROM reconciliation_lines l
      WHERE l.reconciliation_id = :rid AND l.line_no > :after
      ORDER BY l.line_no
@@ -74,7 +75,8 @@ SELECT :rid,
                 WHERE o.reconciliation_id = :rid AND o.entitlement_id = c.entitlement_id
                   AND o.line_no < c.line_no
            ) THEN 'missing_in_ledger'
-           WHEN d.amount_minor = c.amount_minor AND d.currency = c.currency THEN 'matched'
+           WHEN d.amount_minor = c.amount_minor AND d.currency = c.currency
+                AND (c.provider_ref IS NULL OR c.provider_ref IS NOT DISTINCT FROM d.provider_ref) THEN 'matched'
            ELSE 'amount_mismatch'
        END,
        c.line_no, c.entitlement_id, d.tx_id, d.amount_minor, d.currency, d.posted_at, d.provider_ref

@@ -33,8 +33,9 @@ extra columns ignored; comma or semicolon separated) against the ledger. Answers
 `running` state; poll `GET /v1/reconciliations/{id}` (`lines_done` of `lines_total` is the progress).
 
 A line is compared with the provider's disbursement of the entitlement it names: the ledger posting made
-when the provider issued an entitlement of a programme using this provider. `matched`: same amount and
-currency; `amount_mismatch`: different ones; `missing_in_ledger`: no such disbursement (unknown id,
+when the provider issued an entitlement of a programme using this provider. `matched`: same amount,
+currency and `provider_ref` (when the line gives one); `amount_mismatch`: any of them differs, which the
+item's `differences` names; `missing_in_ledger`: no such disbursement (unknown id,
 another provider's entitlement, never issued) or a line repeating an earlier line's entitlement;
 `missing_in_statement`: a disbursement of the period (the statement's first to last date, or
 `period_start`..`period_end`, UTC days) that no line names. A statement with an unreadable line is refused

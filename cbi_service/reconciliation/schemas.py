@@ -12,6 +12,7 @@ from cbi_service.reconciliation.models import BREAK_KINDS, LEDGER_BALANCES, Reco
 Status = Literal["running", "completed", "failed"]
 BreakKind = Literal[BREAK_KINDS]  # type: ignore[valid-type]
 LedgerBalance = Literal[LEDGER_BALANCES]  # type: ignore[valid-type]
+Difference = Literal["amount", "currency", "provider_ref"]
 
 
 class Counts(BaseModel):
@@ -39,6 +40,10 @@ class ReconciliationItem(BaseModel):
     entitlement_id: str = Field(description="As the statement wrote it, or the ledger's for missing_in_statement.")
     statement: StatementSide | None
     ledger: LedgerSide | None
+    differences: list[Difference] = Field(
+        description="What the line and the ledger disagree on (every amount_mismatch names at least one); empty"
+        " when either side is missing. A line's blank provider_ref is not compared."
+    )
 
 
 class Items(BaseModel):

@@ -8,7 +8,8 @@ progress) and finally lists the period's disbursements that no line names.
 
 Categories, for provider P (see `repository` for what "in the ledger" means):
 - matched: the line's entitlement is in the ledger for P with the same amount and currency;
-- amount_mismatch: it is, with another amount or currency;
+- amount_mismatch: it is, with another amount, currency or provider_ref (a line's blank provider_ref is
+  not compared); the item's `differences` names what differs;
 - missing_in_ledger: it is not (unknown id, another provider's entitlement, never issued), or an earlier
   line of the statement already claimed it (a duplicate charge);
 - missing_in_statement: in the ledger for P, disbursed within the period, and named by no line.
@@ -38,7 +39,13 @@ from cbi_service.kit.money import Money
 from cbi_service.kit.settings import Settings
 from cbi_service.reconciliation.models import Reconciliation
 from cbi_service.reconciliation.repository import ReconciliationRepository, stream_items
-from cbi_service.reconciliation.schemas import LedgerSide, ReconciliationItem, ReconciliationOut, StatementSide
+from cbi_service.reconciliation.schemas import (
+    Difference,
+    LedgerSide,
+    ReconciliationItem,
+    ReconciliationOut,
+    StatementSide,
+)
 from cbi_service.reconciliation.statement import Line, StatementError, Summary, read_statement
 
 JOB_KIND = "reconciliation.run"
@@ -156,7 +163,25 @@ def _item(row: Any) -> ReconciliationItem:
             posted_at=row.ledger_posted_at,
             provider_ref=row.ledger_provider_ref,
         )
-    return ReconciliationItem(line=row.line_no, entitlement_id=row.entitlement_ref, statement=statement, ledger=ledger)
+    return ReconciliationItem(
+        line=row.line_no,
+        entitlement_id=row.entitlement_ref,
+        statement=statement,
+        ledger=ledger,
+        differences=_differences(row) if statement and ledger else [],
+    )
+
+
+def _differences(row: Any) -> list[Difference]:
+    """What a statement line and its ledger disbursement disagree on, by the rule the matching applies."""
+    found: list[Difference] = []
+    if row.amount_minor != row.ledger_amount_minor:
+        found.append("amount")
+    if row.currency != row.ledger_currency:
+        found.append("currency")
+    if row.provider_ref is not None and row.provider_ref != row.ledger_provider_ref:
+        found.append("provider_ref")
+    return found
 
 
 async def report_json(engine: AsyncEngine, head: ReconciliationOut) -> AsyncIterator[bytes]:

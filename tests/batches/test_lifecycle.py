@@ -197,6 +197,30 @@ async def test_release_needs_finance_outside_the_batch_and_an_idempotency_key(cl
     )
 
 
+async def test_a_refused_release_stays_refused_under_its_key(client, api_key_factory, session_factory):
+    """The key's first answer was 409 (not yet approved): once approved, the same request replays the 409
+    and releases nothing; a new key releases."""
+    actors = await make_actors(api_key_factory)
+    programme = await make_programme(client, actors)
+    await fund(client, actors, programme["id"], "1000000.00")
+    await seed_beneficiaries(session_factory, programme["id"], 2)
+    batch = await create_batch(client, actors, programme["id"])
+    url = f"/v1/payment-batches/{batch['id']}"
+    assert (await client.post(f"{url}/submit", headers=actors.officer)).status_code == 200
+    keyed = {**actors.finance, "Idempotency-Key": "early-release"}
+    early = await client.post(f"{url}/release", headers=keyed)
+    assert "pending_approval" in assert_problem(early, 409)["detail"]
+    for approver in (actors.approver1, actors.approver2):
+        await client.post(f"{url}/approvals", json={"decision": "approve"}, headers=approver)
+    replay = await client.post(f"{url}/release", headers=keyed)
+    assert_problem(replay, 409)
+    assert (replay.content, replay.headers.get("Idempotent-Replayed")) == (early.content, "true")
+    assert (await client.get(url, headers=actors.auditor)).json()["status"] == "approved"
+    assert await _issue_jobs(session_factory) == 0
+    released = await client.post(f"{url}/release", headers={**actors.finance, "Idempotency-Key": "on-time"})
+    assert released.json()["status"] == "processing"
+
+
 async def test_cancel_before_release_gives_back_the_reservation(client, api_key_factory, session_factory):
     actors = await make_actors(api_key_factory)
     programme = await make_programme(client, actors)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import httpx
+from sqlalchemy import select
 
+from ledger import schema
 from tests.disbursement.support import (
     approved_batch,
     assert_identity,
@@ -158,3 +161,101 @@ async def test_cancel_in_an_approved_batch_and_refusals(client, api_key_factory,
         ),
         404,
     )
+
+
+async def _failed_batch(client, api_key_factory, session_factory, settings, simulator, count=2):
+    """A released batch of `count` whose provider declined all: (actors, programme, batch, entitlements)."""
+    httpx.patch(f"{simulator.base_url}/admin/faults", json={"decline_rate": 1.0}).raise_for_status()
+    actors, programme, batch = await released_batch(client, api_key_factory, session_factory, count, funds="1000000.00")
+    await drain(session_factory, settings, batch["id"])
+    entitlements = await entitlements_of(session_factory, batch["id"])
+    assert {e.status for e in entitlements} == {"failed"}
+    httpx.patch(f"{simulator.base_url}/admin/faults", json={"decline_rate": 0.0}).raise_for_status()
+    return actors, programme, batch, entitlements
+
+
+async def _programme_keys(session_factory, programme_id: str, entitlement_id: uuid.UUID) -> list[str]:
+    t = schema.transactions
+    async with session_factory() as session:
+        stmt = select(t.c.key).where(t.c.key.contains(f":{entitlement_id}:")).order_by(t.c.posted_at, t.c.seq)
+        return [key.removeprefix(f"prog:{programme_id}:") for key in (await session.execute(stmt)).scalars()]
+
+
+async def test_cancel_a_failed_entitlement(client, api_key_factory, session_factory, settings, simulator):
+    """§7: cancel is allowed before issue, failed included; its budget already went back when it failed."""
+    actors, programme, batch, (failed, _) = await _failed_batch(
+        client, api_key_factory, session_factory, settings, simulator
+    )
+    before = await balances(client, actors, programme["id"])
+    url = f"/v1/entitlements/{failed.id}"
+    cancelled = await client.post(f"{url}/cancel", headers={**actors.officer, "Idempotency-Key": "cancel-failed"})
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["status"] == "cancelled"
+    assert [h["status"] for h in cancelled.json()["history"]] == ["pending", "submitted", "failed", "cancelled"]
+    assert await balances(client, actors, programme["id"]) == before
+    assert before["committed"] == "0.00"
+    assert_identity(before)
+    assert await _programme_keys(session_factory, programme["id"], failed.id) == [f"release:{failed.id}:failure-1"]
+    assert counters(simulator)["cancelled"] == 1
+    assert_problem(await client.post(f"{url}/retry", headers={**actors.officer, "Idempotency-Key": "late"}), 409)
+    assert_problem(await client.post(f"{url}/cancel", headers={**actors.officer, "Idempotency-Key": "again"}), 409)
+    audit = (await client.get("/v1/audit-events", params={"resource_id": str(failed.id)}, headers=actors.admin)).json()
+    (event,) = [e for e in audit["items"] if e["action"] == "entitlement.cancelled"]
+    assert (event["before"]["status"], event["after"]["status"]) == ("failed", "cancelled")
+    view = (await client.get(f"/v1/payment-batches/{batch['id']}", headers=actors.auditor)).json()
+    assert (view["status"], view["counts"]) == ("completed", {"cancelled": 1, "failed": 1})
+
+
+async def test_cancel_and_retry_of_a_failed_entitlement_race(
+    client, api_key_factory, session_factory, settings, simulator
+):
+    """Run together, they serialise on the entitlement's row. Either the cancel wins and the retry is a 409;
+    or the retry re-reserves and sends, and the cancel then either cancels it at the provider (releasing
+    that reservation) or, the provider having issued it already, is a 409. Each reservation is returned at
+    most once and the books balance in every order (six races, started in both orders)."""
+    actors, programme, _batch, entitlements = await _failed_batch(
+        client, api_key_factory, session_factory, settings, simulator, count=6
+    )
+
+    async def race(n: int, entitlement_id: uuid.UUID) -> tuple[int, int]:
+        url = f"/v1/entitlements/{entitlement_id}"
+        cancel = client.post(f"{url}/cancel", headers={**actors.officer, "Idempotency-Key": f"race-c-{n}"})
+        retry = client.post(f"{url}/retry", headers={**actors.finance, "Idempotency-Key": f"race-r-{n}"})
+        if n % 2:
+            retried, cancelled = await asyncio.gather(retry, cancel)
+        else:
+            cancelled, retried = await asyncio.gather(cancel, retry)
+        return cancelled.status_code, retried.status_code
+
+    outcomes = await asyncio.gather(*(race(n, e.id) for n, e in enumerate(entitlements)))
+    committed = 0
+    for entitlement, outcome in zip(entitlements, outcomes, strict=True):
+        e = entitlement.id
+        status = (await client.get(f"/v1/entitlements/{e}", headers=actors.auditor)).json()["status"]
+        resent = [f"release:{e}:failure-1", f"reservation:{e}:failure-1"]
+        expected = {
+            (200, 409): ("cancelled", [f"release:{e}:failure-1"]),
+            (200, 200): ("cancelled", [*resent, f"release:{e}:cancelled"]),
+            (409, 200): ("submitted", resent),
+        }
+        assert outcome in expected
+        assert (status, await _programme_keys(session_factory, programme["id"], e)) == expected[outcome]
+        committed += 100_000_00 if status == "submitted" else 0
+    figures = await balances(client, actors, programme["id"])
+    assert int(figures["committed"].replace(".", "")) == committed
+    assert_identity(figures)
+
+
+async def test_a_provider_outage_is_not_the_keys_answer(client, api_key_factory, session_factory, settings, simulator):
+    """A 503 reached no decision, so it is not stored: the same request under the same key, once the
+    provider is back, is carried out."""
+    actors, _programme, _batch, (failed, _) = await _failed_batch(
+        client, api_key_factory, session_factory, settings, simulator
+    )
+    keyed = {**actors.officer, "Idempotency-Key": "retry-through-outage"}
+    httpx.patch(f"{simulator.base_url}/admin/faults", json={"failure_rate": 1.0}).raise_for_status()
+    assert_problem(await client.post(f"/v1/entitlements/{failed.id}/retry", headers=keyed), 503)
+    httpx.patch(f"{simulator.base_url}/admin/faults", json={"failure_rate": 0.0}).raise_for_status()
+    retried = await client.post(f"/v1/entitlements/{failed.id}/retry", headers=keyed)
+    assert retried.status_code == 200, retried.text
+    assert (retried.json()["status"], retried.headers.get("Idempotent-Replayed")) == ("submitted", None)

@@ -79,12 +79,19 @@ async def test_keys_are_scoped_to_the_caller(client, api_key_factory, session_fa
     assert await _count_programmes(session_factory) == 2
 
 
-async def test_failed_request_leaves_no_key_behind(client, api_key_factory, session_factory):
+async def test_a_refused_request_is_the_keys_first_response(client, api_key_factory, session_factory):
+    """A 4xx is replayed like a success; a corrected request needs a new key (§2: a new body is a 422)."""
     headers = await api_key_factory("admin") | {"Idempotency-Key": "fix-and-retry"}
     failed = await client.post("/v1/programmes", json=programme_body(provider="unknown"), headers=headers)
     assert_problem(failed, 422)
+    again = await client.post("/v1/programmes", json=programme_body(provider="unknown"), headers=headers)
+    assert_problem(again, 422)
+    assert (again.content, again.headers["idempotent-replayed"]) == (failed.content, "true")
     fixed = await client.post("/v1/programmes", json=programme_body(), headers=headers)
-    assert fixed.status_code == 201
+    assert assert_problem(fixed, 422)["errors"][0]["field"] == "Idempotency-Key"
+    assert await _count_programmes(session_factory) == 0
+    created = await client.post("/v1/programmes", json=programme_body(), headers=headers | {"Idempotency-Key": "new"})
+    assert created.status_code == 201
     assert await _count_programmes(session_factory) == 1
 
 

@@ -129,6 +129,27 @@ async def test_funding_validation(client: httpx.AsyncClient, api_key_factory: An
     assert (await _balances(client, programme_id, admin))["funded"] == "0.00"
 
 
+async def test_a_refused_funding_is_replayed_and_posts_nothing(client: httpx.AsyncClient, api_key_factory: Any) -> None:
+    """The key answers its first 422 again, and a corrected body under it is a reused key: nothing posted."""
+    admin = await api_key_factory("admin")
+    finance = await api_key_factory("finance")
+    programme_id = await _programme(client, admin)
+    url = f"/v1/programmes/{programme_id}/funds"
+    keyed = finance | {"Idempotency-Key": "grant-usd"}
+    refused = await client.post(url, json=_fund_body("10.00", currency="USD"), headers=keyed)
+    assert_problem(refused, 422)
+    replay = await client.post(url, json=_fund_body("10.00", currency="USD"), headers=keyed)
+    assert (replay.status_code, replay.content, replay.headers.get("Idempotent-Replayed")) == (
+        422,
+        refused.content,
+        "true",
+    )
+    assert replay.headers["content-type"].startswith("application/problem+json")
+    corrected = await client.post(url, json=_fund_body("10.00"), headers=keyed)
+    assert assert_problem(corrected, 422)["errors"][0]["field"] == "Idempotency-Key"
+    assert (await _balances(client, programme_id, admin))["funded"] == "0.00"
+
+
 async def test_identity_holds_under_concurrent_funding_and_spending(
     client: httpx.AsyncClient, api_key_factory: Any, session_factory: async_sessionmaker[AsyncSession]
 ) -> None:

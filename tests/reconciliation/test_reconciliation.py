@@ -134,7 +134,35 @@ async def test_crafted_statement_sorts_into_the_four_categories(client, books, s
     }
     assert short["ledger"]["amount"] == {"amount": "100000.00", "currency": "COP"}
     assert items["amount_mismatch"][1]["statement"]["amount"] == {"amount": "100000.00", "currency": "USD"}
+    assert [i["differences"] for i in items["amount_mismatch"]] == [["amount"], ["currency"]]
+    assert all(i["differences"] == [] for i in items["matched"] + items["missing_in_statement"])
     assert all(i["ledger"] is None for i in items["missing_in_ledger"][1:])
+
+
+async def test_a_line_naming_another_provider_ref_is_a_mismatch(client, books, session_factory, settings):
+    """Same amount and currency but not the transfer the ledger recorded: not matched. A blank ref is not
+    compared (a statement may not carry one)."""
+    e, refs = books.e, books.refs
+    rows = [
+        f"{today()},{e['E1']},100000.00,COP,{refs['E1']},north",
+        f"{today()},{e['E2']},100000.00,COP,PRV-SOMEONE-ELSE,north",
+        f"{today()},{e['E3']},90000.00,COP,PRV-SOMEONE-ELSE,north",
+        f"{today()},{e['E4']},100000.00,COP,,north",
+    ]
+    content = (HEADER + "\n".join(rows) + "\n").encode()
+    created = (await upload(client, books.staff.finance, content, **window())).json()
+    await run_jobs(session_factory, settings)
+    report = (await client.get(f"/v1/reconciliations/{created['id']}", headers=books.staff.auditor)).json()
+    assert report["counts"] == {"matched": 2, "amount_mismatch": 2, "missing_in_ledger": 0, "missing_in_statement": 1}
+    items = report["items"]
+    assert [i["entitlement_id"] for i in items["matched"]] == [e["E1"], e["E4"]]
+    other_ref, both = items["amount_mismatch"]
+    assert (other_ref["entitlement_id"], other_ref["differences"]) == (e["E2"], ["provider_ref"])
+    assert (other_ref["statement"]["provider_ref"], other_ref["ledger"]["provider_ref"]) == (
+        "PRV-SOMEONE-ELSE",
+        refs["E2"],
+    )
+    assert (both["entitlement_id"], both["differences"]) == (e["E3"], ["amount", "provider_ref"])
 
 
 async def test_report_as_csv(client, books, session_factory, settings):

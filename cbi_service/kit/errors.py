@@ -48,6 +48,7 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
         403: "The API key lacks a role for this operation",
         404: "Not found",
         409: "Conflict with the resource's current state, or a request with this Idempotency-Key in flight",
+        413: "The request body is larger than this route accepts",
         422: "Validation failed",
         500: "Unexpected error (nothing internal is revealed)",
     }.items()
@@ -154,7 +155,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        titles = {404: "Not Found", 405: "Method Not Allowed", 400: "Bad Request"}
+        titles = {
+            400: "Bad Request",
+            401: "Unauthorized",
+            404: "Not Found",
+            405: "Method Not Allowed",
+            413: "Content Too Large",
+        }
         title = titles.get(exc.status_code, "Error")
         detail = exc.detail if isinstance(exc.detail, str) else title
         response = problem(exc.status_code, title, detail, PROBLEM_BASE + title.lower().replace(" ", "-"))

@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     run_worker: bool = True
     worker_poll_seconds: float = Field(default=0.5, gt=0)
     provider_status_poll_seconds: float = Field(default=300.0, gt=0)  # submitted this long, no event: ask
+    # Request bodies past these are refused with 413 as they stream in (JSON, file uploads, webhooks).
+    max_json_body_bytes: int = Field(default=1 << 20, ge=1024)
+    max_upload_body_bytes: int = Field(default=64 << 20, ge=1024)
+    max_webhook_body_bytes: int = Field(default=64 << 10, ge=1024)
 
     @field_validator("providers", "registries", mode="before")
     @classmethod

@@ -18,6 +18,7 @@ from cbi_service.entitlements.router import router as entitlements_router
 from cbi_service.exports.router import router as exports_router
 from cbi_service.health.router import router as health_router
 from cbi_service.jobs.worker import Worker, load_handlers
+from cbi_service.kit.body_limits import BodyGuardMiddleware, BodyLimits
 from cbi_service.kit.db import make_engine, make_session_factory
 from cbi_service.kit.errors import PROBLEM_RESPONSES, install_error_handlers
 from cbi_service.kit.heap import settle_after_startup
@@ -37,6 +38,16 @@ API_DESCRIPTION = (
     "payment batches, issuance through provider adapters, signed provider webhooks and a double-entry, "
     "tamper-evident ledger. Errors are RFC 9457 problem+json."
 )
+
+UPLOAD_ROUTES = ("/v1/beneficiaries/imports", "/v1/reconciliations")
+SIGNED_ROUTES = frozenset({"/v1/webhooks/{provider}"})
+
+
+def body_limits(settings: Settings) -> BodyLimits:
+    """JSON bodies are small; uploads larger; webhooks, signed rather than keyed, small again."""
+    by_route = dict.fromkeys(UPLOAD_ROUTES, settings.max_upload_body_bytes)
+    by_route.update(dict.fromkeys(SIGNED_ROUTES, settings.max_webhook_body_bytes))
+    return BodyLimits(default=settings.max_json_body_bytes, by_route=by_route, signed_routes=SIGNED_ROUTES)
 
 
 def check_adapters(settings: Settings) -> None:
@@ -84,9 +95,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=API_DESCRIPTION,
         lifespan=lifespan,
         responses=PROBLEM_RESPONSES,
+        # An upload is one file and a few short fields; a file past 1 MiB spools to disk: memory stays bounded.
+        form_limits={"max_files": 4, "max_fields": 16, "max_part_size": 64 << 10},
     )
     app.state.settings = settings
     install_error_handlers(app)
+    app.add_middleware(BodyGuardMiddleware, limits=body_limits(settings))
     app.add_middleware(RequestContextMiddleware)
     for router in (
         health_router,

@@ -20,8 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from cbi_service.jobs.models import Job
 from cbi_service.jobs.repository import JobRepository
 from cbi_service.jobs.service import HANDLERS, PERIODIC, JobContext, JobInterrupted, enqueue
+from cbi_service.kit.outage import OutageLog, unavailable_kind
 
 log = structlog.get_logger(__name__)
+outage_log = OutageLog("worker_database_unavailable")
 
 HANDLER_MODULES = (
     "cbi_service.jobs.maintenance",
@@ -43,11 +45,19 @@ def backoff_seconds(attempt: int, base: float = 1.0, cap: float = 300.0) -> floa
     return random.uniform(0, min(cap, base * 2 ** (attempt - 1)))  # noqa: S311 - jitter, not security
 
 
+def _log_failure(event: str, error: BaseException, **fields: object) -> None:
+    """A database outage is one rate-limited line without traceback; anything else is logged in full."""
+    if kind := unavailable_kind(error):
+        outage_log.failure(kind)
+    else:
+        log.error(event, exc_info=error, **fields)
+
+
 def _log_crash(task: asyncio.Task[None]) -> None:
     """A job whose bookkeeping failed (the database gone while recording its outcome): its lease lapses and
     it runs again; say why, as nobody awaits the task."""
     if not task.cancelled() and (error := task.exception()) is not None:
-        log.error("job_crashed", task=task.get_name(), exc_info=error)
+        _log_failure("job_crashed", error, task=task.get_name())
 
 
 class Worker:
@@ -74,18 +84,22 @@ class Worker:
         their next checkpoint (a long import hands its job back after the chunk in hand) and wait for them.
 
         A slot is refilled as soon as its job ends: a long job (an issuance lane, a backlog of webhooks)
-        never keeps the other slots waiting for it.
+        never keeps the other slots waiting for it. While the database is unreachable every poll fails: the
+        loop goes on polling (logging the outage at a bounded rate) and resumes once it answers again.
         """
-        await self.schedule_periodic()
         running: set[asyncio.Task[None]] = set()
         stopping = asyncio.create_task(stop.wait())
+        scheduled = False
         try:
             while not stop.is_set():
                 if len(running) < self.concurrency:
                     try:
+                        if not scheduled:
+                            await self.schedule_periodic()
+                            scheduled = True
                         jobs = await self._claim(self.concurrency - len(running))
-                    except Exception:
-                        log.exception("worker_loop_error")
+                    except Exception as exc:
+                        _log_failure("worker_loop_error", exc)
                         jobs = []
                     for job in jobs:
                         task = asyncio.create_task(self._run_job(job), name=f"job-{job.id}")
@@ -130,8 +144,11 @@ class Worker:
             await asyncio.sleep(self.lease_seconds / 3)
             try:
                 await self._heartbeat(job)
-            except Exception:
-                log.warning("lease_extension_failed")
+            except Exception as exc:
+                if kind := unavailable_kind(exc):
+                    outage_log.failure(kind)
+                else:
+                    log.warning("lease_extension_failed")
 
     async def _heartbeat(self, job: Job) -> None:
         async with self.session_factory.begin() as session:

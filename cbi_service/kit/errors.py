@@ -12,11 +12,15 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cbi_service.kit.outage import RETRY_AFTER_SECONDS, OutageLog, unavailable_kind
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "https://cbi-service.org/problems/"
 
 log = structlog.get_logger(__name__)
+outage_log = OutageLog("database_unavailable")
 
 
 class FieldError(BaseModel):
@@ -48,8 +52,10 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
         403: "The API key lacks a role for this operation",
         404: "Not found",
         409: "Conflict with the resource's current state, or a request with this Idempotency-Key in flight",
+        413: "The request body is larger than this route accepts",
         422: "Validation failed",
         500: "Unexpected error (nothing internal is revealed)",
+        503: "The database is unavailable for now; retry after `Retry-After` seconds",
     }.items()
 }
 
@@ -115,6 +121,17 @@ def problem(status: int, title: str, detail: str, type_: str, **extra: Any) -> J
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+def unavailable() -> JSONResponse:
+    response = problem(
+        503,
+        "Service Unavailable",
+        "The database cannot be reached right now; nothing was changed. Retry later.",
+        PROBLEM_BASE + "unavailable",
+    )
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
 def field_path(loc: Sequence[int | str]) -> str:
     """Render a pydantic location as `documents[0].number`, dropping the `body`/`query` prefix."""
     parts = list(loc)
@@ -159,7 +176,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        titles = {404: "Not Found", 405: "Method Not Allowed", 400: "Bad Request"}
+        titles = {
+            400: "Bad Request",
+            401: "Unauthorized",
+            404: "Not Found",
+            405: "Method Not Allowed",
+            413: "Content Too Large",
+        }
         title = titles.get(exc.status_code, "Error")
         detail = exc.detail if isinstance(exc.detail, str) else title
         response = problem(exc.status_code, title, detail, PROBLEM_BASE + title.lower().replace(" ", "-"))
@@ -169,6 +192,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DBAPIError)
     async def _database(_: Request, exc: DBAPIError) -> JSONResponse:
+        if kind := unavailable_kind(exc):
+            outage_log.failure(kind)
+            return unavailable()
         if getattr(exc.orig, "sqlstate", None) in UNSTORABLE_VALUE_SQLSTATES:
             return problem(
                 422,
@@ -188,14 +214,43 @@ def install_error_handlers(app: FastAPI) -> None:
         )
         return _server_error()
 
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        return _internal_error(exc)
+    app.add_middleware(LastResortMiddleware)
 
 
-def _internal_error(exc: Exception) -> JSONResponse:
-    log.error("unhandled_error", error_type=type(exc).__name__, exc_info=exc)
-    return _server_error()
+class LastResortMiddleware:
+    """Answers what no handler took: 503 for a database outage (any driver or socket error), else 500.
+
+    Starlette's handler for `Exception` re-raises after answering, so the server logged every such error
+    a second time with its traceback; here it is logged once (an outage in one rate-limited line) and
+    not re-raised. A response already under way cannot be replaced: it is cut short, and the server
+    closes the connection.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            if kind := unavailable_kind(exc):
+                outage_log.failure(kind)
+                response = unavailable()
+            else:
+                log.error("unhandled_error", error_type=type(exc).__name__, exc_info=exc)
+                response = _server_error()
+            if not started:
+                await response(scope, receive, send)
 
 
 def _server_error() -> JSONResponse:

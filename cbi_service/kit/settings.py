@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     upload_max_line_chars: int = Field(default=65_536, ge=1_024)
     xlsx_max_bytes: int = Field(default=1 << 30, ge=1 << 20)
     xlsx_max_part_bytes: int = Field(default=64 << 20, ge=1 << 20)
+    # Request bodies past these are refused with 413 as they stream in (JSON, file uploads, webhooks).
+    max_json_body_bytes: int = Field(default=1 << 20, ge=1024)
+    max_upload_body_bytes: int = Field(default=64 << 20, ge=1024)
+    max_webhook_body_bytes: int = Field(default=64 << 10, ge=1024)
 
     @field_validator("providers", "registries", mode="before")
     @classmethod

@@ -12,8 +12,9 @@ from cbi_service.exports import service
 from cbi_service.exports.streaming import ClosingStreamingResponse
 from cbi_service.exports.writers import MEDIA_TYPES, ExportFormat
 from cbi_service.kit.db import SessionDep
+from cbi_service.kit.routing import StorableTextRoute
 
-router = APIRouter(prefix="/v1/ledger", tags=["auditors"])
+router = APIRouter(prefix="/v1/ledger", tags=["auditors"], route_class=StorableTextRoute)
 Auditor = Annotated[Principal, Depends(require_roles(Role.auditor, Role.finance))]
 
 EXPORT_DESCRIPTION = """

@@ -14,11 +14,12 @@ from cbi_service.auth.roles import Principal, Role
 from cbi_service.exports.streaming import ClosingStreamingResponse
 from cbi_service.kit.db import SessionDep
 from cbi_service.kit.idempotency import IdempotencyDep
+from cbi_service.kit.routing import StorableTextRoute
 from cbi_service.reconciliation import service
 from cbi_service.reconciliation.schemas import ReconciliationOut, ReconciliationReport
 from cbi_service.reports.negotiation import CSV_CONTENT, CSV_MEDIA_TYPE, wants_csv
 
-router = APIRouter(prefix="/v1/reconciliations", tags=["auditors"])
+router = APIRouter(prefix="/v1/reconciliations", tags=["auditors"], route_class=StorableTextRoute)
 Reconciler = Annotated[Principal, Depends(require_roles(Role.finance, Role.auditor))]
 
 CREATE_DESCRIPTION = """

@@ -3,7 +3,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from datetime import date
 from typing import IO, Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
@@ -15,6 +14,7 @@ from cbi_service.exports.streaming import ClosingStreamingResponse
 from cbi_service.kit.db import SessionDep
 from cbi_service.kit.idempotency import IdempotencyDep
 from cbi_service.kit.routing import StorableTextRoute
+from cbi_service.kit.timeutil import IsoDate
 from cbi_service.reconciliation import service
 from cbi_service.reconciliation.schemas import ReconciliationOut, ReconciliationReport
 from cbi_service.reports.negotiation import CSV_CONTENT, CSV_MEDIA_TYPE, wants_csv
@@ -53,8 +53,8 @@ async def create_reconciliation(
     idem: IdempotencyDep,
     provider: Annotated[str, Form(min_length=1, max_length=100)],
     statement: Annotated[UploadFile, File(description="The provider's statement, CSV in UTF-8.")],
-    period_start: Annotated[date | None, Form()] = None,
-    period_end: Annotated[date | None, Form()] = None,
+    period_start: Annotated[IsoDate | None, Form()] = None,
+    period_end: Annotated[IsoDate | None, Form()] = None,
 ) -> Response:
     sha = await asyncio.to_thread(_sha256, statement.file)
     payload = {"provider": provider, "statement_sha256": sha, "period_start": period_start, "period_end": period_end}

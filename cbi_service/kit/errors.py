@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from cbi_service.kit.routing import allowed_methods
+
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "https://cbi-service.org/problems/"
 
@@ -153,13 +155,15 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         titles = {404: "Not Found", 405: "Method Not Allowed", 400: "Bad Request"}
         title = titles.get(exc.status_code, "Error")
         detail = exc.detail if isinstance(exc.detail, str) else title
         response = problem(exc.status_code, title, detail, PROBLEM_BASE + title.lower().replace(" ", "-"))
         for key, value in (exc.headers or {}).items():
             response.headers[key] = value
+        if exc.status_code == 405:
+            response.headers["Allow"] = ", ".join(allowed_methods(request))
         return response
 
     @app.exception_handler(DBAPIError)

@@ -15,6 +15,10 @@ from typing import Any
 from fastapi import HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from starlette.routing import Match
+
+#: The methods `allowed_methods` tries; an API route never answers any other.
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 NUL_MESSAGE = "must not contain the NUL character (U+0000)"
 SURROGATE_MESSAGE = "must be valid Unicode text (no unpaired surrogate code points)"
@@ -109,3 +113,18 @@ class StorableTextRoute(APIRoute):
             return await handler(request)
 
         return guarded
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route answers at this request's path (for `Allow`, RFC 9110 §10.2.1).
+
+    Starlette names only the methods of the first route matching the path, and FastAPI makes one route per
+    method, so the routes are asked for each method in turn.
+    """
+    routes = request.app.router.routes
+    allowed = []
+    for method in HTTP_METHODS:
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] is Match.FULL for route in routes):
+            allowed.append(method)
+    return allowed

@@ -60,3 +60,18 @@ async def test_nul_in_a_field_name_is_422(client, api_key_factory):
 async def test_nul_in_a_query_is_422(client, api_key_factory, url):
     headers = await api_key_factory("admin", "finance")
     assert_problem(await client.get(url, headers=headers), 422)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("delete", "/v1/programmes", "GET, POST"),
+        ("put", "/v1/beneficiaries/{id}", "GET, PATCH"),
+        ("get", "/v1/programmes/{id}/funds", "POST"),
+        ("post", "/healthz", "GET"),
+    ],
+)
+async def test_405_allows_every_method_of_the_path(client, method, path, allowed):
+    response = await client.request(method, path.replace("{id}", str(uuid.uuid4())))
+    assert_problem(response, 405)
+    assert response.headers["allow"] == allowed

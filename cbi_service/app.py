@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import structlog
 from fastapi import FastAPI
@@ -20,7 +21,7 @@ from cbi_service.health.router import router as health_router
 from cbi_service.jobs.worker import Worker, load_handlers
 from cbi_service.kit.body_limits import BodyGuardMiddleware, BodyLimits
 from cbi_service.kit.db import make_engine, make_session_factory
-from cbi_service.kit.errors import PROBLEM_RESPONSES, install_error_handlers
+from cbi_service.kit.errors import PROBLEM_RESPONSES, document_problems, install_error_handlers
 from cbi_service.kit.heap import settle_after_startup
 from cbi_service.kit.logging import configure_logging
 from cbi_service.kit.middleware import RequestContextMiddleware
@@ -38,6 +39,8 @@ API_DESCRIPTION = (
     "payment batches, issuance through provider adapters, signed provider webhooks and a double-entry, "
     "tamper-evident ledger. Errors are RFC 9457 problem+json."
 )
+#: Paths that answer without the database (no 503 when it is down).
+PATHS_WITHOUT_DATABASE = frozenset({"/healthz", "/metrics"})
 
 UPLOAD_ROUTES = ("/v1/beneficiaries/imports", "/v1/reconciliations")
 SIGNED_ROUTES = frozenset({"/v1/webhooks/{provider}"})
@@ -116,4 +119,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ledger_router,
     ):
         app.include_router(router)
+    generate_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_problems(generate_openapi(), without_database=PATHS_WITHOUT_DATABASE)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

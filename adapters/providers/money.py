@@ -6,7 +6,7 @@ import re
 
 from iso4217 import Currency
 
-_AMOUNT = re.compile(r"^(\d{1,17})(?:\.(\d+))?$")
+_AMOUNT = re.compile(r"^([0-9]{1,17})(?:\.([0-9]+))?$")  # ASCII digits only: `\d` takes any script's
 
 
 def currency_exponent(code: str) -> int:

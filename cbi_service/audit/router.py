@@ -11,9 +11,10 @@ from cbi_service.auth.dependencies import require_roles
 from cbi_service.auth.roles import Principal, Role
 from cbi_service.kit.db import SessionDep
 from cbi_service.kit.pagination import Page, PageDep, page_of
+from cbi_service.kit.routing import StorableTextRoute
 from cbi_service.kit.timeutil import AwareDatetimeQuery
 
-router = APIRouter(prefix="/v1/audit-events", tags=["audit"])
+router = APIRouter(prefix="/v1/audit-events", tags=["audit"], route_class=StorableTextRoute)
 Reader = Annotated[Principal, Depends(require_roles(Role.auditor, Role.admin))]
 
 

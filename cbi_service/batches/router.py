@@ -13,8 +13,9 @@ from cbi_service.batches.schemas import ApprovalCreate, BatchCreate, BatchOut, B
 from cbi_service.kit.db import SessionDep
 from cbi_service.kit.idempotency import IdempotencyDep, RequiredIdempotencyDep
 from cbi_service.kit.pagination import Page, PageDep, page_of
+from cbi_service.kit.routing import StorableTextRoute
 
-router = APIRouter(prefix="/v1/payment-batches", tags=["payment batches"])
+router = APIRouter(prefix="/v1/payment-batches", tags=["payment batches"], route_class=StorableTextRoute)
 Officer = Annotated[Principal, Depends(require_roles(Role.programme_officer))]
 Approver = Annotated[Principal, Depends(require_roles(Role.approver))]
 Finance = Annotated[Principal, Depends(require_roles(Role.finance))]

@@ -15,7 +15,7 @@ MAX_LISTED_EXCLUSIONS = 1000
 
 
 class NonNegativeMoney(Money):
-    amount: str = Field(pattern=r"^\d+(\.\d+)?$", max_length=24)
+    amount: str = Field(pattern=r"^[0-9]+(\.[0-9]+)?$", max_length=24)
 
 
 class AmountRule(BaseModel):

@@ -29,8 +29,9 @@ from cbi_service.kit.db import SessionDep
 from cbi_service.kit.errors import NotFound, UnprocessableEntity
 from cbi_service.kit.idempotency import IdempotencyDep
 from cbi_service.kit.pagination import Page, PageDep, page_of
+from cbi_service.kit.routing import StorableTextRoute
 
-router = APIRouter(tags=["beneficiaries"])
+router = APIRouter(tags=["beneficiaries"], route_class=StorableTextRoute)
 Registrar = Annotated[Principal, Depends(require_roles(Role.registrar))]
 Reader = Annotated[Principal, Depends(require_roles(Role.registrar, Role.programme_officer, Role.admin, Role.auditor))]
 Checker = Annotated[Principal, Depends(require_roles(Role.registrar, Role.admin))]

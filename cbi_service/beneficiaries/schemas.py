@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cbi_service.beneficiaries.models import Adjudication, Beneficiary, BeneficiaryImport, ImportRow
 from cbi_service.kit.pagination import Page
+from cbi_service.kit.timeutil import IsoDate
 from cbi_service.programmes.schemas import CountryCode
 
 Sex = Literal["female", "male", "other", "unknown"]
@@ -37,7 +38,7 @@ class Consent(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     given: Literal[True] = Field(description="Registration without informed consent is refused.")
-    date: date
+    date: IsoDate
     purpose: str = Field(min_length=1, max_length=500)
 
 
@@ -46,7 +47,7 @@ class BeneficiaryCreate(BaseModel):
 
     given_names: str = Name
     family_names: str = Name
-    date_of_birth: date
+    date_of_birth: IsoDate
     sex: Sex
     nationality: CountryCode
     documents: list[DocumentIn] = Field(default_factory=list, max_length=10)
@@ -64,7 +65,7 @@ class BeneficiaryPatch(BaseModel):
 
     given_names: str | None = Field(default=None, min_length=1, max_length=200)
     family_names: str | None = Field(default=None, min_length=1, max_length=200)
-    date_of_birth: date | None = None
+    date_of_birth: IsoDate | None = None
     sex: Sex | None = None
     nationality: CountryCode | None = None
     documents: list[DocumentIn] | None = Field(default=None, max_length=10)

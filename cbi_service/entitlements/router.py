@@ -13,8 +13,9 @@ from cbi_service.entitlements.schemas import EntitlementOut, EntitlementStatus
 from cbi_service.kit.db import SessionDep
 from cbi_service.kit.idempotency import RequiredIdempotencyDep
 from cbi_service.kit.pagination import Page, PageDep, page_of
+from cbi_service.kit.routing import StorableTextRoute
 
-router = APIRouter(prefix="/v1/entitlements", tags=["entitlements"])
+router = APIRouter(prefix="/v1/entitlements", tags=["entitlements"], route_class=StorableTextRoute)
 Operator = Annotated[Principal, Depends(require_roles(Role.finance, Role.programme_officer))]
 Reader = Annotated[Principal, Depends(require_roles(*READ_ANY))]
 

@@ -4,7 +4,6 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import AwareDatetime
 
 from cbi_service.auth.dependencies import require_roles
 from cbi_service.auth.roles import Principal, Role
@@ -12,8 +11,10 @@ from cbi_service.exports import service
 from cbi_service.exports.streaming import ClosingStreamingResponse
 from cbi_service.exports.writers import MEDIA_TYPES, ExportFormat
 from cbi_service.kit.db import SessionDep
+from cbi_service.kit.routing import StorableTextRoute
+from cbi_service.kit.timeutil import AwareDatetimeQuery
 
-router = APIRouter(prefix="/v1/ledger", tags=["auditors"])
+router = APIRouter(prefix="/v1/ledger", tags=["auditors"], route_class=StorableTextRoute)
 Auditor = Annotated[Principal, Depends(require_roles(Role.auditor, Role.finance))]
 
 EXPORT_DESCRIPTION = """
@@ -53,8 +54,8 @@ async def export_ledger(
     request: Request,
     session: SessionDep,
     principal: Auditor,
-    start: Annotated[AwareDatetime | None, Query(alias="from")] = None,
-    end: Annotated[AwareDatetime | None, Query(alias="to")] = None,
+    start: Annotated[AwareDatetimeQuery | None, Query(alias="from")] = None,
+    end: Annotated[AwareDatetimeQuery | None, Query(alias="to")] = None,
     fmt: Annotated[ExportFormat, Query(alias="format")] = ExportFormat.csv,
     programme_id: uuid.UUID | None = None,
 ) -> ClosingStreamingResponse:

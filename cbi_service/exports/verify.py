@@ -33,7 +33,7 @@ from ledger.verify import EXPORT_COLUMNS, ExportRow, Problem, Verifier
 PARQUET_MAGIC = b"PAR1"
 ZIP_MAGIC = b"PK\x03\x04"
 READ_BATCH = 10_000
-_DECIMAL = re.compile(r"^(-?)(\d+)(?:\.(\d+))?$")
+_DECIMAL = re.compile(r"^(-?)([0-9]+)(?:\.([0-9]+))?$")  # ASCII digits only
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,9 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from cbi_service.health.service import readiness
+from cbi_service.kit.routing import StorableTextRoute
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=StorableTextRoute)
 
 
 @router.get("/healthz")

@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cbi_service.kit.outage import RETRY_AFTER_SECONDS, OutageLog, unavailable_kind
+from cbi_service.kit.routing import allowed_methods
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "https://cbi-service.org/problems/"
@@ -40,24 +41,59 @@ class Problem(BaseModel):
     errors: list[FieldError] | None = None
 
 
-PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {
+VALIDATION_FAILED = (
+    "Validation failed; `errors` names each field. Besides what the schema states, these are refused: text "
+    "with a NUL character or an unpaired surrogate; digits other than ASCII 0-9 in an amount, or an amount "
+    "without exactly its currency's ISO 4217 minor-unit digits, or in a currency other than the programme's; "
+    "a timestamp or date that is not RFC 3339; a `cursor` this API did not hand out; a phone number that "
+    "cannot be dialled; a provider that is not configured; an `Idempotency-Key` reused with a different body."
+)
+
+
+def _problem_response(description: str) -> dict[str, Any]:
+    return {
         "model": Problem,
         "description": description,
         "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
     }
+
+
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: _problem_response(description)
     for status, description in {
         400: "Malformed request",
         401: "Missing or invalid API key",
         403: "The API key lacks a role for this operation",
         404: "Not found",
         409: "Conflict with the resource's current state, or a request with this Idempotency-Key in flight",
-        413: "The request body is larger than this route accepts",
-        422: "Validation failed",
+        422: VALIDATION_FAILED,
         500: "Unexpected error (nothing internal is revealed)",
-        503: "The database is unavailable for now; retry after `Retry-After` seconds",
     }.items()
 }
+
+_PROBLEM_CONTENT = {
+    media: {"schema": {"$ref": "#/components/schemas/Problem"}} for media in ("application/json", PROBLEM_JSON)
+}
+#: Documented by `document_problems` only on the operations where they can happen.
+BODY_TOO_LARGE = {"description": "The request body is larger than this operation accepts", "content": _PROBLEM_CONTENT}
+DATABASE_UNAVAILABLE = {
+    "description": "The database is unreachable for now; retry after `Retry-After` seconds",
+    "headers": {"Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer"}}},
+    "content": _PROBLEM_CONTENT,
+}
+
+
+def document_problems(spec: dict[str, Any], *, without_database: frozenset[str]) -> dict[str, Any]:
+    """Add 413 to every operation taking a body and 503 to every one that needs the database (all paths but
+    `without_database`), keeping any an operation documents itself."""
+    for path, item in spec.get("paths", {}).items():
+        for operation in item.values():
+            responses = operation.setdefault("responses", {})
+            if "requestBody" in operation:
+                responses.setdefault("413", BODY_TOO_LARGE)
+            if path not in without_database:
+                responses.setdefault("503", DATABASE_UNAVAILABLE)
+    return spec
 
 
 class AppError(Exception):
@@ -175,7 +211,7 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         titles = {
             400: "Bad Request",
             401: "Unauthorized",
@@ -188,6 +224,8 @@ def install_error_handlers(app: FastAPI) -> None:
         response = problem(exc.status_code, title, detail, PROBLEM_BASE + title.lower().replace(" ", "-"))
         for key, value in (exc.headers or {}).items():
             response.headers[key] = value
+        if exc.status_code == 405:
+            response.headers["Allow"] = ", ".join(allowed_methods(request))
         return response
 
     @app.exception_handler(DBAPIError)

@@ -17,7 +17,8 @@ from cbi_service.kit.errors import UnprocessableEntity
 # inside BIGINT, so no total of realistic size can overflow a column.
 MAX_MINOR = 2**53
 
-_AMOUNT = re.compile(r"^(-?)(\d+)(?:\.(\d+))?$")
+# `[0-9]`, never `\d`: `\d` also matches other scripts' digits (full-width "１０.００"), which are not money.
+_AMOUNT = re.compile(r"^(-?)([0-9]+)(?:\.([0-9]+))?$")
 
 
 def currency_exponent(code: str) -> int:
@@ -74,7 +75,7 @@ class Money(BaseModel):
 
     model_config = ConfigDict(frozen=True, json_schema_extra={"examples": [{"amount": "150000.00", "currency": "COP"}]})
 
-    amount: str = Field(pattern=r"^-?\d+(\.\d+)?$", max_length=24)
+    amount: str = Field(pattern=r"^-?[0-9]+(\.[0-9]+)?$", max_length=24)
     currency: CurrencyCode
 
     @model_validator(mode="after")
@@ -94,7 +95,7 @@ class Money(BaseModel):
 class PositiveMoney(Money):
     """Money a client asks to move: strictly positive."""
 
-    amount: str = Field(pattern=r"^\d+(\.\d+)?$", max_length=24)
+    amount: str = Field(pattern=r"^[0-9]+(\.[0-9]+)?$", max_length=24)
 
     @model_validator(mode="after")
     def _check_positive(self) -> PositiveMoney:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, AwareDatetime
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator
 
 EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
 LATEST = datetime(9999, 1, 1, tzinfo=UTC)
@@ -22,7 +23,33 @@ def _bounded(value: datetime) -> datetime:
     return utc
 
 
-AwareDatetimeQuery = Annotated[AwareDatetime, AfterValidator(_bounded)]
+# RFC 3339 `date-time` and `full-date`, ASCII digits only. Pydantic alone would also read numbers and numeric
+# strings ("0.5", "86400") as Unix times, so a mistyped parameter would silently mean 1970.
+_DATE_TIME = re.compile(
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+)
+_FULL_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+
+
+def _rfc3339_date_time(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _DATE_TIME.match(value):
+        raise ValueError("must be an RFC 3339 timestamp with an offset, such as 2026-11-22T08:30:00Z")
+    return value
+
+
+def _rfc3339_full_date(value: Any) -> Any:
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _FULL_DATE.match(value):
+        raise ValueError("must be an RFC 3339 date, such as 2026-11-22")
+    return value
+
+
+AwareDatetimeQuery = Annotated[AwareDatetime, BeforeValidator(_rfc3339_date_time), AfterValidator(_bounded)]
+#: A calendar date from a client: `YYYY-MM-DD` and nothing else.
+IsoDate = Annotated[date, BeforeValidator(_rfc3339_full_date)]
 
 
 def day_bounds(first: date, last: date) -> tuple[datetime, datetime]:

@@ -14,6 +14,7 @@ from cbi_service.kit.db import SessionDep
 from cbi_service.kit.idempotency import RequiredIdempotencyDep
 from cbi_service.kit.money import CurrencyCode
 from cbi_service.kit.pagination import Page, PageDep, encode_cursor
+from cbi_service.kit.routing import StorableTextRoute
 from cbi_service.kit.timeutil import AwareDatetimeQuery
 from cbi_service.ledger_api import service
 from cbi_service.ledger_api.schemas import (
@@ -29,8 +30,8 @@ Finance = Annotated[Principal, Depends(require_roles(Role.finance))]
 Reader = Annotated[Principal, Depends(require_roles(*READ_ANY))]
 LedgerReader = Annotated[Principal, Depends(require_roles(Role.auditor, Role.finance, Role.admin))]
 
-programmes = APIRouter(prefix="/v1/programmes", tags=["programmes"])
-ledger = APIRouter(prefix="/v1/ledger", tags=["ledger"])
+programmes = APIRouter(prefix="/v1/programmes", tags=["programmes"], route_class=StorableTextRoute)
+ledger = APIRouter(prefix="/v1/ledger", tags=["ledger"], route_class=StorableTextRoute)
 
 
 @programmes.post("/{programme_id}/funds", status_code=201, response_model=FundingOut)

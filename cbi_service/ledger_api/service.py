@@ -65,6 +65,7 @@ from ledger import (
     IdempotencyConflict,
     InsufficientFunds,
     InvalidCursor,
+    InvalidTransaction,
     Ledger,
     Transaction,
     TransactionSpec,
@@ -275,6 +276,12 @@ async def fund(
         raise Conflict("This funding request was already posted with different content.") from exc
     except AmountOutOfRange as exc:
         raise _out_of_range(exc) from exc
+    except InvalidTransaction as exc:
+        # Everything in this posting but the chart comes from the client: what the ledger refuses is theirs.
+        raise UnprocessableEntity(
+            "The ledger cannot record this funding.",
+            errors=[{"field": "body", "message": "source and reference must be plain text the ledger can store"}],
+        ) from exc
 
 
 async def reserve(

@@ -11,10 +11,11 @@ from cbi_service.auth.roles import Principal, Role
 from cbi_service.kit.db import SessionDep
 from cbi_service.kit.idempotency import IdempotencyDep
 from cbi_service.kit.pagination import Page, PageDep, page_of
+from cbi_service.kit.routing import StorableTextRoute
 from cbi_service.programmes import service
 from cbi_service.programmes.schemas import ProgrammeCreate, ProgrammeOut, Sector
 
-router = APIRouter(prefix="/v1/programmes", tags=["programmes"])
+router = APIRouter(prefix="/v1/programmes", tags=["programmes"], route_class=StorableTextRoute)
 Writer = Annotated[Principal, Depends(require_roles(Role.admin, Role.programme_officer))]
 Reader = Annotated[Principal, Depends(require_roles(*READ_ANY))]
 

@@ -27,7 +27,7 @@ CountryCode = Annotated[str, Field(pattern=r"^[A-Z]{2}$", examples=["CO"]), Afte
 class ApprovalBand(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    up_to: str = Field(pattern=r"^\d+(\.\d+)?$", max_length=24, examples=["5000000.00"])
+    up_to: str = Field(pattern=r"^[0-9]+(\.[0-9]+)?$", max_length=24, examples=["5000000.00"])
     approvals_required: int = Field(ge=1, le=10)
 
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from datetime import date
 from typing import IO, Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
@@ -15,6 +14,8 @@ from cbi_service.exports.streaming import ClosingStreamingResponse
 from cbi_service.kit.db import SessionDep
 from cbi_service.kit.idempotency import IdempotencyDep
 from cbi_service.kit.pagination import Page, PageDep, page_of
+from cbi_service.kit.routing import StorableTextRoute
+from cbi_service.kit.timeutil import IsoDate
 from cbi_service.reconciliation import breaks, service
 from cbi_service.reconciliation.schemas import (
     BreakKind,
@@ -24,7 +25,7 @@ from cbi_service.reconciliation.schemas import (
 )
 from cbi_service.reports.negotiation import CSV_CONTENT, CSV_MEDIA_TYPE, wants_csv
 
-router = APIRouter(prefix="/v1/reconciliations", tags=["auditors"])
+router = APIRouter(prefix="/v1/reconciliations", tags=["auditors"], route_class=StorableTextRoute)
 Reconciler = Annotated[Principal, Depends(require_roles(Role.finance, Role.auditor))]
 
 CREATE_DESCRIPTION = """
@@ -59,8 +60,8 @@ async def create_reconciliation(
     idem: IdempotencyDep,
     provider: Annotated[str, Form(min_length=1, max_length=100)],
     statement: Annotated[UploadFile, File(description="The provider's statement, CSV in UTF-8.")],
-    period_start: Annotated[date | None, Form()] = None,
-    period_end: Annotated[date | None, Form()] = None,
+    period_start: Annotated[IsoDate | None, Form()] = None,
+    period_end: Annotated[IsoDate | None, Form()] = None,
 ) -> Response:
     sha = await asyncio.to_thread(_sha256, statement.file)
     payload = {"provider": provider, "statement_sha256": sha, "period_start": period_start, "period_end": period_end}

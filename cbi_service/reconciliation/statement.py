@@ -25,7 +25,7 @@ from cbi_service.kit.money import currency_exponent
 COLUMNS = ("entitlement_id", "provider_ref", "amount", "currency", "date")
 MAX_ERRORS = 20
 MAX_LINES = 1_000_000
-_AMOUNT = re.compile(r"^([+-]?)(\d{1,17})(?:\.(\d+))?$")
+_AMOUNT = re.compile(r"^([+-]?)([0-9]{1,17})(?:\.([0-9]+))?$")  # ASCII digits only
 
 
 class StatementError(Exception):

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -9,11 +8,13 @@ from fastapi.responses import Response
 from cbi_service.auth.dependencies import READ_ANY, require_roles
 from cbi_service.auth.roles import Principal
 from cbi_service.kit.db import SessionDep
+from cbi_service.kit.routing import StorableTextRoute
+from cbi_service.kit.timeutil import IsoDate
 from cbi_service.reports import service
 from cbi_service.reports.negotiation import CSV_CONTENT, csv_response, wants_csv
 from cbi_service.reports.schemas import PeopleReached
 
-router = APIRouter(prefix="/v1/reports", tags=["reports"])
+router = APIRouter(prefix="/v1/reports", tags=["reports"], route_class=StorableTextRoute)
 Staff = Annotated[Principal, Depends(require_roles(*READ_ANY))]
 
 PEOPLE_REACHED_DESCRIPTION = """
@@ -39,8 +40,8 @@ async def people_reached(
     request: Request,
     session: SessionDep,
     _: Staff,
-    period_start: Annotated[date, Query(alias="from")],
-    period_end: Annotated[date, Query(alias="to")],
+    period_start: Annotated[IsoDate, Query(alias="from")],
+    period_end: Annotated[IsoDate, Query(alias="to")],
 ) -> PeopleReached | Response:
     report = await service.people_reached(session, period_start, period_end)
     if wants_csv(request):

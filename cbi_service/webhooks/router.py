@@ -20,6 +20,7 @@ from cbi_service.disbursement.providers import get_provider
 from cbi_service.kit.db import SessionDep
 from cbi_service.kit.errors import BadRequest, NotFound, Unauthorized, UnprocessableEntity
 from cbi_service.kit.pagination import Page, PageDep, PageParams, page_of
+from cbi_service.kit.routing import StorableTextRoute
 from cbi_service.webhooks import metrics, service
 from cbi_service.webhooks.inbox import InboxWriter
 from cbi_service.webhooks.repository import InboxRow
@@ -58,7 +59,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await writer.stop()
 
 
-router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], lifespan=_lifespan)
+router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], lifespan=_lifespan, route_class=StorableTextRoute)
 Reviewer = Annotated[Principal, Depends(require_roles(Role.auditor, Role.finance))]
 
 

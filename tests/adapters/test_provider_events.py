@@ -86,6 +86,7 @@ def test_malformed_card_events_name_the_field(payload: dict[str, Any], field: st
         {"amount": "1.00", "currency": "ZZZ"},
         {"amount": "1.00", "currency": "CLP"},
         {"amount": 12.5, "currency": "COP"},
+        {"amount": "１２.５０", "currency": "COP"},
     ],
 )
 def test_redemption_amounts_are_exact_positive_decimals(amount: dict[str, Any]) -> None:

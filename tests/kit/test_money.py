@@ -49,3 +49,16 @@ def test_positive_money_refuses_zero_and_negative(amount):
 def test_round_trip(minor, currency):
     assert parse_amount(format_amount(minor, currency), currency) == minor
     assert Money.of(minor, currency).minor == minor
+
+
+# Digits of other scripts that Python's `int`, `Decimal` and a Unicode `\d` all read as numbers.
+FOREIGN_DIGIT_AMOUNTS = ["１０.００", "1０.00", "10.０0", "١٠.٠٠", "१०.००", "𝟏𝟎.𝟎𝟎"]
+
+
+@pytest.mark.parametrize("amount", FOREIGN_DIGIT_AMOUNTS)
+def test_only_ascii_digits_are_money(amount):
+    with pytest.raises(ValueError, match="decimal string"):
+        parse_amount(amount, "COP")
+    for model in (Money, PositiveMoney):
+        with pytest.raises(ValidationError):
+            model(amount=amount, currency="COP")

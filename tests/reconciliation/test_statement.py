@@ -87,3 +87,9 @@ def test_missing_columns_and_foreign_files_are_refused():
     batches = read_statement(io.BytesIO(b"\xff\xfe\x00binary"), Summary(), 10, LIMITS)
     with pytest.raises(StatementError):
         next(batches)
+
+
+@pytest.mark.parametrize("amount", ["１０.００", "1٠.00", "10.०0"])
+def test_statement_amounts_are_ascii_digits_only(amount):
+    with pytest.raises(ValueError, match=r"decimal"):
+        parse_amount(amount, "USD")

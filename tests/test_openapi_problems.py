@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from cbi_service.webhooks.router import MAX_BODY_BYTES
 from tests.helpers import assert_problem
 
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
@@ -44,8 +43,8 @@ def test_operations_needing_the_database_document_503_with_retry_after(app):
             assert "Retry-After" in operation["responses"]["503"]["headers"], name
 
 
-async def test_an_oversized_webhook_is_a_documented_413(app, client):
-    oversized = b"x" * (MAX_BODY_BYTES + 1)
+async def test_an_oversized_webhook_is_a_documented_413(app, client, settings):
+    oversized = b"x" * (settings.max_webhook_body_bytes + 1)
     response = await client.post("/v1/webhooks/cards", content=oversized, headers={"Content-Type": "application/json"})
     assert_problem(response, 413)
     operation = app.openapi()["paths"]["/v1/webhooks/{provider}"]["post"]

@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 #: The methods `allowed_methods` tries; an API route never answers any other.
@@ -73,8 +74,8 @@ async def _json_body(request: Request) -> Any:
         return None
     try:
         body = await request.body()
-    except HTTPException:
-        raise
+    except StarletteHTTPException:
+        raise  # a refusal while the body streams in (413, or 401 before any of it is read)
     except Exception as exc:
         raise HTTPException(status_code=400, detail="There was an error reading the body") from exc
     if not body:

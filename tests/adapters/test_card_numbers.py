@@ -41,6 +41,8 @@ def test_card_numbers_are_recognised(value):
         "41111111111111111111",  # 20 digits
         "2026-11-22T10:15:00+00:00",
         "prv_0123456789abcdef01234567",
+        "tok_ab4111111111111111cd",  # digits inside a random hex token
+        "tok_4111111111111111ff",
         None,
         True,
     ],

@@ -60,6 +60,7 @@ class Accounts(Room):
         return account(row)
 
     async def get_account(self, account_id: UUID) -> Account:
+        """The account with this id; raises AccountNotFound."""
         a = schema.accounts
         row = (await self._conn.execute(select(*ACCOUNT_COLUMNS).where(a.c.id == account_id))).first()
         if row is None:

@@ -9,6 +9,12 @@ that hold its operations, each in its own module:
 - `ledger.reads`: get_transaction, get_transaction_by_key, balance, balances, sum_posted, entries,
   trial_balance;
 - `ledger.audit`: export_rows, verify_chain, verify_balances.
+
+All of them are the package's API. The service around it uses accounts, plain and bulk postings and the
+reads its HTTP API serves; two-phase transfers (`post_pending`, `void_pending`), corrections (`reverse`),
+an account's balance as of a time (`balance`), single transactions by id or key (`get_transaction`,
+`get_transaction_by_key`) and the audits are what a double-entry ledger offers any caller, used today by
+the tests and the benchmarks.
 """
 
 from __future__ import annotations

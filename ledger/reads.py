@@ -34,12 +34,14 @@ class Reads(Room):
     """What the ledger holds, read inside the caller's transaction."""
 
     async def get_transaction(self, tx_id: UUID) -> Transaction:
+        """The transaction with this id and its entries; raises TransactionNotFound."""
         found = await self._load_by_ids([tx_id])
         if tx_id not in found:
             raise TransactionNotFound(tx_id)
         return found[tx_id]
 
     async def get_transaction_by_key(self, key: str) -> Transaction | None:
+        """The transaction posted under this idempotency key, if any: whether a posting happened."""
         return (await self._load_by_keys([key])).get(key)
 
     async def balance(self, account_id: UUID, as_of: datetime | None = None) -> Balance:

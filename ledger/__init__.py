@@ -2,7 +2,8 @@
 
 Standalone: it depends on SQLAlchemy Core and asyncpg only, never on the service around it, and works
 inside the caller's transaction (`Ledger(conn)` on an `AsyncConnection`; `Ledger` never commits). Its
-tables live in the PostgreSQL schema `ledger`, created by migration 0002_ledger.
+tables live in the PostgreSQL schema `ledger`, created by migration 0002_ledger from the SQL in
+`ledger/sql/` (see `ledger.schema`).
 
     ledger = Ledger(conn)
     a = await ledger.create_account("donor", "COP", AccountKind.EQUITY)

@@ -1,6 +1,16 @@
-"""SQLAlchemy Core descriptions of the ledger tables (created by migration 0002_ledger), used for reads."""
+"""The ledger's schema: SQLAlchemy Core descriptions of its tables, used for reads, and the SQL that creates
+them and its functions, which migrations run.
+
+The SQL lives in `ledger/sql/`, shipped with the package, one file per object group and per revision that
+defines it (`0002_post_one.sql`, then `0007_post_one.sql`): a file, once released, never changes, so that
+every migration, upgrade or downgrade, runs what it ran when it was written. A change of a function is a
+new migration with a new file. Statements in a file end with `;` at the end of a line; function bodies are
+quoted with `$$`.
+"""
 
 from __future__ import annotations
+
+from importlib.resources import files
 
 from sqlalchemy import (
     BigInteger,
@@ -79,3 +89,33 @@ chains = Table(
     Column("head_hash", LargeBinary, nullable=False),
     Column("last_posted_at", DateTime(timezone=True), nullable=False),
 )
+
+
+def sql_text(name: str) -> str:
+    """The text of `ledger/sql/<name>`."""
+    return files("ledger").joinpath("sql", name).read_text(encoding="utf-8")
+
+
+def sql_statements(name: str) -> list[str]:
+    """The statements of `ledger/sql/<name>`, one by one (a prepared statement holds only one)."""
+    return split_statements(sql_text(name))
+
+
+def split_statements(sql: str) -> list[str]:
+    """A statement ends at a line ending with `;` outside a `$$` quote; comment lines outside quotes stay
+    with the statement that follows them, and a trailing comment alone is left out."""
+    statements: list[str] = []
+    lines: list[str] = []
+    quoted = False
+    for line in sql.splitlines(keepends=True):
+        lines.append(line)
+        if not quoted and line.lstrip().startswith("--"):
+            continue
+        if line.count("$$") % 2:
+            quoted = not quoted
+        if not quoted and line.rstrip().endswith(";"):
+            statements.append("".join(lines))
+            lines = []
+    if quoted or any(line.strip() and not line.lstrip().startswith("--") for line in lines):
+        raise ValueError("the SQL ends inside a statement")
+    return statements

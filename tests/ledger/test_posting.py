@@ -111,6 +111,9 @@ async def test_post_moves_balances_and_replays_by_key(engine: AsyncEngine) -> No
         assert await transaction_count(conn) == 1
         assert (await ledger.get_transaction_by_key("fund-1")) is not None
         assert (await ledger.get_transaction(tx.id)).key == "fund-1"
+        assert (await ledger.get_transaction_by_key("fund-2")) is None
+        with pytest.raises(TransactionNotFound):
+            await ledger.get_transaction(UUID(int=1))
 
 
 async def test_invalid_transactions_are_refused_before_writing(engine: AsyncEngine) -> None:

@@ -1,27 +1,20 @@
-"""Write machinery of the ledger.
+"""Bulk posting, steps 1 and 2: lock once, then plan every transaction in Python, where it is cheapest.
 
-A single transaction (post, post_pending, void_pending, reverse) is one call of the database function
-`ledger.post_one` (migrations 0002 and 0007): it locks the accounts, checks key, flags and resolution,
-chains and writes the transaction in one round trip, so hot accounts stay locked as briefly as possible.
-
-A bulk posting (`post_many`) is planned here, in Python, where it is cheapest:
 1. `ledger.begin_posting` locks all the accounts involved once, in id order (postings never deadlock on
    each other), and one chain stripe that no other transaction holds (SKIP LOCKED; the caller passes the
    stripe its transaction already holds, if any); it returns the balance counters, the stripe's head and
-   the posting time. Keys are taken to be new: only when the unique index refuses one (a replay, or a
-   concurrent writer) does a second attempt ask `begin_posting` which keys are already used.
+   the posting time (`Locked`). Keys are taken to be new: only when the unique index refuses one (a
+   replay, or a concurrent writer) does a second attempt ask `begin_posting` which keys are already used.
 2. `Batch` applies each transaction to those counters in memory, checks the flags, numbers the entries
    per account with their running balance and extends the stripe's hash chain (`ledger.chain`).
-3. Inside a savepoint, `CopyPipeline` streams the rows with COPY while later transactions are still being
-   planned, so Python and PostgreSQL work at the same time; one statement then moves the counters.
+
+Step 3, streaming the rows, is `ledger._copy`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,43 +22,12 @@ from types import MappingProxyType
 from typing import Any
 from uuid import UUID
 
-import asyncpg
-import uuid_utils
-from asyncpg.pgproto.pgproto import UUID as WireUUID
-
+from ledger._room import new_id
 from ledger.chain import canonical_bytes, format_timestamp
 from ledger.errors import AmountOutOfRange, CurrencyMismatch, InsufficientFunds
 from ledger.types import AccountFlags, Entry, Phase, Transaction, TransactionSpec
 
 BEGIN_SQL = "SELECT * FROM ledger.begin_posting($1::uuid[], $2::text[], $3::integer)"
-
-TX_COPY_COLUMNS = (
-    "id",
-    "key",
-    "kind",
-    "phase",
-    "pending_id",
-    "reverses_id",
-    "currency",
-    "refs",
-    "description",
-    "posted_at",
-    "chain",
-    "seq",
-    "prev_hash",
-    "hash",
-)
-ENTRY_COPY_COLUMNS = (
-    "tx_id",
-    "idx",
-    "account_id",
-    "amount",
-    "currency",
-    "posted",
-    "posted_at",
-    "account_seq",
-    "balance_after",
-)
 
 # Moves the locked accounts' counters and the stripe head after a bulk write (`a.id = ANY` lets the
 # planner fetch just those accounts by primary key rather than scan them all for the join).
@@ -81,23 +43,9 @@ WITH counters AS (
 UPDATE ledger.chains SET seq = $7, head_hash = $8, last_posted_at = $1 WHERE chain = $9
 """
 
-POST_ONE_SQL = """
-SELECT * FROM ledger.post_one($1::uuid, $2::text, $3::text, $4::text, $5::uuid, $6::uuid, $7::jsonb, $8::text,
-                              $9::uuid[], $10::bigint[], $11::uuid[], $12::bigint[], $13::integer)
-"""
-
 #: Largest amount of one entry, and largest balance counter (their sum stays within a bigint).
 MAX_AMOUNT = 2**53
 COUNTER_LIMIT = 2**62
-
-#: Transactions per COPY statement of a bulk posting. Planned rows go to the writer as soon as it waits
-#: for work (at least MIN_COPY_CHUNK of them, so that PostgreSQL is never idle while rows are ready and
-#: the statements are not tiny), and at COPY_CHUNK at the latest. YIELD_EVERY is how often planning lets
-#: the writer task run: the writer needs a turn to start each COPY and another once PostgreSQL has
-#: answered it, and PostgreSQL waits until it gets them.
-MIN_COPY_CHUNK = 100
-COPY_CHUNK = 4000
-YIELD_EVERY = 25
 
 _DEBITS_LIMIT = int(AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS)
 _CREDITS_LIMIT = int(AccountFlags.CREDITS_MUST_NOT_EXCEED_DEBITS)
@@ -108,10 +56,10 @@ _dumps = json.JSONEncoder(ensure_ascii=False).encode
 _sha256 = hashlib.sha256
 
 
-def new_id() -> UUID:
-    """A time-ordered UUID (version 7), as asyncpg's own UUID type: a `uuid.UUID` that asyncpg encodes
-    without a conversion and that formats itself in C (bulk postings make and hash one per transaction)."""
-    return WireUUID(uuid_utils.uuid7().bytes)
+class Replan(Exception):
+    """A posting planned without looking its keys up met a key already used (posted earlier, or by a
+    concurrent writer), or was refused, perhaps only for applying a replay twice: look the keys up and plan
+    again."""
 
 
 class AccountState:
@@ -340,65 +288,3 @@ class Batch:
             self.head,
             self.locked.chain,
         )
-
-
-class CopyPipeline:
-    """Streams planned rows to PostgreSQL with COPY from a task, while the caller plans the next ones.
-
-    The caller `push`es chunks and calls `turn()` now and then so the writer task can advance (send a
-    chunk, read PostgreSQL's answer, start the next COPY); a writer failure surfaces at the next `turn`.
-    """
-
-    def __init__(self, driver: asyncpg.Connection) -> None:
-        self._driver = driver
-        self._chunks: deque[tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]] = deque()
-        self._wake = asyncio.Event()
-        self._closing = False
-        self._writing = False
-        self._task = asyncio.create_task(self._run())
-
-    @property
-    def waiting(self) -> bool:
-        """The writer has sent everything pushed and waits for more."""
-        return not self._writing and not self._chunks
-
-    def push(self, chunk: tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]) -> None:
-        if chunk[0]:
-            self._chunks.append(chunk)
-            self._wake.set()
-
-    async def turn(self) -> None:
-        await asyncio.sleep(0)
-        if self._task.done():
-            self._task.result()
-
-    async def close(self) -> None:
-        """Wait until everything pushed is written; raises the writer's error if any."""
-        self._closing = True
-        self._wake.set()
-        await self._task
-
-    async def abort(self) -> None:
-        """Drop what is not sent yet and wait for the COPY in flight to end (the savepoint is rolled back)."""
-        self._closing = True
-        self._chunks.clear()
-        self._wake.set()
-        await asyncio.gather(self._task, return_exceptions=True)
-
-    async def _run(self) -> None:
-        driver = self._driver
-        while True:
-            while self._chunks:
-                self._writing = True
-                transactions, entries = self._chunks.popleft()
-                await driver.copy_records_to_table(
-                    "transactions", schema_name="ledger", columns=TX_COPY_COLUMNS, records=transactions
-                )
-                await driver.copy_records_to_table(
-                    "entries", schema_name="ledger", columns=ENTRY_COPY_COLUMNS, records=entries
-                )
-            self._writing = False
-            if self._closing:
-                return
-            self._wake.clear()
-            await self._wake.wait()

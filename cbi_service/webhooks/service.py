@@ -134,17 +134,8 @@ def card_number_row(provider: str, message: SignedMessage, payload: object, fiel
     )
     if has_nul(event):
         raise MalformedEvent("NUL character", [{"field": "data", "message": "must not contain U+0000"}])
-    return InboxRow(
-        id=new_id(),
-        provider=provider,
-        webhook_id=message.webhook_id,
-        event_type=event.type,
-        entitlement_id=event.entitlement_id,
-        provider_ref=event.provider_ref,
-        occurred_at=event.timestamp,
-        signed_at=message.signed_at,
+    return inbox_row(provider, message, event)._replace(
         body=encode_json(redacted),
-        event=encode_json(event_to_json(event)),
         status="refused",
         detail=f"a full card number in {', '.join(fields)}: redacted, not applied",
     )

@@ -11,6 +11,7 @@ import structlog
 from fastapi import FastAPI
 
 from adapters.providers.registry import PROVIDER_ADAPTERS
+from cbi_service.accounting.router import router as ledger_router
 from cbi_service.audit.router import router as audit_router
 from cbi_service.batches.router import router as batches_router
 from cbi_service.beneficiaries.router import router as beneficiaries_router
@@ -26,7 +27,6 @@ from cbi_service.kit.heap import settle_after_startup
 from cbi_service.kit.logging import configure_logging
 from cbi_service.kit.middleware import RequestContextMiddleware
 from cbi_service.kit.settings import Settings, get_settings
-from cbi_service.ledger_api.router import router as ledger_router
 from cbi_service.programmes.router import router as programmes_router
 from cbi_service.reconciliation.router import router as reconciliation_router
 from cbi_service.reports.router import router as reports_router

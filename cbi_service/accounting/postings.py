@@ -32,9 +32,9 @@ from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cbi_service.accounting import service as ledger
 from cbi_service.entitlements.models import Entitlement
 from cbi_service.entitlements.repository import EntitlementRepository
-from cbi_service.ledger_api import service as ledger
 from cbi_service.programmes.models import Programme
 
 

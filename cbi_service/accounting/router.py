@@ -8,6 +8,15 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
+from cbi_service.accounting import service
+from cbi_service.accounting.schemas import (
+    FundingCreate,
+    FundingOut,
+    LedgerAccountOut,
+    LedgerEntryOut,
+    ProgrammeBalancesOut,
+    TrialBalanceOut,
+)
 from cbi_service.auth.dependencies import READ_ANY, require_roles
 from cbi_service.auth.roles import Principal, Role
 from cbi_service.kit.db import SessionDep
@@ -16,15 +25,6 @@ from cbi_service.kit.money import CurrencyCode
 from cbi_service.kit.pagination import Page, PageDep, encode_cursor
 from cbi_service.kit.routing import StorableTextRoute
 from cbi_service.kit.timeutil import AwareDatetimeQuery
-from cbi_service.ledger_api import service
-from cbi_service.ledger_api.schemas import (
-    FundingCreate,
-    FundingOut,
-    LedgerAccountOut,
-    LedgerEntryOut,
-    ProgrammeBalancesOut,
-    TrialBalanceOut,
-)
 
 Finance = Annotated[Principal, Depends(require_roles(Role.finance))]
 Reader = Annotated[Principal, Depends(require_roles(*READ_ANY))]

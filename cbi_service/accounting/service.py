@@ -21,7 +21,7 @@ reserved) without that restriction.
 
 Ledger keys name the business event a posting records: `prog:{programme}:{operation}:{subject}:{event}`,
 where the caller supplies `event` from facts it holds under the subject's row lock (see
-`cbi_service.entitlements.postings`: `approved`, `cancelled`, `failure-2`, `after-3000000`...); issues
+`cbi_service.accounting.postings`: `approved`, `cancelled`, `failure-2`, `after-3000000`...); issues
 are `disbursement:{entitlement}:issued` (an entitlement is issued once), returns
 `return:{entitlement}:{reason}` (expiry and cancellation end an entitlement). Two units of work recording
 different events therefore never share a key, and one event can only ever be posted once. The state
@@ -41,12 +41,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cbi_service.audit.service import record_audit
-from cbi_service.auth.roles import Principal
-from cbi_service.kit.errors import Conflict, NotFound, UnprocessableEntity
-from cbi_service.kit.money import Money, require_currency
-from cbi_service.kit.pagination import bad_cursor
-from cbi_service.ledger_api.schemas import (
+from cbi_service.accounting.schemas import (
     FundingCreate,
     FundingOut,
     LedgerAccountOut,
@@ -54,6 +49,11 @@ from cbi_service.ledger_api.schemas import (
     ProgrammeBalancesOut,
     TrialBalanceOut,
 )
+from cbi_service.audit.service import record_audit
+from cbi_service.auth.roles import Principal
+from cbi_service.kit.errors import Conflict, NotFound, UnprocessableEntity
+from cbi_service.kit.money import Money, require_currency
+from cbi_service.kit.pagination import bad_cursor
 from cbi_service.programmes.models import Programme
 from cbi_service.programmes.repository import ProgrammeRepository
 from ledger import (

@@ -51,13 +51,13 @@ from adapters.providers.base import (
     ProviderError,
     TransientProviderError,
 )
+from cbi_service.accounting import postings
 from cbi_service.audit.service import AuditEntry, record_audit, record_audit_many
 from cbi_service.auth.roles import Principal
 from cbi_service.batches.models import RELEASED_STATUSES, UNRELEASED_STATUSES, PaymentBatch
 from cbi_service.batches.repository import BatchRepository
 from cbi_service.beneficiaries.repository import BeneficiaryRepository
 from cbi_service.disbursement.providers import get_provider
-from cbi_service.entitlements import postings
 from cbi_service.entitlements.models import OPEN_STATUSES, Entitlement, EntitlementEvent
 from cbi_service.entitlements.repository import EntitlementRepository
 from cbi_service.entitlements.schemas import EntitlementOut, StatusChange

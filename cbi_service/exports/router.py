@@ -8,10 +8,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from cbi_service.auth.dependencies import require_roles
 from cbi_service.auth.roles import Principal, Role
 from cbi_service.exports import service
-from cbi_service.exports.streaming import ClosingStreamingResponse
 from cbi_service.exports.writers import MEDIA_TYPES, ExportFormat
 from cbi_service.kit.db import SessionDep
 from cbi_service.kit.routing import StorableTextRoute
+from cbi_service.kit.streaming import ClosingStreamingResponse
 from cbi_service.kit.timeutil import AwareDatetimeQuery
 
 router = APIRouter(prefix="/v1/ledger", tags=["auditors"], route_class=StorableTextRoute)

@@ -7,11 +7,11 @@ from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cbi_service.accounting.service import open_programme_accounts
 from cbi_service.audit.service import record_audit
 from cbi_service.auth.roles import Principal
 from cbi_service.kit.errors import NotFound, UnprocessableEntity
 from cbi_service.kit.settings import Settings
-from cbi_service.ledger_api.service import open_programme_accounts
 from cbi_service.programmes.models import Programme
 from cbi_service.programmes.repository import ProgrammeRepository
 from cbi_service.programmes.schemas import ProgrammeCreate, ProgrammeOut

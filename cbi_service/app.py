@@ -11,7 +11,6 @@ import structlog
 from fastapi import FastAPI
 
 from adapters.providers.registry import PROVIDER_ADAPTERS
-from cbi_service.accounting.router import router as ledger_router
 from cbi_service.audit.router import router as audit_router
 from cbi_service.batches.router import router as batches_router
 from cbi_service.beneficiaries.router import router as beneficiaries_router
@@ -116,7 +115,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         exports_router,
         reconciliation_router,
         reports_router,
-        ledger_router,
     ):
         app.include_router(router)
     generate_openapi = app.openapi

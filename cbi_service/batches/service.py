@@ -189,7 +189,7 @@ async def cancel_batch(session: AsyncSession, principal: Principal, batch_id: uu
     _, reserved = await repo.cancel_pending(batch.id, principal.name, "batch cancelled")
     if batch.status == "approved":
         programme = await get_programme(session, batch.programme_id)
-        await postings.release_batch(session, programme, batch.id, reserved)
+        await postings.release_batch_reservation(session, programme, batch.id, reserved)
     _move(batch, "cancelled")
     batch.cancelled_by = principal.id
     batch.closed_at = _now()

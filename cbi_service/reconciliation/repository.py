@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -167,6 +167,11 @@ class ReconciliationRepository:
         if for_update:
             stmt = stmt.with_for_update()
         return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def stamp_finished(self, reconciliation: Reconciliation) -> None:
+        """`finished_at` from the database's clock, like `created_at`."""
+        reconciliation.finished_at = func.now()
+        await self.session.flush()
 
     async def match_chunk(self, reconciliation: Reconciliation, size: int) -> Counter[str]:
         """Findings for the next `size` lines after the last line already reconciled."""

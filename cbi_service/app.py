@@ -26,7 +26,6 @@ from cbi_service.kit.heap import settle_after_startup
 from cbi_service.kit.logging import configure_logging
 from cbi_service.kit.middleware import RequestContextMiddleware
 from cbi_service.kit.settings import Settings, get_settings
-from cbi_service.ledger_api.router import router as ledger_router
 from cbi_service.programmes.router import router as programmes_router
 from cbi_service.reconciliation.router import router as reconciliation_router
 from cbi_service.reports.router import router as reports_router
@@ -116,7 +115,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         exports_router,
         reconciliation_router,
         reports_router,
-        ledger_router,
     ):
         app.include_router(router)
     generate_openapi = app.openapi

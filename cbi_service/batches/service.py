@@ -21,13 +21,13 @@ from datetime import UTC, datetime
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cbi_service.accounting import postings
 from cbi_service.audit.service import record_audit
 from cbi_service.auth.roles import Principal
 from cbi_service.batches.models import RELEASED_STATUSES, UNRELEASED_STATUSES, BatchApproval, PaymentBatch
 from cbi_service.batches.repository import BatchRepository
 from cbi_service.batches.schemas import MAX_LISTED_EXCLUSIONS, ApprovalCreate, BatchCreate, BatchOut
 from cbi_service.disbursement.dispatch import start_issuance
-from cbi_service.entitlements import postings
 from cbi_service.entitlements.repository import EntitlementRepository
 from cbi_service.kit.errors import Conflict, Forbidden, NotFound, UnprocessableEntity
 from cbi_service.programmes.models import Programme
@@ -189,7 +189,7 @@ async def cancel_batch(session: AsyncSession, principal: Principal, batch_id: uu
     _, reserved = await repo.cancel_pending(batch.id, principal.name, "batch cancelled")
     if batch.status == "approved":
         programme = await get_programme(session, batch.programme_id)
-        await postings.release_batch(session, programme, batch.id, reserved)
+        await postings.release_batch_reservation(session, programme, batch.id, reserved)
     _move(batch, "cancelled")
     batch.cancelled_by = principal.id
     batch.closed_at = _now()

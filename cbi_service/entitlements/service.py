@@ -51,13 +51,13 @@ from adapters.providers.base import (
     ProviderError,
     TransientProviderError,
 )
+from cbi_service.accounting import postings
 from cbi_service.audit.service import AuditEntry, record_audit, record_audit_many
 from cbi_service.auth.roles import Principal
 from cbi_service.batches.models import RELEASED_STATUSES, UNRELEASED_STATUSES, PaymentBatch
 from cbi_service.batches.repository import BatchRepository
 from cbi_service.beneficiaries.repository import BeneficiaryRepository
 from cbi_service.disbursement.providers import get_provider
-from cbi_service.entitlements import postings
 from cbi_service.entitlements.models import OPEN_STATUSES, Entitlement, EntitlementEvent
 from cbi_service.entitlements.repository import EntitlementRepository
 from cbi_service.entitlements.schemas import EntitlementOut, StatusChange
@@ -256,6 +256,11 @@ async def mark_issued_many(
     return results
 
 
+async def _failures(session: AsyncSession, entitlement: Entitlement) -> int:
+    """Its status changes to `failed` so far: the fact its failure postings are keyed by."""
+    return await EntitlementRepository(session).count_events(entitlement.id, "failed")
+
+
 async def mark_failed(
     session: AsyncSession,
     entitlement_id: uuid.UUID,
@@ -271,7 +276,7 @@ async def mark_failed(
     if previous not in ("pending", "submitted"):
         return Transition(entitlement_id, "noop", previous, previous, f"already {previous}")
     programme = await _programme(session, entitlement)
-    await postings.release_on_failure(session, programme, entitlement)
+    await postings.release_on_failure(session, programme, entitlement, failures=await _failures(session, entitlement))
     entitlement.status = "failed"
     entitlement.failure_reason = reason
     entitlement.failure_retryable = retryable
@@ -427,7 +432,9 @@ async def retry_entitlement(
             await session.flush()
     except IntegrityError as exc:
         raise Conflict("The beneficiary already holds a live entitlement in this programme cycle.") from exc
-    await postings.reserve_after_failure(session, programme, entitlement)
+    await postings.reserve_after_failure(
+        session, programme, entitlement, failures=await _failures(session, entitlement)
+    )
     provider = get_provider(settings, programme.provider)
     try:
         (outcome,) = await provider.issue([instruction_of(entitlement, programme)])
@@ -574,7 +581,9 @@ async def _issue(
 ) -> None:
     """Post the disbursement; a failed entitlement's budget went back to available, so reserve it again."""
     if entitlement.status == "failed":
-        await postings.reserve_after_failure(session, programme, entitlement)
+        await postings.reserve_after_failure(
+            session, programme, entitlement, failures=await _failures(session, entitlement)
+        )
     await postings.disburse_entitlement(session, programme, entitlement)
     entitlement.status = "issued"
     entitlement.provider_ref = provider_ref

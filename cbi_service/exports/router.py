@@ -1,3 +1,6 @@
+"""The ledger's read API for auditors and finance (contract §9): its accounts, an account's entries, the
+trial balance (read through accounting) and the export of every entry (streamed by `exports.service`)."""
+
 from __future__ import annotations
 
 import uuid
@@ -5,17 +8,22 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 
+from cbi_service.accounting import service as accounting
+from cbi_service.accounting.schemas import LedgerAccountOut, LedgerEntryOut, TrialBalanceOut
 from cbi_service.auth.dependencies import require_roles
 from cbi_service.auth.roles import Principal, Role
 from cbi_service.exports import service
-from cbi_service.exports.streaming import ClosingStreamingResponse
 from cbi_service.exports.writers import MEDIA_TYPES, ExportFormat
 from cbi_service.kit.db import SessionDep
+from cbi_service.kit.money import CurrencyCode
+from cbi_service.kit.pagination import Page, PageDep, encode_cursor
 from cbi_service.kit.routing import StorableTextRoute
+from cbi_service.kit.streaming import ClosingStreamingResponse
 from cbi_service.kit.timeutil import AwareDatetimeQuery
 
-router = APIRouter(prefix="/v1/ledger", tags=["auditors"], route_class=StorableTextRoute)
+router = APIRouter(prefix="/v1/ledger", route_class=StorableTextRoute)
 Auditor = Annotated[Principal, Depends(require_roles(Role.auditor, Role.finance))]
+LedgerReader = Annotated[Principal, Depends(require_roles(Role.auditor, Role.finance, Role.admin))]
 
 EXPORT_DESCRIPTION = """
 Every ledger entry with its transaction (id, key, kind, phase, related transaction, description,
@@ -46,6 +54,7 @@ _BODY = {"schema": {"type": "string", "format": "binary"}}
 
 @router.get(
     "/export",
+    tags=["auditors"],
     response_class=ClosingStreamingResponse,
     description=EXPORT_DESCRIPTION,
     responses={200: {"description": "The export file.", "content": {MEDIA_TYPES[f]: _BODY for f in ExportFormat}}},
@@ -65,3 +74,42 @@ async def export_ledger(
         media_type=MEDIA_TYPES[fmt],
         headers={"Content-Disposition": f'attachment; filename="{plan.filename}"'},
     )
+
+
+@router.get("/accounts", tags=["ledger"], response_model=Page[LedgerAccountOut])
+async def list_accounts(
+    session: SessionDep,
+    _: LedgerReader,
+    page: PageDep,
+    programme_id: uuid.UUID | None = None,
+    currency: CurrencyCode | None = None,
+) -> Page[LedgerAccountOut]:
+    items, after = await accounting.list_ledger_accounts(
+        session, after_id=page.after_id(), limit=page.limit, programme_id=programme_id, currency=currency
+    )
+    return Page(items=items, next_cursor=encode_cursor([after]) if after else None)
+
+
+@router.get("/accounts/{account_id}/entries", tags=["ledger"], response_model=Page[LedgerEntryOut])
+async def account_entries(
+    account_id: uuid.UUID, session: SessionDep, _: LedgerReader, page: PageDep
+) -> Page[LedgerEntryOut]:
+    """The account's entries oldest first, each with the running posted balance after it."""
+    keys = page.keys()
+    items, cursor = await accounting.account_entries(
+        session, account_id, cursor=keys[0] if keys else None, limit=page.limit
+    )
+    return Page(items=items, next_cursor=encode_cursor([cursor]) if cursor else None)
+
+
+@router.get("/trial-balance", tags=["ledger"], response_model=TrialBalanceOut)
+async def trial_balance(
+    session: SessionDep,
+    _: LedgerReader,
+    as_of: Annotated[
+        AwareDatetimeQuery | None,
+        Query(description="RFC 3339 with offset, years 1900 to 9998 in UTC; balances as they stood then."),
+    ] = None,
+    programme_id: uuid.UUID | None = None,
+) -> TrialBalanceOut:
+    return await accounting.trial_balance(session, as_of=as_of, programme_id=programme_id)

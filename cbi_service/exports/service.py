@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from cbi_service.accounting.service import programme_prefix
 from cbi_service.audit.service import record_audit
 from cbi_service.auth.roles import Principal
 from cbi_service.exports.repository import ExportQuery
 from cbi_service.exports.writers import ExportFormat, render
 from cbi_service.kit.errors import UnprocessableEntity
-from cbi_service.ledger_api.service import programme_prefix
 from cbi_service.programmes.service import get_programme
 
 

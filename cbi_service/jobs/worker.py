@@ -30,7 +30,7 @@ HANDLER_MODULES = (
     "cbi_service.beneficiaries.imports",
     "cbi_service.disbursement.dispatch",
     "cbi_service.webhooks.jobs",
-    "cbi_service.reconciliation.jobs",
+    "cbi_service.reconciliation.tasks",
 )
 
 

@@ -9,15 +9,23 @@ from fastapi.responses import Response
 from cbi_service.auth.dependencies import READ_ANY, require_roles
 from cbi_service.auth.roles import Principal, Role
 from cbi_service.kit.db import SessionDep
-from cbi_service.kit.idempotency import IdempotencyDep
+from cbi_service.kit.idempotency import IdempotencyDep, RequiredIdempotencyDep
 from cbi_service.kit.pagination import Page, PageDep, page_of
 from cbi_service.kit.routing import StorableTextRoute
 from cbi_service.programmes import service
-from cbi_service.programmes.schemas import ProgrammeCreate, ProgrammeOut, Sector
+from cbi_service.programmes.schemas import (
+    FundingCreate,
+    FundingOut,
+    ProgrammeBalancesOut,
+    ProgrammeCreate,
+    ProgrammeOut,
+    Sector,
+)
 
 router = APIRouter(prefix="/v1/programmes", tags=["programmes"], route_class=StorableTextRoute)
 Writer = Annotated[Principal, Depends(require_roles(Role.admin, Role.programme_officer))]
 Reader = Annotated[Principal, Depends(require_roles(*READ_ANY))]
+Finance = Annotated[Principal, Depends(require_roles(Role.finance))]
 
 
 @router.post("", status_code=201, response_model=ProgrammeOut)
@@ -50,3 +58,19 @@ async def list_programmes(
 @router.get("/{programme_id}", response_model=ProgrammeOut)
 async def get_programme(programme_id: uuid.UUID, session: SessionDep, _: Reader) -> ProgrammeOut:
     return ProgrammeOut.of(await service.get_programme(session, programme_id))
+
+
+@router.post("/{programme_id}/funds", status_code=201, response_model=FundingOut)
+async def fund_programme(
+    programme_id: uuid.UUID, body: FundingCreate, session: SessionDep, principal: Finance, idem: RequiredIdempotencyDep
+) -> Response:
+    """Post donor money to the programme's `available` balance (Idempotency-Key required)."""
+    key = idem.key or ""
+    return await idem.run(
+        body, lambda: service.fund_programme(session, principal, programme_id, body, key), status_code=201
+    )
+
+
+@router.get("/{programme_id}/balances", response_model=ProgrammeBalancesOut)
+async def programme_balances(programme_id: uuid.UUID, session: SessionDep, _: Reader) -> ProgrammeBalancesOut:
+    return await service.programme_balances(session, programme_id)

@@ -8,7 +8,8 @@ from typing import Annotated
 import pycountry
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from cbi_service.kit.money import CurrencyCode, format_amount, parse_amount
+from cbi_service.accounting.service import ProgrammeBalances
+from cbi_service.kit.money import CurrencyCode, Money, PositiveMoney, format_amount, parse_amount
 from cbi_service.programmes.models import DELIVERY_MECHANISMS, SECTORS, Programme
 
 Sector = StrEnum("Sector", {s: s for s in SECTORS})  # type: ignore[misc]
@@ -94,3 +95,47 @@ class ProgrammeOut(BaseModel):
             voucher_validity_days=programme.voucher_validity_days,
             created_at=programme.created_at,
         )
+
+
+class FundingCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    amount: PositiveMoney
+    source: str = Field(min_length=1, max_length=200, description="The donor's name.", examples=["ECHO"])
+    reference: str = Field(min_length=1, max_length=200, description="The grant or transfer reference.")
+
+
+class ProgrammeBalancesOut(BaseModel):
+    """Read from the ledger; `funded = available + committed + disbursed` always (`disbursed` includes
+    `redeemed`)."""
+
+    programme_id: uuid.UUID
+    funded: Money
+    available: Money
+    committed: Money
+    disbursed: Money
+    redeemed: Money
+    returned: Money
+
+    @classmethod
+    def of(cls, programme_id: uuid.UUID, balances: ProgrammeBalances) -> ProgrammeBalancesOut:
+        c = balances.currency
+        return cls(
+            programme_id=programme_id,
+            funded=Money.of(balances.funded, c),
+            available=Money.of(balances.available, c),
+            committed=Money.of(balances.committed, c),
+            disbursed=Money.of(balances.disbursed, c),
+            redeemed=Money.of(balances.redeemed, c),
+            returned=Money.of(balances.returned, c),
+        )
+
+
+class FundingOut(BaseModel):
+    transaction_id: uuid.UUID
+    programme_id: uuid.UUID
+    amount: Money
+    source: str
+    reference: str
+    posted_at: datetime
+    balances: ProgrammeBalancesOut

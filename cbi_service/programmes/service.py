@@ -1,4 +1,8 @@
-"""Programmes: the budget and delivery settings every batch of payments runs under."""
+"""Programmes: the budget and delivery settings every batch of payments runs under, and their funding.
+
+A programme's money is kept by accounting (its chart of accounts in the ledger); this service looks the
+programme up and hands it to accounting, which never reads the programmes table itself.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,21 @@ from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cbi_service.accounting import service as accounting
 from cbi_service.audit.service import record_audit
 from cbi_service.auth.roles import Principal
 from cbi_service.kit.errors import NotFound, UnprocessableEntity
+from cbi_service.kit.money import Money, require_currency
 from cbi_service.kit.settings import Settings
-from cbi_service.ledger_api.service import open_programme_accounts
 from cbi_service.programmes.models import Programme
 from cbi_service.programmes.repository import ProgrammeRepository
-from cbi_service.programmes.schemas import ProgrammeCreate, ProgrammeOut
+from cbi_service.programmes.schemas import (
+    FundingCreate,
+    FundingOut,
+    ProgrammeBalancesOut,
+    ProgrammeCreate,
+    ProgrammeOut,
+)
 
 
 def _check_provider(settings: Settings, data: ProgrammeCreate) -> None:
@@ -49,7 +60,7 @@ async def create_programme(
             created_by=principal.id,
         )
     )
-    await open_programme_accounts(session, programme)
+    await accounting.open_programme_accounts(session, programme)
     out = ProgrammeOut.of(programme)
     await record_audit(
         session, principal, "programme.created", "programme", programme.id, None, out.model_dump(mode="json")
@@ -68,3 +79,55 @@ async def list_programmes(
     session: AsyncSession, *, after_id: uuid.UUID | None, limit: int, country: str | None, sector: str | None
 ) -> Sequence[Programme]:
     return await ProgrammeRepository(session).list(after_id=after_id, limit=limit, country=country, sector=sector)
+
+
+async def programme_balances(session: AsyncSession, programme_id: uuid.UUID) -> ProgrammeBalancesOut:
+    programme = await get_programme(session, programme_id)
+    return ProgrammeBalancesOut.of(programme.id, await accounting.programme_balances(session, programme))
+
+
+async def fund_programme(
+    session: AsyncSession, principal: Principal, programme_id: uuid.UUID, body: FundingCreate, request_key: str
+) -> FundingOut:
+    """Donor money to the programme's `available` balance, audited with the balances before and after."""
+    programme = await get_programme(session, programme_id)
+    amount = require_currency(body.amount, programme.currency)
+    accounts = await accounting.programme_accounts(session, programme)
+    before = await accounting.programme_balances(session, programme, accounts)
+    tx = await accounting.fund(
+        session,
+        programme,
+        amount,
+        source=body.source,
+        reference=body.reference,
+        request_key=f"{principal.id}:{request_key}",
+        accounts=accounts,
+    )
+    after = await accounting.programme_balances(session, programme, accounts)
+    out = FundingOut(
+        transaction_id=tx.id,
+        programme_id=programme.id,
+        amount=Money.of(amount, programme.currency),
+        source=body.source,
+        reference=body.reference,
+        posted_at=tx.posted_at,
+        balances=ProgrammeBalancesOut.of(programme.id, after),
+    )
+    await record_audit(
+        session,
+        principal,
+        "programme.funded",
+        "programme",
+        programme.id,
+        {"funded": before.funded, "available": before.available},
+        {
+            "funded": after.funded,
+            "available": after.available,
+            "amount_minor": amount,
+            "currency": programme.currency,
+            "source": body.source,
+            "reference": body.reference,
+            "transaction_id": str(tx.id),
+        },
+    )
+    return out

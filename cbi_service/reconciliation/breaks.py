@@ -19,9 +19,9 @@ from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.providers.base import ProviderEvent
+from cbi_service.accounting.service import programme_balances
 from cbi_service.audit.service import record_audit
 from cbi_service.entitlements.models import Entitlement
-from cbi_service.ledger_api.service import programme_balances
 from cbi_service.programmes.models import Programme
 from cbi_service.reconciliation.models import BREAK_KINDS, ReconciliationBreak
 from cbi_service.reconciliation.repository import BreakRepository

@@ -1,7 +1,7 @@
 """Statement lines in, findings out: COPY for the upload, set-based SQL for the matching.
 
 What "in the ledger" means for provider P: an entitlement of a programme whose provider is P, with a
-disbursement posting in the ledger (kind `disbursement`, posted by `ledger_api.disburse` when the provider
+disbursement posting in the ledger (kind `disbursement`, posted by `accounting.service.disburse` when the provider
 issued it; its key is `prog:{programme}:disbursement:{entitlement}:issued`). Its ledger amount and currency
 are that posting's (the total, should an entitlement have been disbursed more than once), its date the
 last posting's UTC day. Later movements (redemption, return of an expired voucher) do not change what
@@ -17,12 +17,12 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from cbi_service.accounting.service import DISBURSEMENT
 from cbi_service.kit.db import read_snapshot
-from cbi_service.ledger_api.service import DISBURSEMENT
 from cbi_service.reconciliation.models import CATEGORIES, Reconciliation, ReconciliationBreak
 from cbi_service.reconciliation.statement import Line
 
@@ -167,6 +167,11 @@ class ReconciliationRepository:
         if for_update:
             stmt = stmt.with_for_update()
         return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def stamp_finished(self, reconciliation: Reconciliation) -> None:
+        """`finished_at` from the database's clock, like `created_at`."""
+        reconciliation.finished_at = func.now()
+        await self.session.flush()
 
     async def match_chunk(self, reconciliation: Reconciliation, size: int) -> Counter[str]:
         """Findings for the next `size` lines after the last line already reconciled."""

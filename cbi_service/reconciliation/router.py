@@ -10,11 +10,12 @@ from fastapi.responses import Response
 
 from cbi_service.auth.dependencies import require_roles
 from cbi_service.auth.roles import Principal, Role
-from cbi_service.exports.streaming import ClosingStreamingResponse
 from cbi_service.kit.db import SessionDep
 from cbi_service.kit.idempotency import IdempotencyDep
+from cbi_service.kit.negotiation import CSV_CONTENT, CSV_MEDIA_TYPE, wants_csv
 from cbi_service.kit.pagination import Page, PageDep, page_of
 from cbi_service.kit.routing import StorableTextRoute
+from cbi_service.kit.streaming import ClosingStreamingResponse
 from cbi_service.kit.timeutil import IsoDate
 from cbi_service.reconciliation import breaks, service
 from cbi_service.reconciliation.schemas import (
@@ -23,7 +24,6 @@ from cbi_service.reconciliation.schemas import (
     ReconciliationOut,
     ReconciliationReport,
 )
-from cbi_service.reports.negotiation import CSV_CONTENT, CSV_MEDIA_TYPE, wants_csv
 
 router = APIRouter(prefix="/v1/reconciliations", tags=["auditors"], route_class=StorableTextRoute)
 Reconciler = Annotated[Principal, Depends(require_roles(Role.finance, Role.auditor))]

@@ -23,6 +23,7 @@ import contextlib
 import io
 import json
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import date
 from typing import IO, Any
@@ -37,6 +38,7 @@ from cbi_service.kit.errors import NotFound, UnprocessableEntity
 from cbi_service.kit.ids import new_id
 from cbi_service.kit.money import Money
 from cbi_service.kit.settings import Settings
+from cbi_service.kit.timeutil import day_bounds
 from cbi_service.reconciliation.models import Reconciliation
 from cbi_service.reconciliation.repository import ReconciliationRepository, stream_items
 from cbi_service.reconciliation.schemas import (
@@ -51,6 +53,7 @@ from cbi_service.reconciliation.statement import Line, StatementError, Summary, 
 JOB_KIND = "reconciliation.run"
 JOB_ATTEMPTS = 5
 COPY_BATCH = 5_000
+CHUNK_LINES = 10_000
 
 
 def _next_batch(batches: Iterator[list[Line]]) -> list[Line] | None:
@@ -144,6 +147,66 @@ async def get_reconciliation(session: AsyncSession, reconciliation_id: uuid.UUID
     if reconciliation is None:
         raise NotFound("Reconciliation not found.")
     return ReconciliationOut.of(reconciliation)
+
+
+# -------------------------------------------------------------------------------------------- the job's steps
+
+
+def _count(reconciliation: Reconciliation, found: Counter[str]) -> None:
+    for category, number in found.items():
+        setattr(reconciliation, category, getattr(reconciliation, category) + number)
+
+
+async def reconcile_next_chunk(session: AsyncSession, reconciliation_id: uuid.UUID) -> bool:
+    """Reconcile the next chunk of lines, or close the period; False once there is nothing left to do.
+
+    Runs in the caller's transaction with the reconciliation row locked: the findings, the counts and
+    `lines_done` commit together."""
+    repo = ReconciliationRepository(session)
+    reconciliation = await repo.get(reconciliation_id, for_update=True)
+    if reconciliation is None or reconciliation.status != "running":
+        return False
+    if reconciliation.lines_done < reconciliation.lines_total:
+        found = await repo.match_chunk(reconciliation, CHUNK_LINES)
+        if not found:
+            raise RuntimeError(f"{reconciliation.lines_done} of {reconciliation.lines_total} lines, none left")
+        _count(reconciliation, found)
+        reconciliation.lines_done += sum(found.values())
+        return True
+    start, end = day_bounds(reconciliation.period_start, reconciliation.period_end)
+    reconciliation.missing_in_statement += await repo.insert_unmatched(reconciliation, start, end)
+    reconciliation.status = "completed"
+    await repo.stamp_finished(reconciliation)
+    await record_audit(
+        session,
+        None,
+        "reconciliation.completed",
+        "reconciliation",
+        reconciliation.id,
+        {"status": "running"},
+        {
+            "status": "completed",
+            "matched": reconciliation.matched,
+            "amount_mismatch": reconciliation.amount_mismatch,
+            "missing_in_ledger": reconciliation.missing_in_ledger,
+            "missing_in_statement": reconciliation.missing_in_statement,
+        },
+    )
+    return False
+
+
+async def fail_reconciliation(session: AsyncSession, reconciliation_id: uuid.UUID, error: str) -> None:
+    """A job out of attempts: the reconciliation stops as failed, saying why."""
+    repo = ReconciliationRepository(session)
+    reconciliation = await repo.get(reconciliation_id, for_update=True)
+    if reconciliation is None or reconciliation.status != "running":
+        return
+    reconciliation.status = "failed"
+    reconciliation.error = error
+    await repo.stamp_finished(reconciliation)
+    await record_audit(
+        session, None, "reconciliation.failed", "reconciliation", reconciliation.id, {"status": "running"}, None
+    )
 
 
 # -------------------------------------------------------------------------------------------- reports

@@ -8,10 +8,10 @@ from fastapi.responses import Response
 from cbi_service.auth.dependencies import READ_ANY, require_roles
 from cbi_service.auth.roles import Principal
 from cbi_service.kit.db import SessionDep
+from cbi_service.kit.negotiation import CSV_CONTENT, csv_response, wants_csv
 from cbi_service.kit.routing import StorableTextRoute
 from cbi_service.kit.timeutil import IsoDate
 from cbi_service.reports import service
-from cbi_service.reports.negotiation import CSV_CONTENT, csv_response, wants_csv
 from cbi_service.reports.schemas import PeopleReached
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"], route_class=StorableTextRoute)

@@ -26,12 +26,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.providers.base import MalformedEvent, ProviderEvent
 from adapters.providers.card_numbers import contains_pan, redact_pans
+from cbi_service.accounting.service import InsufficientBalance
 from cbi_service.batches.models import RELEASED_STATUSES
 from cbi_service.entitlements import service as entitlements
 from cbi_service.entitlements.models import Entitlement
 from cbi_service.entitlements.repository import EntitlementRepository
 from cbi_service.kit.ids import new_id
-from cbi_service.ledger_api.service import InsufficientBalance
 from cbi_service.reconciliation import breaks
 from cbi_service.webhooks import metrics
 from cbi_service.webhooks.models import WebhookEvent

@@ -8,9 +8,9 @@ import uuid
 import pytest
 from sqlalchemy import select
 
+from cbi_service.accounting import service as ledger_service
 from cbi_service.entitlements.models import Entitlement
 from cbi_service.entitlements.service import mark_expired, mark_failed, mark_issued, mark_redeemed
-from cbi_service.ledger_api import service as ledger_service
 from cbi_service.programmes.models import Programme
 from ledger import schema
 from tests.disbursement.support import (

@@ -12,10 +12,10 @@ import openpyxl
 import pyarrow.parquet as pq
 import pytest
 
+from cbi_service.accounting.service import programme_balances
 from cbi_service.exports.rows import COLUMNS
 from cbi_service.exports.verify import verify_file
 from cbi_service.exports.writers import _row_boundary, parquet_schema
-from cbi_service.ledger_api.service import programme_balances
 from cbi_service.programmes.service import get_programme
 from ledger import Ledger
 from ledger.verify import EXPORT_COLUMNS

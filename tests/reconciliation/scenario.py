@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from cbi_service.accounting.service import fund
 from cbi_service.entitlements.service import mark_failed, mark_issued
-from cbi_service.ledger_api.service import fund
 from cbi_service.programmes.models import Programme
 from tests.helpers import programme_body
 

@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
+from cbi_service.accounting import service
 from cbi_service.kit.errors import UnprocessableEntity
-from cbi_service.ledger_api import service
 from cbi_service.programmes.models import Programme
 from tests.helpers import assert_problem, programme_body
 

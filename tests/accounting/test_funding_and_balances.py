@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from cbi_service.accounting import service
 from cbi_service.kit.errors import Conflict
-from cbi_service.ledger_api import service
 from cbi_service.programmes.models import Programme
 from ledger import Ledger, schema
 from tests.helpers import assert_problem, programme_body

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from cbi_service.accounting import service
 from cbi_service.kit.pagination import encode_cursor
-from cbi_service.ledger_api import service
 from cbi_service.programmes.models import Programme
 from ledger import CurrencyMismatch, Ledger
 from tests.helpers import assert_problem, programme_body

@@ -1,4 +1,4 @@
-"""Reports answer JSON or, when the client prefers it in `Accept`, CSV."""
+"""Content negotiation for routes that answer JSON or, when the client prefers it in `Accept`, CSV."""
 
 from __future__ import annotations
 

@@ -1,44 +1,15 @@
+"""The ledger as auditors and finance read it: accounts with their balances, entries, the trial balance."""
+
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from cbi_service.kit.money import Money, PositiveMoney
+from cbi_service.kit.money import Money
 from ledger import Account, AccountEntry, Balance, TrialBalance
-
-
-class FundingCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    amount: PositiveMoney
-    source: str = Field(min_length=1, max_length=200, description="The donor's name.", examples=["ECHO"])
-    reference: str = Field(min_length=1, max_length=200, description="The grant or transfer reference.")
-
-
-class ProgrammeBalancesOut(BaseModel):
-    """Read from the ledger; `funded = available + committed + disbursed` always (`disbursed` includes
-    `redeemed`)."""
-
-    programme_id: uuid.UUID
-    funded: Money
-    available: Money
-    committed: Money
-    disbursed: Money
-    redeemed: Money
-    returned: Money
-
-
-class FundingOut(BaseModel):
-    transaction_id: uuid.UUID
-    programme_id: uuid.UUID
-    amount: Money
-    source: str
-    reference: str
-    posted_at: datetime
-    balances: ProgrammeBalancesOut
 
 
 class BalanceOut(BaseModel):

@@ -21,7 +21,7 @@ reserved) without that restriction.
 
 Ledger keys name the business event a posting records: `prog:{programme}:{operation}:{subject}:{event}`,
 where the caller supplies `event` from facts it holds under the subject's row lock (see
-`cbi_service.entitlements.postings`: `approved`, `cancelled`, `failure-2`, `after-3000000`...); issues
+`cbi_service.accounting.postings`: `approved`, `cancelled`, `failure-2`, `after-3000000`...); issues
 are `disbursement:{entitlement}:issued` (an entitlement is issued once), returns
 `return:{entitlement}:{reason}` (expiry and cancellation end an entitlement). Two units of work recording
 different events therefore never share a key, and one event can only ever be posted once. The state
@@ -38,24 +38,13 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cbi_service.audit.service import record_audit
-from cbi_service.auth.roles import Principal
+from cbi_service.accounting.schemas import LedgerAccountOut, LedgerEntryOut, TrialBalanceOut
 from cbi_service.kit.errors import Conflict, NotFound, UnprocessableEntity
-from cbi_service.kit.money import Money, require_currency
 from cbi_service.kit.pagination import bad_cursor
-from cbi_service.ledger_api.schemas import (
-    FundingCreate,
-    FundingOut,
-    LedgerAccountOut,
-    LedgerEntryOut,
-    ProgrammeBalancesOut,
-    TrialBalanceOut,
-)
-from cbi_service.programmes.models import Programme
-from cbi_service.programmes.repository import ProgrammeRepository
 from ledger import (
     AccountFlags,
     AccountKind,
@@ -92,6 +81,17 @@ RETURN = "return"
 
 #: The event of a disbursement: an entitlement is issued at most once.
 ISSUED = "issued"
+
+
+class ProgrammeRef(Protocol):
+    """What accounting needs of a programme: its id (in every account code and ledger key) and its currency.
+    Callers pass the programme they looked up; accounting never reads the programmes table itself."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+
+    @property
+    def currency(self) -> str: ...
 
 
 class LedgerOutOfStep(RuntimeError):
@@ -144,7 +144,7 @@ async def _ledger(session: AsyncSession) -> Ledger:
     return Ledger(await session.connection())
 
 
-async def open_programme_accounts(session: AsyncSession, programme: Programme) -> None:
+async def open_programme_accounts(session: AsyncSession, programme: ProgrammeRef) -> None:
     """Create the programme's chart of accounts (idempotent: existing accounts are kept)."""
     ledger = await _ledger(session)
     for name, (kind, flags) in CHART.items():
@@ -157,7 +157,7 @@ async def open_programme_accounts(session: AsyncSession, programme: Programme) -
         )
 
 
-async def programme_accounts(session: AsyncSession, programme: Programme) -> ProgrammeAccounts:
+async def programme_accounts(session: AsyncSession, programme: ProgrammeRef) -> ProgrammeAccounts:
     """The chart's account ids, read (never created) in the caller's transaction."""
     codes = {name: account_code(programme.id, name) for name in CHART}
     found = await (await _ledger(session)).get_accounts_by_code(list(codes.values()))
@@ -168,7 +168,7 @@ async def programme_accounts(session: AsyncSession, programme: Programme) -> Pro
 
 
 async def programme_balances(
-    session: AsyncSession, programme: Programme, accounts: ProgrammeAccounts | None = None
+    session: AsyncSession, programme: ProgrammeRef, accounts: ProgrammeAccounts | None = None
 ) -> ProgrammeBalances:
     """The §3 balances, read from the ledger's counters and, for `returned`, from its return postings
     (`accounts`: the programme's chart, when the caller has it already)."""
@@ -198,7 +198,7 @@ def _fresh(tx: Transaction) -> Transaction:
 
 async def _move(
     session: AsyncSession,
-    programme: Programme,
+    programme: ProgrammeRef,
     operation: str,
     subject: uuid.UUID,
     event: str,
@@ -244,7 +244,7 @@ def _insufficient(account: str) -> InsufficientBalance:
 
 async def fund(
     session: AsyncSession,
-    programme: Programme,
+    programme: ProgrammeRef,
     amount: int,
     *,
     source: str,
@@ -285,7 +285,7 @@ async def fund(
 
 
 async def reserve(
-    session: AsyncSession, programme: Programme, subject_id: uuid.UUID, amount_minor: int, *, event: str
+    session: AsyncSession, programme: ProgrammeRef, subject_id: uuid.UUID, amount_minor: int, *, event: str
 ) -> Transaction:
     """Reserve money for an approved batch (or a retried entitlement): available -> committed."""
     return await _move(
@@ -302,7 +302,7 @@ async def reserve(
 
 
 async def release_reservation(
-    session: AsyncSession, programme: Programme, subject_id: uuid.UUID, amount_minor: int, *, event: str
+    session: AsyncSession, programme: ProgrammeRef, subject_id: uuid.UUID, amount_minor: int, *, event: str
 ) -> Transaction:
     """Give back reserved money that will not be issued (batch cancelled, entitlement failed or cancelled)."""
     return await _move(
@@ -319,7 +319,7 @@ async def release_reservation(
 
 
 async def disburse(
-    session: AsyncSession, programme: Programme, entitlement_id: uuid.UUID, amount_minor: int
+    session: AsyncSession, programme: ProgrammeRef, entitlement_id: uuid.UUID, amount_minor: int
 ) -> Transaction:
     """An entitlement was issued to its beneficiary: committed -> disbursed."""
     return await _move(
@@ -335,7 +335,9 @@ async def disburse(
     )
 
 
-async def disburse_many(session: AsyncSession, items: Sequence[tuple[Programme, uuid.UUID, int]]) -> list[Transaction]:
+async def disburse_many(
+    session: AsyncSession, items: Sequence[tuple[ProgrammeRef, uuid.UUID, int]]
+) -> list[Transaction]:
     """`disburse` for many entitlements in one bulk posting (accounts locked once, rows written in bulk)."""
     if not items:
         return []
@@ -366,7 +368,7 @@ async def disburse_many(session: AsyncSession, items: Sequence[tuple[Programme, 
 
 
 async def redeem(
-    session: AsyncSession, programme: Programme, entitlement_id: uuid.UUID, amount_minor: int, *, event: str
+    session: AsyncSession, programme: ProgrammeRef, entitlement_id: uuid.UUID, amount_minor: int, *, event: str
 ) -> Transaction:
     """Money issued on an entitlement was spent at a merchant: disbursed -> redeemed."""
     return await _move(
@@ -383,7 +385,7 @@ async def redeem(
 
 
 async def return_to_budget(
-    session: AsyncSession, programme: Programme, entitlement_id: uuid.UUID, amount: int, reason: str
+    session: AsyncSession, programme: ProgrammeRef, entitlement_id: uuid.UUID, amount: int, reason: str
 ) -> Transaction:
     """Issued money comes back to the budget (expired or cancelled voucher): disbursed -> available.
 
@@ -405,78 +407,7 @@ async def return_to_budget(
     )
 
 
-# ------------------------------------------------------------------------------------------ API reads/writes
-
-
-async def _programme(session: AsyncSession, programme_id: uuid.UUID) -> Programme:
-    programme = await ProgrammeRepository(session).get(programme_id)
-    if programme is None:
-        raise NotFound("Programme not found.")
-    return programme
-
-
-def balances_out(programme_id: uuid.UUID, balances: ProgrammeBalances) -> ProgrammeBalancesOut:
-    c = balances.currency
-    return ProgrammeBalancesOut(
-        programme_id=programme_id,
-        funded=Money.of(balances.funded, c),
-        available=Money.of(balances.available, c),
-        committed=Money.of(balances.committed, c),
-        disbursed=Money.of(balances.disbursed, c),
-        redeemed=Money.of(balances.redeemed, c),
-        returned=Money.of(balances.returned, c),
-    )
-
-
-async def get_programme_balances(session: AsyncSession, programme_id: uuid.UUID) -> ProgrammeBalancesOut:
-    programme = await _programme(session, programme_id)
-    return balances_out(programme.id, await programme_balances(session, programme))
-
-
-async def fund_programme(
-    session: AsyncSession, principal: Principal, programme_id: uuid.UUID, body: FundingCreate, request_key: str
-) -> FundingOut:
-    programme = await _programme(session, programme_id)
-    amount = require_currency(body.amount, programme.currency)
-    accounts = await programme_accounts(session, programme)
-    before = await programme_balances(session, programme, accounts)
-    tx = await fund(
-        session,
-        programme,
-        amount,
-        source=body.source,
-        reference=body.reference,
-        request_key=f"{principal.id}:{request_key}",
-        accounts=accounts,
-    )
-    after = await programme_balances(session, programme, accounts)
-    out = FundingOut(
-        transaction_id=tx.id,
-        programme_id=programme.id,
-        amount=Money.of(amount, programme.currency),
-        source=body.source,
-        reference=body.reference,
-        posted_at=tx.posted_at,
-        balances=balances_out(programme.id, after),
-    )
-    await record_audit(
-        session,
-        principal,
-        "programme.funded",
-        "programme",
-        programme.id,
-        {"funded": before.funded, "available": before.available},
-        {
-            "funded": after.funded,
-            "available": after.available,
-            "amount_minor": amount,
-            "currency": programme.currency,
-            "source": body.source,
-            "reference": body.reference,
-            "transaction_id": str(tx.id),
-        },
-    )
-    return out
+# ------------------------------------------------------------------------------------------ ledger reads
 
 
 async def list_ledger_accounts(

@@ -8,7 +8,7 @@ import pytest
 
 from cbi_service.app import create_app
 from cbi_service.kit.settings import Settings
-from tests.auth.matrix import ALL, MATRIX, SIGNATURE_ROUTES
+from tests.auth.support import ALL, MATRIX, SIGNATURE_ROUTES
 
 
 def _api_routes() -> set[tuple[str, str]]:

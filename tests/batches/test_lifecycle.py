@@ -23,7 +23,7 @@ from tests.disbursement.support import (
     seed_beneficiaries,
     set_beneficiary,
 )
-from tests.helpers import assert_problem
+from tests.support import assert_problem
 
 
 async def _issue_jobs(session_factory) -> int:

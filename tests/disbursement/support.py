@@ -21,7 +21,7 @@ from cbi_service.entitlements.models import Entitlement
 from cbi_service.jobs.worker import Worker
 from cbi_service.kit.ids import new_id
 from cbi_service.kit.settings import Settings
-from tests.helpers import programme_body
+from tests.support import programme_body
 
 REGISTRAR_ID = uuid.UUID(int=1)
 

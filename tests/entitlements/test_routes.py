@@ -22,7 +22,7 @@ from tests.disbursement.support import (
     released_batch,
     seed_beneficiaries,
 )
-from tests.helpers import assert_problem
+from tests.support import assert_problem
 
 
 async def test_list_filters_and_detail_with_history(client, api_key_factory, session_factory, settings, simulator):

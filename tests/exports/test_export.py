@@ -19,9 +19,9 @@ from cbi_service.ledger_api.service import programme_balances
 from cbi_service.programmes.service import get_programme
 from ledger import Ledger
 from ledger.verify import EXPORT_COLUMNS
-from tests.exports.ledger_data import AWKWARD_DESCRIPTION, populate
-from tests.helpers import assert_problem
-from tests.reconciliation.scenario import enrol, issue, make_programme, make_staff, register, released_batch
+from tests.exports.support import AWKWARD_DESCRIPTION, populate
+from tests.reconciliation.support import enrol, issue, make_programme, make_staff, register, released_batch
+from tests.support import assert_problem
 
 BALANCE_PHASES = {"posted", "post_pending"}
 

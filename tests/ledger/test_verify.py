@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ledger import AccountKind, Ledger
 from ledger.chain import GENESIS_HASH, canonical_bytes, compute_hash, reference_canonical_bytes
 from ledger.verify import EXPORT_COLUMNS, ExportRow, verify_records, verify_rows
-from tests.ledger.helpers import create_wallet, transfer
+from tests.ledger.support import create_wallet, transfer
 
 texts = st.text(st.characters(codec="utf-8"), max_size=12)
 

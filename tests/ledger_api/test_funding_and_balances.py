@@ -16,8 +16,8 @@ from cbi_service.kit.errors import Conflict
 from cbi_service.ledger_api import service
 from cbi_service.programmes.models import Programme
 from ledger import Ledger, schema
-from tests.helpers import assert_problem, programme_body
-from tests.ledger.helpers import counter_mismatches, unbalanced_transactions
+from tests.ledger.support import counter_mismatches, unbalanced_transactions
+from tests.support import assert_problem, programme_body
 
 Headers = dict[str, str]
 

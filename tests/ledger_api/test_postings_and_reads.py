@@ -16,7 +16,7 @@ from cbi_service.kit.pagination import encode_cursor
 from cbi_service.ledger_api import service
 from cbi_service.programmes.models import Programme
 from ledger import CurrencyMismatch, Ledger
-from tests.helpers import assert_problem, programme_body
+from tests.support import assert_problem, programme_body
 
 Headers = dict[str, str]
 

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from cbi_service.entitlements.service import mark_failed, mark_issued
 from cbi_service.ledger_api.service import fund
 from cbi_service.programmes.models import Programme
-from tests.helpers import programme_body
+from tests.support import programme_body
 
 
 @dataclass

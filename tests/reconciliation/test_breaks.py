@@ -20,7 +20,7 @@ from tests.disbursement.support import (
     release,
     seed_beneficiaries,
 )
-from tests.helpers import assert_problem
+from tests.support import assert_problem
 from tests.webhooks.support import (
     apply_all,
     card_issued,

@@ -28,8 +28,8 @@ import pytest
 from sqlalchemy import func, select
 
 from cbi_service.reconciliation.models import Reconciliation, StatementLine
-from tests.helpers import assert_problem, run_jobs
-from tests.reconciliation.scenario import enrol, fail, issue, make_programme, make_staff, register, released_batch
+from tests.reconciliation.support import enrol, fail, issue, make_programme, make_staff, register, released_batch
+from tests.support import assert_problem, run_jobs
 
 HEADER = "date,entitlement_id,amount,currency,provider_ref,branch\n"
 NAMES = [("Ana", "Pérez Mora"), ("Beto", "Cárdenas"), ("Carla", "Duarte Vivas"), ("Diego", "Espinoza"),

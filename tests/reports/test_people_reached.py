@@ -17,8 +17,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tests.helpers import assert_problem
-from tests.reconciliation.scenario import (
+from tests.reconciliation.support import (
     enrol,
     fail,
     issue,
@@ -27,6 +26,7 @@ from tests.reconciliation.scenario import (
     register,
     released_batch,
 )
+from tests.support import assert_problem
 
 NDS = "Norte de Santander"
 

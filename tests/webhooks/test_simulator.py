@@ -31,7 +31,7 @@ from tests.disbursement.support import (
     release,
     seed_beneficiaries,
 )
-from tests.helpers import free_port
+from tests.support import free_port
 
 VOUCHERS = 12
 

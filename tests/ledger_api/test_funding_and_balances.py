@@ -17,15 +17,9 @@ from cbi_service.ledger_api import service
 from cbi_service.programmes.models import Programme
 from ledger import Ledger, schema
 from tests.ledger.support import counter_mismatches, unbalanced_transactions
-from tests.support import assert_problem, programme_body
+from tests.support import assert_problem, make_programme
 
 Headers = dict[str, str]
-
-
-async def _programme(client: httpx.AsyncClient, headers: Headers, currency: str = "COP") -> str:
-    response = await client.post("/v1/programmes", json=programme_body(currency=currency), headers=headers)
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
 
 
 def _fund_body(amount: str, currency: str = "COP", reference: str = "GRANT-1") -> dict[str, Any]:
@@ -67,7 +61,7 @@ async def test_programme_gets_its_chart_and_funding_moves_balances(
 ) -> None:
     admin = await api_key_factory("admin")
     finance = await api_key_factory("finance")
-    programme_id = await _programme(client, admin)
+    programme_id = str((await make_programme(client, admin))["id"])
     accounts = (await client.get("/v1/ledger/accounts", params={"programme_id": programme_id}, headers=admin)).json()
     assert sorted(a["code"].rsplit(":", 1)[1] for a in accounts["items"]) == [
         "available",
@@ -110,7 +104,7 @@ async def test_programme_gets_its_chart_and_funding_moves_balances(
 async def test_funding_validation(client: httpx.AsyncClient, api_key_factory: Any) -> None:
     admin = await api_key_factory("admin")
     finance = await api_key_factory("finance")
-    programme_id = await _programme(client, admin)
+    programme_id = str((await make_programme(client, admin))["id"])
     url = f"/v1/programmes/{programme_id}/funds"
 
     async def post(body: dict[str, Any], key: str | None = "k") -> httpx.Response:
@@ -133,7 +127,7 @@ async def test_a_refused_funding_is_replayed_and_posts_nothing(client: httpx.Asy
     """The key answers its first 422 again, and a corrected body under it is a reused key: nothing posted."""
     admin = await api_key_factory("admin")
     finance = await api_key_factory("finance")
-    programme_id = await _programme(client, admin)
+    programme_id = str((await make_programme(client, admin))["id"])
     url = f"/v1/programmes/{programme_id}/funds"
     keyed = finance | {"Idempotency-Key": "grant-usd"}
     refused = await client.post(url, json=_fund_body("10.00", currency="USD"), headers=keyed)
@@ -155,7 +149,7 @@ async def test_identity_holds_under_concurrent_funding_and_spending(
 ) -> None:
     admin = await api_key_factory("admin")
     finance = await api_key_factory("finance")
-    programme_id = await _programme(client, admin)
+    programme_id = str((await make_programme(client, admin))["id"])
 
     async def fund(n: int) -> int:
         response = await _fund(client, programme_id, finance, f"concurrent-{n}", "1000.00", reference=f"G-{n}")
@@ -198,7 +192,7 @@ async def test_programme_money_lifecycle(
 ) -> None:
     admin = await api_key_factory("admin")
     finance = await api_key_factory("finance")
-    programme_id = await _programme(client, admin)
+    programme_id = str((await make_programme(client, admin))["id"])
     await _fund(client, programme_id, finance, "fund", "1000.00")
     batch, first, second = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     async with session_factory.begin() as session:
@@ -237,7 +231,7 @@ async def test_ledger_read_routes(client: httpx.AsyncClient, api_key_factory: An
     admin = await api_key_factory("admin")
     auditor = await api_key_factory("auditor")
     finance = await api_key_factory("finance")
-    programme_id = await _programme(client, admin)
+    programme_id = str((await make_programme(client, admin))["id"])
     for n in range(3):
         await _fund(client, programme_id, finance, f"f{n}", f"{n + 1}00.00", reference=f"G{n}")
     accounts = (await client.get("/v1/ledger/accounts", params={"programme_id": programme_id}, headers=auditor)).json()
@@ -287,7 +281,7 @@ async def test_posting_keys_name_the_business_event(
 ) -> None:
     admin = await api_key_factory("admin")
     finance = await api_key_factory("finance")
-    programme_id = await _programme(client, admin)
+    programme_id = str((await make_programme(client, admin))["id"])
     await _fund(client, programme_id, finance, "fund", "100.00")
     batch, first, second = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     async with session_factory.begin() as session:

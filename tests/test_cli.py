@@ -10,7 +10,7 @@ import time
 
 import httpx
 
-from tests.helpers import free_port
+from tests.support import free_port
 
 
 def _env(tmp_path) -> dict[str, str]:

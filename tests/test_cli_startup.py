@@ -20,7 +20,7 @@ from adapters.providers.base import ProviderConfigError
 from adapters.registries.base import RegistryConfigError
 from cbi_service.app import create_app
 from tests.conftest import _admin, libpq_url, with_database
-from tests.helpers import free_port
+from tests.support import free_port
 
 UNKNOWN_ADAPTER = '{"elsewhere": {"adapter": "no_such_adapter"}}'
 

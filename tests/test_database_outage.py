@@ -37,9 +37,9 @@ from cbi_service.auth.service import create_api_key
 from cbi_service.kit.db import make_session_factory
 from cbi_service.kit.settings import to_asyncpg_url
 from cbi_service.migrate import upgrade
-from tests.beneficiaries.helpers import person_body
+from tests.beneficiaries.support import person_body
 from tests.conftest import TEST_PROVIDERS
-from tests.helpers import free_port, programme_body
+from tests.support import free_port, programme_body
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from cbi_service.migrate import alembic_config, head_revisions
 from cbi_service.schema import Base
 from ledger import AccountKind, Ledger
-from tests.ledger.helpers import transfer
+from tests.ledger.support import transfer
 
 
 def test_one_head():

@@ -24,7 +24,7 @@ from cbi_service.kit.db import make_engine, make_session_factory
 from cbi_service.kit.settings import Settings, to_asyncpg_url
 from cbi_service.openapi_spec import render_openapi
 from tests.conftest import TEST_PROVIDERS, _admin, _in_thread, with_database
-from tests.helpers import free_port
+from tests.support import free_port
 
 SPEC = Path(__file__).resolve().parents[1] / "openapi" / "openapi.json"
 

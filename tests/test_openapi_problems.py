@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.helpers import assert_problem
+from tests.support import assert_problem
 
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
 

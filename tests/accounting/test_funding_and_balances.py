@@ -16,16 +16,10 @@ from cbi_service.accounting import service
 from cbi_service.kit.errors import Conflict
 from cbi_service.programmes.models import Programme
 from ledger import Ledger, schema
-from tests.helpers import assert_problem, programme_body
-from tests.ledger.helpers import counter_mismatches, unbalanced_transactions
+from tests.ledger.support import counter_mismatches, unbalanced_transactions
+from tests.support import assert_problem, make_programme
 
 Headers = dict[str, str]
-
-
-async def _programme(client: httpx.AsyncClient, headers: Headers, currency: str = "COP") -> str:
-    response = await client.post("/v1/programmes", json=programme_body(currency=currency), headers=headers)
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
 
 
 def _fund_body(amount: str, currency: str = "COP", reference: str = "GRANT-1") -> dict[str, Any]:
@@ -67,7 +61,7 @@ async def test_programme_gets_its_chart_and_funding_moves_balances(
 ) -> None:
     admin = await api_key_factory("admin")
     finance = await api_key_factory("finance")
-    programme_id = await _programme(client, admin)
+    programme_id = str((await make_programme(client, admin))["id"])
     accounts = (await client.get("/v1/ledger/accounts", params={"programme_id": programme_id}, headers=admin)).json()
     assert sorted(a["code"].rsplit(":", 1)[1] for a in accounts["items"]) == [
         "available",
@@ -110,7 +104,7 @@ async def test_programme_gets_its_chart_and_funding_moves_balances(
 async def test_funding_validation(client: httpx.AsyncClient, api_key_factory: Any) -> None:
     admin = await api_key_factory("admin")
     finance = await api_key_factory("finance")
-    programme_id = await _programme(client, admin)
+    programme_id = str((await make_programme(client, admin))["id"])
     url = f"/v1/programmes/{programme_id}/funds"
 
     async def post(body: dict[str, Any], key: str | None = "k") -> httpx.Response:
@@ -133,7 +127,7 @@ async def test_a_refused_funding_is_replayed_and_posts_nothing(client: httpx.Asy
     """The key answers its first 422 again, and a corrected body under it is a reused key: nothing posted."""
     admin = await api_key_factory("admin")
     finance = await api_key_factory("finance")
-    programme_id = await _programme(client, admin)
+    programme_id = str((await make_programme(client, admin))["id"])
     url = f"/v1/programmes/{programme_id}/funds"
     keyed = finance | {"Idempotency-Key": "grant-usd"}
     refused = await client.post(url, json=_fund_body("10.00", currency="USD"), headers=keyed)
@@ -155,27 +149,36 @@ async def test_identity_holds_under_concurrent_funding_and_spending(
 ) -> None:
     admin = await api_key_factory("admin")
     finance = await api_key_factory("finance")
-    programme_id = await _programme(client, admin)
+    programme_id = str((await make_programme(client, admin))["id"])
 
     async def fund(n: int) -> int:
         response = await _fund(client, programme_id, finance, f"concurrent-{n}", "1000.00", reference=f"G-{n}")
         return response.status_code
 
-    async def reserve_and_issue(n: int) -> None:
+    async def reserve_and_issue(n: int) -> bool:
+        """Reserve 500.00, issue 300.00 and give 200.00 back; False when the reservation is refused."""
         async with session_factory.begin() as session:
             programme = await _programme_row(session, programme_id)
             subject = uuid.uuid4()
             try:
                 await service.reserve(session, programme, subject, 50_000, event="approved")
             except Conflict:
-                return
+                return False
             await service.disburse(session, programme, subject, 30_000)
             await service.release_reservation(session, programme, subject, 20_000, event="cancelled")
+            return True
 
-    results = await asyncio.gather(*(fund(n) for n in range(12)), *(reserve_and_issue(n) for n in range(12)))
-    assert results[:12] == [201] * 12
+    # One grant lands first, so at least one reservation finds money whatever the interleaving.
+    assert (await fund(0)) == 201
+    results = await asyncio.gather(*(fund(n) for n in range(1, 12)), *(reserve_and_issue(n) for n in range(12)))
+    assert results[:11] == [201] * 11
+    issued = sum(1 for spent in results[11:] if spent)
+    assert issued >= 1
     balances = await _balances(client, programme_id, admin)
     assert balances["funded"] == "12000.00"
+    assert balances["committed"] == "0.00"
+    assert Decimal(balances["disbursed"]) == Decimal("300.00") * issued
+    assert Decimal(balances["available"]) == Decimal("12000.00") - Decimal("300.00") * issued
     assert _identity_holds(balances)
     async with session_factory() as session:
         conn = await session.connection()
@@ -189,7 +192,7 @@ async def test_programme_money_lifecycle(
 ) -> None:
     admin = await api_key_factory("admin")
     finance = await api_key_factory("finance")
-    programme_id = await _programme(client, admin)
+    programme_id = str((await make_programme(client, admin))["id"])
     await _fund(client, programme_id, finance, "fund", "1000.00")
     batch, first, second = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     async with session_factory.begin() as session:
@@ -228,7 +231,7 @@ async def test_ledger_read_routes(client: httpx.AsyncClient, api_key_factory: An
     admin = await api_key_factory("admin")
     auditor = await api_key_factory("auditor")
     finance = await api_key_factory("finance")
-    programme_id = await _programme(client, admin)
+    programme_id = str((await make_programme(client, admin))["id"])
     for n in range(3):
         await _fund(client, programme_id, finance, f"f{n}", f"{n + 1}00.00", reference=f"G{n}")
     accounts = (await client.get("/v1/ledger/accounts", params={"programme_id": programme_id}, headers=auditor)).json()
@@ -278,7 +281,7 @@ async def test_posting_keys_name_the_business_event(
 ) -> None:
     admin = await api_key_factory("admin")
     finance = await api_key_factory("finance")
-    programme_id = await _programme(client, admin)
+    programme_id = str((await make_programme(client, admin))["id"])
     await _fund(client, programme_id, finance, "fund", "100.00")
     batch, first, second = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     async with session_factory.begin() as session:

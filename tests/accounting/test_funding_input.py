@@ -12,7 +12,7 @@ import pytest
 from cbi_service.accounting import service
 from cbi_service.kit.errors import UnprocessableEntity
 from cbi_service.programmes.models import Programme
-from tests.helpers import assert_problem, programme_body
+from tests.support import assert_problem, programme_body
 
 
 async def _funding_url(client: httpx.AsyncClient, admin: dict[str, str]) -> str:

@@ -16,7 +16,7 @@ from cbi_service.accounting import service
 from cbi_service.kit.pagination import encode_cursor
 from cbi_service.programmes.models import Programme
 from ledger import CurrencyMismatch, Ledger
-from tests.helpers import assert_problem, programme_body
+from tests.support import assert_problem, make_programme
 
 Headers = dict[str, str]
 
@@ -24,9 +24,7 @@ Headers = dict[str, str]
 async def _funded_programme(client: httpx.AsyncClient, api_key_factory: Any, amount: str = "1000.00") -> str:
     admin = await api_key_factory("admin")
     finance = await api_key_factory("finance")
-    response = await client.post("/v1/programmes", json=programme_body(), headers=admin)
-    assert response.status_code == 201, response.text
-    programme_id = str(response.json()["id"])
+    programme_id = str((await make_programme(client, admin))["id"])
     funded = await client.post(
         f"/v1/programmes/{programme_id}/funds",
         json={"amount": {"amount": amount, "currency": "COP"}, "source": "ECHO", "reference": "G"},

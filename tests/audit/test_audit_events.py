@@ -5,7 +5,7 @@ import pytest
 
 from cbi_service.auth.roles import Role
 from tests.conftest import libpq_url
-from tests.helpers import assert_problem, programme_body
+from tests.support import assert_problem, programme_body
 
 
 async def _create_programmes(client, headers, n):

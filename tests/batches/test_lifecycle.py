@@ -18,12 +18,11 @@ from tests.disbursement.support import (
     entitlements_of,
     fund,
     make_actors,
-    make_programme,
     release,
     seed_beneficiaries,
     set_beneficiary,
 )
-from tests.helpers import assert_problem
+from tests.support import assert_problem, make_programme
 
 
 async def _issue_jobs(session_factory) -> int:

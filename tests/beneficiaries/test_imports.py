@@ -17,7 +17,7 @@ from cbi_service.beneficiaries import imports
 from cbi_service.beneficiaries.imports import TEMPLATE_COLUMNS
 from cbi_service.beneficiaries.workbook import WorkbookRefused, check_workbook
 from cbi_service.jobs.worker import Worker
-from tests.helpers import assert_problem, run_jobs
+from tests.support import assert_problem, run_jobs
 
 ROW = {
     "given_names": "Ana Lucía", "family_names": "Pérez Gómez", "date_of_birth": "1985-06-20", "sex": "female",

@@ -3,8 +3,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from tests.beneficiaries.helpers import person_body
-from tests.helpers import assert_problem, programme_body
+from tests.beneficiaries.support import person_body
+from tests.support import assert_problem, programme_body
 
 
 async def test_register_returns_canonical_values_and_unique_dedup(client, api_key_factory):

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from cbi_service.cli import app
 from cbi_service.exports.rows import COLUMNS
-from tests.exports.ledger_data import populate
+from tests.exports.support import populate
 
 Record = dict[str, str]
 

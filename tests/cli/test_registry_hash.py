@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from cbi_service.cli import app as cli
 from cbi_service.kit.settings import Settings
-from tests.beneficiaries.helpers import person_body
-from tests.helpers import assert_problem
+from tests.beneficiaries.support import person_body
+from tests.support import assert_problem
 
 KEY = "clave-acordada-entre-agencias"
 PARTNER_CASELOAD = [

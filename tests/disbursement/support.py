@@ -21,7 +21,7 @@ from cbi_service.entitlements.models import Entitlement
 from cbi_service.jobs.worker import Worker
 from cbi_service.kit.ids import new_id
 from cbi_service.kit.settings import Settings
-from tests.helpers import programme_body
+from tests.support import make_programme
 
 REGISTRAR_ID = uuid.UUID(int=1)
 
@@ -112,12 +112,6 @@ async def make_actors(api_key_factory: Any) -> Actors:
         finance=await api_key_factory("finance", name="finance"),
         auditor=await api_key_factory("auditor", name="auditor"),
     )
-
-
-async def make_programme(client: httpx.AsyncClient, actors: Actors, **overrides: Any) -> dict[str, Any]:
-    response = await client.post("/v1/programmes", json=programme_body(**overrides), headers=actors.admin)
-    assert response.status_code == 201, response.text
-    return dict(response.json())
 
 
 async def fund(

@@ -25,13 +25,13 @@ from tests.disbursement.support import (
     entitlements_of,
     fund,
     make_actors,
-    make_programme,
     provider_settings,
     release,
     released_batch,
     seed_beneficiaries,
     set_beneficiary,
 )
+from tests.support import make_programme
 
 
 def _faults(simulator, **faults):

@@ -1,15 +1,8 @@
 import pytest
 
 from tests.disbursement.fixtures import settings, simulator, simulator_process
-from tests.disbursement.support import (
-    approved_batch,
-    entitlements_of,
-    fund,
-    make_actors,
-    make_programme,
-    release,
-    seed_beneficiaries,
-)
+from tests.disbursement.support import approved_batch, entitlements_of, fund, make_actors, release, seed_beneficiaries
+from tests.support import make_programme
 
 __all__ = ["settings", "simulator", "simulator_process", "voucher_batch"]
 

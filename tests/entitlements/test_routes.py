@@ -18,11 +18,10 @@ from tests.disbursement.support import (
     entitlements_of,
     fund,
     make_actors,
-    make_programme,
     released_batch,
     seed_beneficiaries,
 )
-from tests.helpers import assert_problem
+from tests.support import assert_problem, make_programme
 
 
 async def test_list_filters_and_detail_with_history(client, api_key_factory, session_factory, settings, simulator):

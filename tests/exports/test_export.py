@@ -19,9 +19,9 @@ from cbi_service.exports.writers import _row_boundary, parquet_schema
 from cbi_service.programmes.service import get_programme
 from ledger import Ledger
 from ledger.verify import EXPORT_COLUMNS
-from tests.exports.ledger_data import AWKWARD_DESCRIPTION, populate
-from tests.helpers import assert_problem
-from tests.reconciliation.scenario import enrol, issue, make_programme, make_staff, register, released_batch
+from tests.exports.support import AWKWARD_DESCRIPTION, populate
+from tests.reconciliation.support import enrol, funded_programme, issue, make_staff, register, released_batch
+from tests.support import assert_problem
 
 BALANCE_PHASES = {"posted", "post_pending"}
 
@@ -143,8 +143,8 @@ async def test_empty_ledger_exports_a_header(client, api_key_factory):
 
 async def test_programme_filter_keeps_its_whole_transactions(client, api_key_factory, session_factory, tmp_path):
     staff = await make_staff(api_key_factory)
-    mine = await make_programme(client, staff, session_factory, name="Mine")
-    await make_programme(client, staff, session_factory, name="Other", funds_minor=7_000_000)  # must stay out
+    mine = await funded_programme(client, staff, session_factory, name="Mine")
+    await funded_programme(client, staff, session_factory, name="Other", funds_minor=7_000_000)  # must stay out
     people = [
         await register(client, staff, "Inés", "Paredes Luna", born="1980-02-02", sex="female", admin1="Arauca"),
         await register(client, staff, "Tomás", "Bravo Celis", born="1975-07-07", sex="male", admin1="Arauca"),

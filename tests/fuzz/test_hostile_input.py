@@ -33,10 +33,10 @@ from cbi_service.auth.roles import Role
 from cbi_service.auth.service import create_api_key
 from cbi_service.kit.db import make_engine, make_session_factory
 from cbi_service.kit.settings import Settings, to_asyncpg_url
-from tests.auth.matrix import MATRIX
-from tests.beneficiaries.helpers import person_body
+from tests.auth.support import MATRIX
+from tests.beneficiaries.support import person_body
 from tests.conftest import TEST_PROVIDERS, _admin, _in_thread, with_database
-from tests.helpers import programme_body
+from tests.support import programme_body
 
 pytestmark = pytest.mark.slow
 

@@ -126,12 +126,23 @@ async def test_periodic_jobs_reschedule_themselves(session_factory):
     assert jobs[1].run_at > jobs[0].created_at
 
 
-async def test_run_stops_when_asked(session_factory):
+async def test_run_works_until_asked_to_stop_and_waits_for_the_job_in_hand(session_factory):
+    RUNS.clear()
+    async with session_factory.begin() as session:
+        await enqueue(session, "test.record", {"name": "while running"})
+        await enqueue(session, "test.long", {})
+    worker = _worker(session_factory, poll_seconds=0.05)
     stop = asyncio.Event()
-    task = asyncio.create_task(_worker(session_factory, poll_seconds=0.05).run(stop))
+    task = asyncio.create_task(worker.run(stop))
     await asyncio.sleep(0.2)
+    assert RUNS == [("while running", 1)]
+    assert not worker.stopping.is_set()
     stop.set()
     await asyncio.wait_for(task, timeout=5)
+    assert worker.stopping.is_set()
+    assert RUNS == [("while running", 1), ("long", 1)]
+    jobs = [j for j in await _jobs(session_factory) if j.kind.startswith("test.")]
+    assert sorted((j.kind, j.status) for j in jobs) == [("test.long", "done"), ("test.record", "done")]
 
 
 def test_backoff_is_bounded_and_grows():

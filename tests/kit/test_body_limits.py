@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from cbi_service.beneficiaries.imports import TEMPLATE_COLUMNS
-from tests.beneficiaries.helpers import person_body
-from tests.helpers import PROBLEM_JSON, assert_problem
+from tests.beneficiaries.support import person_body
+from tests.support import PROBLEM_JSON, assert_problem
 
 JSON_LIMIT = 4096
 UPLOAD_LIMIT = 256 << 10

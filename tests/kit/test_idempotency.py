@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from cbi_service.auth.service import hash_key
 from cbi_service.programmes.models import Programme
 from tests.conftest import libpq_url
-from tests.helpers import assert_problem, programme_body
+from tests.support import assert_problem, programme_body
 
 
 async def _count_programmes(session_factory) -> int:

@@ -20,8 +20,8 @@ from cbi_service.jobs.worker import Worker
 from cbi_service.kit.db import make_session_factory
 from cbi_service.kit.logging import configure_logging
 from cbi_service.kit.outage import OutageLog, unavailable_kind
-from tests.beneficiaries.helpers import person_body
-from tests.helpers import assert_problem, free_port
+from tests.beneficiaries.support import person_body
+from tests.support import assert_problem, free_port
 
 WELL_FORMED_KEY = {"Authorization": "Bearer cbi_" + "k" * 43}
 

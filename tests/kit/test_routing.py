@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from cbi_service.kit.routing import unstorable_reason
-from tests.helpers import assert_problem, programme_body
+from tests.support import assert_problem, programme_body
 
 
 async def test_every_route_refuses_unstorable_text(app, client, api_key_factory):

@@ -8,8 +8,8 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from cbi_service.kit.timeutil import AwareDatetimeQuery, IsoDate
-from tests.beneficiaries.helpers import person_body
-from tests.helpers import assert_problem
+from tests.beneficiaries.support import person_body
+from tests.support import assert_problem
 
 NOT_TIMESTAMPS = ["0.5", "0", "1700000000", "1e9", "2026-11-22", "2026-11-22T08:30:00", "２０２６-11-22T08:30:00Z"]
 

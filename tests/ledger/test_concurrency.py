@@ -18,7 +18,7 @@ from ledger import (
     Transaction,
     TransactionSpec,
 )
-from tests.ledger.helpers import counter_mismatches, create_wallet, transaction_count, transfer, unbalanced_transactions
+from tests.ledger.support import counter_mismatches, create_wallet, transaction_count, transfer, unbalanced_transactions
 
 
 async def _accounts(engine: AsyncEngine, count: int, flags: AccountFlags = AccountFlags.NONE) -> list[UUID]:

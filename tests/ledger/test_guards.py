@@ -10,7 +10,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ledger import AccountFlags, AccountKind, Ledger
-from tests.ledger.helpers import transfer
+from tests.ledger.support import transfer
 
 INSERT_TX = text(
     """

@@ -35,7 +35,7 @@ from ledger import (
     TransactionSpec,
     UnbalancedTransaction,
 )
-from tests.ledger.helpers import (
+from tests.ledger.support import (
     balances_snapshot,
     counter_mismatches,
     transaction_count,

@@ -39,7 +39,7 @@ from ledger import (
     Transaction,
     TransactionSpec,
 )
-from tests.ledger.helpers import (
+from tests.ledger.support import (
     balances_snapshot,
     counter_mismatches,
     flag_violations,

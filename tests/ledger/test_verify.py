@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ledger import AccountKind, Ledger
 from ledger.chain import GENESIS_HASH, canonical_bytes, compute_hash, reference_canonical_bytes
 from ledger.verify import EXPORT_COLUMNS, ExportRow, verify_records, verify_rows
-from tests.ledger.helpers import create_wallet, transfer
+from tests.ledger.support import create_wallet, transfer
 
 texts = st.text(st.characters(codec="utf-8"), max_size=12)
 
@@ -102,6 +102,27 @@ def _replace(row: ExportRow, **changes: object) -> ExportRow:
     return dataclasses.replace(row, **changes)  # type: ignore[arg-type]
 
 
+def _rehashed(rows: list[ExportRow], key: str) -> list[ExportRow]:
+    """The rows with the hash of transaction `key` recomputed from its (possibly forged) content."""
+    group = [r for r in rows if r.key == key]
+    head = group[0]
+    canonical = canonical_bytes(
+        tx_id=head.transaction_id,
+        key=head.key,
+        kind=head.kind,
+        phase=head.phase,
+        related_id=head.related_id,
+        chain=head.chain,
+        seq=head.seq,
+        prev_hash=head.prev_hash,
+        posted_at=head.posted_at,
+        entries=[(r.account_code, r.amount_minor, r.currency) for r in group],
+        references=head.references,
+    )
+    digest = compute_hash(canonical)
+    return [_replace(r, hash=digest) if r.key == key else r for r in rows]
+
+
 async def test_tampering_is_detected_at_the_first_bad_row(engine: AsyncEngine) -> None:
     rows = await _ledger_export(engine)
     first_of: dict[str, int] = {}
@@ -149,11 +170,17 @@ async def test_partial_exports_and_gaps(engine: AsyncEngine) -> None:
     # A time window that starts mid-chain: the first row of each stripe is trusted for its prev_hash.
     later = [r for r in rows if r.key not in {"fund", "hold"}]
     assert verify_rows(later).ok
-    # The same window starting at seq 1 of a stripe must start from the genesis hash.
+    # The same window starting at seq 1 of a stripe must start from the genesis hash. A forged prev_hash alone
+    # changes the content the hash covers; with the hash recomputed to match, the genesis check still refuses it.
     forged_start = [_replace(r, prev_hash=b"\x01" * 32) if r.key == "fund" else r for r in rows]
     report = verify_rows(forged_start)
     assert report.problem is not None
-    assert "hash mismatch" in report.problem.reason or "genesis" in report.problem.reason
+    assert report.problem.row == 1
+    assert "hash mismatch" in report.problem.reason
+    report = verify_rows(_rehashed(forged_start, "fund"))
+    assert report.problem is not None
+    assert report.problem.row == 1
+    assert "chain 0 broken: its first transaction does not start from the genesis hash" in report.problem.reason
     # An account-filtered export leaves holes in the stripes: accepted only when asked for.
     holes = [r for r in rows if not r.key.startswith("hold-2")]
     assert not verify_rows(holes).ok

@@ -24,7 +24,7 @@ from ledger import (
     UnbalancedTransaction,
 )
 from ledger.types import EntrySpec, TransactionSpec
-from tests.ledger.helpers import counter_mismatches, create_wallet, transaction_count, transfer, unbalanced_transactions
+from tests.ledger.support import counter_mismatches, create_wallet, transaction_count, transfer, unbalanced_transactions
 
 
 async def _setup(engine: AsyncEngine) -> tuple[UUID, UUID, UUID, UUID]:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 
-from tests.helpers import assert_problem, programme_body
+from tests.support import assert_problem, programme_body
 
 
 async def test_create_get_and_list(client, api_key_factory):

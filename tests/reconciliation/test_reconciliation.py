@@ -28,8 +28,8 @@ import pytest
 from sqlalchemy import func, select
 
 from cbi_service.reconciliation.models import Reconciliation, StatementLine
-from tests.helpers import assert_problem, run_jobs
-from tests.reconciliation.scenario import enrol, fail, issue, make_programme, make_staff, register, released_batch
+from tests.reconciliation.support import enrol, fail, funded_programme, issue, make_staff, register, released_batch
+from tests.support import assert_problem, run_jobs
 
 HEADER = "date,entitlement_id,amount,currency,provider_ref,branch\n"
 NAMES = [("Ana", "Pérez Mora"), ("Beto", "Cárdenas"), ("Carla", "Duarte Vivas"), ("Diego", "Espinoza"),
@@ -49,8 +49,8 @@ def window() -> dict[str, str]:
 @pytest.fixture
 async def books(client, api_key_factory, session_factory):
     staff = await make_staff(api_key_factory)
-    cards = await make_programme(client, staff, session_factory, name="Cards")
-    vouchers = await make_programme(
+    cards = await funded_programme(client, staff, session_factory, name="Cards")
+    vouchers = await funded_programme(
         client, staff, session_factory, name="Vouchers", delivery_mechanism="voucher", provider="vouchers"
     )
     people = [await register(client, staff, g, f, born="1990-01-01", sex="female", admin1="Arauca") for g, f in NAMES]

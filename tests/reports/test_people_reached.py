@@ -17,16 +17,16 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tests.helpers import assert_problem
-from tests.reconciliation.scenario import (
+from tests.reconciliation.support import (
     enrol,
     fail,
+    funded_programme,
     issue,
-    make_programme,
     make_staff,
     register,
     released_batch,
 )
+from tests.support import assert_problem
 
 NDS = "Norte de Santander"
 
@@ -38,8 +38,8 @@ def at(day: str) -> datetime:
 @pytest.fixture
 async def reached(client, api_key_factory, session_factory):
     staff = await make_staff(api_key_factory)
-    cash = await make_programme(client, staff, session_factory, name="Cash Cúcuta")
-    food = await make_programme(
+    cash = await funded_programme(client, staff, session_factory, name="Cash Cúcuta")
+    food = await funded_programme(
         client,
         staff,
         session_factory,
@@ -173,7 +173,7 @@ async def test_an_empty_period_and_bad_bounds(client, api_key_factory):
 
 async def test_csv_cells_a_spreadsheet_would_evaluate_are_neutralised(client, api_key_factory, session_factory):
     staff = await make_staff(api_key_factory)
-    cash = await make_programme(client, staff, session_factory, name="Cash Arauca")
+    cash = await funded_programme(client, staff, session_factory, name="Cash Arauca")
     formula = "=cmd|' /C calc'!A0"
     person = await register(client, staff, "Rosa", "Linares", born="1990-01-01", sex="female", admin1=formula)
     await enrol(client, staff, cash, [person])

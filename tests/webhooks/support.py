@@ -27,10 +27,10 @@ from tests.disbursement.support import (
     entitlements_of,
     fund,
     make_actors,
-    make_programme,
     release,
     seed_beneficiaries,
 )
+from tests.support import make_programme
 
 
 def event_body(event_type: str, entitlement_id: uuid.UUID | str, **data: Any) -> bytes:

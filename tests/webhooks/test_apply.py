@@ -20,10 +20,9 @@ from tests.disbursement.support import (
     entitlements_of,
     fund,
     make_actors,
-    make_programme,
     seed_beneficiaries,
 )
-from tests.helpers import assert_problem
+from tests.support import assert_problem, make_programme
 from tests.webhooks.support import (
     apply_all,
     card_issued,

@@ -27,11 +27,10 @@ from tests.disbursement.support import (
     entitlements_of,
     fund,
     make_actors,
-    make_programme,
     release,
     seed_beneficiaries,
 )
-from tests.helpers import free_port
+from tests.support import free_port, make_programme
 
 VOUCHERS = 12
 

@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 from adapters.providers.base import ProviderConfigError
 from cbi_service.app import create_app
 from tests.conftest import TEST_PROVIDERS, TEST_WEBHOOK_SECRET
-from tests.helpers import assert_problem
+from tests.support import assert_problem
 from tests.webhooks.support import (
     card_issued,
     client_for,

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from cbi_service.accounting.service import fund
 from cbi_service.entitlements.service import mark_failed, mark_issued
 from cbi_service.programmes.models import Programme
-from tests.helpers import programme_body
+from tests.support import make_programme
 
 
 @dataclass
@@ -43,7 +43,7 @@ async def _ok(response: httpx.Response, *statuses: int) -> Any:
     return response.json()
 
 
-async def make_programme(
+async def funded_programme(
     client: httpx.AsyncClient,
     staff: Staff,
     session_factory: async_sessionmaker[AsyncSession],
@@ -52,8 +52,7 @@ async def make_programme(
     **overrides: Any,
 ) -> str:
     """A funded programme needing one approval per batch."""
-    body = programme_body(approvals_required=1, **overrides)
-    programme_id = (await _ok(await client.post("/v1/programmes", json=body, headers=staff.admin)))["id"]
+    programme_id = (await make_programme(client, staff, approvals_required=1, **overrides))["id"]
     async with session_factory.begin() as session:
         programme = await session.get(Programme, uuid.UUID(programme_id))
         assert programme is not None

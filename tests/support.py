@@ -6,6 +6,8 @@ import socket
 from types import SimpleNamespace
 from typing import Any
 
+import httpx
+
 from cbi_service.jobs.worker import Worker
 
 PROBLEM_JSON = "application/problem+json"
@@ -22,6 +24,17 @@ def programme_body(**overrides: Any) -> dict[str, Any]:
     }
     body.update(overrides)
     return body
+
+
+async def make_programme(client: httpx.AsyncClient, admin: Any, **overrides: Any) -> dict[str, Any]:
+    """A programme created over the API from `programme_body(**overrides)`; returns its body.
+
+    `admin` is an admin's headers, or the actors of a test (anything with an `admin` attribute holding them).
+    """
+    headers = getattr(admin, "admin", admin)
+    response = await client.post("/v1/programmes", json=programme_body(**overrides), headers=headers)
+    assert response.status_code == 201, response.text
+    return dict(response.json())
 
 
 def assert_problem(response: Any, status: int) -> dict[str, Any]:

@@ -106,7 +106,7 @@ def worker(concurrency: Annotated[int, typer.Option(min=1, help="Jobs run at onc
     start on a database whose schema is not at the current migration.
     """
     from cbi_service.app import check_adapters
-    from cbi_service.disbursement.providers import get_provider
+    from cbi_service.issuance.providers import get_provider
     from cbi_service.jobs.worker import Worker, load_handlers
     from cbi_service.kit.db import make_engine, make_session_factory
     from cbi_service.kit.heap import settle_after_startup

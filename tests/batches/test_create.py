@@ -11,8 +11,8 @@ from sqlalchemy.exc import IntegrityError
 
 from cbi_service.entitlements.models import Entitlement
 from cbi_service.kit.ids import new_id
-from tests.disbursement.support import create_batch, entitlements_of, make_actors, make_programme, seed_beneficiaries
 from tests.helpers import assert_problem
+from tests.issuance.support import create_batch, entitlements_of, make_actors, make_programme, seed_beneficiaries
 
 
 async def test_default_list_is_enrolled_active_people_priced_by_household(client, api_key_factory, session_factory):

@@ -7,10 +7,11 @@ import uuid
 
 from sqlalchemy import func, select
 
-from cbi_service.disbursement.dispatch import ISSUE_JOB, LANES
 from cbi_service.entitlements.service import mark_expired, mark_failed, mark_issued
+from cbi_service.issuance.service import ISSUE_JOB, LANES
 from cbi_service.jobs.models import Job
-from tests.disbursement.support import (
+from tests.helpers import assert_problem
+from tests.issuance.support import (
     approved_batch,
     assert_identity,
     balances,
@@ -23,7 +24,6 @@ from tests.disbursement.support import (
     seed_beneficiaries,
     set_beneficiary,
 )
-from tests.helpers import assert_problem
 
 
 async def _issue_jobs(session_factory) -> int:

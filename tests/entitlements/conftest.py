@@ -1,7 +1,7 @@
 import pytest
 
-from tests.disbursement.fixtures import settings, simulator, simulator_process
-from tests.disbursement.support import (
+from tests.issuance.fixtures import settings, simulator, simulator_process
+from tests.issuance.support import (
     approved_batch,
     entitlements_of,
     fund,

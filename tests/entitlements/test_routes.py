@@ -9,7 +9,8 @@ import httpx
 from sqlalchemy import select
 
 from ledger import schema
-from tests.disbursement.support import (
+from tests.helpers import assert_problem
+from tests.issuance.support import (
     approved_batch,
     assert_identity,
     balances,
@@ -22,7 +23,6 @@ from tests.disbursement.support import (
     released_batch,
     seed_beneficiaries,
 )
-from tests.helpers import assert_problem
 
 
 async def test_list_filters_and_detail_with_history(client, api_key_factory, session_factory, settings, simulator):

@@ -1,3 +1,3 @@
-from tests.disbursement.fixtures import settings, simulator, simulator_process
+from tests.issuance.fixtures import settings, simulator, simulator_process
 
 __all__ = ["settings", "simulator", "simulator_process"]

@@ -8,8 +8,9 @@ from prometheus_client import REGISTRY
 from sqlalchemy import select, text
 
 from cbi_service.audit.models import AuditEvent
-from cbi_service.webhooks import service
-from tests.disbursement.support import (
+from cbi_service.entitlements import service
+from tests.helpers import assert_problem
+from tests.issuance.support import (
     approved_batch,
     assert_identity,
     balances,
@@ -20,7 +21,6 @@ from tests.disbursement.support import (
     release,
     seed_beneficiaries,
 )
-from tests.helpers import assert_problem
 from tests.webhooks.support import (
     apply_all,
     card_issued,

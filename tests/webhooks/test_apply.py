@@ -13,7 +13,8 @@ from cbi_service.batches import service as batches
 from cbi_service.batches.schemas import ApprovalCreate, BatchCreate
 from cbi_service.entitlements.models import Entitlement, EntitlementEvent
 from cbi_service.webhooks import service
-from tests.disbursement.support import (
+from tests.helpers import assert_problem
+from tests.issuance.support import (
     approved_batch,
     assert_identity,
     balances,
@@ -23,7 +24,6 @@ from tests.disbursement.support import (
     make_programme,
     seed_beneficiaries,
 )
-from tests.helpers import assert_problem
 from tests.webhooks.support import (
     apply_all,
     card_issued,

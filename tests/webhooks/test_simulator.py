@@ -20,7 +20,8 @@ from cbi_service.entitlements.models import Entitlement
 from cbi_service.kit.settings import Settings
 from cbi_service.webhooks.models import WebhookEvent
 from tests.conftest import TEST_WEBHOOK_SECRET
-from tests.disbursement.support import (
+from tests.helpers import free_port
+from tests.issuance.support import (
     approved_batch,
     assert_identity,
     balances,
@@ -31,7 +32,6 @@ from tests.disbursement.support import (
     release,
     seed_beneficiaries,
 )
-from tests.helpers import free_port
 
 VOUCHERS = 12
 

@@ -29,10 +29,10 @@ Each one
   event for review instead of losing it.
 
 The batch's own changes come here too: `create_pending`, `freeze_pending` and `cancel_pending` write a
-batch's entitlements set-based; `submit_accepted` and `withhold` are the issuance worker's; and
-`begin_retry`/`finish_retry`, `cancellable`/`cancel` are the two halves of the API's retry and cancel,
-between which `issuance` asks the provider while the row lock is held, so the provider's answer and our
-state commit together.
+batch's entitlements set-based; `claim_pending`, `mark_submitted`, `withhold` and `claim_overdue` are the
+issuance worker's; `begin_retry`/`finish_retry` and `cancellable`/`cancel` are the two halves of the API's
+retry and cancel, between which `issuance` asks the provider while the row lock is held, so the
+provider's answer and our state commit together.
 """
 
 from __future__ import annotations

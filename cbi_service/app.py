@@ -18,6 +18,8 @@ from cbi_service.dedup.registries import registries_for
 from cbi_service.entitlements.router import router as entitlements_router
 from cbi_service.exports.router import router as exports_router
 from cbi_service.health.router import router as health_router
+from cbi_service.issuance.providers import close_providers
+from cbi_service.issuance.router import router as issuance_router
 from cbi_service.jobs.worker import Worker, load_handlers
 from cbi_service.kit.body_limits import BodyGuardMiddleware, BodyLimits
 from cbi_service.kit.db import make_engine, make_session_factory
@@ -89,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             stop.set()
             if worker_task is not None:
                 await worker_task
+            await close_providers()
             await engine.dispose()
 
     app = FastAPI(
@@ -112,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         beneficiaries_router,
         batches_router,
         entitlements_router,
+        issuance_router,
         exports_router,
         reconciliation_router,
         reports_router,

@@ -106,7 +106,7 @@ def worker(concurrency: Annotated[int, typer.Option(min=1, help="Jobs run at onc
     start on a database whose schema is not at the current migration.
     """
     from cbi_service.app import check_adapters
-    from cbi_service.disbursement.providers import get_provider
+    from cbi_service.issuance.providers import close_providers, get_provider
     from cbi_service.jobs.worker import Worker, load_handlers
     from cbi_service.kit.db import make_engine, make_session_factory
     from cbi_service.kit.heap import settle_after_startup
@@ -136,6 +136,7 @@ def worker(concurrency: Annotated[int, typer.Option(min=1, help="Jobs run at onc
             try:
                 await Worker(make_session_factory(engine), state, concurrency=concurrency).run(stop)
             finally:
+                await close_providers()
                 await engine.dispose()
 
         _run_fast(main())

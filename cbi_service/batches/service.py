@@ -9,13 +9,15 @@ nor approved the batch.
 A beneficiary holds at most one live entitlement (pending, submitted, issued or redeemed) per programme
 and cycle; failed, expired and cancelled ones free the cycle, which is what lets a follow-up batch pay the
 same cycle again. Amount rules price each entitlement as min(base + per_member × household_size, max),
-recomputed at submit from the household sizes of that moment.
+recomputed at submit from the household sizes of that moment. The entitlements themselves are written by
+`entitlements`, which this domain asks; batch completion, when the last entitlement settles, is this
+domain's, called back by the state machine (`entitlements.service.when_batch_settles`).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy.exc import IntegrityError
@@ -27,8 +29,7 @@ from cbi_service.auth.roles import Principal
 from cbi_service.batches.models import RELEASED_STATUSES, UNRELEASED_STATUSES, BatchApproval, PaymentBatch
 from cbi_service.batches.repository import BatchRepository
 from cbi_service.batches.schemas import MAX_LISTED_EXCLUSIONS, ApprovalCreate, BatchCreate, BatchOut
-from cbi_service.disbursement.dispatch import start_issuance
-from cbi_service.entitlements.repository import EntitlementRepository
+from cbi_service.entitlements import service as entitlements
 from cbi_service.kit.errors import Conflict, Forbidden, NotFound, UnprocessableEntity
 from cbi_service.programmes.models import Programme
 from cbi_service.programmes.service import get_programme
@@ -56,7 +57,7 @@ async def follow_up_batch(
     source = await _get(session, batch_id)
     if source.status not in RELEASED_STATUSES:
         raise Conflict(f"Only a released batch can be followed up; this one is {source.status}.")
-    beneficiary_ids = await BatchRepository(session).follow_up_beneficiaries(source.id)
+    beneficiary_ids = await entitlements.to_follow_up(session, source.id)
     if not beneficiary_ids:
         raise Conflict("The batch has no failed or expired entitlements to follow up.")
     batch = PaymentBatch(
@@ -81,8 +82,11 @@ async def _create(
 ) -> BatchOut:
     repo = BatchRepository(session)
     await repo.add(batch)
-    await repo.fill(batch, beneficiary_ids)
-    await repo.refresh_totals(batch)
+    if beneficiary_ids is not None:
+        await repo.exclude_refused(batch, beneficiary_ids)
+    await entitlements.create_pending(session, _terms(batch), beneficiary_ids)
+    await repo.exclude_already_paid(batch, beneficiary_ids)
+    await _refresh_totals(session, batch)
     await session.flush()
     await _audit(session, principal, action, batch, None)
     return await _view(session, batch)
@@ -93,8 +97,11 @@ async def submit_batch(session: AsyncSession, principal: Principal, batch_id: uu
     repo = BatchRepository(session)
     batch = await _locked(session, batch_id, "draft")
     before = batch.summary()
-    await repo.freeze(batch, principal.name)
-    await repo.refresh_totals(batch)
+    inactive = await entitlements.freeze_pending(
+        session, _terms(batch), principal.name, reprice=batch.amount_rule is not None
+    )
+    await repo.exclude_inactive(batch.id, inactive)
+    await _refresh_totals(session, batch)
     if batch.beneficiary_count == 0:
         raise Conflict("The batch has no beneficiaries to pay.")
     programme = await get_programme(session, batch.programme_id)
@@ -145,7 +152,7 @@ async def decide_batch(
         {"decision": data.decision, "comment": data.comment},
     )
     if data.decision == "reject":
-        await repo.cancel_pending(batch.id, principal.name, "batch rejected")
+        await entitlements.cancel_pending(session, batch.id, principal.name, "batch rejected")
         _move(batch, "rejected")
         batch.closed_at = _now()
     else:
@@ -162,8 +169,20 @@ async def decide_batch(
     return await _view(session, batch)
 
 
+Released = Callable[[AsyncSession, uuid.UUID], Awaitable[None]]
+_released: list[Released] = []
+
+
+def when_released(hook: Released) -> None:
+    """Have `hook(session, batch_id)` called in the release transaction: `issuance` starts its lanes so (it
+    imports this module, so this one cannot import it back)."""
+    _released.append(hook)
+
+
 async def release_batch(session: AsyncSession, principal: Principal, batch_id: uuid.UUID) -> BatchOut:
     """approved → processing and hand the entitlements to the issuance worker (same transaction)."""
+    if not _released:
+        raise RuntimeError("no release hook registered: cbi_service.issuance.tasks is not loaded")
     repo = BatchRepository(session)
     batch = await _locked(session, batch_id, "approved")
     approvers = {row.approver_id for row in (await repo.approvals([batch.id]))[batch.id]}
@@ -174,19 +193,19 @@ async def release_batch(session: AsyncSession, principal: Principal, batch_id: u
     batch.released_by = principal.id
     batch.released_at = _now()
     await session.flush()
-    await start_issuance(session, batch.id)
+    for hook in _released:
+        await hook(session, batch.id)
     await _audit(session, principal, "payment_batch.released", batch, before)
     return await _view(session, batch)
 
 
 async def cancel_batch(session: AsyncSession, principal: Principal, batch_id: uuid.UUID) -> BatchOut:
     """Before release only; an approved batch gives back what is still reserved."""
-    repo = BatchRepository(session)
     batch = await _get(session, batch_id, for_update=True)
     if batch.status not in UNRELEASED_STATUSES:
         raise Conflict(f"A {batch.status} batch cannot be cancelled.")
     before = batch.summary()
-    _, reserved = await repo.cancel_pending(batch.id, principal.name, "batch cancelled")
+    _, reserved = await entitlements.cancel_pending(session, batch.id, principal.name, "batch cancelled")
     if batch.status == "approved":
         programme = await get_programme(session, batch.programme_id)
         await postings.release_batch_reservation(session, programme, batch.id, reserved)
@@ -205,7 +224,7 @@ async def get_batch(session: AsyncSession, batch_id: uuid.UUID) -> BatchOut:
 async def _view(session: AsyncSession, batch: PaymentBatch) -> BatchOut:
     """The batch as the API shows it, with its counts, approvals and exclusions."""
     repo = BatchRepository(session)
-    counts = await EntitlementRepository(session).counts_by_batch([batch.id])
+    counts = await entitlements.counts_by_batch(session, [batch.id])
     approvals = await repo.approvals([batch.id])
     excluded = await repo.exclusions(batch.id, MAX_LISTED_EXCLUSIONS)
     return BatchOut.of(batch, counts=counts[batch.id], approvals=approvals[batch.id], excluded=excluded)
@@ -223,10 +242,60 @@ async def list_batches(
     rows = await BatchRepository(session).list(after_id=after_id, limit=limit, programme_id=programme_id, status=status)
     shown = list(rows[:limit])
     ids = [batch.id for batch in shown]
-    counts = await EntitlementRepository(session).counts_by_batch(ids)
+    counts = await entitlements.counts_by_batch(session, ids)
     approvals = await BatchRepository(session).approvals(ids)
     views = [BatchOut.of(b, counts=counts[b.id], approvals=approvals[b.id], excluded=None) for b in shown]
     return rows, views
+
+
+async def complete_done_batches(session: AsyncSession, batch_id: uuid.UUID | None = None) -> None:
+    """Complete the processing batches (or this one) that nothing keeps open any more, and audit each."""
+    for completed in await BatchRepository(session).complete_done(batch_id):
+        await record_audit(session, None, "payment_batch.completed", "payment_batch", completed)
+
+
+entitlements.when_batch_settles(complete_done_batches)
+
+
+async def reopen_batch(session: AsyncSession, batch_id: uuid.UUID) -> None:
+    """A retried entitlement is open again, so its completed batch is processing again."""
+    await BatchRepository(session).reopen(batch_id)
+
+
+async def status_for_change(session: AsyncSession, batch_id: uuid.UUID) -> str | None:
+    """The batch's status for a change to one of its entitlements; an unreleased batch is locked first (the
+    order batch transitions use), so the change never slips between a submit's total and its freeze."""
+    repo = BatchRepository(session)
+    status = await repo.status(batch_id)
+    if status in UNRELEASED_STATUSES:
+        status = await repo.status(batch_id, for_update=True)
+    return status
+
+
+async def exclude_after_release(
+    session: AsyncSession, batch_id: uuid.UUID, left_out: Sequence[tuple[uuid.UUID, uuid.UUID]]
+) -> None:
+    """Record (beneficiary, cancelled entitlement) pairs left out of a released batch, counted on its row."""
+    await BatchRepository(session).exclude_after_release(batch_id, left_out)
+
+
+async def _refresh_totals(session: AsyncSession, batch: PaymentBatch) -> None:
+    count, total = await entitlements.pending_totals(session, batch.id)
+    await BatchRepository(session).refresh_totals(batch, count, total)
+
+
+def _terms(batch: PaymentBatch) -> entitlements.BatchTerms:
+    rule = batch.amount_rule or {}
+    return entitlements.BatchTerms(
+        batch_id=batch.id,
+        programme_id=batch.programme_id,
+        cycle=batch.cycle,
+        currency=batch.currency,
+        flat=batch.amount_minor,
+        base=rule.get("base"),
+        per_member=rule.get("per_member"),
+        cap=rule.get("max"),
+    )
 
 
 async def _get(session: AsyncSession, batch_id: uuid.UUID, *, for_update: bool = False) -> PaymentBatch:

@@ -107,7 +107,7 @@ def prepare(data: BeneficiaryCreate) -> Prepared:
 
 
 @dataclass
-class Outcome:
+class DedupOutcome:
     """Internal and external matches merged into the contract's `dedup` object."""
 
     status: DedupStatus = "unique"
@@ -118,8 +118,8 @@ class Outcome:
         return DedupResult.model_validate({"status": self.status, "matches": self.matches})
 
 
-def combine(decision: Decision[uuid.UUID], external: Sequence[RegistryMatch], settings: DedupSettings) -> Outcome:
-    outcome = Outcome(status=decision.status)
+def combine(decision: Decision[uuid.UUID], external: Sequence[RegistryMatch], settings: DedupSettings) -> DedupOutcome:
+    outcome = DedupOutcome(status=decision.status)
     for match in decision.matches:
         outcome.matches.append(
             {
@@ -153,7 +153,7 @@ def combine(decision: Decision[uuid.UUID], external: Sequence[RegistryMatch], se
 
 async def run_dedup(
     session: AsyncSession, settings: Settings, prepared: Prepared, *, exclude: uuid.UUID | None = None
-) -> Outcome:
+) -> DedupOutcome:
     dedup_settings = get_dedup_settings()
     candidates = await BeneficiaryRepository(session).candidates(prepared.keys, dedup_settings.max_candidates, exclude)
     decision = decide(prepared.record, candidates, dedup_settings)
@@ -161,7 +161,7 @@ async def run_dedup(
     return combine(decision, external, dedup_settings)
 
 
-def duplicate_conflict(outcome: Outcome) -> Conflict:
+def duplicate_conflict(outcome: DedupOutcome) -> Conflict:
     """409 naming the record (or partner registry entry) this person already has; nothing is stored."""
     extra: dict[str, Any] = {"dedup": outcome.result().model_dump(mode="json")}
     if outcome.existing_id is not None:

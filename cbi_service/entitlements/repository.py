@@ -1,14 +1,161 @@
+"""Entitlement persistence. Creating, freezing and cancelling a batch's entitlements are set-based SQL so
+100,000 beneficiaries take one statement each, and the one-live-entitlement-per-programme-cycle rule is
+enforced by the partial unique index `uq_entitlements_live_per_cycle` (INSERT ... ON CONFLICT DO NOTHING),
+never by a prior read."""
+
 from __future__ import annotations
 
+import builtins
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import (
+    ARRAY,
+    DateTime,
+    Row,
+    Text,
+    Uuid,
+    bindparam,
+    func,
+    insert,
+    literal_column,
+    select,
+    text,
+)
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cbi_service.batches.models import PaymentBatch
-from cbi_service.entitlements.models import OPEN_STATUSES, Entitlement, EntitlementEvent
+from cbi_service.entitlements.models import LIVE_PREDICATE, Entitlement, EntitlementEvent
+from cbi_service.programmes.models import Programme
+
+_UUIDS = ARRAY(Uuid())
+ANALYZE_AFTER_ROWS = 1000
+
+ELIGIBLE_ENROLLED = """
+    eligible AS (
+        SELECT b.id FROM enrolments en JOIN beneficiaries b ON b.id = en.beneficiary_id
+         WHERE en.programme_id = :programme AND b.status = 'active'
+    )
+"""
+"""Who a batch over the whole programme may pay: its enrolled, active people (a CTE named `eligible`)."""
+ELIGIBLE_LISTED = """
+    eligible AS (
+        SELECT b.id FROM unnest(:ids) AS r(id) JOIN beneficiaries b ON b.id = r.id
+          JOIN enrolments en ON en.beneficiary_id = b.id AND en.programme_id = :programme
+         WHERE b.status = 'active'
+    )
+"""
+"""Who a batch over a list (`:ids`) may pay: the listed people who are enrolled and active."""
+_AMOUNT = """
+    CASE WHEN CAST(:flat AS bigint) IS NOT NULL THEN CAST(:flat AS bigint)
+         ELSE LEAST(CAST(:base AS bigint) + CAST(:per_member AS bigint) * b.household_size,
+                    COALESCE(CAST(:cap AS bigint), 9223372036854775807))
+    END
+"""
+_INSERT = f"""
+    INSERT INTO entitlements (id, batch_id, programme_id, beneficiary_id, cycle, currency, amount_minor)
+    SELECT cbi_uuid7(), CAST(:batch AS uuid), CAST(:programme AS uuid), b.id, CAST(:cycle AS text),
+           CAST(:currency AS text), {_AMOUNT}
+      FROM beneficiaries b
+     WHERE b.id IN (SELECT eligible.id FROM eligible)
+     ORDER BY b.id
+    ON CONFLICT (programme_id, cycle, beneficiary_id) WHERE {LIVE_PREDICATE} DO NOTHING
+"""  # noqa: S608 - constant fragments, values bound
+_CANCEL_INACTIVE = """
+    WITH gone AS (
+        UPDATE entitlements e SET status = 'cancelled', updated_at = now()
+          FROM beneficiaries b
+         WHERE e.batch_id = :batch AND e.status = 'pending'
+           AND b.id = e.beneficiary_id AND b.status <> 'active'
+        RETURNING e.id, e.beneficiary_id
+    ),
+    history AS (
+        INSERT INTO entitlement_events (id, entitlement_id, from_status, to_status, actor, detail)
+        SELECT cbi_uuid7(), gone.id, 'pending', 'cancelled', CAST(:actor AS text),
+               '{"reason": "beneficiary not active"}'
+          FROM gone
+    )
+    SELECT gone.beneficiary_id FROM gone
+"""
+_REPRICE = f"""
+    UPDATE entitlements e SET amount_minor = {_AMOUNT}, updated_at = now()
+      FROM beneficiaries b
+     WHERE e.batch_id = :batch AND e.status = 'pending' AND b.id = e.beneficiary_id
+       AND e.amount_minor <> {_AMOUNT}
+"""  # noqa: S608 - constant fragments, values bound
+_CANCEL_PENDING = """
+    WITH gone AS (
+        UPDATE entitlements SET status = 'cancelled', updated_at = now()
+         WHERE batch_id = :batch AND status = 'pending'
+        RETURNING id, amount_minor
+    ),
+    history AS (
+        INSERT INTO entitlement_events (id, entitlement_id, from_status, to_status, actor, detail)
+        SELECT cbi_uuid7(), gone.id, 'pending', 'cancelled', CAST(:actor AS text), CAST(:detail AS jsonb) FROM gone
+    )
+    SELECT count(*), COALESCE(sum(amount_minor), 0) FROM gone
+"""
+_SUBMIT = text(
+    """
+    WITH moved AS (
+        UPDATE entitlements AS e
+           SET status = 'submitted', provider_ref = v.ref, submitted_at = now(), updated_at = now()
+          FROM unnest(:ids, :refs) AS v(id, ref)
+         -- `e.id = ANY` lets the planner find the chunk's rows by primary key, not by scanning every
+         -- pending row of the batch for each chunk.
+         WHERE e.id = v.id AND e.id = ANY (:ids) AND e.status = 'pending'
+        RETURNING e.id
+    )
+    INSERT INTO entitlement_events (id, entitlement_id, from_status, to_status, actor)
+    SELECT cbi_uuid7(), moved.id, 'pending', 'submitted', :source FROM moved
+    RETURNING entitlement_id
+    """
+).bindparams(bindparam("ids", type_=_UUIDS), bindparam("refs", type_=ARRAY(Text())), bindparam("source", type_=Text()))
+_ISSUE_MANY = text(
+    """
+    WITH v AS (
+        SELECT * FROM unnest(:ids, :froms, :refs, :tokens, :last4s, :codes, :expires, :ats)
+                   AS v(id, prev, ref, token, last4, code, expires, at)
+    ),
+    moved AS (
+        UPDATE entitlements AS e
+           SET status = 'issued', provider_ref = v.ref, card_token = v.token, card_last4 = v.last4,
+               voucher_code = v.code, expires_at = v.expires, issued_at = v.at, updated_at = now(),
+               failure_reason = NULL, failure_retryable = NULL
+          FROM v
+         WHERE e.id = v.id
+        RETURNING e.id, e.amount_minor, v.prev, v.ref
+    ),
+    history AS (
+        INSERT INTO entitlement_events (id, entitlement_id, from_status, to_status, actor, detail)
+        SELECT cbi_uuid7(), moved.id, moved.prev, 'issued', :source, jsonb_build_object('provider_ref', moved.ref)
+          FROM moved
+    )
+    SELECT moved.id, moved.amount_minor, moved.prev, moved.ref FROM moved
+    """
+).bindparams(
+    bindparam("ids", type_=_UUIDS),
+    *(bindparam(name, type_=ARRAY(Text())) for name in ("froms", "refs", "tokens", "last4s", "codes")),
+    *(bindparam(name, type_=ARRAY(DateTime(timezone=True))) for name in ("expires", "ats")),
+    bindparam("source", type_=Text()),
+)
+"""One statement moves a chunk to `issued` and writes its history rows."""
+_OVERDUE = text(
+    """
+    WITH due AS (
+        SELECT id FROM entitlements
+         WHERE status = 'submitted'
+           AND COALESCE(checked_at, submitted_at) < now() - make_interval(secs => :after)
+         ORDER BY submitted_at LIMIT :limit
+           FOR UPDATE SKIP LOCKED
+    )
+    UPDATE entitlements e SET checked_at = now()
+      FROM due, programmes p
+     WHERE e.id = due.id AND p.id = e.programme_id
+    RETURNING e.id, p.provider
+    """
+)
 
 
 class EntitlementRepository:
@@ -86,25 +233,98 @@ class EntitlementRepository:
             counts[batch_id][status] = count
         return counts
 
-    async def complete_done_batches(self, batch_id: uuid.UUID | None = None) -> Sequence[uuid.UUID]:
-        """Conditional update: processing batches (or this one) with nothing left pending or submitted are
-        completed; returns the ids it completed."""
-        still_open = (
-            select(Entitlement.id)
-            .where(Entitlement.batch_id == PaymentBatch.id, Entitlement.status.in_(OPEN_STATUSES))
-            .limit(1)
-            .exists()
-        )
-        stmt = update(PaymentBatch).where(PaymentBatch.status == "processing", ~still_open)
-        if batch_id is not None:
-            stmt = stmt.where(PaymentBatch.id == batch_id)
-        stmt = stmt.values(status="completed", completed_at=func.now(), updated_at=func.now())
-        return (await self.session.execute(stmt.returning(PaymentBatch.id))).scalars().all()
+    async def create_pending(self, terms: dict[str, Any], beneficiary_ids: Sequence[uuid.UUID] | None) -> None:
+        """One pending entitlement per eligible beneficiary not already paid in the cycle (`terms`: batch,
+        programme, cycle, currency and the amount parameters flat, base, per_member, cap)."""
+        if beneficiary_ids is None:
+            inserted = await self.session.execute(text(f"WITH {ELIGIBLE_ENROLLED} {_INSERT}"), terms)
+        else:
+            stmt = text(f"WITH {ELIGIBLE_LISTED} {_INSERT}").bindparams(bindparam("ids", type_=_UUIDS))
+            inserted = await self.session.execute(stmt, {**terms, "ids": list(beneficiary_ids)})
+        if cast(CursorResult[Any], inserted).rowcount >= ANALYZE_AFTER_ROWS:
+            # A bulk load: until autovacuum gets to it (a minute or more), the planner would believe almost
+            # no entitlement is pending and plan the issuance's per-chunk updates as scans of every pending
+            # row, quadratic in the batch. ANALYZE counts this transaction's own new rows.
+            await self.session.execute(text("ANALYZE entitlements"))
 
-    async def reopen_batch(self, batch_id: uuid.UUID) -> None:
-        """A retried entitlement is open again, so its completed batch is processing again."""
-        await self.session.execute(
-            update(PaymentBatch)
-            .where(PaymentBatch.id == batch_id, PaymentBatch.status == "completed")
-            .values(status="processing", completed_at=None, updated_at=func.now())
+    async def cancel_inactive(self, batch_id: uuid.UUID, actor: str) -> builtins.list[uuid.UUID]:
+        """Cancel the batch's pending entitlements of people no longer active; returns those people."""
+        gone = await self.session.execute(text(_CANCEL_INACTIVE), {"batch": batch_id, "actor": actor})
+        return list(gone.scalars())
+
+    async def reprice(self, terms: dict[str, Any]) -> None:
+        """Price the batch's pending entitlements again from current household sizes."""
+        keys = ("batch", "flat", "base", "per_member", "cap")
+        await self.session.execute(text(_REPRICE), {key: terms[key] for key in keys})
+
+    async def cancel_pending(self, batch_id: uuid.UUID, actor: str, reason: str) -> tuple[int, int]:
+        """Cancel every still-pending entitlement of the batch; returns (how many, their total)."""
+        detail = f'{{"reason": "{reason}"}}'
+        count, total = (
+            await self.session.execute(text(_CANCEL_PENDING), {"batch": batch_id, "actor": actor, "detail": detail})
+        ).one()
+        return int(count), int(total)
+
+    async def pending_totals(self, batch_id: uuid.UUID) -> tuple[int, int]:
+        """How many of the batch's entitlements are pending, and their total."""
+        stmt = select(func.count(), func.coalesce(func.sum(Entitlement.amount_minor), 0)).where(
+            Entitlement.batch_id == batch_id, Entitlement.status == "pending"
         )
+        count, total = (await self.session.execute(stmt)).one()
+        return int(count), int(total)
+
+    async def to_follow_up(self, batch_id: uuid.UUID) -> builtins.list[uuid.UUID]:
+        """The beneficiaries of the batch's failed and expired entitlements."""
+        stmt = (
+            select(Entitlement.beneficiary_id)
+            .where(Entitlement.batch_id == batch_id, Entitlement.status.in_(("failed", "expired")))
+            .order_by(Entitlement.beneficiary_id)
+        )
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def submit(self, accepted: Sequence[tuple[uuid.UUID, str | None]], source: str) -> builtins.list[uuid.UUID]:
+        """Move still-pending rows to `submitted` with their provider_ref, history included."""
+        params = {"ids": [i for i, _ in accepted], "refs": [ref for _, ref in accepted], "source": source}
+        return list((await self.session.execute(_SUBMIT, params)).scalars())
+
+    async def issue_many(self, params: dict[str, Any]) -> Sequence[Row[Any]]:
+        """Move a chunk to `issued` with its history rows; returns (id, amount_minor, prev, ref) per row moved."""
+        return (await self.session.execute(_ISSUE_MANY, params)).all()
+
+    async def claim_overdue(self, after_seconds: float, limit: int) -> Sequence[Row[Any]]:
+        """Submitted entitlements not heard of for `after_seconds`, stamped as checked now; (id, provider)."""
+        return (await self.session.execute(_OVERDUE, {"after": after_seconds, "limit": limit})).all()
+
+    async def claim_pending(self, batch_id: uuid.UUID, limit: int) -> builtins.list[Entitlement]:
+        """The batch's next pending entitlements, locked; rows another lane holds are skipped, not awaited."""
+        stmt = (
+            select(Entitlement)
+            .where(Entitlement.batch_id == batch_id, Entitlement.status == "pending")
+            .order_by(Entitlement.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def programme(self, programme_id: uuid.UUID) -> Programme | None:
+        return await self.session.get(Programme, programme_id)
+
+    async def due_vouchers(self, limit: int) -> builtins.list[uuid.UUID]:
+        """Issued vouchers with value left whose validity (counted from issue) has run out."""
+        expires_at = func.coalesce(
+            Entitlement.expires_at,
+            Entitlement.issued_at + func.make_interval(0, 0, 0, Programme.voucher_validity_days),
+        )
+        stmt = (
+            select(Entitlement.id)
+            .join(Programme, Programme.id == Entitlement.programme_id)
+            .where(
+                Entitlement.status.in_([literal_column("'issued'"), literal_column("'redeemed'")]),
+                Entitlement.redeemed_minor < Entitlement.amount_minor,
+                Programme.delivery_mechanism == literal_column("'voucher'"),
+                expires_at <= func.now(),
+            )
+            .order_by(Entitlement.id)
+            .limit(limit)
+        )
+        return list((await self.session.execute(stmt)).scalars())

@@ -23,50 +23,43 @@ Each one
 - refuses (outcome "refused", nothing changed) a redemption above the voucher's remaining value or a
   redemption of an expired or cancelled voucher: such an event needs a person to look at it;
 - writes the status-history row, posts to the ledger (see `postings`) and records an audit event, all in
-  the caller's transaction, and completes the batch when nothing in it is left pending or submitted;
+  the caller's transaction, and, when nothing in the batch is left pending or submitted, calls the hook
+  `batches` registers (`when_batch_settles`) to complete it;
 - raises `UnknownEntitlement` (a 404 `NotFound`) for an id it does not know, so an inbox can keep the
   event for review instead of losing it.
 
-`retry_entitlement` and `cancel_entitlement` are the API's operations (roles: finance or
-programme_officer — the people who release batches and the people who run them); both talk to the
-programme's provider while holding the row lock, so the provider's answer and our state commit together.
+The batch's own changes come here too: `create_pending`, `freeze_pending` and `cancel_pending` write a
+batch's entitlements set-based; `claim_pending`, `mark_submitted`, `withhold` and `claim_overdue` are the
+issuance worker's; `begin_retry`/`finish_retry` and `cancellable`/`cancel` are the two halves of the API's
+retry and cancel, between which `issuance` asks the provider while the row lock is held, so the
+provider's answer and our state commit together.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import ARRAY, DateTime, Text, Uuid, bindparam, func, select, text
+from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from adapters.providers.base import (
-    IssueInstruction,
-    PermanentProviderError,
-    ProviderAdapter,
-    ProviderError,
-    TransientProviderError,
-)
+from adapters.providers.base import IssueOutcome
 from cbi_service.accounting import postings
 from cbi_service.audit.service import AuditEntry, record_audit, record_audit_many
 from cbi_service.auth.roles import Principal
-from cbi_service.batches.models import RELEASED_STATUSES, UNRELEASED_STATUSES, PaymentBatch
-from cbi_service.batches.repository import BatchRepository
 from cbi_service.beneficiaries.repository import BeneficiaryRepository
-from cbi_service.disbursement.providers import get_provider
 from cbi_service.entitlements.models import OPEN_STATUSES, Entitlement, EntitlementEvent
 from cbi_service.entitlements.repository import EntitlementRepository
 from cbi_service.entitlements.schemas import EntitlementOut, StatusChange
-from cbi_service.kit.errors import AppError, Conflict, NotFound
+from cbi_service.kit.errors import Conflict, NotFound
 from cbi_service.kit.ids import new_id
-from cbi_service.kit.settings import Settings
 from cbi_service.programmes.models import Programme
 
-Outcome = Literal["applied", "noop", "refused"]
+TransitionOutcome = Literal["applied", "noop", "refused"]
 _RANK = {"pending": 0, "submitted": 1, "failed": 1, "issued": 2, "redeemed": 3, "expired": 4, "cancelled": 5}
 
 
@@ -74,12 +67,22 @@ class UnknownEntitlement(NotFound):
     """No entitlement has this id (an event for it must be kept for review, not dropped)."""
 
 
-class ProviderUnavailable(AppError):
-    status, title, slug = 503, "Service Unavailable", "provider-unavailable"
+BatchSettled = Callable[[AsyncSession, uuid.UUID], Awaitable[None]]
+_batch_settled: list[BatchSettled] = []
 
 
-class ProviderRefused(AppError):
-    status, title, slug = 502, "Bad Gateway", "provider-refused"
+def when_batch_settles(hook: BatchSettled) -> None:
+    """Have `hook(session, batch_id)` called, in the transition's transaction, whenever an entitlement of the
+    batch stops being pending or submitted. `batches` completes its batches so: it imports this module, so
+    this one cannot import it back."""
+    _batch_settled.append(hook)
+
+
+async def _settled(session: AsyncSession, batch_id: uuid.UUID) -> None:
+    if not _batch_settled:
+        raise RuntimeError("no batch-settled hook registered: cbi_service.batches.service is not loaded")
+    for hook in _batch_settled:
+        await hook(session, batch_id)
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,7 @@ class Transition:
     """What one state-machine call did: `applied`, `noop` (stale or repeated event) or `refused`."""
 
     entitlement_id: uuid.UUID
-    outcome: Outcome
+    outcome: TransitionOutcome
     previous_status: str
     status: str
     detail: str | None = None
@@ -143,37 +146,6 @@ class Issued:
     at: datetime | None = None
 
 
-_ISSUE_MANY = text(
-    """
-    WITH v AS (
-        SELECT * FROM unnest(:ids, :froms, :refs, :tokens, :last4s, :codes, :expires, :ats)
-                   AS v(id, prev, ref, token, last4, code, expires, at)
-    ),
-    moved AS (
-        UPDATE entitlements AS e
-           SET status = 'issued', provider_ref = v.ref, card_token = v.token, card_last4 = v.last4,
-               voucher_code = v.code, expires_at = v.expires, issued_at = v.at, updated_at = now(),
-               failure_reason = NULL, failure_retryable = NULL
-          FROM v
-         WHERE e.id = v.id
-        RETURNING e.id, e.amount_minor, v.prev, v.ref
-    ),
-    history AS (
-        INSERT INTO entitlement_events (id, entitlement_id, from_status, to_status, actor, detail)
-        SELECT cbi_uuid7(), moved.id, moved.prev, 'issued', :source, jsonb_build_object('provider_ref', moved.ref)
-          FROM moved
-    )
-    SELECT moved.id, moved.amount_minor, moved.prev, moved.ref FROM moved
-    """
-).bindparams(
-    bindparam("ids", type_=ARRAY(Uuid())),
-    *(bindparam(name, type_=ARRAY(Text())) for name in ("froms", "refs", "tokens", "last4s", "codes")),
-    *(bindparam(name, type_=ARRAY(DateTime(timezone=True))) for name in ("expires", "ats")),
-    bindparam("source", type_=Text()),
-)
-"""One statement moves a chunk to `issued` and writes its history rows."""
-
-
 async def mark_issued_many(
     session: AsyncSession, events: Sequence[Issued], *, source: str = "provider"
 ) -> dict[uuid.UUID, Transition]:
@@ -221,8 +193,7 @@ async def mark_issued_many(
         event.expires_at or (_voucher_expiry(programmes[e.programme_id], at) if event.voucher_code else None)
         for (e, event), at in zip(moving, issued_at, strict=True)
     ]
-    moved = await session.execute(
-        _ISSUE_MANY,
+    moved = await repo.issue_many(
         {
             "ids": [e.id for e, _ in moving],
             "froms": [e.status for e, _ in moving],
@@ -233,7 +204,7 @@ async def mark_issued_many(
             "expires": expires,
             "ats": issued_at,
             "source": source,
-        },
+        }
     )
     await record_audit_many(
         session,
@@ -250,7 +221,7 @@ async def mark_issued_many(
         ],
     )
     for batch_id in {e.batch_id for e, _ in moving}:
-        await complete_done_batches(session, batch_id)
+        await _settled(session, batch_id)
     for entitlement, _ in moving:
         session.expire(entitlement)
     return results
@@ -330,26 +301,6 @@ async def mark_expired(session: AsyncSession, entitlement_id: uuid.UUID, *, sour
     return Transition(entitlement_id, "applied", previous, entitlement.status)
 
 
-_SUBMIT = text(
-    """
-    WITH moved AS (
-        UPDATE entitlements AS e
-           SET status = 'submitted', provider_ref = v.ref, submitted_at = now(), updated_at = now()
-          FROM unnest(:ids, :refs) AS v(id, ref)
-         -- `e.id = ANY` lets the planner find the chunk's rows by primary key, not by scanning every
-         -- pending row of the batch for each chunk.
-         WHERE e.id = v.id AND e.id = ANY (:ids) AND e.status = 'pending'
-        RETURNING e.id
-    )
-    INSERT INTO entitlement_events (id, entitlement_id, from_status, to_status, actor)
-    SELECT cbi_uuid7(), moved.id, 'pending', 'submitted', :source FROM moved
-    RETURNING entitlement_id
-    """
-).bindparams(
-    bindparam("ids", type_=ARRAY(Uuid())), bindparam("refs", type_=ARRAY(Text())), bindparam("source", type_=Text())
-)
-
-
 async def mark_submitted(
     session: AsyncSession, accepted: Sequence[tuple[uuid.UUID, str | None]], *, source: str
 ) -> list[uuid.UUID]:
@@ -360,61 +311,26 @@ async def mark_submitted(
     """
     if not accepted:
         return []
-    params = {"ids": [i for i, _ in accepted], "refs": [ref for _, ref in accepted], "source": source}
-    return list((await session.execute(_SUBMIT, params)).scalars())
+    return await EntitlementRepository(session).submit(accepted, source)
 
 
 NOT_ACTIVE = "beneficiary not active"
-"""Why an entitlement was cancelled instead of paid (as at submit, see `batches.repository`)."""
+"""Why an entitlement was cancelled instead of paid (at submit, see `freeze_pending`, or when sent)."""
 
 
-async def withhold_from_inactive(
-    session: AsyncSession, provider: ProviderAdapter, chunk: Sequence[Entitlement], *, source: str
-) -> list[Entitlement]:
-    """The part of a claimed chunk that may be sent: only active beneficiaries are paid (§4).
-
-    Called with the chunk's rows locked, in the transaction that will record the provider's acceptance. The
-    beneficiaries are read `FOR SHARE`, so a deactivation either committed before (and is seen here) or
-    waits until this transaction has recorded what was sent. The others are cancelled at the provider first
-    (an earlier send whose answer was lost may have reached it) and then here: reservation released, batch
-    exclusion `not_active` naming the entitlement. One the provider can no longer cancel has moved money
-    already and is sent with the rest, so that its acceptance is recorded; one whose cancellation the
-    provider refused outright fails, not retryable, so that a later confirmation still reaches the books.
-    """
-    statuses = await BeneficiaryRepository(session).statuses_for_share(sorted({e.beneficiary_id for e in chunk}))
-    inactive = [e for e in chunk if statuses.get(e.beneficiary_id) != "active"]
-    if not inactive:
-        return list(chunk)
-    withheld: set[uuid.UUID] = set()
-    left_out: dict[uuid.UUID, list[tuple[uuid.UUID, uuid.UUID]]] = {}
-    for entitlement in inactive:
-        try:
-            outcome = await provider.cancel(entitlement.id, entitlement.provider_ref)
-        except PermanentProviderError as exc:
-            reason = f"{NOT_ACTIVE}; the provider refused its cancellation: {exc.error_code or exc.status_code}"
-            await mark_failed(session, entitlement.id, reason, False, source=source)
-            withheld.add(entitlement.id)
-            continue
-        if not outcome.cancelled:
-            continue
-        programme = await _programme(session, entitlement)
-        await postings.release_on_cancel(session, programme, entitlement)
-        entitlement.status = "cancelled"
-        await _changed(session, entitlement, "pending", source, {"reason": NOT_ACTIVE})
-        withheld.add(entitlement.id)
-        left_out.setdefault(entitlement.batch_id, []).append((entitlement.beneficiary_id, entitlement.id))
-    for batch_id, pairs in left_out.items():
-        await BatchRepository(session).exclude_after_release(batch_id, pairs)
-    return [e for e in chunk if e.id not in withheld]
+async def withhold(session: AsyncSession, entitlement: Entitlement, *, source: str) -> None:
+    """pending → cancelled for a claimed entitlement whose beneficiary is no longer active, once the provider
+    confirmed it holds no instruction for it: the reservation goes back to available."""
+    programme = await _programme(session, entitlement)
+    await postings.release_on_cancel(session, programme, entitlement)
+    entitlement.status = "cancelled"
+    await _changed(session, entitlement, "pending", source, {"reason": NOT_ACTIVE})
 
 
-async def retry_entitlement(
-    session: AsyncSession, settings: Settings, principal: Principal, entitlement_id: uuid.UUID
-) -> EntitlementOut:
-    """failed → submitted: re-reserve the amount and send it again under the same idempotency key.
+async def begin_retry(session: AsyncSession, entitlement_id: uuid.UUID) -> tuple[Entitlement, Programme]:
+    """failed → submitted, before the provider is asked again: the row locked, the amount reserved again.
 
-    The provider deduplicates by key and retries only what failed, so a retry can never pay twice. A
-    provider outage answers 503 and leaves the entitlement failed (the whole transaction rolls back).
+    The caller sends it under the same idempotency key and ends with `finish_retry`, in this transaction.
     """
     entitlement = await _lock(session, entitlement_id)
     if entitlement.status != "failed":
@@ -435,14 +351,13 @@ async def retry_entitlement(
     await postings.reserve_after_failure(
         session, programme, entitlement, failures=await _failures(session, entitlement)
     )
-    provider = get_provider(settings, programme.provider)
-    try:
-        (outcome,) = await provider.issue([instruction_of(entitlement, programme)])
-    except TransientProviderError as exc:
-        raise ProviderUnavailable("The provider is unavailable; retry later with the same key.") from exc
-    except ProviderError as exc:
-        raise ProviderRefused(f"The provider refused the instruction: {exc.error_code or 'error'}.") from exc
-    await EntitlementRepository(session).reopen_batch(entitlement.batch_id)
+    return entitlement, programme
+
+
+async def finish_retry(
+    session: AsyncSession, principal: Principal, entitlement: Entitlement, outcome: IssueOutcome, *, source: str
+) -> EntitlementOut:
+    """Record the provider's answer to a retry: accepted, it stays submitted; declined, it fails again."""
     if outcome.accepted:
         entitlement.provider_ref = outcome.provider_ref
         entitlement.failure_reason = entitlement.failure_retryable = None
@@ -456,44 +371,40 @@ async def retry_entitlement(
             entitlement.id,
             outcome.error_message or outcome.error_code or "declined",
             outcome.retryable,
-            source=provider.name,
+            source=source,
         )
     return await get_entitlement(session, entitlement.id)
 
 
-async def cancel_entitlement(
-    session: AsyncSession, settings: Settings, principal: Principal, entitlement_id: uuid.UUID
-) -> EntitlementOut:
-    """Cancel before issue (a failed one included), or an unredeemed voucher; once a batch is released the
-    provider confirms first.
-
-    The batch row is locked before the entitlement while the batch is unreleased (the order batch
-    transitions use), so a cancel can never slip between a submit's total and its freeze. A failed
-    entitlement's reservation went back to available when it failed, so its cancel posts nothing; the
-    entitlement row lock orders it against a concurrent retry, which then finds it cancelled (or, retried
-    first, it is cancelled as the submitted entitlement it has become).
-    """
+async def batch_of(session: AsyncSession, entitlement_id: uuid.UUID) -> uuid.UUID:
+    """The batch an entitlement belongs to (read without a lock: it never changes)."""
     found = await EntitlementRepository(session).get(entitlement_id)
     if found is None:
         raise UnknownEntitlement("Entitlement not found.")
-    batch_status = await session.scalar(select(PaymentBatch.status).where(PaymentBatch.id == found.batch_id))
-    if batch_status in UNRELEASED_STATUSES:
-        batch_status = await session.scalar(
-            select(PaymentBatch.status).where(PaymentBatch.id == found.batch_id).with_for_update()
-        )
-    if batch_status == "pending_approval":
-        raise Conflict("The batch is awaiting approval: its list is frozen.")
+    return found.batch_id
+
+
+async def cancellable(session: AsyncSession, entitlement_id: uuid.UUID) -> tuple[Entitlement, Programme]:
+    """The entitlement, locked, if it may be cancelled: before issue (a failed one included), or an
+    unredeemed voucher. The caller then asks the provider if the batch is released, and ends with `cancel`.
+
+    The entitlement row lock orders a cancel against a concurrent retry, which then finds it cancelled (or,
+    retried first, it is cancelled as the submitted entitlement it has become).
+    """
     entitlement = await _lock(session, entitlement_id)
     programme = await _programme(session, entitlement)
+    if entitlement.status not in (*OPEN_STATUSES, "failed") and not _unredeemed_voucher(entitlement, programme):
+        raise Conflict(f"A {entitlement.status} entitlement cannot be cancelled.")
+    return entitlement, programme
+
+
+async def cancel(
+    session: AsyncSession, principal: Principal, entitlement: Entitlement, programme: Programme, batch_status: str
+) -> EntitlementOut:
+    """→ cancelled, with what goes back to the budget. A failed entitlement's reservation went back to
+    available when it failed, and a draft's was never made: their cancel posts nothing."""
     previous = entitlement.status
-    unredeemed_voucher = (
-        previous == "issued" and programme.delivery_mechanism == "voucher" and entitlement.redeemed_minor == 0
-    )
-    if previous not in (*OPEN_STATUSES, "failed") and not unredeemed_voucher:
-        raise Conflict(f"A {previous} entitlement cannot be cancelled.")
-    if batch_status in RELEASED_STATUSES:
-        await _cancel_at_provider(settings, programme, entitlement)
-    if unredeemed_voucher:
+    if _unredeemed_voucher(entitlement, programme):
         await postings.return_entitlement(session, programme, entitlement, entitlement.amount_minor, "cancelled")
     elif batch_status != "draft" and previous != "failed":
         await postings.release_on_cancel(session, programme, entitlement)
@@ -502,16 +413,103 @@ async def cancel_entitlement(
     return await get_entitlement(session, entitlement.id)
 
 
-async def _cancel_at_provider(settings: Settings, programme: Programme, entitlement: Entitlement) -> None:
-    provider = get_provider(settings, programme.provider)
-    try:
-        outcome = await provider.cancel(entitlement.id, entitlement.provider_ref)
-    except TransientProviderError as exc:
-        raise ProviderUnavailable("The provider is unavailable; retry later with the same key.") from exc
-    except ProviderError as exc:
-        raise ProviderRefused(f"The provider refused the cancellation: {exc.error_code or 'error'}.") from exc
-    if not outcome.cancelled:
-        raise Conflict(f"The provider could not cancel it: the instruction is {outcome.status}.")
+def _unredeemed_voucher(entitlement: Entitlement, programme: Programme) -> bool:
+    return (
+        entitlement.status == "issued" and programme.delivery_mechanism == "voucher" and entitlement.redeemed_minor == 0
+    )
+
+
+@dataclass(frozen=True)
+class BatchTerms:
+    """What a batch's entitlements are made of: its keys and how each is priced, as min(base + per_member ×
+    household size, cap) unless a flat amount is set."""
+
+    batch_id: uuid.UUID
+    programme_id: uuid.UUID
+    cycle: str
+    currency: str
+    flat: int | None
+    base: int | None
+    per_member: int | None
+    cap: int | None
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "batch": self.batch_id,
+            "programme": self.programme_id,
+            "cycle": self.cycle,
+            "currency": self.currency,
+            "flat": self.flat,
+            "base": self.base,
+            "per_member": self.per_member,
+            "cap": self.cap,
+        }
+
+
+async def create_pending(session: AsyncSession, terms: BatchTerms, beneficiary_ids: Sequence[uuid.UUID] | None) -> None:
+    """A new batch's pending entitlements: one per eligible beneficiary (the listed ones, or everyone enrolled)
+    not already paid in the programme cycle."""
+    await EntitlementRepository(session).create_pending(terms.params(), beneficiary_ids)
+
+
+async def freeze_pending(session: AsyncSession, terms: BatchTerms, actor: str, *, reprice: bool) -> list[uuid.UUID]:
+    """At submit: cancel the pending entitlements of people no longer active (returned) and, for a batch
+    priced by rule, price the rest from current household sizes."""
+    repo = EntitlementRepository(session)
+    gone = await repo.cancel_inactive(terms.batch_id, actor)
+    if reprice:
+        await repo.reprice(terms.params())
+    return gone
+
+
+async def cancel_pending(session: AsyncSession, batch_id: uuid.UUID, actor: str, reason: str) -> tuple[int, int]:
+    """A batch rejected or cancelled: every still-pending entitlement is cancelled → (how many, their total)."""
+    return await EntitlementRepository(session).cancel_pending(batch_id, actor, reason)
+
+
+async def pending_totals(session: AsyncSession, batch_id: uuid.UUID) -> tuple[int, int]:
+    return await EntitlementRepository(session).pending_totals(batch_id)
+
+
+async def counts_by_batch(session: AsyncSession, batch_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, dict[str, int]]:
+    return await EntitlementRepository(session).counts_by_batch(batch_ids)
+
+
+async def to_follow_up(session: AsyncSession, batch_id: uuid.UUID) -> list[uuid.UUID]:
+    """Who a follow-up of the batch may pay again: the beneficiaries of its failed and expired entitlements."""
+    return await EntitlementRepository(session).to_follow_up(batch_id)
+
+
+async def claim_pending(session: AsyncSession, batch_id: uuid.UUID, limit: int) -> list[Entitlement]:
+    """The issuance worker's next chunk of the batch, locked; rows another lane holds are skipped."""
+    return await EntitlementRepository(session).claim_pending(batch_id, limit)
+
+
+async def claim_overdue(session: AsyncSession, after_seconds: float, limit: int) -> list[tuple[uuid.UUID, str]]:
+    """Submitted entitlements not heard of for `after_seconds`, as (id, provider), stamped as asked now so
+    each is asked at most once per period."""
+    rows = await EntitlementRepository(session).claim_overdue(after_seconds, limit)
+    return [(row.id, row.provider) for row in rows]
+
+
+EXPIRY_CHUNK = 200
+EXPIRY_SOURCE = "voucher-expiry"
+
+
+async def expire_due_vouchers(
+    session_factory: async_sessionmaker[AsyncSession], *, limit: int = EXPIRY_CHUNK
+) -> tuple[int, int]:
+    """Expire one chunk of due vouchers in one transaction → (found due, expired by this call).
+
+    A voucher the provider expired (or a person cancelled) meanwhile is a no-op of the state machine.
+    """
+    async with session_factory.begin() as session:
+        due = await EntitlementRepository(session).due_vouchers(limit)
+        expired = 0
+        for entitlement_id in due:
+            transition = await mark_expired(session, entitlement_id, source=EXPIRY_SOURCE)
+            expired += transition.applied
+    return len(due), expired
 
 
 async def get_entitlement(session: AsyncSession, entitlement_id: uuid.UUID) -> EntitlementOut:
@@ -547,18 +545,6 @@ def entitlement_out(entitlement: Entitlement, history: Sequence[EntitlementEvent
     return EntitlementOut.of(entitlement, changes)
 
 
-def instruction_of(entitlement: Entitlement, programme: Programme) -> IssueInstruction:
-    """What the provider gets: amounts and pseudonymous references only, never a name or document."""
-    return IssueInstruction(
-        entitlement_id=entitlement.id,
-        beneficiary_ref=str(entitlement.beneficiary_id),
-        amount_minor=entitlement.amount_minor,
-        currency=entitlement.currency,
-        programme_ref=str(programme.id),
-        voucher_validity_days=programme.voucher_validity_days,
-    )
-
-
 async def _lock(session: AsyncSession, entitlement_id: uuid.UUID) -> Entitlement:
     entitlement = await EntitlementRepository(session).get(entitlement_id, for_update=True)
     if entitlement is None:
@@ -567,7 +553,7 @@ async def _lock(session: AsyncSession, entitlement_id: uuid.UUID) -> Entitlement
 
 
 async def _programme(session: AsyncSession, entitlement: Entitlement) -> Programme:
-    programme = await session.get(Programme, entitlement.programme_id)
+    programme = await EntitlementRepository(session).programme(entitlement.programme_id)
     assert programme is not None
     return programme
 
@@ -591,12 +577,6 @@ async def _issue(
     entitlement.issued_at = at or datetime.now(UTC)
 
 
-async def complete_done_batches(session: AsyncSession, batch_id: uuid.UUID | None = None) -> None:
-    """Complete the processing batches (or this one) that nothing keeps open any more, and audit each."""
-    for completed in await EntitlementRepository(session).complete_done_batches(batch_id):
-        await record_audit(session, None, "payment_batch.completed", "payment_batch", completed)
-
-
 def _voucher_expiry(programme: Programme, issued_at: datetime | None) -> datetime | None:
     if programme.voucher_validity_days is None or issued_at is None:
         return None
@@ -613,7 +593,7 @@ async def _changed(
     principal: Principal | None = None,
     action: str | None = None,
 ) -> None:
-    """History row, audit event and batch completion for one transition, in the caller's transaction."""
+    """History row, audit event and the batch-settled hook for one transition, in the caller's transaction."""
     entitlement.updated_at = func.now()
     repo = EntitlementRepository(session)
     await repo.add_events(
@@ -640,7 +620,7 @@ async def _changed(
     )
     settled = previous in OPEN_STATUSES and entitlement.status not in OPEN_STATUSES
     if settled:
-        await complete_done_batches(session, entitlement.batch_id)
+        await _settled(session, entitlement.batch_id)
 
 
 def _summary(entitlement: Entitlement) -> dict[str, Any]:

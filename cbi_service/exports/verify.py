@@ -37,7 +37,7 @@ _DECIMAL = re.compile(r"^(-?)([0-9]+)(?:\.([0-9]+))?$")  # ASCII digits only
 
 
 @dataclass(frozen=True)
-class Outcome:
+class VerificationReport:
     ok: bool
     rows: int
     transactions: int
@@ -54,7 +54,7 @@ class UnreadableExport(Exception):
     """The file is not an export this tool can read (wrong format, or columns missing)."""
 
 
-def verify_file(path: Path, *, allow_gaps: bool = False) -> Outcome:
+def verify_file(path: Path, *, allow_gaps: bool = False) -> VerificationReport:
     with path.open("rb") as file:
         magic = file.read(4)
     if magic == ZIP_MAGIC:
@@ -140,7 +140,9 @@ def _amount_problem(record: Mapping[str, object]) -> str | None:
     return None
 
 
-def _verify(records: Iterator[tuple[int, Mapping[str, object] | str]], unit: str, *, allow_gaps: bool) -> Outcome:
+def _verify(
+    records: Iterator[tuple[int, Mapping[str, object] | str]], unit: str, *, allow_gaps: bool
+) -> VerificationReport:
     verifier = Verifier(allow_gaps=allow_gaps)
     #: Position in the file of the first row of the last two transactions (the verifier names one of them).
     starts: dict[int, int] = {}
@@ -172,7 +174,7 @@ def _verify(records: Iterator[tuple[int, Mapping[str, object] | str]], unit: str
         found = report.problem
         found_at = starts.get(found.row, found.row)
     chains = report.chains
-    return Outcome(
+    return VerificationReport(
         ok=found is None,
         rows=report.rows,
         transactions=report.transactions,

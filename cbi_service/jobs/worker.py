@@ -28,8 +28,9 @@ outage_log = OutageLog("worker_database_unavailable")
 HANDLER_MODULES = (
     "cbi_service.jobs.maintenance",
     "cbi_service.beneficiaries.imports",
-    "cbi_service.disbursement.dispatch",
-    "cbi_service.webhooks.jobs",
+    "cbi_service.issuance.tasks",
+    "cbi_service.entitlements.tasks",
+    "cbi_service.webhooks.tasks",
     "cbi_service.reconciliation.tasks",
 )
 

@@ -14,7 +14,6 @@ from sqlalchemy import (
     Uuid,
     bindparam,
     exists,
-    func,
     literal_column,
     select,
     text,
@@ -96,7 +95,7 @@ class Target(NamedTuple):
     """The entitlement's status when the chunk began (it may move before the event's turn comes)."""
 
 
-class Outcome(NamedTuple):
+class AppliedEvent(NamedTuple):
     """What applying one stored event came to."""
 
     id: uuid.UUID
@@ -170,10 +169,10 @@ class WebhookRepository:
             return []
         return (await self.session.execute(select(Programme).where(Programme.id.in_(programme_ids)))).scalars().all()
 
-    async def record(self, outcomes: Sequence[Outcome]) -> None:
+    async def record(self, outcomes: Sequence[AppliedEvent]) -> None:
         """Write each event's status, attempts and detail in one statement."""
         if outcomes:
-            params = {name: [getattr(o, name) for o in outcomes] for name in Outcome._fields}
+            params = {name: [getattr(o, name) for o in outcomes] for name in AppliedEvent._fields}
             await self.session.execute(_RECORD, params)
 
     async def requeue_matched(self) -> int:
@@ -188,26 +187,6 @@ class WebhookRepository:
             .returning(WebhookEvent.id)
         )
         return len((await self.session.execute(stmt)).all())
-
-    async def due_vouchers(self, limit: int) -> list[uuid.UUID]:
-        """Issued vouchers with value left whose validity (counted from issue) has run out."""
-        expires_at = func.coalesce(
-            Entitlement.expires_at,
-            Entitlement.issued_at + func.make_interval(0, 0, 0, Programme.voucher_validity_days),
-        )
-        stmt = (
-            select(Entitlement.id)
-            .join(Programme, Programme.id == Entitlement.programme_id)
-            .where(
-                Entitlement.status.in_([literal_column("'issued'"), literal_column("'redeemed'")]),
-                Entitlement.redeemed_minor < Entitlement.amount_minor,
-                Programme.delivery_mechanism == literal_column("'voucher'"),
-                expires_at <= func.now(),
-            )
-            .order_by(Entitlement.id)
-            .limit(limit)
-        )
-        return list((await self.session.execute(stmt)).scalars())
 
     async def list_events(
         self, *, status: str, after_id: uuid.UUID | None, limit: int, provider: str | None

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from adapters.providers.base import MalformedEvent, ProviderEvent
 from cbi_service.auth.dependencies import require_roles
 from cbi_service.auth.roles import Principal, Role
-from cbi_service.disbursement.providers import get_provider
+from cbi_service.issuance.providers import get_provider
 from cbi_service.kit.db import SessionDep
 from cbi_service.kit.errors import BadRequest, NotFound, Unauthorized, UnprocessableEntity
 from cbi_service.kit.pagination import Page, PageDep, PageParams, page_of

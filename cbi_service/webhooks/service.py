@@ -35,7 +35,7 @@ from cbi_service.kit.ids import new_id
 from cbi_service.reconciliation import breaks
 from cbi_service.webhooks import metrics
 from cbi_service.webhooks.models import WebhookEvent
-from cbi_service.webhooks.repository import InboxRow, Outcome, Target, WebhookRepository
+from cbi_service.webhooks.repository import AppliedEvent, InboxRow, Target, WebhookRepository
 from cbi_service.webhooks.schemas import ReviewEnvelope
 from cbi_service.webhooks.signatures import SignedMessage
 
@@ -45,8 +45,6 @@ APPLY_CHUNK = 200
 CHUNK_SECONDS = 0.5
 """A chunk stops taking new events after this long: it holds its programmes' ledger locks until it commits."""
 MAX_APPLY_ATTEMPTS = 5
-EXPIRY_CHUNK = 200
-EXPIRY_SOURCE = "voucher-expiry"
 _STATUS_OF_OUTCOME = {"applied": "applied", "noop": "ignored", "refused": "refused"}
 _SETTLED = frozenset({"failed", "cancelled"})
 _OPTIONAL_FIELDS = tuple(
@@ -429,8 +427,8 @@ async def _apply_one(session: AsyncSession, row: WebhookEvent, event: ProviderEv
         return status, f"error: {type(exc).__name__}"
 
 
-def _outcome(row: WebhookEvent, verdict: Verdict) -> Outcome:
-    return Outcome(row.id, verdict[0], row.attempts + 1, verdict[1])
+def _outcome(row: WebhookEvent, verdict: Verdict) -> AppliedEvent:
+    return AppliedEvent(row.id, verdict[0], row.attempts + 1, verdict[1])
 
 
 async def drain(session_factory: async_sessionmaker[AsyncSession], *, max_seconds: float) -> int:
@@ -455,19 +453,3 @@ async def list_events(
     return await WebhookRepository(session).list_events(
         status=status, after_id=after_id, limit=limit, provider=provider
     )
-
-
-async def expire_due_vouchers(
-    session_factory: async_sessionmaker[AsyncSession], *, limit: int = EXPIRY_CHUNK
-) -> tuple[int, int]:
-    """Expire one chunk of due vouchers in one transaction → (found due, expired by this call).
-
-    A voucher the provider expired (or a person cancelled) meanwhile is a no-op of the state machine.
-    """
-    async with session_factory.begin() as session:
-        due = await WebhookRepository(session).due_vouchers(limit)
-        expired = 0
-        for entitlement_id in due:
-            transition = await entitlements.mark_expired(session, entitlement_id, source=EXPIRY_SOURCE)
-            expired += transition.applied
-    return len(due), expired

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from cbi_service.entitlements.models import Entitlement
 from cbi_service.kit.ids import new_id
-from tests.disbursement.support import create_batch, entitlements_of, make_actors, seed_beneficiaries
+from tests.issuance.support import create_batch, entitlements_of, make_actors, seed_beneficiaries
 from tests.support import assert_problem, make_programme
 
 

@@ -7,10 +7,10 @@ import uuid
 
 from sqlalchemy import func, select
 
-from cbi_service.disbursement.dispatch import ISSUE_JOB, LANES
 from cbi_service.entitlements.service import mark_expired, mark_failed, mark_issued
+from cbi_service.issuance.service import ISSUE_JOB, LANES
 from cbi_service.jobs.models import Job
-from tests.disbursement.support import (
+from tests.issuance.support import (
     approved_batch,
     assert_identity,
     balances,

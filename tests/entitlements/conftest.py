@@ -1,7 +1,7 @@
 import pytest
 
-from tests.disbursement.fixtures import settings, simulator, simulator_process
-from tests.disbursement.support import approved_batch, entitlements_of, fund, make_actors, release, seed_beneficiaries
+from tests.issuance.fixtures import settings, simulator, simulator_process
+from tests.issuance.support import approved_batch, entitlements_of, fund, make_actors, release, seed_beneficiaries
 from tests.support import make_programme
 
 __all__ = ["settings", "simulator", "simulator_process", "voucher_batch"]

@@ -13,11 +13,11 @@ from cbi_service.entitlements.models import Entitlement
 from cbi_service.entitlements.service import mark_expired, mark_failed, mark_issued, mark_redeemed
 from cbi_service.programmes.models import Programme
 from ledger import schema
-from tests.disbursement.support import (
+from tests.entitlements.support import in_transaction
+from tests.issuance.support import (
     assert_identity,
     balances,
 )
-from tests.entitlements.support import in_transaction
 
 
 async def _keys(session_factory, programme_id: str) -> list[str]:

@@ -9,7 +9,7 @@ import httpx
 from sqlalchemy import select
 
 from ledger import schema
-from tests.disbursement.support import (
+from tests.issuance.support import (
     approved_batch,
     assert_identity,
     balances,

@@ -19,11 +19,11 @@ from cbi_service.entitlements.service import (
     mark_issued_many,
     mark_redeemed,
 )
-from tests.disbursement.support import (
+from tests.entitlements.support import in_transaction
+from tests.issuance.support import (
     assert_identity,
     balances,
 )
-from tests.entitlements.support import in_transaction
 
 
 async def test_issue_redeem_in_parts_and_never_backwards(client, session_factory, voucher_batch):

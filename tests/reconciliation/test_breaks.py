@@ -8,8 +8,8 @@ from prometheus_client import REGISTRY
 from sqlalchemy import select, text
 
 from cbi_service.audit.models import AuditEvent
-from cbi_service.webhooks import service
-from tests.disbursement.support import (
+from cbi_service.entitlements import service
+from tests.issuance.support import (
     approved_batch,
     assert_identity,
     balances,

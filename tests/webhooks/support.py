@@ -21,7 +21,7 @@ from cbi_service.kit.settings import Settings
 from cbi_service.webhooks import service
 from cbi_service.webhooks.models import WebhookEvent
 from tests.conftest import TEST_WEBHOOK_SECRET
-from tests.disbursement.support import (
+from tests.issuance.support import (
     Actors,
     approved_batch,
     entitlements_of,

@@ -13,7 +13,7 @@ from cbi_service.batches import service as batches
 from cbi_service.batches.schemas import ApprovalCreate, BatchCreate
 from cbi_service.entitlements.models import Entitlement, EntitlementEvent
 from cbi_service.webhooks import service
-from tests.disbursement.support import (
+from tests.issuance.support import (
     approved_batch,
     assert_identity,
     balances,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
+from cbi_service.entitlements import service
 from cbi_service.jobs.worker import Worker
-from cbi_service.webhooks import service
-from tests.disbursement.support import assert_identity, balances
+from tests.issuance.support import assert_identity, balances
 from tests.webhooks.support import (
     apply_all,
     deliver,

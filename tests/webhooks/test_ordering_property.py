@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.disbursement.support import assert_identity, balances
+from tests.issuance.support import assert_identity, balances
 from tests.webhooks.support import (
     Released,
     apply_all,

@@ -20,7 +20,7 @@ from cbi_service.entitlements.models import Entitlement
 from cbi_service.kit.settings import Settings
 from cbi_service.webhooks.models import WebhookEvent
 from tests.conftest import TEST_WEBHOOK_SECRET
-from tests.disbursement.support import (
+from tests.issuance.support import (
     approved_batch,
     assert_identity,
     balances,

@@ -1,4 +1,4 @@
-"""Scheduled work of the webhook domain: apply the inbox, retry unmatched events, expire vouchers."""
+"""Job handlers of the webhook domain: apply the inbox, retry unmatched events."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from cbi_service.webhooks import service
 APPLY_EVERY_SECONDS = 1.0
 APPLY_MAX_SECONDS = 30.0
 REMATCH_EVERY_SECONDS = 15.0
-EXPIRY_EVERY_SECONDS = 300.0
 
 
 @job_handler("webhooks.apply", every_seconds=APPLY_EVERY_SECONDS)
@@ -21,12 +20,3 @@ async def apply_inbox(ctx: JobContext) -> None:
 async def rematch_unmatched(ctx: JobContext) -> None:
     async with ctx.session_factory.begin() as session:
         await service.requeue_matched(session)
-
-
-@job_handler("webhooks.expire_vouchers", every_seconds=EXPIRY_EVERY_SECONDS)
-async def expire_vouchers(ctx: JobContext) -> None:
-    """Expiry is also a provider event; whichever comes first wins and the other is a no-op."""
-    while True:
-        found, _ = await service.expire_due_vouchers(ctx.session_factory)
-        if found < service.EXPIRY_CHUNK:
-            return

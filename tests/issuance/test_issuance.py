@@ -9,14 +9,13 @@ from types import SimpleNamespace
 import asyncpg
 import httpx
 
-from cbi_service.disbursement.dispatch import poll_overdue
-from cbi_service.disbursement.providers import get_provider
-from cbi_service.entitlements.service import instruction_of
+from cbi_service.issuance.providers import get_provider
+from cbi_service.issuance.service import instruction_of, poll_overdue
 from cbi_service.jobs.worker import Worker
 from cbi_service.kit.settings import Settings
 from cbi_service.programmes.models import Programme
 from tests.conftest import TEST_WEBHOOK_SECRET, libpq_url
-from tests.disbursement.support import (
+from tests.issuance.support import (
     assert_identity,
     balances,
     counters,

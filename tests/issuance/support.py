@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from adapters.simulator import Faults, SimulatorProcess
 from cbi_service.batches.models import PaymentBatch
 from cbi_service.beneficiaries.models import Beneficiary, Enrolment
-from cbi_service.disbursement.dispatch import poll_overdue
 from cbi_service.entitlements.models import Entitlement
+from cbi_service.issuance.service import poll_overdue
 from cbi_service.jobs.worker import Worker
 from cbi_service.kit.ids import new_id
 from cbi_service.kit.settings import Settings

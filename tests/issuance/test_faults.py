@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from cbi_service.batches.models import PaymentBatch
 from cbi_service.entitlements.models import Entitlement
 from cbi_service.jobs.worker import Worker
-from tests.disbursement.support import (
+from tests.issuance.support import (
     assert_identity,
     balances,
     counters,

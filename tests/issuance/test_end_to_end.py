@@ -10,7 +10,7 @@ import pytest
 from cbi_service.demo import synthetic_people
 from cbi_service.kit.settings import Settings
 from tests.conftest import TEST_WEBHOOK_SECRET
-from tests.disbursement.support import assert_identity, balances, counters, fund, make_actors, provider_settings
+from tests.issuance.support import assert_identity, balances, counters, fund, make_actors, provider_settings
 from tests.support import make_programme
 
 

@@ -9,7 +9,7 @@ import pytest
 from adapters.simulator import SimulatorProcess
 from cbi_service.kit.settings import Settings
 from tests.conftest import TEST_WEBHOOK_SECRET
-from tests.disbursement.support import DEAD_WEBHOOK_URL, provider_settings, reset_simulator
+from tests.issuance.support import DEAD_WEBHOOK_URL, provider_settings, reset_simulator
 
 
 @pytest.fixture(scope="session")

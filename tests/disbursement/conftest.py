@@ -1,3 +1,0 @@
-from tests.disbursement.fixtures import settings, simulator, simulator_process
-
-__all__ = ["settings", "simulator", "simulator_process"]

@@ -215,6 +215,11 @@ class EntitlementRepository:
         )
         return int((await self.session.execute(stmt)).scalar_one())
 
+    @staticmethod
+    def stamp_updated(entitlement: Entitlement) -> None:
+        """Mark the row changed at the transaction's time (written with the row's next flush)."""
+        entitlement.updated_at = func.now()
+
     async def add_events(self, rows: Iterable[dict[str, Any]]) -> None:
         values = list(rows)
         if values:

@@ -43,7 +43,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -594,8 +593,8 @@ async def _changed(
     action: str | None = None,
 ) -> None:
     """History row, audit event and the batch-settled hook for one transition, in the caller's transaction."""
-    entitlement.updated_at = func.now()
     repo = EntitlementRepository(session)
+    repo.stamp_updated(entitlement)
     await repo.add_events(
         [
             {

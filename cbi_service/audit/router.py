@@ -5,8 +5,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
+from cbi_service.audit.repository import AuditRepository
 from cbi_service.audit.schemas import AuditEventOut
-from cbi_service.audit.service import search_audit_events
 from cbi_service.auth.dependencies import require_roles
 from cbi_service.auth.roles import Principal, Role
 from cbi_service.kit.db import SessionDep
@@ -30,8 +30,7 @@ async def list_audit_events(
     occurred_from: Annotated[AwareDatetimeQuery | None, Query(alias="from")] = None,
     occurred_to: Annotated[AwareDatetimeQuery | None, Query(alias="to")] = None,
 ) -> Page[AuditEventOut]:
-    rows = await search_audit_events(
-        session,
+    rows = await AuditRepository(session).search(
         actor_id=actor_id,
         resource_type=resource_type,
         resource_id=resource_id,

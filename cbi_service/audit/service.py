@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any, NamedTuple
 
 import structlog
@@ -75,28 +73,4 @@ async def record_audit_many(session: AsyncSession, principal: Principal | None, 
             )
             for event in events
         ],
-    )
-
-
-async def search_audit_events(
-    session: AsyncSession,
-    *,
-    actor_id: uuid.UUID | None,
-    resource_type: str | None,
-    resource_id: str | None,
-    action: str | None,
-    occurred_from: datetime | None,
-    occurred_to: datetime | None,
-    after_id: uuid.UUID | None,
-    limit: int,
-) -> Sequence[AuditEvent]:
-    return await AuditRepository(session).search(
-        actor_id=actor_id,
-        resource_type=resource_type,
-        resource_id=resource_id,
-        action=action,
-        occurred_from=occurred_from,
-        occurred_to=occurred_to,
-        after_id=after_id,
-        limit=limit,
     )

@@ -6,14 +6,13 @@ from typing import Any
 
 from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from cbi_service.jobs.models import Job
+from cbi_service.kit.repository import Repository
 
 
-class JobRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
+class JobRepository(Repository[Job]):
+    model = Job
 
     async def insert(self, values: dict[str, Any]) -> uuid.UUID | None:
         """Insert a job; with a dedupe key, a live job with that key makes this a no-op (returns None)."""
@@ -110,9 +109,6 @@ class JobRepository:
                 finished_at=func.now(),
             )
         )
-
-    async def get(self, job_id: uuid.UUID) -> Job | None:
-        return await self.session.get(Job, job_id)
 
     async def purge_finished(self, older_than_hours: int) -> int:
         stmt = text("DELETE FROM jobs WHERE status = 'done' AND finished_at < now() - make_interval(hours => :h)")

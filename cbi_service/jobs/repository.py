@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, or_, select, text, update
@@ -109,6 +110,11 @@ class JobRepository(Repository[Job]):
                 finished_at=func.now(),
             )
         )
+
+    async def after_seconds(self, seconds: float) -> datetime:
+        """The database's now plus `seconds`: a periodic job's next run, on the clock leases are kept by."""
+        stmt = select(func.now() + func.make_interval(0, 0, 0, 0, 0, 0, seconds))
+        return (await self.session.execute(stmt)).scalar_one()
 
     async def purge_finished(self, older_than_hours: int) -> int:
         stmt = text("DELETE FROM jobs WHERE status = 'done' AND finished_at < now() - make_interval(hours => :h)")

@@ -14,7 +14,6 @@ import socket
 from typing import Any
 
 import structlog
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cbi_service.jobs.models import Job
@@ -185,12 +184,11 @@ class Worker:
                     await repo.retry_later(job.id, self.worker_id, delay, error)
         else:
             async with self.session_factory.begin() as session:
-                await JobRepository(session).finish(job.id, self.worker_id)
+                repo = JobRepository(session)
+                await repo.finish(job.id, self.worker_id)
                 periodic = PERIODIC.get(job.kind)
                 if periodic is not None:
-                    run_at = await session.scalar(
-                        select(func.now() + func.make_interval(0, 0, 0, 0, 0, 0, periodic.every_seconds))
-                    )
+                    run_at = await repo.after_seconds(periodic.every_seconds)
                     await enqueue(session, job.kind, {}, run_at=run_at, dedupe_key=f"periodic:{job.kind}")
         finally:
             keeper.cancel()

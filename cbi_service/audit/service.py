@@ -3,24 +3,35 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cbi_service.audit.models import AuditEvent
 from cbi_service.audit.repository import AuditRepository
-from cbi_service.auth.roles import Principal
 from cbi_service.kit.ids import new_id
 
 SYSTEM_ACTOR = "system"
 _json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
+class Actor(Protocol):
+    """Who acted, as the trail names them (auth's Principal is one): the trail knows no API keys, so that
+    auth can record its own changes here."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+
+    @property
+    def name(self) -> str: ...
+
+
 async def record_audit(
     session: AsyncSession,
-    principal: Principal | None,
+    principal: Actor | None,
     action: str,
     resource_type: str,
     resource_id: object,
@@ -53,7 +64,7 @@ class AuditEntry(NamedTuple):
     after: dict[str, Any] | None = None
 
 
-async def record_audit_many(session: AsyncSession, principal: Principal | None, events: Sequence[AuditEntry]) -> None:
+async def record_audit_many(session: AsyncSession, principal: Actor | None, events: Sequence[AuditEntry]) -> None:
     """Many events by one actor in one statement: bulk operations (imports) change thousands of records per
     transaction, and writing their events one by one would cost more than the changes themselves."""
     if not events:

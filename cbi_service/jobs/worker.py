@@ -25,8 +25,8 @@ log = structlog.get_logger(__name__)
 outage_log = OutageLog("worker_database_unavailable")
 
 HANDLER_MODULES = (
-    "cbi_service.jobs.maintenance",
-    "cbi_service.beneficiaries.imports",
+    "cbi_service.jobs.tasks",
+    "cbi_service.beneficiaries.tasks",
     "cbi_service.disbursement.dispatch",
     "cbi_service.webhooks.jobs",
     "cbi_service.reconciliation.jobs",
@@ -132,7 +132,7 @@ class Worker:
             return list(await repo.claim(self.worker_id, list(HANDLERS), limit, self.lease_seconds))
 
     async def run_until_idle(self, max_rounds: int = 1000) -> None:
-        """Run jobs until none is ready (tests and the demo use it to drain the queue)."""
+        """Run jobs until none is ready (tests use it to drain the queue)."""
         for _ in range(max_rounds):
             if await self.run_once() == 0:
                 return

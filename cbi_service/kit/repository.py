@@ -1,7 +1,7 @@
-"""What every repository repeats: a row by its id, a new row, and a keyset page (`kit.pagination`).
+"""What every repository repeats: a row by its id (or its 404), a new row, and a keyset page.
 
-A domain's repository subclasses `Repository[Model]`, names its `model`, and keeps its own queries beside
-these; the queries of every domain stay in its repository, the shapes common to all of them live here.
+A domain's repository subclasses `Repository[Model]` and names its `model`; its own queries sit beside
+these. Pages follow `kit.pagination`: the router decodes the cursor and `page_of` trims the extra row.
 """
 
 from __future__ import annotations

@@ -8,10 +8,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import structlog
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from adapters.providers.registry import PROVIDER_ADAPTERS
 from cbi_service.audit.router import router as audit_router
+from cbi_service.auth.dependencies import require_roles
+from cbi_service.auth.roles import Role
 from cbi_service.batches.router import router as batches_router
 from cbi_service.beneficiaries.router import router as beneficiaries_router
 from cbi_service.dedup.registries import registries_for
@@ -111,7 +113,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         health_router,
         webhooks_router,
         programmes_router,
-        audit_router,
         beneficiaries_router,
         batches_router,
         entitlements_router,
@@ -121,6 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         reports_router,
     ):
         app.include_router(router)
+    app.include_router(audit_router, dependencies=[Depends(require_roles(Role.auditor, Role.admin))])
     generate_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:

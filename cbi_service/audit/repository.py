@@ -5,9 +5,9 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import ARRAY, String, Text, Uuid, bindparam, select, text
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from cbi_service.audit.models import AuditEvent
+from cbi_service.kit.repository import Repository
 
 _INSERT_MANY = text(
     """
@@ -26,13 +26,8 @@ _INSERT_MANY = text(
 )
 
 
-class AuditRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    async def add(self, event: AuditEvent) -> None:
-        self.session.add(event)
-        await self.session.flush()
+class AuditRepository(Repository[AuditEvent]):
+    model = AuditEvent
 
     async def add_many(
         self,
@@ -87,7 +82,4 @@ class AuditRepository:
             stmt = stmt.where(AuditEvent.occurred_at >= occurred_from)
         if occurred_to is not None:
             stmt = stmt.where(AuditEvent.occurred_at < occurred_to)
-        if after_id is not None:
-            stmt = stmt.where(AuditEvent.id > after_id)
-        stmt = stmt.order_by(AuditEvent.id).limit(limit + 1)
-        return (await self.session.execute(stmt)).scalars().all()
+        return await self.page(stmt, after_id, limit)

@@ -5,24 +5,33 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cbi_service.audit.models import AuditEvent
 from cbi_service.audit.repository import AuditRepository
-from cbi_service.auth.roles import Principal
 from cbi_service.kit.ids import new_id
 
 SYSTEM_ACTOR = "system"
 _json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
+class Actor(Protocol):
+    """Who acted, as the trail names them (auth's Principal is one): the trail knows no API keys, so that
+    auth can record its own changes here."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+
+    @property
+    def name(self) -> str: ...
+
+
 async def record_audit(
     session: AsyncSession,
-    principal: Principal | None,
+    principal: Actor | None,
     action: str,
     resource_type: str,
     resource_id: object,
@@ -55,7 +64,7 @@ class AuditEntry(NamedTuple):
     after: dict[str, Any] | None = None
 
 
-async def record_audit_many(session: AsyncSession, principal: Principal | None, events: Sequence[AuditEntry]) -> None:
+async def record_audit_many(session: AsyncSession, principal: Actor | None, events: Sequence[AuditEntry]) -> None:
     """Many events by one actor in one statement: bulk operations (imports) change thousands of records per
     transaction, and writing their events one by one would cost more than the changes themselves."""
     if not events:
@@ -75,28 +84,4 @@ async def record_audit_many(session: AsyncSession, principal: Principal | None, 
             )
             for event in events
         ],
-    )
-
-
-async def search_audit_events(
-    session: AsyncSession,
-    *,
-    actor_id: uuid.UUID | None,
-    resource_type: str | None,
-    resource_id: str | None,
-    action: str | None,
-    occurred_from: datetime | None,
-    occurred_to: datetime | None,
-    after_id: uuid.UUID | None,
-    limit: int,
-) -> Sequence[AuditEvent]:
-    return await AuditRepository(session).search(
-        actor_id=actor_id,
-        resource_type=resource_type,
-        resource_id=resource_id,
-        action=action,
-        occurred_from=occurred_from,
-        occurred_to=occurred_to,
-        after_id=after_id,
-        limit=limit,
     )

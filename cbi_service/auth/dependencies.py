@@ -13,6 +13,7 @@ from cbi_service.auth.roles import Principal, Role
 from cbi_service.auth.service import authenticate
 from cbi_service.kit.db import SessionDep
 from cbi_service.kit.errors import Forbidden, Unauthorized
+from cbi_service.kit.idempotency import bind_caller
 
 _bearer = HTTPBearer(auto_error=False, description="An API key created with `cbi-service apikey create`.")
 
@@ -27,7 +28,7 @@ async def current_principal(
     principal = await authenticate(session, credentials.credentials)
     if principal is None:
         raise Unauthorized("A valid API key is required.")
-    request.state.principal = principal
+    bind_caller(request, principal.id)
     structlog.contextvars.bind_contextvars(actor_id=str(principal.id))
     return principal
 

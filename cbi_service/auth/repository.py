@@ -4,19 +4,13 @@ import uuid
 from collections.abc import Sequence
 
 from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from cbi_service.auth.models import ApiKey
+from cbi_service.kit.repository import Repository
 
 
-class ApiKeyRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    async def add(self, key: ApiKey) -> ApiKey:
-        self.session.add(key)
-        await self.session.flush()
-        return key
+class ApiKeyRepository(Repository[ApiKey]):
+    model = ApiKey
 
     async def find_active_by_hash(self, key_hash: str) -> ApiKey | None:
         stmt = select(ApiKey).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))

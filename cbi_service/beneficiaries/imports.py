@@ -1,4 +1,4 @@
-"""Bulk registration from CSV or XLSX files, processed in the background by the job worker.
+"""Bulk registration from CSV or XLSX files: the upload, the reading and the rules; its job is in `tasks`.
 
 The upload is stored in 1 MiB pieces inside the database (so any worker process can pick the job up); the
 job copies it to a temporary file and reads it row by row (csv module, openpyxl in read-only mode), never
@@ -28,15 +28,13 @@ import os
 import re
 import signal
 import sys
-import tempfile
 import threading
 import time
 import uuid
 from collections.abc import AsyncGenerator, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import aclosing
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from itertools import islice
 from pathlib import Path
 from typing import IO, Any
@@ -44,12 +42,11 @@ from typing import IO, Any
 import openpyxl
 from fastapi import UploadFile
 from pydantic import ValidationError
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cbi_service.audit.service import AuditEntry, record_audit, record_audit_many
 from cbi_service.auth.roles import Principal, Role
-from cbi_service.beneficiaries.models import BeneficiaryImport, ImportRow
+from cbi_service.beneficiaries.models import BeneficiaryImport
 from cbi_service.beneficiaries.repository import AdjudicationRepository, BeneficiaryRepository, ImportRepository
 from cbi_service.beneficiaries.schemas import BeneficiaryCreate, ImportAccepted
 from cbi_service.beneficiaries.service import Prepared, columns_of, combine, jsonable_matches, prepare
@@ -65,7 +62,7 @@ from cbi_service.dedup.normalize import MatchRecord
 from cbi_service.dedup.registries import check_registries, registries_for
 from cbi_service.dedup.scoring import decide
 from cbi_service.dedup.settings import get_dedup_settings
-from cbi_service.jobs.service import JobContext, JobInterrupted, enqueue, job_handler
+from cbi_service.jobs.service import enqueue
 from cbi_service.kit.bounded import BoundedReader, LimitExceeded, TextLimits
 from cbi_service.kit.cells import SafeWriter
 from cbi_service.kit.errors import AppError, UnprocessableEntity, field_path
@@ -89,7 +86,6 @@ MAX_UPLOAD_BYTES = 200 << 20
 MAX_COLUMNS = 64
 # A failure that is not the file's (the database went away) is retried; after this many the import fails.
 MAX_ATTEMPTS = 5
-# How often a running import renews its job's lease (the worker's lease lasts a minute).
 TRUE_WORDS = frozenset({"true", "yes", "y", "1", "si", "sí", "x", "verdadero"})
 _DMY = re.compile(r"^(\d{1,2})[/.-](\d{1,2})[/.-](\d{4})$")
 
@@ -540,19 +536,7 @@ async def process_chunk(
     imp.rows_done += len(rows)
 
 
-async def _download(ctx: JobContext, import_id: uuid.UUID, path: Path) -> None:
-    with path.open("wb") as out:
-        seq = 0
-        while True:
-            async with ctx.session_factory() as session:
-                piece = await ImportRepository(session).chunk(import_id, seq)
-            if piece is None:
-                return
-            out.write(piece)
-            seq += 1
-
-
-def _count_rows(path: Path, file_format: str, limits: FileLimits) -> int | None:
+def count_rows(path: Path, file_format: str, limits: FileLimits) -> int | None:
     """The rows to import; a file over the limits fails here, before any row is registered."""
     if file_format == "xlsx":
         workbook = _open_workbook(path, limits)
@@ -562,66 +546,3 @@ def _count_rows(path: Path, file_format: str, limits: FileLimits) -> int | None:
         finally:
             workbook.close()
     return sum(1 for _ in iter_rows(path, file_format, limits))
-
-
-async def _finish(ctx: JobContext, import_id: uuid.UUID, status: str, error: str | None = None) -> None:
-    async with ctx.session_factory.begin() as session:
-        repo = ImportRepository(session)
-        imp = await repo.get(import_id, for_update=True)
-        if imp is None:
-            return
-        imp.status = status
-        imp.error = error
-        imp.finished_at = datetime.now(UTC)
-        if status == "completed":
-            imp.rows_total = imp.rows_done
-        await repo.drop_file(import_id)
-        await record_audit(
-            session, None, f"beneficiary_import.{status}", "beneficiary_import", import_id, None,
-            {"counts": imp.counts, "rows_done": imp.rows_done, "error": error},
-        )  # fmt: skip
-
-
-@job_handler(JOB_KIND)
-async def run_import(ctx: JobContext) -> None:
-    import_id = uuid.UUID(ctx.payload["import_id"])
-    async with ctx.session_factory.begin() as session:
-        imp = await ImportRepository(session).get(import_id, for_update=True)
-        if imp is None or imp.status in {"completed", "failed"}:
-            return
-        file_format = imp.file_format
-        done_through = await session.scalar(
-            select(func.coalesce(func.max(ImportRow.row_number), 0)).where(ImportRow.import_id == import_id)
-        )
-    limits = FileLimits.of(ctx.state.settings)
-    with tempfile.TemporaryDirectory(prefix="cbi-import-") as tmp:
-        path = Path(tmp) / f"upload.{file_format}"
-        await _download(ctx, import_id, path)
-        try:
-            total = await asyncio.to_thread(_count_rows, path, file_format, limits)
-            async with ctx.session_factory.begin() as session:
-                imp = await ImportRepository(session).get(import_id, for_update=True)
-                assert imp is not None
-                imp.status, imp.rows_total = "running", total
-
-            chunks = raw_chunks(path, file_format, done_through or 0, limits)
-            parallel = (total or 0) - (done_through or 0) > CHUNK_ROWS
-            async with aclosing(validated_chunks(chunks, parallel=parallel)) as validated:
-                async for chunk in validated:
-                    async with ctx.session_factory.begin() as session:
-                        imp = await ImportRepository(session).get(import_id, for_update=True)
-                        assert imp is not None
-                        await process_chunk(session, ctx.state.settings, imp, chunk)
-                    ctx.checkpoint()
-        except ImportFileError as exc:
-            await _finish(ctx, import_id, "failed", str(exc))
-            return
-        except JobInterrupted:
-            raise
-        except Exception:
-            # Not the file's fault (an external registry down, the database gone): the job is retried and
-            # resumes after the last committed chunk; after the last attempt the import reports failure.
-            if ctx.attempt >= MAX_ATTEMPTS:
-                await _finish(ctx, import_id, "failed", "stopped after repeated failures; rows reported so far stand")
-            raise
-    await _finish(ctx, import_id, "completed")

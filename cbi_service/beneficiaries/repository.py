@@ -4,7 +4,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, insert, select, text, update
+from sqlalchemy import Table, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,6 +22,7 @@ from cbi_service.beneficiaries.models import (
 )
 from cbi_service.dedup.blocking import key_hash
 from cbi_service.dedup.normalize import MatchRecord
+from cbi_service.kit.repository import Repository
 
 # Advisory-lock namespace for dedup; keys hash into a fixed number of buckets so that a bulk chunk's locks
 # stay within PostgreSQL's lock table however many keys it has.
@@ -40,9 +41,9 @@ def lock_bucket(key: str) -> int:
     return key_hash(key) % LOCK_BUCKETS
 
 
-class BeneficiaryRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
+class BeneficiaryRepository(Repository[Beneficiary]):
+    model = Beneficiary
+    not_found = "Beneficiary not found."
 
     async def lock_keys(self, keys: Iterable[str]) -> None:
         """Serialise registrations that share a blocking key until this transaction ends.
@@ -111,10 +112,9 @@ class BeneficiaryRepository:
             for row in rows
         }
 
-    async def add(self, beneficiary: Beneficiary, keys: Sequence[str]) -> Beneficiary:
+    async def add(self, beneficiary: Beneficiary, keys: Sequence[str] = ()) -> Beneficiary:
         """Insert a new person (its server-set timestamps come back with the INSERT) and file its keys."""
-        self.session.add(beneficiary)
-        await self.session.flush()
+        await super().add(beneficiary)
         await self._file([(k, beneficiary.id) for k in keys])
         return beneficiary
 
@@ -143,12 +143,6 @@ class BeneficiaryRepository:
         """A record that is no longer matchable leaves the blocking index."""
         await self.session.execute(delete(DedupKey).where(DedupKey.beneficiary_id == beneficiary_id))
 
-    async def get(self, beneficiary_id: uuid.UUID, *, for_update: bool = False) -> Beneficiary | None:
-        stmt = select(Beneficiary).where(Beneficiary.id == beneficiary_id)
-        if for_update:
-            stmt = stmt.with_for_update()
-        return (await self.session.execute(stmt)).scalar_one_or_none()
-
     async def list(
         self,
         *,
@@ -159,8 +153,6 @@ class BeneficiaryRepository:
         external_ref: str | None,
     ) -> Sequence[Beneficiary]:
         stmt = select(Beneficiary)
-        if after_id is not None:
-            stmt = stmt.where(Beneficiary.id > after_id)
         if status is not None:
             stmt = stmt.where(Beneficiary.status == status)
         if external_ref is not None:
@@ -168,8 +160,7 @@ class BeneficiaryRepository:
         if programme_id is not None:
             enrolled = select(Enrolment.beneficiary_id).where(Enrolment.programme_id == programme_id)
             stmt = stmt.where(Beneficiary.id.in_(enrolled))
-        stmt = stmt.order_by(Beneficiary.id).limit(limit + 1)
-        return (await self.session.execute(stmt)).scalars().all()
+        return await self.page(stmt, after_id, limit)
 
     async def statuses_for_share(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
         """Statuses, locked against a concurrent deactivation until the enrolment (or the payment) commits."""
@@ -177,9 +168,9 @@ class BeneficiaryRepository:
         return {row.id: row.status for row in await self.session.execute(stmt)}
 
 
-class AdjudicationRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
+class AdjudicationRepository(Repository[Adjudication]):
+    model = Adjudication
+    not_found = "Adjudication not found."
 
     async def open(self, beneficiary_id: uuid.UUID, matches: list[dict[str, Any]]) -> None:
         """Open an adjudication, or refresh the matches of the one already open for this person (at most one
@@ -202,12 +193,6 @@ class AdjudicationRepository:
                 [{**row, "status": "open"} for row in rows],
             )
 
-    async def get(self, adjudication_id: uuid.UUID, *, for_update: bool = False) -> Adjudication | None:
-        stmt = select(Adjudication).where(Adjudication.id == adjudication_id)
-        if for_update:
-            stmt = stmt.with_for_update()
-        return (await self.session.execute(stmt)).scalar_one_or_none()
-
     async def withdraw_open(self, beneficiary_id: uuid.UUID) -> None:
         await self.session.execute(
             update(Adjudication)
@@ -217,12 +202,9 @@ class AdjudicationRepository:
 
     async def list(self, *, after_id: uuid.UUID | None, limit: int, status: str | None) -> Sequence[Adjudication]:
         stmt = select(Adjudication)
-        if after_id is not None:
-            stmt = stmt.where(Adjudication.id > after_id)
         if status is not None:
             stmt = stmt.where(Adjudication.status == status)
-        stmt = stmt.order_by(Adjudication.id).limit(limit + 1)
-        return (await self.session.execute(stmt)).scalars().all()
+        return await self.page(stmt, after_id, limit)
 
 
 class EnrolmentRepository:
@@ -244,27 +226,16 @@ class EnrolmentRepository:
         return set(rows.scalars().all())
 
 
-class ImportRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    async def add(self, imp: BeneficiaryImport) -> BeneficiaryImport:
-        self.session.add(imp)
-        await self.session.flush()
-        await self.session.refresh(imp, ["created_at", "status", "rows_done"])
-        return imp
+class ImportRepository(Repository[BeneficiaryImport]):
+    model = BeneficiaryImport
+    not_found = "Import not found."
+    server_set = ("created_at", "status", "rows_done")
 
     async def add_chunk(self, import_id: uuid.UUID, seq: int, data: bytes) -> None:
         await self.session.execute(insert(ImportChunk).values(import_id=import_id, seq=seq, data=data))
 
     async def chunk(self, import_id: uuid.UUID, seq: int) -> bytes | None:
         stmt = select(ImportChunk.data).where(ImportChunk.import_id == import_id, ImportChunk.seq == seq)
-        return (await self.session.execute(stmt)).scalar_one_or_none()
-
-    async def get(self, import_id: uuid.UUID, *, for_update: bool = False) -> BeneficiaryImport | None:
-        stmt = select(BeneficiaryImport).where(BeneficiaryImport.id == import_id)
-        if for_update:
-            stmt = stmt.with_for_update()
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
     async def add_rows(self, rows: Sequence[dict[str, Any]]) -> None:
@@ -275,12 +246,14 @@ class ImportRepository:
         self, import_id: uuid.UUID, *, after: int | None, limit: int, outcome: str | None
     ) -> Sequence[ImportRow]:
         stmt = select(ImportRow).where(ImportRow.import_id == import_id)
-        if after is not None:
-            stmt = stmt.where(ImportRow.row_number > after)
         if outcome is not None:
             stmt = stmt.where(ImportRow.outcome == outcome)
-        stmt = stmt.order_by(ImportRow.row_number).limit(limit + 1)
-        return (await self.session.execute(stmt)).scalars().all()
+        return await self.page(stmt, after, limit, key=ImportRow.row_number)
+
+    async def rows_through(self, import_id: uuid.UUID) -> int:
+        """The last row with an outcome (0 for none): where a resumed import goes on from."""
+        stmt = select(func.coalesce(func.max(ImportRow.row_number), 0)).where(ImportRow.import_id == import_id)
+        return int((await self.session.execute(stmt)).scalar_one())
 
     async def drop_file(self, import_id: uuid.UUID) -> None:
         """The uploaded file holds PII; it is not kept once every row has its outcome."""

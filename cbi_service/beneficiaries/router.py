@@ -9,7 +9,7 @@ from fastapi.responses import PlainTextResponse, Response
 from cbi_service.auth.dependencies import require_roles
 from cbi_service.auth.roles import Principal, Role
 from cbi_service.beneficiaries import imports, service
-from cbi_service.beneficiaries.repository import ImportRepository
+from cbi_service.beneficiaries.repository import AdjudicationRepository, BeneficiaryRepository, ImportRepository
 from cbi_service.beneficiaries.schemas import (
     AdjudicationOut,
     BeneficiaryCreate,
@@ -26,7 +26,7 @@ from cbi_service.beneficiaries.schemas import (
     Status,
 )
 from cbi_service.kit.db import SessionDep
-from cbi_service.kit.errors import NotFound, UnprocessableEntity
+from cbi_service.kit.errors import UnprocessableEntity
 from cbi_service.kit.idempotency import IdempotencyDep
 from cbi_service.kit.pagination import Page, PageDep, page_of
 from cbi_service.kit.routing import StorableTextRoute
@@ -62,8 +62,7 @@ async def list_beneficiaries(
     programme_id: uuid.UUID | None = None,
     external_ref: Annotated[str | None, Query(max_length=100)] = None,
 ) -> Page[BeneficiaryOut]:
-    rows = await service.list_beneficiaries(
-        session,
+    rows = await BeneficiaryRepository(session).list(
         after_id=page.after_id(),
         limit=page.limit,
         status=status,
@@ -116,9 +115,7 @@ async def get_import(
 ) -> ImportOut:
     """Progress, counts per outcome, and a page of per-row results (`limit`/`cursor` page the rows)."""
     repo = ImportRepository(session)
-    imp = await repo.get(import_id)
-    if imp is None:
-        raise NotFound("Import not found.")
+    imp = await repo.require(import_id)
     keys = page.keys()
     try:
         after = int(keys[0]) if keys else None
@@ -131,7 +128,7 @@ async def get_import(
 
 @router.get("/v1/beneficiaries/{beneficiary_id}", response_model=BeneficiaryOut)
 async def get_beneficiary(beneficiary_id: uuid.UUID, session: SessionDep, _: Reader) -> BeneficiaryOut:
-    return BeneficiaryOut.of(await service.get_beneficiary(session, beneficiary_id))
+    return BeneficiaryOut.of(await BeneficiaryRepository(session).require(beneficiary_id))
 
 
 @router.patch("/v1/beneficiaries/{beneficiary_id}", response_model=BeneficiaryRegistered)
@@ -158,7 +155,7 @@ async def list_adjudications(
     page: PageDep,
     status: Literal["open", "decided", "withdrawn"] | None = None,
 ) -> Page[AdjudicationOut]:
-    rows = await service.list_adjudications(session, after_id=page.after_id(), limit=page.limit, status=status)
+    rows = await AdjudicationRepository(session).list(after_id=page.after_id(), limit=page.limit, status=status)
     items, cursor = page_of(rows, page.limit, lambda a: [a.id])
     return Page(items=[AdjudicationOut.of(a) for a in items], next_cursor=cursor)
 

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from adapters.registries.base import RegistryMatch
 from cbi_service.audit.service import record_audit
 from cbi_service.auth.roles import Principal
-from cbi_service.beneficiaries.models import MATCHABLE_STATUSES, Adjudication, Beneficiary
+from cbi_service.beneficiaries.models import MATCHABLE_STATUSES, Beneficiary
 from cbi_service.beneficiaries.repository import (
     AdjudicationRepository,
     BeneficiaryRepository,
@@ -42,7 +42,7 @@ from cbi_service.dedup.normalize import DocumentKey, MatchRecord, build_record
 from cbi_service.dedup.registries import check_registries, registries_for
 from cbi_service.dedup.scoring import Decision, DedupStatus, decide
 from cbi_service.dedup.settings import DedupSettings, get_dedup_settings
-from cbi_service.kit.errors import Conflict, Forbidden, NotFound, UnprocessableEntity
+from cbi_service.kit.errors import Conflict, Forbidden, UnprocessableEntity
 from cbi_service.kit.settings import Settings
 from cbi_service.programmes.service import get_programme
 
@@ -228,27 +228,6 @@ def jsonable_matches(matches: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: str(v) if isinstance(v, uuid.UUID) else v for k, v in m.items()} for m in matches]
 
 
-async def get_beneficiary(session: AsyncSession, beneficiary_id: uuid.UUID, *, for_update: bool = False) -> Beneficiary:
-    beneficiary = await BeneficiaryRepository(session).get(beneficiary_id, for_update=for_update)
-    if beneficiary is None:
-        raise NotFound("Beneficiary not found.")
-    return beneficiary
-
-
-async def list_beneficiaries(
-    session: AsyncSession,
-    *,
-    after_id: uuid.UUID | None,
-    limit: int,
-    status: str | None,
-    programme_id: uuid.UUID | None,
-    external_ref: str | None,
-) -> Sequence[Beneficiary]:
-    return await BeneficiaryRepository(session).list(
-        after_id=after_id, limit=limit, status=status, programme_id=programme_id, external_ref=external_ref
-    )
-
-
 def _merged(b: Beneficiary, patch: BeneficiaryPatch) -> BeneficiaryCreate:
     current = BeneficiaryOut.of(b).model_dump()
     changes = patch.model_dump(exclude_unset=True)
@@ -276,11 +255,11 @@ async def correct(
     """Apply corrections and re-run dedup against everyone else; a correction that reveals a duplicate is
     refused (409) like a registration would be. A record waiting for adjudication keeps waiting even if the
     correction makes it look unique: otherwise editing a record would be a way around the four-eyes rule."""
-    beneficiary = await get_beneficiary(session, beneficiary_id, for_update=True)
+    repo = BeneficiaryRepository(session)
+    beneficiary = await repo.require(beneficiary_id, for_update=True)
     if beneficiary.status not in MATCHABLE_STATUSES:
         raise Conflict(f"A {beneficiary.status} beneficiary cannot be corrected.")
     prepared = prepare(_merged(beneficiary, patch))
-    repo = BeneficiaryRepository(session)
     await repo.lock_keys(prepared.keys)
     outcome = await run_dedup(session, settings, prepared, exclude=beneficiary.id)
     if outcome.status == "duplicate":
@@ -305,25 +284,20 @@ async def correct(
 
 
 async def deactivate(session: AsyncSession, principal: Principal, beneficiary_id: uuid.UUID) -> BeneficiaryOut:
-    beneficiary = await get_beneficiary(session, beneficiary_id, for_update=True)
+    repo = BeneficiaryRepository(session)
+    beneficiary = await repo.require(beneficiary_id, for_update=True)
     if beneficiary.status == "inactive":
         return BeneficiaryOut.of(beneficiary)
     before = _summary(beneficiary)
     beneficiary.status = "inactive"
     beneficiary.updated_at = datetime.now(UTC)
-    await BeneficiaryRepository(session).drop_keys(beneficiary.id)
+    await repo.drop_keys(beneficiary.id)
     await AdjudicationRepository(session).withdraw_open(beneficiary.id)
     await session.flush()
     await record_audit(
         session, principal, "beneficiary.deactivated", "beneficiary", beneficiary.id, before, _summary(beneficiary)
     )
     return BeneficiaryOut.of(beneficiary)
-
-
-async def list_adjudications(
-    session: AsyncSession, *, after_id: uuid.UUID | None, limit: int, status: str | None
-) -> Sequence[Adjudication]:
-    return await AdjudicationRepository(session).list(after_id=after_id, limit=limit, status=status)
 
 
 async def decide_adjudication(
@@ -336,10 +310,9 @@ async def decide_adjudication(
     must not clear its author to judge their own identity data. The registrar of a bulk import is the
     person who uploaded the file.
     """
-    adjudication = await AdjudicationRepository(session).get(adjudication_id, for_update=True)
-    if adjudication is None:
-        raise NotFound("Adjudication not found.")
-    beneficiary = await get_beneficiary(session, adjudication.beneficiary_id, for_update=True)
+    adjudication = await AdjudicationRepository(session).require(adjudication_id, for_update=True)
+    beneficiaries = BeneficiaryRepository(session)
+    beneficiary = await beneficiaries.require(adjudication.beneficiary_id, for_update=True)
     if principal.id == beneficiary.registered_by or principal.id in beneficiary.corrected_by:
         raise Forbidden("Nobody may decide on a record they registered or corrected.")
     if adjudication.status != "open":
@@ -354,7 +327,7 @@ async def decide_adjudication(
         beneficiary.status = "duplicate"
         internal = [m["beneficiary_id"] for m in adjudication.matches if m.get("beneficiary_id")]
         beneficiary.duplicate_of = uuid.UUID(internal[0]) if internal else None
-        await BeneficiaryRepository(session).drop_keys(beneficiary.id)
+        await beneficiaries.drop_keys(beneficiary.id)
     else:
         beneficiary.status = "active"
     beneficiary.updated_at = datetime.now(UTC)

@@ -2,18 +2,18 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from cbi_service.jobs.models import Job
+from cbi_service.kit.repository import Repository
 
 
-class JobRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
+class JobRepository(Repository[Job]):
+    model = Job
 
     async def insert(self, values: dict[str, Any]) -> uuid.UUID | None:
         """Insert a job; with a dedupe key, a live job with that key makes this a no-op (returns None)."""
@@ -111,8 +111,10 @@ class JobRepository:
             )
         )
 
-    async def get(self, job_id: uuid.UUID) -> Job | None:
-        return await self.session.get(Job, job_id)
+    async def after_seconds(self, seconds: float) -> datetime:
+        """The database's now plus `seconds`: a periodic job's next run, on the clock leases are kept by."""
+        stmt = select(func.now() + func.make_interval(0, 0, 0, 0, 0, 0, seconds))
+        return (await self.session.execute(stmt)).scalar_one()
 
     async def purge_finished(self, older_than_hours: int) -> int:
         stmt = text("DELETE FROM jobs WHERE status = 'done' AND finished_at < now() - make_interval(hours => :h)")

@@ -14,7 +14,6 @@ import socket
 from typing import Any
 
 import structlog
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cbi_service.jobs.models import Job
@@ -26,8 +25,8 @@ log = structlog.get_logger(__name__)
 outage_log = OutageLog("worker_database_unavailable")
 
 HANDLER_MODULES = (
-    "cbi_service.jobs.maintenance",
-    "cbi_service.beneficiaries.imports",
+    "cbi_service.jobs.tasks",
+    "cbi_service.beneficiaries.tasks",
     "cbi_service.issuance.tasks",
     "cbi_service.entitlements.tasks",
     "cbi_service.webhooks.tasks",
@@ -134,7 +133,7 @@ class Worker:
             return list(await repo.claim(self.worker_id, list(HANDLERS), limit, self.lease_seconds))
 
     async def run_until_idle(self, max_rounds: int = 1000) -> None:
-        """Run jobs until none is ready (tests and the demo use it to drain the queue)."""
+        """Run jobs until none is ready (tests use it to drain the queue)."""
         for _ in range(max_rounds):
             if await self.run_once() == 0:
                 return
@@ -186,12 +185,11 @@ class Worker:
                     await repo.retry_later(job.id, self.worker_id, delay, error)
         else:
             async with self.session_factory.begin() as session:
-                await JobRepository(session).finish(job.id, self.worker_id)
+                repo = JobRepository(session)
+                await repo.finish(job.id, self.worker_id)
                 periodic = PERIODIC.get(job.kind)
                 if periodic is not None:
-                    run_at = await session.scalar(
-                        select(func.now() + func.make_interval(0, 0, 0, 0, 0, 0, periodic.every_seconds))
-                    )
+                    run_at = await repo.after_seconds(periodic.every_seconds)
                     await enqueue(session, job.kind, {}, run_at=run_at, dedupe_key=f"periodic:{job.kind}")
         finally:
             keeper.cancel()

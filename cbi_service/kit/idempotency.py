@@ -8,6 +8,7 @@ The first response is what the key answers, whatever its status: a request refus
 of a batch not yet approved) replays that refusal, so the same request can never take effect later, once
 the state has changed. The effect runs inside a savepoint; a 4xx rolls back to it, undoing the effect, and
 the problem is stored in the request's transaction, which then commits with only the key row in it.
+Keys are scoped by caller: authentication names the caller with `bind_caller` (kit knows no API keys).
 Not stored, so the key stays free for a retry of the same request:
 - a 5xx (provider or database unavailable, an unexpected fault): no decision was reached, and a retry may
   succeed;
@@ -33,8 +34,6 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from cbi_service.auth.dependencies import current_principal
-from cbi_service.auth.roles import Principal
 from cbi_service.kit.db import SessionDep
 from cbi_service.kit.errors import PROBLEM_JSON, AppError, Conflict, UnprocessableEntity, problem_of
 from cbi_service.kit.models import Base, CreatedAt
@@ -105,23 +104,38 @@ def fingerprint(method: str, path: str, payload: Any) -> str:
     return digest.hexdigest()
 
 
-class Idempotency:
-    """Runs a request's effect at most once per (caller, key) and replays its first response."""
+def bind_caller(request: Request, caller_id: uuid.UUID) -> None:
+    """Name the authenticated caller whose keys this request's Idempotency-Key is one of."""
+    request.state.idempotency_caller = caller_id
 
-    def __init__(self, session: AsyncSession, principal: Principal, request: Request, key: str | None) -> None:
+
+def _caller_of(request: Request) -> uuid.UUID:
+    caller: uuid.UUID | None = getattr(request.state, "idempotency_caller", None)
+    if caller is None:
+        raise RuntimeError("an Idempotency-Key on a route that authenticates no caller")
+    return caller
+
+
+class Idempotency:
+    """Runs a request's effect at most once per (caller, key) and replays its first response.
+
+    The caller is read when the effect runs, once every dependency of the route (its role check, which
+    authenticates) has been resolved."""
+
+    def __init__(self, session: AsyncSession, request: Request, key: str | None) -> None:
         self.session = session
-        self.principal = principal
         self.request = request
         self.key = key
 
     async def run(self, payload: Any, effect: Callable[[], Awaitable[Any]], *, status_code: int = 200) -> Response:
         if self.key is None:
             return _json(status_code, _encode(await effect()))
+        caller = _caller_of(self.request)
         repo = IdempotencyRepository(self.session)
-        if not await repo.try_lock(self.principal.id, self.key):
+        if not await repo.try_lock(caller, self.key):
             raise Conflict("A request with this Idempotency-Key is still being processed.")
         request_hash = fingerprint(self.request.method, self.request.url.path, payload)
-        previous = await repo.find_live(self.principal.id, self.key)
+        previous = await repo.find_live(caller, self.key)
         if previous is not None:
             if previous.request_hash != request_hash:
                 raise UnprocessableEntity(
@@ -139,9 +153,9 @@ class Idempotency:
             if exc.status >= 500:
                 raise
             refusal = problem_of(exc)
-            await repo.store(self.principal.id, self.key, request_hash, exc.status, bytes(refusal.body).decode(), ttl)
+            await repo.store(caller, self.key, request_hash, exc.status, bytes(refusal.body).decode(), ttl)
             return refusal
-        await repo.store(self.principal.id, self.key, request_hash, status_code, body, ttl)
+        await repo.store(caller, self.key, request_hash, status_code, body, ttl)
         return _json(status_code, body)
 
 
@@ -161,19 +175,17 @@ _KEY_DOC = "Makes the request safe to retry: the same key and body replay the fi
 async def optional_idempotency(
     request: Request,
     session: SessionDep,
-    principal: Annotated[Principal, Depends(current_principal)],
     key: Annotated[str | None, Header(alias="Idempotency-Key", pattern=KEY_PATTERN, description=_KEY_DOC)] = None,
 ) -> Idempotency:
-    return Idempotency(session, principal, request, key)
+    return Idempotency(session, request, key)
 
 
 async def required_idempotency(
     request: Request,
     session: SessionDep,
-    principal: Annotated[Principal, Depends(current_principal)],
     key: Annotated[str, Header(alias="Idempotency-Key", pattern=KEY_PATTERN, description=_KEY_DOC)],
 ) -> Idempotency:
-    return Idempotency(session, principal, request, key)
+    return Idempotency(session, request, key)
 
 
 IdempotencyDep = Annotated[Idempotency, Depends(optional_idempotency)]

@@ -19,11 +19,11 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 
 from cbi_service.batches.models import PaymentBatch
 from cbi_service.entitlements.models import Entitlement
+from cbi_service.kit.repository import Repository
 from cbi_service.programmes.models import Programme
 from cbi_service.webhooks.models import EVENT_STATUSES, WebhookEvent
 
@@ -126,9 +126,8 @@ def _status_is(status: str) -> ColumnElement[bool]:
     return WebhookEvent.status == literal_column(f"'{status}'")
 
 
-class WebhookRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
+class WebhookRepository(Repository[WebhookEvent]):
+    model = WebhookEvent
 
     async def claim_pending(self, limit: int) -> Sequence[WebhookEvent]:
         """The oldest events by provider time, locked so a second applier skips them instead of waiting.
@@ -192,9 +191,6 @@ class WebhookRepository:
         self, *, status: str, after_id: uuid.UUID | None, limit: int, provider: str | None
     ) -> Sequence[WebhookEvent]:
         stmt = select(WebhookEvent).where(_status_is(status))
-        if after_id is not None:
-            stmt = stmt.where(WebhookEvent.id > after_id)
         if provider is not None:
             stmt = stmt.where(WebhookEvent.provider == provider)
-        stmt = stmt.order_by(WebhookEvent.id).limit(limit + 1)
-        return (await self.session.execute(stmt)).scalars().all()
+        return await self.page(stmt, after_id, limit)

@@ -37,6 +37,31 @@ async def make_programme(client: httpx.AsyncClient, admin: Any, **overrides: Any
     return dict(response.json())
 
 
+async def approve_batch(
+    client: httpx.AsyncClient, batch_body: dict[str, Any], *, officer: Any, approvers: list[Any]
+) -> dict[str, Any]:
+    """The maker-checker half of a payment cycle: a batch created from `batch_body` and submitted by
+    `officer`, then approved by each of `approvers` (headers); returns the batch as the last approval left it."""
+    response = await client.post("/v1/payment-batches", json=batch_body, headers=officer)
+    assert response.status_code == 201, response.text
+    batch_id = response.json()["id"]
+    response = await client.post(f"/v1/payment-batches/{batch_id}/submit", headers=officer)
+    assert response.status_code == 200, response.text
+    for approver in approvers:
+        response = await client.post(
+            f"/v1/payment-batches/{batch_id}/approvals", json={"decision": "approve"}, headers=approver
+        )
+        assert response.status_code == 200, response.text
+    assert response.json()["status"] == "approved", response.text
+    return dict(response.json())
+
+
+async def release_batch(client: httpx.AsyncClient, batch_id: str, *, finance: Any) -> httpx.Response:
+    """The last step of a payment cycle: finance releases the approved batch (under a key of its own)."""
+    headers = {**finance, "Idempotency-Key": f"rel-{batch_id}"}
+    return await client.post(f"/v1/payment-batches/{batch_id}/release", headers=headers)
+
+
 def assert_problem(response: Any, status: int) -> dict[str, Any]:
     """The response is an RFC 9457 problem with `status`; returns its body."""
     assert response.status_code == status, response.text

@@ -21,7 +21,7 @@ from cbi_service.issuance.service import poll_overdue
 from cbi_service.jobs.worker import Worker
 from cbi_service.kit.ids import new_id
 from cbi_service.kit.settings import Settings
-from tests.support import make_programme
+from tests.support import approve_batch, make_programme, release_batch
 
 REGISTRAR_ID = uuid.UUID(int=1)
 
@@ -153,22 +153,15 @@ async def create_batch(
 
 async def approved_batch(client: httpx.AsyncClient, actors: Actors, programme_id: str, **extra: Any) -> dict[str, Any]:
     """Created, submitted and approved by two distinct approvers (the programme default)."""
-    batch = await create_batch(client, actors, programme_id, **extra)
-    response = await client.post(f"/v1/payment-batches/{batch['id']}/submit", headers=actors.officer)
-    assert response.status_code == 200, response.text
-    for approver in (actors.approver1, actors.approver2):
-        response = await client.post(
-            f"/v1/payment-batches/{batch['id']}/approvals", json={"decision": "approve"}, headers=approver
-        )
-        assert response.status_code == 200, response.text
-    assert response.json()["status"] == "approved"
-    return dict(response.json())
+    body: dict[str, Any] = {"programme_id": programme_id, "name": "Noviembre", "cycle": "2026-11", **extra}
+    amount = body.pop("amount", "100000.00")
+    if "amount_rule" not in extra:
+        body["amount"] = {"amount": amount, "currency": "COP"}
+    return await approve_batch(client, body, officer=actors.officer, approvers=[actors.approver1, actors.approver2])
 
 
 async def release(client: httpx.AsyncClient, actors: Actors, batch_id: str) -> httpx.Response:
-    return await client.post(
-        f"/v1/payment-batches/{batch_id}/release", headers={**actors.finance, "Idempotency-Key": f"rel-{batch_id}"}
-    )
+    return await release_batch(client, batch_id, finance=actors.finance)
 
 
 async def released_batch(

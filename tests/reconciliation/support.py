@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from cbi_service.accounting.service import fund
 from cbi_service.entitlements.service import mark_failed, mark_issued
 from cbi_service.programmes.models import Programme
-from tests.support import make_programme
+from tests.support import approve_batch, make_programme, release_batch
 
 
 @dataclass
@@ -111,13 +111,8 @@ async def released_batch(
         "amount": {"amount": amount, "currency": currency},
         "beneficiary_ids": people,
     }
-    batch = await _ok(await client.post("/v1/payment-batches", json=body, headers=staff.officer), 201)
-    await _ok(await client.post(f"/v1/payment-batches/{batch['id']}/submit", headers=staff.officer))
-    approval = {"decision": "approve"}
-    url = f"/v1/payment-batches/{batch['id']}/approvals"
-    await _ok(await client.post(url, json=approval, headers=staff.approver))
-    headers = {**staff.finance, "Idempotency-Key": f"release-{batch['id']}"}
-    released = await _ok(await client.post(f"/v1/payment-batches/{batch['id']}/release", headers=headers))
+    batch = await approve_batch(client, body, officer=staff.officer, approvers=[staff.approver])
+    released = await _ok(await release_batch(client, batch["id"], finance=staff.finance))
     assert released["status"] == "processing", released
     page = await _ok(await client.get("/v1/entitlements", params={"batch_id": batch["id"]}, headers=staff.auditor))
     return {item["beneficiary_id"]: item["id"] for item in page["items"]}

@@ -48,6 +48,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
+from typing import TypedDict, Unpack
 from uuid import UUID
 
 GENESIS_HASH = bytes(32)
@@ -101,35 +102,39 @@ def canonical_bytes(
     ).encode()
 
 
-def reference_canonical_bytes(
-    *,
-    tx_id: UUID | str,
-    key: str,
-    kind: str,
-    phase: str,
-    related_id: UUID | str | None,
-    chain: int,
-    seq: int,
-    prev_hash: bytes,
-    posted_at: datetime | str,
-    entries: Iterable[tuple[str, int, str]],
-    references: Mapping[str, str],
-) -> bytes:
+class CanonicalFields(TypedDict):
+    """What `canonical_bytes` encodes, as keyword arguments."""
+
+    tx_id: UUID | str
+    key: str
+    kind: str
+    phase: str
+    related_id: UUID | str | None
+    chain: int
+    seq: int
+    prev_hash: bytes
+    posted_at: datetime | str
+    entries: Iterable[tuple[str, int, str]]
+    references: Mapping[str, str]
+
+
+def reference_canonical_bytes(**fields: Unpack[CanonicalFields]) -> bytes:
     """The canonical encoding spelled with the standard JSON encoder: the definition `canonical_bytes`
     must match (and what an independent verifier in any language reproduces)."""
+    related_id, posted_at = fields["related_id"], fields["posted_at"]
     document = {
         "v": FORMAT_VERSION,
-        "id": str(tx_id).lower(),
-        "key": key,
-        "kind": kind,
-        "phase": phase,
+        "id": str(fields["tx_id"]).lower(),
+        "key": fields["key"],
+        "kind": fields["kind"],
+        "phase": fields["phase"],
         "related_id": None if related_id is None else str(related_id).lower(),
-        "chain": chain,
-        "seq": seq,
-        "prev_hash": prev_hash.hex(),
+        "chain": fields["chain"],
+        "seq": fields["seq"],
+        "prev_hash": fields["prev_hash"].hex(),
         "posted_at": posted_at if isinstance(posted_at, str) else format_timestamp(posted_at),
-        "entries": [list(e) for e in sorted(entries)],
-        "references": dict(references),
+        "entries": [list(e) for e in sorted(fields["entries"])],
+        "references": dict(fields["references"]),
     }
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 

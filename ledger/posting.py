@@ -1,7 +1,7 @@
 """Posting: single and bulk, two-phase (pending, then posted or voided) and reversals; idempotent by key.
 
 A single transaction (post, post_pending, void_pending, reverse) is one call of the database function
-`ledger.post_one` (`ledger/sql/0007_post_one.sql`): it locks the accounts, checks key, flags and
+`ledger.post_one` (`ledger/sql/post_one.sql`): it locks the accounts, checks key, flags and
 resolution, chains and writes the transaction in one round trip, so hot accounts stay locked as briefly
 as possible. A bulk posting (`post_many`, `post_each`) locks its accounts once, plans in Python
 (`ledger._plan`) and streams its rows with COPY while it plans (`ledger._copy`). Refusals (flags,

@@ -1,10 +1,12 @@
 """The ledger's schema: SQLAlchemy Core descriptions of its tables, used for reads, and the SQL that creates
 them and its functions, which migrations run.
 
-The SQL lives in `ledger/sql/`, shipped with the package, one file per object group and per revision that
-defines it (`0002_post_one.sql`, then `0007_post_one.sql`): a file, once released, never changes, so that
-every migration, upgrade or downgrade, runs what it ran when it was written. A change of a function is a
-new migration with a new file. Statements in a file end with `;` at the end of a line; function bodies are
+The SQL lives in `ledger/sql/`, shipped with the package. Tables, guards and any function whose rules a
+migration changes are one file per object group and per revision that defines it (`0002_account_counters.sql`,
+then `0007_account_counters.sql`): such a file, once released, never changes, so that every migration, upgrade
+or downgrade, runs what it ran when it was written. A function rewritten with the same rules (faster plans)
+keeps one definition, one unversioned file (`post_one.sql`) that every migration installing it runs.
+Statements in a file end with `;` at the end of a line; function bodies are
 quoted with `$$`.
 """
 

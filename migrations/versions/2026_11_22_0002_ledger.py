@@ -20,7 +20,8 @@ Guards enforced by the database itself, whatever code writes:
 Functions used by the `ledger` package: `ledger.post_one` (a whole single posting in one round trip) and
 `ledger.begin_posting` (the locks and counters a bulk posting plans against). Hash chains are 64 stripes
 (`ledger.chains`); see `ledger/chain.py` for the canonical encoding both sides hash. The SQL is in
-`ledger/sql/0002_*.sql`.
+`ledger/sql/`: this revision's tables and guards in `0002_*.sql`, and the functions' one definition in
+`begin_posting.sql` and `post_one.sql`.
 
 Revision ID: 0002_ledger
 Revises: 0001_foundation
@@ -44,8 +45,8 @@ FILES = (
     "0002_guards.sql",
     "0002_account_counters.sql",
     "0002_entry_checks.sql",
-    "0002_begin_posting.sql",
-    "0002_post_one.sql",
+    "begin_posting.sql",
+    "post_one.sql",
 )
 
 

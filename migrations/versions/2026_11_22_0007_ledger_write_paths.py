@@ -15,7 +15,8 @@
   (a transition table). Both writers insert the entries before they move the counters; a write that
   moves the counters first is now refused at once rather than at commit.
 
-The SQL is in `ledger/sql/0007_*.sql`.
+The SQL is in `ledger/sql/`: the counter guard in `0007_account_counters.sql`, the functions in their one
+definition, `post_one.sql` and `begin_posting.sql`, which 0002_ledger installs on databases made since.
 
 Revision ID: 0007_ledger_write_paths
 Revises: 0006_audit_reports
@@ -36,14 +37,15 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.execute("DROP TRIGGER accounts_counters_match_entries ON ledger.accounts")
-    for name in ("0007_account_counters.sql", "0007_post_one.sql", "0007_begin_posting.sql"):
+    for name in ("0007_account_counters.sql", "post_one.sql", "begin_posting.sql"):
         for statement in sql_statements(name):
             op.execute(statement)
 
 
 def downgrade() -> None:
-    """Back to the definitions of 0002_ledger, run from that revision's files."""
+    """Back to 0002_ledger's counter guard, run from that revision's file. `post_one` and `begin_posting`
+    keep their one definition: the one they replaced had the same rules, only slower plans."""
     op.execute("DROP TRIGGER accounts_counters_match_entries ON ledger.accounts")
-    for name in ("0002_account_counters.sql", "0002_post_one.sql", "0002_begin_posting.sql"):
+    for name in ("0002_account_counters.sql",):
         for statement in sql_statements(name):
             op.execute(statement)

@@ -1,11 +1,13 @@
--- Revision 0002_ledger: one transaction in one round trip, what a single posting runs, so that the accounts
--- it locks stay locked for as short a time as possible (the hot-account case). Same rules as the bulk
--- planner in Python (ledger/_plan.py), and the same canonical encoding as ledger/chain.py, built here with
--- to_json() (which escapes strings exactly as Python's json module does) and hashed with sha256().
--- Refusals write nothing and are returned in `result` rather than raised, leaving the caller's transaction
--- usable.
+-- `ledger.post_one`: one transaction in one round trip, what a single posting runs, so that the accounts it
+-- locks stay locked for as short a time as possible (the hot-account case). Same rules as the bulk planner in
+-- Python (ledger/_plan.py), and the same canonical encoding as ledger/chain.py, built here with to_json()
+-- (which escapes strings exactly as Python's json module does) and hashed with sha256(). Refusals write
+-- nothing and are returned in `result` rather than raised, leaving the caller's transaction usable. It probes
+-- only the partial unique index that applies to a resolution or reversal, updates the locked accounts by
+-- primary key, and tries the caller's preferred stripe with one probe first.
 --
--- Replaced by 0007_post_one.sql, whose downgrade runs this file again (hence OR REPLACE).
+-- One definition: migration 0002_ledger installs it, and 0007_ledger_write_paths installs it again on
+-- databases made before (it replaced a definition with the same rules and slower plans).
 
 CREATE OR REPLACE FUNCTION ledger.post_one(
     p_id uuid, p_key text, p_kind text, p_phase text, p_pending_id uuid, p_reverses_id uuid,
@@ -51,14 +53,15 @@ CREATE OR REPLACE FUNCTION ledger.post_one(
                 RETURN;
             END IF;
         END LOOP;
-        SELECT CASE
-                 WHEN EXISTS (SELECT 1 FROM ledger.transactions t WHERE t.key = p_key) THEN 'exists'
-                 WHEN EXISTS (SELECT 1 FROM ledger.transactions t
-                               WHERE t.pending_id = p_pending_id OR t.reverses_id = p_reverses_id)
-                   THEN 'resolved'
-               END
-          INTO result;
-        IF result IS NOT NULL THEN
+        IF EXISTS (SELECT 1 FROM ledger.transactions t WHERE t.key = p_key) THEN
+            result := 'exists';
+            RETURN;
+        END IF;
+        IF p_pending_id IS NOT NULL
+           AND EXISTS (SELECT 1 FROM ledger.transactions t WHERE t.pending_id = p_pending_id)
+           OR p_reverses_id IS NOT NULL
+           AND EXISTS (SELECT 1 FROM ledger.transactions t WHERE t.reverses_id = p_reverses_id) THEN
+            result := 'resolved';
             RETURN;
         END IF;
         tx_currency := a_currency[array_position(ids, p_accounts[1])];
@@ -114,12 +117,20 @@ CREATE OR REPLACE FUNCTION ledger.post_one(
             END IF;
         END LOOP;
 
+        -- Stripe chosen as in begin_posting.
         SELECT c.chain, c.seq + 1, c.head_hash, c.last_posted_at
           INTO tx_chain, tx_seq, tx_prev_hash, chain_last
           FROM ledger.chains c
-         ORDER BY c.chain < p_stripe % 64, c.chain
-         LIMIT 1
+         WHERE c.chain = p_stripe % 64
            FOR UPDATE SKIP LOCKED;
+        IF NOT FOUND THEN
+            SELECT c.chain, c.seq + 1, c.head_hash, c.last_posted_at
+              INTO tx_chain, tx_seq, tx_prev_hash, chain_last
+              FROM ledger.chains c
+             ORDER BY c.chain < p_stripe % 64, c.chain
+             LIMIT 1
+               FOR UPDATE SKIP LOCKED;
+        END IF;
         IF NOT FOUND THEN
             SELECT c.chain, c.seq + 1, c.head_hash, c.last_posted_at
               INTO tx_chain, tx_seq, tx_prev_hash, chain_last
@@ -171,10 +182,12 @@ CREATE OR REPLACE FUNCTION ledger.post_one(
           FROM unnest(p_accounts, p_amounts, entry_seqs, entry_balances) WITH ORDINALITY
                AS x(account_id, amount, seq, balance, ord);
         UPDATE ledger.accounts a
-           SET posted = u.posted, pending_debits = u.debits, pending_credits = u.credits, entry_seq = u.seq,
+           SET posted = a_posted[array_position(ids, a.id)],
+               pending_debits = a_debits[array_position(ids, a.id)],
+               pending_credits = a_credits[array_position(ids, a.id)],
+               entry_seq = a_seq[array_position(ids, a.id)],
                last_posted_at = tx_posted_at
-          FROM unnest(ids, a_posted, a_debits, a_credits, a_seq) AS u(id, posted, debits, credits, seq)
-         WHERE a.id = u.id;
+         WHERE a.id = ANY (ids);
         UPDATE ledger.chains c
            SET seq = tx_seq, head_hash = tx_hash, last_posted_at = tx_posted_at
          WHERE c.chain = tx_chain;

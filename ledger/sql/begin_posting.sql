@@ -1,5 +1,8 @@
--- Revision 0007_ledger_write_paths: `ledger.begin_posting` trying the caller's preferred stripe with one
--- probe first. Replaces 0002_begin_posting.sql.
+-- `ledger.begin_posting`: the locks and counters a bulk posting plans against, trying the caller's preferred
+-- stripe with one probe first.
+--
+-- One definition: migration 0002_ledger installs it, and 0007_ledger_write_paths installs it again on
+-- databases made before (it replaced a definition with the same rules and slower plans).
 
 CREATE OR REPLACE FUNCTION ledger.begin_posting(
     p_accounts uuid[], p_keys text[], p_stripe integer,

@@ -12,7 +12,7 @@ trusted for its `prev_hash`. An export filtered to a subset of accounts leaves h
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -201,6 +201,25 @@ def verify_records(records: Iterable[Mapping[str, object]], *, allow_gaps: bool 
 _SHARED = ("key", "kind", "phase", "related_id", "chain", "seq", "posted_at", "prev_hash", "hash", "references")
 
 
+def transaction_hash(group: Sequence[ExportRow]) -> bytes:
+    """The chain hash of one transaction recomputed from its export rows (all of them, in any order)."""
+    head = group[0]
+    canonical = canonical_bytes(
+        tx_id=head.transaction_id,
+        key=head.key,
+        kind=head.kind,
+        phase=head.phase,
+        related_id=head.related_id,
+        chain=head.chain,
+        seq=head.seq,
+        prev_hash=head.prev_hash,
+        posted_at=head.posted_at,
+        entries=[(row.account_code, row.amount_minor, row.currency) for row in group],
+        references=head.references,
+    )
+    return compute_hash(canonical)
+
+
 def _check_transaction(group: list[ExportRow], heads: dict[int, tuple[int, bytes]], *, allow_gaps: bool) -> str | None:
     head = group[0]
     for row in group[1:]:
@@ -215,20 +234,7 @@ def _check_transaction(group: list[ExportRow], heads: dict[int, tuple[int, bytes
     unbalanced = sorted(c for c, total in totals.items() if total != 0)
     if unbalanced:
         return f"transaction does not sum to zero in {', '.join(unbalanced)}"
-    canonical = canonical_bytes(
-        tx_id=head.transaction_id,
-        key=head.key,
-        kind=head.kind,
-        phase=head.phase,
-        related_id=head.related_id,
-        chain=head.chain,
-        seq=head.seq,
-        prev_hash=head.prev_hash,
-        posted_at=head.posted_at,
-        entries=[(row.account_code, row.amount_minor, row.currency) for row in group],
-        references=head.references,
-    )
-    if compute_hash(canonical) != head.hash:
+    if transaction_hash(group) != head.hash:
         return "hash mismatch: the transaction's content was altered"
     previous = heads.get(head.chain)
     if previous is None:

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ledger import AccountKind, Ledger
 from ledger.chain import GENESIS_HASH, canonical_bytes, compute_hash, reference_canonical_bytes
-from ledger.verify import EXPORT_COLUMNS, ExportRow, verify_records, verify_rows
+from ledger.verify import EXPORT_COLUMNS, ExportRow, transaction_hash, verify_records, verify_rows
 from tests.ledger.support import create_wallet, transfer
 
 texts = st.text(st.characters(codec="utf-8"), max_size=12)
@@ -104,22 +104,7 @@ def _replace(row: ExportRow, **changes: object) -> ExportRow:
 
 def _rehashed(rows: list[ExportRow], key: str) -> list[ExportRow]:
     """The rows with the hash of transaction `key` recomputed from its (possibly forged) content."""
-    group = [r for r in rows if r.key == key]
-    head = group[0]
-    canonical = canonical_bytes(
-        tx_id=head.transaction_id,
-        key=head.key,
-        kind=head.kind,
-        phase=head.phase,
-        related_id=head.related_id,
-        chain=head.chain,
-        seq=head.seq,
-        prev_hash=head.prev_hash,
-        posted_at=head.posted_at,
-        entries=[(r.account_code, r.amount_minor, r.currency) for r in group],
-        references=head.references,
-    )
-    digest = compute_hash(canonical)
+    digest = transaction_hash([r for r in rows if r.key == key])
     return [_replace(r, hash=digest) if r.key == key else r for r in rows]
 
 

@@ -16,10 +16,11 @@ from stdnum import luhn
 
 PAN_DIGITS = range(13, 20)
 REDACTED = "[redacted]"
-# Runs of digits (any script's decimal digits: a full-width PAN is still a PAN) joined by spaces or dashes,
-# standing apart from letters: digits inside an alphanumeric token (`tok_9f0123456789012345ab`, random hex)
-# are part of that token, not a card number, and would otherwise pass the Luhn check one time in ten.
-_DIGIT_RUN = re.compile(r"(?<![^\W\d_])\d(?:[\s\-\u2010-\u2015]*\d)*(?![^\W\d_])")
+# Whole runs of digits (any script's decimal digits: a full-width PAN is still a PAN) joined by spaces or
+# dashes, standing apart from letters and digits: a run inside an alphanumeric token (random hex such as
+# `tok_9f0123456789012345ab`) is part of that token, not a card number; and never a part of a longer run,
+# where some 16 of its digits would pass the Luhn check one time in ten.
+_DIGIT_RUN = re.compile(r"(?<![^\W_])\d(?:[\s\-\u2010-\u2015]*\d)*(?![^\W_])")
 
 
 def _ascii_digits(run: str) -> str:

@@ -43,6 +43,7 @@ def test_card_numbers_are_recognised(value):
         "prv_0123456789abcdef01234567",
         "tok_ab4111111111111111cd",  # digits inside a random hex token
         "tok_4111111111111111ff",
+        "tok_41111111111111111ab",  # a Luhn-valid 16-digit part of a longer run inside a token
         None,
         True,
     ],

@@ -2,7 +2,8 @@
 
 A programme's money is kept by accounting (its chart of accounts in the ledger); this service looks the
 programme up and hands it to accounting, which never reads the programmes table itself. Whether a provider
-can serve a programme is issuance's to say (`when_provider_chosen`).
+can serve a programme is issuance's to say (`when_provider_chosen`). Enrolments are beneficiaries' table:
+this service looks the programme up and beneficiaries enrols into it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cbi_service.accounting import service as accounting
 from cbi_service.audit.service import record_audit
 from cbi_service.auth.roles import Principal
+from cbi_service.beneficiaries import service as beneficiaries
+from cbi_service.beneficiaries.schemas import EnrolmentRequest, EnrolmentResult
 from cbi_service.kit.errors import NotFound
 from cbi_service.kit.money import Money, require_currency
 from cbi_service.kit.settings import Settings
@@ -84,6 +87,13 @@ async def list_programmes(
 async def programme_balances(session: AsyncSession, programme_id: uuid.UUID) -> ProgrammeBalancesOut:
     programme = await get_programme(session, programme_id)
     return ProgrammeBalancesOut.of(programme.id, await accounting.programme_balances(session, programme))
+
+
+async def enrol(
+    session: AsyncSession, principal: Principal, programme_id: uuid.UUID, body: EnrolmentRequest
+) -> EnrolmentResult:
+    """Enrol beneficiaries in an existing programme (404 if there is none)."""
+    return await beneficiaries.enrol(session, principal, await get_programme(session, programme_id), body)
 
 
 async def fund_programme(

@@ -30,6 +30,7 @@ from cbi_service.kit.heap import settle_after_startup
 from cbi_service.kit.logging import configure_logging
 from cbi_service.kit.middleware import RequestContextMiddleware
 from cbi_service.kit.settings import Settings, get_settings
+from cbi_service.programmes.router import enrolments_router
 from cbi_service.programmes.router import router as programmes_router
 from cbi_service.reconciliation.router import router as reconciliation_router
 from cbi_service.reports.router import router as reports_router
@@ -113,6 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         health_router,
         webhooks_router,
         programmes_router,
+        enrolments_router,
         beneficiaries_router,
         batches_router,
         entitlements_router,

@@ -18,8 +18,6 @@ from cbi_service.beneficiaries.schemas import (
     BeneficiaryRegistered,
     DecisionIn,
     DedupResult,
-    EnrolmentRequest,
-    EnrolmentResult,
     ImportAccepted,
     ImportOut,
     ImportRowOut,
@@ -37,7 +35,6 @@ Reader = Annotated[Principal, Depends(require_roles(Role.registrar, Role.program
 Checker = Annotated[Principal, Depends(require_roles(Role.registrar, Role.admin))]
 Adjudicator = Annotated[Principal, Depends(require_roles(Role.registrar, Role.admin))]
 AdjudicationReader = Annotated[Principal, Depends(require_roles(Role.registrar, Role.admin, Role.auditor))]
-Enroller = Annotated[Principal, Depends(require_roles(Role.programme_officer, Role.registrar))]
 
 
 @router.post(
@@ -165,10 +162,3 @@ async def decide(
     adjudication_id: uuid.UUID, body: DecisionIn, session: SessionDep, principal: Adjudicator
 ) -> AdjudicationOut:
     return await service.decide_adjudication(session, principal, adjudication_id, body)
-
-
-@router.post("/v1/programmes/{programme_id}/enrolments", response_model=EnrolmentResult)
-async def enrol(
-    programme_id: uuid.UUID, body: EnrolmentRequest, session: SessionDep, principal: Enroller, idem: IdempotencyDep
-) -> Response:
-    return await idem.run(body, lambda: service.enrol(session, principal, programme_id, body))

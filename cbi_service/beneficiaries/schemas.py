@@ -7,9 +7,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from cbi_service.beneficiaries.models import Adjudication, Beneficiary, BeneficiaryImport, ImportRow
+from cbi_service.kit.countries import CountryCode
 from cbi_service.kit.pagination import Page
 from cbi_service.kit.timeutil import IsoDate
-from cbi_service.programmes.schemas import CountryCode
 
 Sex = Literal["female", "male", "other", "unknown"]
 DocumentType = Literal["national_id", "passport", "residence_permit", "birth_certificate", "other"]

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -44,7 +44,6 @@ from cbi_service.dedup.scoring import Decision, DedupStatus, decide
 from cbi_service.dedup.settings import DedupSettings, get_dedup_settings
 from cbi_service.kit.errors import Conflict, Forbidden, UnprocessableEntity
 from cbi_service.kit.settings import Settings
-from cbi_service.programmes.service import get_programme
 
 SEVERITY: dict[DedupStatus, int] = {"unique": 0, "possible_duplicate": 1, "duplicate": 2}
 
@@ -339,11 +338,17 @@ async def decide_adjudication(
     return AdjudicationOut.of(adjudication)
 
 
+class ProgrammeRef(Protocol):
+    """The programme enrolled in, as the caller looked it up: beneficiaries never reads the programmes table."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+
+
 async def enrol(
-    session: AsyncSession, principal: Principal, programme_id: uuid.UUID, body: EnrolmentRequest
+    session: AsyncSession, principal: Principal, programme: ProgrammeRef, body: EnrolmentRequest
 ) -> EnrolmentResult:
     """Enrol the active ones; report the others with the reason instead of failing the whole request."""
-    await get_programme(session, programme_id)
     ids = list(dict.fromkeys(body.beneficiary_ids))
     statuses = await BeneficiaryRepository(session).statuses_for_share(ids)
     active = [i for i in ids if statuses.get(i) == "active"]
@@ -352,16 +357,16 @@ async def enrol(
         for i in ids
         if statuses.get(i) != "active"
     ]
-    new = await EnrolmentRepository(session).enrol(programme_id, active, principal.id)
+    new = await EnrolmentRepository(session).enrol(programme.id, active, principal.id)
     result = EnrolmentResult(
-        programme_id=programme_id,
+        programme_id=programme.id,
         enrolled=[i for i in active if i in new],
         already_enrolled=[i for i in active if i not in new],
         rejected=rejected,
     )
     if new:
         await record_audit(
-            session, principal, "programme.enrolled", "programme", programme_id, None,
+            session, principal, "programme.enrolled", "programme", programme.id, None,
             {"beneficiary_ids": [str(i) for i in result.enrolled]},
         )  # fmt: skip
     return result

@@ -1,4 +1,5 @@
-"""Provider adapters built from CBI_PROVIDERS through the adapters registry, one set per event loop.
+"""Provider adapters built from CBI_PROVIDERS through the adapters registry, one set per event loop, and the
+check that a new programme names a provider able to serve it (handed to `programmes` at import).
 
 An adapter owns an HTTP connection pool bound to the loop that created it, so the cache is keyed by the
 running loop: a process builds each provider once (per loop) and reuses its pool for every call.
@@ -12,8 +13,12 @@ import weakref
 
 from adapters.providers.base import ProviderAdapter
 from adapters.providers.registry import build_provider
-from cbi_service.kit.errors import Conflict
+from cbi_service.kit.errors import Conflict, UnprocessableEntity
 from cbi_service.kit.settings import Settings
+from cbi_service.programmes.service import when_provider_chosen
+
+#: Adapters that deliver one mechanism only; a programme naming one of them must deliver that mechanism.
+SINGLE_MECHANISM_ADAPTERS = frozenset({"prepaid_card", "voucher"})
 
 _CACHE: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str], ProviderAdapter]] = (
     weakref.WeakKeyDictionary()
@@ -38,3 +43,21 @@ async def close_providers() -> None:
     adapters = _CACHE.pop(asyncio.get_running_loop(), {})
     for adapter in adapters.values():
         await adapter.aclose()
+
+
+def check_provider(settings: Settings, provider: str, delivery_mechanism: str) -> None:
+    """A programme's provider must be configured, and deliver the programme's mechanism (a 422 otherwise)."""
+    config = settings.providers.get(provider)
+    if config is None:
+        raise UnprocessableEntity(
+            "Unknown provider.", errors=[{"field": "provider", "message": "not a configured provider"}]
+        )
+    adapter = config.get("adapter")
+    if adapter in SINGLE_MECHANISM_ADAPTERS and adapter != delivery_mechanism:
+        raise UnprocessableEntity(
+            "Provider does not deliver this mechanism.",
+            errors=[{"field": "delivery_mechanism", "message": f"provider {provider!r} delivers {adapter}"}],
+        )
+
+
+when_provider_chosen(check_provider)

@@ -8,6 +8,7 @@ from fastapi.responses import Response
 
 from cbi_service.auth.dependencies import READ_ANY, require_roles
 from cbi_service.auth.roles import Principal, Role
+from cbi_service.beneficiaries.schemas import EnrolmentRequest, EnrolmentResult
 from cbi_service.kit.db import SessionDep
 from cbi_service.kit.idempotency import IdempotencyDep, RequiredIdempotencyDep
 from cbi_service.kit.pagination import Page, PageDep, page_of
@@ -26,6 +27,9 @@ router = APIRouter(prefix="/v1/programmes", tags=["programmes"], route_class=Sto
 Writer = Annotated[Principal, Depends(require_roles(Role.admin, Role.programme_officer))]
 Reader = Annotated[Principal, Depends(require_roles(*READ_ANY))]
 Finance = Annotated[Principal, Depends(require_roles(Role.finance))]
+Enroller = Annotated[Principal, Depends(require_roles(Role.programme_officer, Role.registrar))]
+#: Enrolments are served under their programme but documented with the beneficiaries they enrol.
+enrolments_router = APIRouter(prefix="/v1/programmes", tags=["beneficiaries"], route_class=StorableTextRoute)
 
 
 @router.post("", status_code=201, response_model=ProgrammeOut)
@@ -74,3 +78,10 @@ async def fund_programme(
 @router.get("/{programme_id}/balances", response_model=ProgrammeBalancesOut)
 async def programme_balances(programme_id: uuid.UUID, session: SessionDep, _: Reader) -> ProgrammeBalancesOut:
     return await service.programme_balances(session, programme_id)
+
+
+@enrolments_router.post("/{programme_id}/enrolments", response_model=EnrolmentResult)
+async def enrol(
+    programme_id: uuid.UUID, body: EnrolmentRequest, session: SessionDep, principal: Enroller, idem: IdempotencyDep
+) -> Response:
+    return await idem.run(body, lambda: service.enrol(session, principal, programme_id, body))

@@ -3,26 +3,16 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
 
-import pycountry
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cbi_service.accounting.service import ProgrammeBalances
+from cbi_service.kit.countries import CountryCode
 from cbi_service.kit.money import CurrencyCode, Money, PositiveMoney, format_amount, parse_amount
 from cbi_service.programmes.models import DELIVERY_MECHANISMS, SECTORS, Programme
 
 Sector = StrEnum("Sector", {s: s for s in SECTORS})  # type: ignore[misc]
 DeliveryMechanism = StrEnum("DeliveryMechanism", {m: m for m in DELIVERY_MECHANISMS})  # type: ignore[misc]
-
-
-def _check_country(code: str) -> str:
-    if pycountry.countries.get(alpha_2=code) is None:
-        raise ValueError("not an ISO 3166-1 alpha-2 country code")
-    return code
-
-
-CountryCode = Annotated[str, Field(pattern=r"^[A-Z]{2}$", examples=["CO"]), AfterValidator(_check_country)]
 
 
 class ApprovalBand(BaseModel):

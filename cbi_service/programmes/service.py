@@ -1,20 +1,24 @@
 """Programmes: the budget and delivery settings every batch of payments runs under, and their funding.
 
 A programme's money is kept by accounting (its chart of accounts in the ledger); this service looks the
-programme up and hands it to accounting, which never reads the programmes table itself.
+programme up and hands it to accounting, which never reads the programmes table itself. Whether a provider
+can serve a programme is issuance's to say (`when_provider_chosen`). Enrolments are beneficiaries' table:
+this service looks the programme up and beneficiaries enrols into it.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cbi_service.accounting import service as accounting
 from cbi_service.audit.service import record_audit
 from cbi_service.auth.roles import Principal
-from cbi_service.kit.errors import NotFound, UnprocessableEntity
+from cbi_service.beneficiaries import service as beneficiaries
+from cbi_service.beneficiaries.schemas import EnrolmentRequest, EnrolmentResult
+from cbi_service.kit.errors import NotFound
 from cbi_service.kit.money import Money, require_currency
 from cbi_service.kit.settings import Settings
 from cbi_service.programmes.models import Programme
@@ -27,25 +31,24 @@ from cbi_service.programmes.schemas import (
     ProgrammeOut,
 )
 
+ProviderCheck = Callable[[Settings, str, str], None]
+_provider_checks: list[ProviderCheck] = []
 
-def _check_provider(settings: Settings, data: ProgrammeCreate) -> None:
-    provider = settings.providers.get(data.provider)
-    if provider is None:
-        raise UnprocessableEntity(
-            "Unknown provider.", errors=[{"field": "provider", "message": "not a configured provider"}]
-        )
-    adapter = provider.get("adapter")
-    if adapter in {"prepaid_card", "voucher"} and adapter != data.delivery_mechanism.value:
-        raise UnprocessableEntity(
-            "Provider does not deliver this mechanism.",
-            errors=[{"field": "delivery_mechanism", "message": f"provider {data.provider!r} delivers {adapter}"}],
-        )
+
+def when_provider_chosen(check: ProviderCheck) -> None:
+    """Have `check(settings, provider, delivery_mechanism)` vet a new programme's provider before it is stored,
+    raising `UnprocessableEntity`: `issuance`, which wires the provider adapters, does so (it imports this
+    domain, so this one cannot import it back)."""
+    _provider_checks.append(check)
 
 
 async def create_programme(
     session: AsyncSession, settings: Settings, principal: Principal, data: ProgrammeCreate
 ) -> ProgrammeOut:
-    _check_provider(settings, data)
+    if not _provider_checks:
+        raise RuntimeError("no provider check registered: cbi_service.issuance.providers is not loaded")
+    for check in _provider_checks:
+        check(settings, data.provider, data.delivery_mechanism.value)
     programme = await ProgrammeRepository(session).add(
         Programme(
             name=data.name,
@@ -84,6 +87,13 @@ async def list_programmes(
 async def programme_balances(session: AsyncSession, programme_id: uuid.UUID) -> ProgrammeBalancesOut:
     programme = await get_programme(session, programme_id)
     return ProgrammeBalancesOut.of(programme.id, await accounting.programme_balances(session, programme))
+
+
+async def enrol(
+    session: AsyncSession, principal: Principal, programme_id: uuid.UUID, body: EnrolmentRequest
+) -> EnrolmentResult:
+    """Enrol beneficiaries in an existing programme (404 if there is none)."""
+    return await beneficiaries.enrol(session, principal, await get_programme(session, programme_id), body)
 
 
 async def fund_programme(

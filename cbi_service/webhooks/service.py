@@ -285,7 +285,7 @@ async def _redemption_break(
 
 
 async def _locked(session: AsyncSession, entitlement_id: uuid.UUID) -> Entitlement:
-    entitlement = await EntitlementRepository(session).get(entitlement_id, for_update=True)
+    entitlement = await EntitlementRepository(session).get(entitlement_id, for_update=True, populate_existing=True)
     assert entitlement is not None, "prechecked: the entitlement exists"
     return entitlement
 

@@ -191,11 +191,11 @@ def apikey_create(
 @apikey_app.command("list")
 def apikey_list() -> None:
     """List keys (never the keys themselves)."""
-    from cbi_service.auth.service import list_api_keys
+    from cbi_service.auth.repository import ApiKeyRepository
 
     async def run(settings: Settings) -> None:
         async with _session(settings) as session:
-            for key in await list_api_keys(session):
+            for key in await ApiKeyRepository(session).list_all():
                 state = "revoked" if key.revoked_at else "active"
                 typer.echo(f"{key.id}  {key.prefix}…  {state:8}  {','.join(key.roles):40}  {key.name}")
 

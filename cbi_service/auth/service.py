@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -37,10 +37,6 @@ async def authenticate(session: AsyncSession, raw_key: str) -> Principal | None:
     if key is None:
         return None
     return Principal(id=key.id, name=key.name, roles=frozenset(Role(r) for r in key.roles))
-
-
-async def list_api_keys(session: AsyncSession) -> Sequence[ApiKey]:
-    return await ApiKeyRepository(session).list_all()
 
 
 async def revoke_api_key(session: AsyncSession, key_id: uuid.UUID) -> bool:

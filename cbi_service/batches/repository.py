@@ -11,11 +11,11 @@ from typing import Any
 
 from sqlalchemy import ARRAY, Uuid, bindparam, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from cbi_service.batches.models import BatchApproval, BatchExclusion, PaymentBatch
 from cbi_service.entitlements.models import LIVE_PREDICATE, OPEN_STATUSES, Entitlement
 from cbi_service.entitlements.repository import ELIGIBLE_ENROLLED, ELIGIBLE_LISTED
+from cbi_service.kit.repository import Repository
 
 _UUIDS = ARRAY(Uuid())
 
@@ -49,34 +49,20 @@ _INACTIVE = """
 """
 
 
-class BatchRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    async def add(self, batch: PaymentBatch) -> PaymentBatch:
-        self.session.add(batch)
-        await self.session.flush()
-        await self.session.refresh(batch, ["created_at", "status", "updated_at"])
-        return batch
-
-    async def get(self, batch_id: uuid.UUID, *, for_update: bool = False) -> PaymentBatch | None:
-        stmt = select(PaymentBatch).where(PaymentBatch.id == batch_id)
-        if for_update:
-            stmt = stmt.with_for_update().execution_options(populate_existing=True)
-        return (await self.session.execute(stmt)).scalar_one_or_none()
+class BatchRepository(Repository[PaymentBatch]):
+    model = PaymentBatch
+    not_found = "Payment batch not found."
+    server_set = ("created_at", "status", "updated_at")
 
     async def list(
         self, *, after_id: uuid.UUID | None, limit: int, programme_id: uuid.UUID | None, status: str | None
     ) -> Sequence[PaymentBatch]:
         stmt = select(PaymentBatch)
-        if after_id is not None:
-            stmt = stmt.where(PaymentBatch.id > after_id)
         if programme_id is not None:
             stmt = stmt.where(PaymentBatch.programme_id == programme_id)
         if status is not None:
             stmt = stmt.where(PaymentBatch.status == status)
-        stmt = stmt.order_by(PaymentBatch.id).limit(limit + 1)
-        return (await self.session.execute(stmt)).scalars().all()
+        return await self.page(stmt, after_id, limit)
 
     async def exclude_refused(self, batch: PaymentBatch, beneficiary_ids: Sequence[uuid.UUID]) -> None:
         """Record the listed people who cannot be paid: not found, not enrolled or not active."""

@@ -30,7 +30,7 @@ from cbi_service.batches.models import RELEASED_STATUSES, UNRELEASED_STATUSES, B
 from cbi_service.batches.repository import BatchRepository
 from cbi_service.batches.schemas import MAX_LISTED_EXCLUSIONS, ApprovalCreate, BatchCreate, BatchOut
 from cbi_service.entitlements import service as entitlements
-from cbi_service.kit.errors import Conflict, Forbidden, NotFound, UnprocessableEntity
+from cbi_service.kit.errors import Conflict, Forbidden, UnprocessableEntity
 from cbi_service.programmes.models import Programme
 from cbi_service.programmes.service import get_programme
 
@@ -54,7 +54,7 @@ async def follow_up_batch(
     session: AsyncSession, principal: Principal, batch_id: uuid.UUID, name: str | None
 ) -> BatchOut:
     """A new draft for this batch's failed and expired entitlements whose beneficiaries are still active."""
-    source = await _get(session, batch_id)
+    source = await BatchRepository(session).require(batch_id)
     if source.status not in RELEASED_STATUSES:
         raise Conflict(f"Only a released batch can be followed up; this one is {source.status}.")
     beneficiary_ids = await entitlements.to_follow_up(session, source.id)
@@ -201,7 +201,7 @@ async def release_batch(session: AsyncSession, principal: Principal, batch_id: u
 
 async def cancel_batch(session: AsyncSession, principal: Principal, batch_id: uuid.UUID) -> BatchOut:
     """Before release only; an approved batch gives back what is still reserved."""
-    batch = await _get(session, batch_id, for_update=True)
+    batch = await BatchRepository(session).require(batch_id, for_update=True, populate_existing=True)
     if batch.status not in UNRELEASED_STATUSES:
         raise Conflict(f"A {batch.status} batch cannot be cancelled.")
     before = batch.summary()
@@ -218,7 +218,7 @@ async def cancel_batch(session: AsyncSession, principal: Principal, batch_id: uu
 
 
 async def get_batch(session: AsyncSession, batch_id: uuid.UUID) -> BatchOut:
-    return await _view(session, await _get(session, batch_id))
+    return await _view(session, await BatchRepository(session).require(batch_id))
 
 
 async def _view(session: AsyncSession, batch: PaymentBatch) -> BatchOut:
@@ -298,15 +298,8 @@ def _terms(batch: PaymentBatch) -> entitlements.BatchTerms:
     )
 
 
-async def _get(session: AsyncSession, batch_id: uuid.UUID, *, for_update: bool = False) -> PaymentBatch:
-    batch = await BatchRepository(session).get(batch_id, for_update=for_update)
-    if batch is None:
-        raise NotFound("Payment batch not found.")
-    return batch
-
-
 async def _locked(session: AsyncSession, batch_id: uuid.UUID, expected: str) -> PaymentBatch:
-    batch = await _get(session, batch_id, for_update=True)
+    batch = await BatchRepository(session).require(batch_id, for_update=True, populate_existing=True)
     if batch.status != expected:
         raise Conflict(f"The batch is {batch.status}, not {expected}.")
     return batch

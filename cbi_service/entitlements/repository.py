@@ -24,9 +24,9 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import CursorResult
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from cbi_service.entitlements.models import LIVE_PREDICATE, Entitlement, EntitlementEvent
+from cbi_service.kit.repository import Repository
 from cbi_service.programmes.models import Programme
 
 _UUIDS = ARRAY(Uuid())
@@ -158,15 +158,8 @@ _OVERDUE = text(
 )
 
 
-class EntitlementRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    async def get(self, entitlement_id: uuid.UUID, *, for_update: bool = False) -> Entitlement | None:
-        stmt = select(Entitlement).where(Entitlement.id == entitlement_id)
-        if for_update:
-            stmt = stmt.with_for_update().execution_options(populate_existing=True)
-        return (await self.session.execute(stmt)).scalar_one_or_none()
+class EntitlementRepository(Repository[Entitlement]):
+    model = Entitlement
 
     async def lock_many(self, entitlement_ids: Sequence[uuid.UUID]) -> Sequence[Entitlement]:
         """Lock rows in id order (two chunks locking overlapping rows never deadlock)."""
@@ -189,16 +182,13 @@ class EntitlementRepository:
         status: str | None,
     ) -> Sequence[Entitlement]:
         stmt = select(Entitlement)
-        if after_id is not None:
-            stmt = stmt.where(Entitlement.id > after_id)
         if batch_id is not None:
             stmt = stmt.where(Entitlement.batch_id == batch_id)
         if beneficiary_id is not None:
             stmt = stmt.where(Entitlement.beneficiary_id == beneficiary_id)
         if status is not None:
             stmt = stmt.where(Entitlement.status == status)
-        stmt = stmt.order_by(Entitlement.id).limit(limit + 1)
-        return (await self.session.execute(stmt)).scalars().all()
+        return await self.page(stmt, after_id, limit)
 
     async def history(self, entitlement_id: uuid.UUID) -> Sequence[EntitlementEvent]:
         stmt = (

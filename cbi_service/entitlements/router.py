@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query
 from cbi_service.auth.dependencies import READ_ANY, require_roles
 from cbi_service.auth.roles import Principal
 from cbi_service.entitlements import service
+from cbi_service.entitlements.repository import EntitlementRepository
 from cbi_service.entitlements.schemas import EntitlementOut, EntitlementStatus
 from cbi_service.kit.db import SessionDep
 from cbi_service.kit.pagination import Page, PageDep, page_of
@@ -26,8 +27,7 @@ async def list_entitlements(
     beneficiary_id: uuid.UUID | None = None,
     status: Annotated[EntitlementStatus | None, Query()] = None,
 ) -> Page[EntitlementOut]:
-    rows = await service.list_entitlements(
-        session,
+    rows = await EntitlementRepository(session).list(
         after_id=page.after_id(),
         limit=page.limit,
         batch_id=batch_id,

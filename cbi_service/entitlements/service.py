@@ -519,20 +519,6 @@ async def get_entitlement(session: AsyncSession, entitlement_id: uuid.UUID) -> E
     return entitlement_out(entitlement, await repo.history(entitlement_id))
 
 
-async def list_entitlements(
-    session: AsyncSession,
-    *,
-    after_id: uuid.UUID | None,
-    limit: int,
-    batch_id: uuid.UUID | None,
-    beneficiary_id: uuid.UUID | None,
-    status: str | None,
-) -> Sequence[Entitlement]:
-    return await EntitlementRepository(session).list(
-        after_id=after_id, limit=limit, batch_id=batch_id, beneficiary_id=beneficiary_id, status=status
-    )
-
-
 def entitlement_out(entitlement: Entitlement, history: Sequence[EntitlementEvent] | None = None) -> EntitlementOut:
     changes = None
     if history is not None:
@@ -545,7 +531,7 @@ def entitlement_out(entitlement: Entitlement, history: Sequence[EntitlementEvent
 
 
 async def _lock(session: AsyncSession, entitlement_id: uuid.UUID) -> Entitlement:
-    entitlement = await EntitlementRepository(session).get(entitlement_id, for_update=True)
+    entitlement = await EntitlementRepository(session).get(entitlement_id, for_update=True, populate_existing=True)
     if entitlement is None:
         raise UnknownEntitlement("Entitlement not found.")
     return entitlement

@@ -35,15 +35,19 @@ class Repository(Generic[M]):
     def _id(self) -> ColumnElement[Any]:
         return self.model.__table__.c.id
 
-    async def get(self, ident: uuid.UUID, *, for_update: bool = False) -> M | None:
+    async def get(self, ident: uuid.UUID, *, for_update: bool = False, populate_existing: bool = False) -> M | None:
+        """The row, or None. `populate_existing` refreshes an instance the session already holds from the row
+        read: a locking get needs it when the row was loaded before the lock, or it keeps the stale values."""
         stmt = select(self.model).where(self._id == ident)
         if for_update:
             stmt = stmt.with_for_update()
+        if populate_existing:
+            stmt = stmt.execution_options(populate_existing=True)
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
-    async def require(self, ident: uuid.UUID, *, for_update: bool = False) -> M:
+    async def require(self, ident: uuid.UUID, *, for_update: bool = False, populate_existing: bool = False) -> M:
         """The row, or the 404 that says which kind of thing was not found."""
-        row = await self.get(ident, for_update=for_update)
+        row = await self.get(ident, for_update=for_update, populate_existing=populate_existing)
         if row is None:
             raise NotFound(self.not_found)
         return row

@@ -12,7 +12,6 @@ provider; `GET /v1/reconciliations/breaks` lists them.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from prometheus_client import Counter
@@ -23,7 +22,7 @@ from cbi_service.accounting.service import programme_balances
 from cbi_service.audit.service import record_audit
 from cbi_service.entitlements.models import Entitlement
 from cbi_service.programmes.models import Programme
-from cbi_service.reconciliation.models import BREAK_KINDS, ReconciliationBreak
+from cbi_service.reconciliation.models import BREAK_KINDS
 from cbi_service.reconciliation.repository import BreakRepository
 
 RECORDED = Counter(
@@ -59,7 +58,7 @@ async def record_break(
 ) -> None:
     """Keep `found` in the caller's transaction, once per provider event, with its audit event."""
     available = (await programme_balances(session, programme)).available
-    break_id = await BreakRepository(session).add(
+    break_id = await BreakRepository(session).insert(
         {
             "kind": found.kind,
             "provider": provider,
@@ -105,9 +104,3 @@ def count_committed(session: AsyncSession, kept: set[uuid.UUID]) -> None:
     for event_id, kind in session.info.pop(_RECORDED_IN_SESSION, {}).items():
         if event_id in kept:
             RECORDED.labels(kind).inc()
-
-
-async def list_breaks(
-    session: AsyncSession, *, after_id: uuid.UUID | None, limit: int, provider: str | None, kind: str | None
-) -> Sequence[ReconciliationBreak]:
-    return await BreakRepository(session).list(after_id=after_id, limit=limit, provider=provider, kind=kind)

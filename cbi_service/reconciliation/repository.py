@@ -19,10 +19,11 @@ from typing import Any
 import asyncpg
 from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cbi_service.accounting.service import DISBURSEMENT
 from cbi_service.kit.db import read_snapshot
+from cbi_service.kit.repository import Repository
 from cbi_service.reconciliation.models import CATEGORIES, Reconciliation, ReconciliationBreak
 from cbi_service.reconciliation.statement import Line
 
@@ -129,9 +130,10 @@ SELECT i.line_no, coalesce(l.entitlement_ref, i.entitlement_id::text) AS entitle
 """
 
 
-class ReconciliationRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
+class ReconciliationRepository(Repository[Reconciliation]):
+    model = Reconciliation
+    not_found = "Reconciliation not found."
+    server_set = ("created_at", "status", "lines_done")
 
     async def copy_lines(self, reconciliation_id: uuid.UUID, lines: Sequence[Line]) -> None:
         """COPY one batch of lines on the session's own connection (inside its transaction)."""
@@ -155,18 +157,6 @@ class ReconciliationRepository:
             ],
             columns=LINE_COLUMNS,
         )
-
-    async def add(self, reconciliation: Reconciliation) -> Reconciliation:
-        self.session.add(reconciliation)
-        await self.session.flush()
-        await self.session.refresh(reconciliation, ["created_at", "status", "lines_done"])
-        return reconciliation
-
-    async def get(self, reconciliation_id: uuid.UUID, *, for_update: bool = False) -> Reconciliation | None:
-        stmt = select(Reconciliation).where(Reconciliation.id == reconciliation_id)
-        if for_update:
-            stmt = stmt.with_for_update()
-        return (await self.session.execute(stmt)).scalar_one_or_none()
 
     async def stamp_finished(self, reconciliation: Reconciliation) -> None:
         """`finished_at` from the database's clock, like `created_at`."""
@@ -223,11 +213,10 @@ async def stream_items(
                 yield category, batch
 
 
-class BreakRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
+class BreakRepository(Repository[ReconciliationBreak]):
+    model = ReconciliationBreak
 
-    async def add(self, values: dict[str, Any]) -> uuid.UUID | None:
+    async def insert(self, values: dict[str, Any]) -> uuid.UUID | None:
         """Insert a break; None when it is already kept (its event, or another report of the same load)."""
         stmt = insert(ReconciliationBreak).values(values).on_conflict_do_nothing().returning(ReconciliationBreak.id)
         return (await self.session.execute(stmt)).scalar_one_or_none()
@@ -236,10 +225,8 @@ class BreakRepository:
         self, *, after_id: uuid.UUID | None, limit: int, provider: str | None, kind: str | None
     ) -> Sequence[ReconciliationBreak]:
         stmt = select(ReconciliationBreak)
-        if after_id is not None:
-            stmt = stmt.where(ReconciliationBreak.id > after_id)
         if provider is not None:
             stmt = stmt.where(ReconciliationBreak.provider == provider)
         if kind is not None:
             stmt = stmt.where(ReconciliationBreak.kind == kind)
-        return (await self.session.execute(stmt.order_by(ReconciliationBreak.id).limit(limit + 1))).scalars().all()
+        return await self.page(stmt, after_id, limit)

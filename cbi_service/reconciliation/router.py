@@ -17,7 +17,8 @@ from cbi_service.kit.pagination import Page, PageDep, page_of
 from cbi_service.kit.routing import StorableTextRoute
 from cbi_service.kit.streaming import ClosingStreamingResponse
 from cbi_service.kit.timeutil import IsoDate
-from cbi_service.reconciliation import breaks, service
+from cbi_service.reconciliation import service
+from cbi_service.reconciliation.repository import BreakRepository, ReconciliationRepository
 from cbi_service.reconciliation.schemas import (
     BreakKind,
     ReconciliationBreakOut,
@@ -94,7 +95,7 @@ async def list_breaks(
     moved and the ledger does not show it. Each names its entitlement and provider event (`refused` in the
     webhook inbox), the amount, and the movement between the programme's balances that would reflect it;
     finance resolves them with the provider (e.g. a correcting funding or a provider reversal)."""
-    rows = await breaks.list_breaks(session, after_id=page.after_id(), limit=page.limit, provider=provider, kind=kind)
+    rows = await BreakRepository(session).list(after_id=page.after_id(), limit=page.limit, provider=provider, kind=kind)
     items, cursor = page_of(rows, page.limit, lambda found: [found.id])
     return Page(items=[ReconciliationBreakOut.of(found) for found in items], next_cursor=cursor)
 
@@ -108,7 +109,7 @@ async def list_breaks(
 async def get_reconciliation(
     request: Request, reconciliation_id: uuid.UUID, session: SessionDep, _: Reconciler
 ) -> ClosingStreamingResponse:
-    head = await service.get_reconciliation(session, reconciliation_id)
+    head = ReconciliationOut.of(await ReconciliationRepository(session).require(reconciliation_id))
     engine = request.app.state.engine
     if wants_csv(request):
         return ClosingStreamingResponse(

@@ -34,7 +34,7 @@ from cbi_service.audit.service import record_audit
 from cbi_service.auth.roles import Principal
 from cbi_service.jobs.service import enqueue
 from cbi_service.kit.cells import SafeWriter
-from cbi_service.kit.errors import NotFound, UnprocessableEntity
+from cbi_service.kit.errors import UnprocessableEntity
 from cbi_service.kit.ids import new_id
 from cbi_service.kit.money import Money
 from cbi_service.kit.settings import Settings
@@ -140,13 +140,6 @@ async def create_reconciliation(
         out.model_dump(mode="json", include={"provider", "filename", "statement_sha256", "lines_total"}),
     )
     return out
-
-
-async def get_reconciliation(session: AsyncSession, reconciliation_id: uuid.UUID) -> ReconciliationOut:
-    reconciliation = await ReconciliationRepository(session).get(reconciliation_id)
-    if reconciliation is None:
-        raise NotFound("Reconciliation not found.")
-    return ReconciliationOut.of(reconciliation)
 
 
 # -------------------------------------------------------------------------------------------- the job's steps

@@ -23,7 +23,7 @@ from cbi_service.kit.pagination import Page, PageDep, PageParams, page_of
 from cbi_service.kit.routing import StorableTextRoute
 from cbi_service.webhooks import metrics, service
 from cbi_service.webhooks.inbox import InboxWriter
-from cbi_service.webhooks.repository import InboxRow
+from cbi_service.webhooks.repository import InboxRow, WebhookRepository
 from cbi_service.webhooks.schemas import EventEnvelope, EventStatus, StoredEventOut, WebhookAck
 from cbi_service.webhooks.signatures import InvalidSignature, ProviderVerifier, SignedMessage, build_verifiers
 
@@ -186,8 +186,8 @@ async def list_events(
 
 
 async def _page(session: AsyncSession, page: PageParams, status: str, provider: str | None) -> Page[StoredEventOut]:
-    rows = await service.list_events(
-        session, status=status, after_id=page.after_id(), limit=page.limit, provider=provider
+    rows = await WebhookRepository(session).list_events(
+        status=status, after_id=page.after_id(), limit=page.limit, provider=provider
     )
     items, cursor = page_of(rows, page.limit, lambda event: [event.id])
     return Page(items=[StoredEventOut.of(event) for event in items], next_cursor=cursor)

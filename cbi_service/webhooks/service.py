@@ -285,7 +285,7 @@ async def _redemption_break(
 
 
 async def _locked(session: AsyncSession, entitlement_id: uuid.UUID) -> Entitlement:
-    entitlement = await EntitlementRepository(session).get(entitlement_id, for_update=True)
+    entitlement = await EntitlementRepository(session).get(entitlement_id, for_update=True, populate_existing=True)
     assert entitlement is not None, "prechecked: the entitlement exists"
     return entitlement
 
@@ -440,16 +440,3 @@ async def drain(session_factory: async_sessionmaker[AsyncSession], *, max_second
         applied += run.claimed - run.left
         if (run.claimed < APPLY_CHUNK and not run.left) or run.failed or time.monotonic() >= deadline:
             return applied
-
-
-async def requeue_matched(session: AsyncSession) -> int:
-    """Unmatched events whose entitlement appeared since are queued to be applied again."""
-    return await WebhookRepository(session).requeue_matched()
-
-
-async def list_events(
-    session: AsyncSession, *, status: str, after_id: uuid.UUID | None, limit: int, provider: str | None
-) -> Sequence[WebhookEvent]:
-    return await WebhookRepository(session).list_events(
-        status=status, after_id=after_id, limit=limit, provider=provider
-    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from cbi_service.jobs.service import JobContext, job_handler
 from cbi_service.webhooks import service
+from cbi_service.webhooks.repository import WebhookRepository
 
 APPLY_EVERY_SECONDS = 1.0
 APPLY_MAX_SECONDS = 30.0
@@ -19,4 +20,4 @@ async def apply_inbox(ctx: JobContext) -> None:
 @job_handler("webhooks.rematch", every_seconds=REMATCH_EVERY_SECONDS)
 async def rematch_unmatched(ctx: JobContext) -> None:
     async with ctx.session_factory.begin() as session:
-        await service.requeue_matched(session)
+        await WebhookRepository(session).requeue_matched()

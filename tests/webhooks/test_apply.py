@@ -13,6 +13,7 @@ from cbi_service.batches import service as batches
 from cbi_service.batches.schemas import ApprovalCreate, BatchCreate
 from cbi_service.entitlements.models import Entitlement, EntitlementEvent
 from cbi_service.webhooks import service
+from cbi_service.webhooks.repository import WebhookRepository
 from tests.issuance.support import (
     approved_batch,
     assert_identity,
@@ -242,7 +243,7 @@ async def test_an_event_that_overtakes_its_entitlement_is_kept_and_applied_once_
         await creating.commit()
 
     async with session_factory.begin() as session:
-        assert await service.requeue_matched(session) == 1
+        assert await WebhookRepository(session).requeue_matched() == 1
     await apply_all(session_factory)
     voucher = await entitlement(session_factory, created)
     assert (voucher.status, voucher.voucher_code) == ("issued", "VCH-1234-5678")

@@ -7,6 +7,7 @@ refused instead of applied. Unknown extra fields are ignored so providers can ad
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Annotated, Any, Literal
@@ -15,6 +16,7 @@ from uuid import UUID
 from pydantic import (
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -25,6 +27,18 @@ from pydantic import (
 
 from adapters.providers import money
 from adapters.providers.base import EventType, MalformedEvent, ProviderEvent
+
+_RFC3339_START = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt]")
+
+
+def _rfc3339_text(value: object) -> object:
+    """An event's time is RFC 3339 text (§2); pydantic alone would read a number, or digits, as Unix time."""
+    if not isinstance(value, str) or not _RFC3339_START.match(value):
+        raise ValueError("must be an RFC 3339 timestamp with its offset")
+    return value
+
+
+Rfc3339 = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)]
 
 
 class _Model(BaseModel):
@@ -81,7 +95,7 @@ class _RedeemedData(_Data):
 class _Event(_Model):
     """What every event carries; subclasses narrow `type` and `data` and add their own details."""
 
-    timestamp: AwareDatetime
+    timestamp: Rfc3339
     type: EventType
     data: _Data
 

@@ -65,6 +65,9 @@ def test_voucher_events() -> None:
         (body("entitlement.issued", card_last4="0042"), "data.card_token"),
         (body("entitlement.failed", reason="x", retryable="yes"), "data.retryable"),
         ({**body("entitlement.failed", reason="x", retryable=True), "timestamp": "2026-11-22T08:30:00"}, "timestamp"),
+        ({**body("entitlement.failed", reason="x", retryable=True), "timestamp": 1795336200}, "timestamp"),
+        ({**body("entitlement.failed", reason="x", retryable=True), "timestamp": "1795336200"}, "timestamp"),
+        ({**body("entitlement.failed", reason="x", retryable=True), "timestamp": 0.5}, "timestamp"),
         (
             {**body("entitlement.failed", reason="x", retryable=True), "data": {"provider_ref": "p"}},
             "data.entitlement_id",

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -82,3 +88,30 @@ def free_port() -> int:
 async def run_jobs(session_factory: Any, settings: Any) -> None:
     """Run queued jobs until none is ready."""
     await Worker(session_factory, SimpleNamespace(settings=settings)).run_until_idle()
+
+
+@contextlib.contextmanager
+def running_serve(env: dict[str, str], *, seconds: float = 90) -> Iterator[tuple[subprocess.Popen[bytes], int, Any]]:
+    """`cbi-service serve` in its own process on a free port, yielded once `/readyz` answers: (process, port,
+    that first answer). Stopped with SIGTERM on the way out, and waited for."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "cbi_service", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
+                break
+            except httpx.TransportError:
+                assert server.poll() is None, "serve exited"
+                assert time.monotonic() < deadline, "serve did not come up"
+                time.sleep(0.5)
+        yield server, port, ready
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)

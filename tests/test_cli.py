@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import httpx
 
-from tests.support import free_port
+from tests.support import running_serve
 
 
 def _env(tmp_path) -> dict[str, str]:
@@ -26,23 +24,7 @@ def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 def test_serve_on_embedded_database_is_ready_and_keys_work(tmp_path):
     env = _env(tmp_path)
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "cbi_service", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
-                break
-            except httpx.TransportError:
-                assert server.poll() is None, "serve exited"
-                assert time.monotonic() < deadline, "serve did not come up"
-                time.sleep(0.5)
+    with running_serve(env) as (server, port, ready):
         assert ready.status_code == 200
         assert ready.json()["checks"] == {"database": True, "migrations": True}
 
@@ -65,9 +47,6 @@ def test_serve_on_embedded_database_is_ready_and_keys_work(tmp_path):
             f"http://127.0.0.1:{port}/v1/programmes", headers={"Authorization": f"Bearer {key}"}, timeout=5
         )
         assert revoked.status_code == 401
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=60)
     assert server.returncode == 0
     assert not (tmp_path / "data" / "pgdata" / "postmaster.pid").exists(), "embedded database left running"
 

@@ -20,7 +20,7 @@ from adapters.providers.base import ProviderConfigError
 from adapters.registries.base import RegistryConfigError
 from cbi_service.app import create_app
 from tests.conftest import _admin, libpq_url, with_database
-from tests.support import free_port
+from tests.support import free_port, running_serve
 
 UNKNOWN_ADAPTER = '{"elsewhere": {"adapter": "no_such_adapter"}}'
 
@@ -86,23 +86,8 @@ async def _wait_for_a_job_run_by(worker: subprocess.Popen[str], pgdata: Path) ->
 
 async def test_a_worker_joins_the_embedded_database_serve_runs(tmp_path):
     env = _env(tmp_path)
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "cbi_service", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
-                break
-            except httpx.TransportError:
-                assert server.poll() is None, "serve exited"
-                assert time.monotonic() < deadline, "serve did not come up"
-                time.sleep(0.5)
+    with running_serve(env) as (server, port, ready):
+        assert ready.status_code == 200
         worker = subprocess.Popen(
             [sys.executable, "-m", "cbi_service", "worker"],
             env=env,
@@ -116,9 +101,6 @@ async def test_a_worker_joins_the_embedded_database_serve_runs(tmp_path):
         assert worker.returncode == 0, err
         assert "Traceback" not in out + err
         assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200, "serve's database is up"
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=60)
     assert server.returncode == 0
 
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
@@ -17,6 +18,38 @@ import httpx
 from cbi_service.jobs.worker import Worker
 
 PROBLEM_JSON = "application/problem+json"
+
+
+@dataclass
+class Actors:
+    """One API key per person, so segregation of duties can be exercised."""
+
+    admin: dict[str, str]
+    registrar: dict[str, str]
+    officer: dict[str, str]
+    approver1: dict[str, str]
+    approver2: dict[str, str]
+    approver3: dict[str, str]
+    finance: dict[str, str]
+    auditor: dict[str, str]
+
+    @property
+    def approver(self) -> dict[str, str]:
+        """The approver of a programme that needs one approval."""
+        return self.approver1
+
+
+async def make_actors(api_key_factory: Any) -> Actors:
+    return Actors(
+        admin=await api_key_factory("admin", name="admin"),
+        registrar=await api_key_factory("registrar", name="registrar"),
+        officer=await api_key_factory("programme_officer", name="officer"),
+        approver1=await api_key_factory("approver", name="approver-1"),
+        approver2=await api_key_factory("approver", name="approver-2"),
+        approver3=await api_key_factory("approver", name="approver-3"),
+        finance=await api_key_factory("finance", name="finance"),
+        auditor=await api_key_factory("auditor", name="auditor"),
+    )
 
 
 def programme_body(**overrides: Any) -> dict[str, Any]:

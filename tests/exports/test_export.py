@@ -20,8 +20,8 @@ from cbi_service.programmes.service import get_programme
 from ledger import Ledger
 from ledger.verify import EXPORT_COLUMNS
 from tests.exports.support import AWKWARD_DESCRIPTION, populate
-from tests.reconciliation.support import enrol, funded_programme, issue, make_staff, register, released_batch
-from tests.support import assert_problem
+from tests.reconciliation.support import enrol, funded_programme, issue, register, released_batch
+from tests.support import assert_problem, make_actors
 
 BALANCE_PHASES = {"posted", "post_pending"}
 
@@ -142,7 +142,7 @@ async def test_empty_ledger_exports_a_header(client, api_key_factory):
 
 
 async def test_programme_filter_keeps_its_whole_transactions(client, api_key_factory, session_factory, tmp_path):
-    staff = await make_staff(api_key_factory)
+    staff = await make_actors(api_key_factory)
     mine = await funded_programme(client, staff, session_factory, name="Mine")
     await funded_programme(client, staff, session_factory, name="Other", funds_minor=7_000_000)  # must stay out
     people = [

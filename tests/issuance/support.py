@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from dataclasses import dataclass
 from datetime import date
 from types import SimpleNamespace
 from typing import Any
@@ -21,7 +20,7 @@ from cbi_service.issuance.service import poll_overdue
 from cbi_service.jobs.worker import Worker
 from cbi_service.kit.ids import new_id
 from cbi_service.kit.settings import Settings
-from tests.support import approve_batch, make_programme, release_batch
+from tests.support import Actors, approve_batch, make_actors, make_programme, release_batch
 
 REGISTRAR_ID = uuid.UUID(int=1)
 
@@ -87,31 +86,6 @@ async def entitlements_of(session_factory: async_sessionmaker[AsyncSession], bat
     async with session_factory() as session:
         stmt = select(Entitlement).where(Entitlement.batch_id == uuid.UUID(batch_id)).order_by(Entitlement.id)
         return list((await session.execute(stmt)).scalars())
-
-
-@dataclass
-class Actors:
-    """One API key per person, so segregation of duties can be exercised."""
-
-    admin: dict[str, str]
-    officer: dict[str, str]
-    approver1: dict[str, str]
-    approver2: dict[str, str]
-    approver3: dict[str, str]
-    finance: dict[str, str]
-    auditor: dict[str, str]
-
-
-async def make_actors(api_key_factory: Any) -> Actors:
-    return Actors(
-        admin=await api_key_factory("admin", name="admin"),
-        officer=await api_key_factory("programme_officer", name="officer"),
-        approver1=await api_key_factory("approver", name="approver-1"),
-        approver2=await api_key_factory("approver", name="approver-2"),
-        approver3=await api_key_factory("approver", name="approver-3"),
-        finance=await api_key_factory("finance", name="finance"),
-        auditor=await api_key_factory("auditor", name="auditor"),
-    )
 
 
 async def fund(

@@ -4,7 +4,6 @@ and the entitlement state machine recording what the provider did (as its webhoo
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -14,28 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from cbi_service.accounting.service import fund
 from cbi_service.entitlements.service import mark_failed, mark_issued
 from cbi_service.programmes.models import Programme
-from tests.support import approve_batch, make_programme, release_batch
-
-
-@dataclass
-class Staff:
-    admin: dict[str, str]
-    registrar: dict[str, str]
-    officer: dict[str, str]
-    approver: dict[str, str]
-    finance: dict[str, str]
-    auditor: dict[str, str]
-
-
-async def make_staff(api_key_factory: Any) -> Staff:
-    return Staff(
-        admin=await api_key_factory("admin", name="admin"),
-        registrar=await api_key_factory("registrar", name="registrar"),
-        officer=await api_key_factory("programme_officer", name="officer"),
-        approver=await api_key_factory("approver", name="approver"),
-        finance=await api_key_factory("finance", name="finance"),
-        auditor=await api_key_factory("auditor", name="auditor"),
-    )
+from tests.support import Actors, approve_batch, make_programme, release_batch
 
 
 async def _ok(response: httpx.Response, *statuses: int) -> Any:
@@ -45,7 +23,7 @@ async def _ok(response: httpx.Response, *statuses: int) -> Any:
 
 async def funded_programme(
     client: httpx.AsyncClient,
-    staff: Staff,
+    staff: Actors,
     session_factory: async_sessionmaker[AsyncSession],
     *,
     funds_minor: int = 100_000_000,
@@ -62,7 +40,7 @@ async def funded_programme(
 
 async def register(
     client: httpx.AsyncClient,
-    staff: Staff,
+    staff: Actors,
     given: str,
     family: str,
     *,
@@ -87,7 +65,7 @@ async def register(
     return str(registered["id"])
 
 
-async def enrol(client: httpx.AsyncClient, staff: Staff, programme_id: str, people: list[str]) -> None:
+async def enrol(client: httpx.AsyncClient, staff: Actors, programme_id: str, people: list[str]) -> None:
     url = f"/v1/programmes/{programme_id}/enrolments"
     result = await _ok(await client.post(url, json={"beneficiary_ids": people}, headers=staff.registrar))
     assert not result["rejected"], result
@@ -95,7 +73,7 @@ async def enrol(client: httpx.AsyncClient, staff: Staff, programme_id: str, peop
 
 async def released_batch(
     client: httpx.AsyncClient,
-    staff: Staff,
+    staff: Actors,
     programme_id: str,
     people: list[str],
     *,

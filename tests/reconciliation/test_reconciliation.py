@@ -28,8 +28,8 @@ import pytest
 from sqlalchemy import func, select
 
 from cbi_service.reconciliation.models import Reconciliation, StatementLine
-from tests.reconciliation.support import enrol, fail, funded_programme, issue, make_staff, register, released_batch
-from tests.support import assert_problem, run_jobs
+from tests.reconciliation.support import enrol, fail, funded_programme, issue, register, released_batch
+from tests.support import assert_problem, make_actors, run_jobs
 
 HEADER = "date,entitlement_id,amount,currency,provider_ref,branch\n"
 NAMES = [("Ana", "Pérez Mora"), ("Beto", "Cárdenas"), ("Carla", "Duarte Vivas"), ("Diego", "Espinoza"),
@@ -48,7 +48,7 @@ def window() -> dict[str, str]:
 
 @pytest.fixture
 async def books(client, api_key_factory, session_factory):
-    staff = await make_staff(api_key_factory)
+    staff = await make_actors(api_key_factory)
     cards = await funded_programme(client, staff, session_factory, name="Cards")
     vouchers = await funded_programme(
         client, staff, session_factory, name="Vouchers", delivery_mechanism="voucher", provider="vouchers"

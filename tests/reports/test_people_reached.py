@@ -22,11 +22,10 @@ from tests.reconciliation.support import (
     fail,
     funded_programme,
     issue,
-    make_staff,
     register,
     released_batch,
 )
-from tests.support import assert_problem
+from tests.support import assert_problem, make_actors
 
 NDS = "Norte de Santander"
 
@@ -37,7 +36,7 @@ def at(day: str) -> datetime:
 
 @pytest.fixture
 async def reached(client, api_key_factory, session_factory):
-    staff = await make_staff(api_key_factory)
+    staff = await make_actors(api_key_factory)
     cash = await funded_programme(client, staff, session_factory, name="Cash Cúcuta")
     food = await funded_programme(
         client,
@@ -172,7 +171,7 @@ async def test_an_empty_period_and_bad_bounds(client, api_key_factory):
 
 
 async def test_csv_cells_a_spreadsheet_would_evaluate_are_neutralised(client, api_key_factory, session_factory):
-    staff = await make_staff(api_key_factory)
+    staff = await make_actors(api_key_factory)
     cash = await funded_programme(client, staff, session_factory, name="Cash Arauca")
     formula = "=cmd|' /C calc'!A0"
     person = await register(client, staff, "Rosa", "Linares", born="1990-01-01", sex="female", admin1=formula)

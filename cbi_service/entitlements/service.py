@@ -19,7 +19,8 @@ Each one
   `redeemed`, a `failed` after `issued`, anything after `cancelled`) changes nothing and returns
   `Transition(outcome="noop")`; a late `issued` only fills in card or voucher details still missing;
 - accepts events that skip a step, because providers may deliver out of order or after our own crash:
-  `issued` straight from `pending`, `redeemed`/`expired` before `issued` (the issue is posted first);
+  `issued` straight from `pending`, `redeemed`/`expired` before `issued` (the issue is posted first; a
+  failed entitlement's budget is reserved again for a redemption, and its expiry changes nothing);
 - refuses (outcome "refused", nothing changed) a redemption above the voucher's remaining value or a
   redemption of an expired or cancelled voucher: such an event needs a person to look at it;
 - writes the status-history row, posts to the ledger (see `postings`) and records an audit event, all in
@@ -285,11 +286,16 @@ async def mark_redeemed(
 
 
 async def mark_expired(session: AsyncSession, entitlement_id: uuid.UUID, *, source: str = "provider") -> Transition:
-    """A voucher ran out of time: whatever was not spent returns to the programme's available budget."""
+    """A voucher ran out of time: whatever was not spent returns to the programme's available budget.
+
+    A failed entitlement's budget went back to available when it failed: its expiry has nothing to return.
+    """
     entitlement = await _lock(session, entitlement_id)
     previous = entitlement.status
     if previous in ("expired", "cancelled") or (previous == "redeemed" and entitlement.remaining_minor == 0):
         return Transition(entitlement_id, "noop", previous, previous, f"already {previous}")
+    if previous == "failed":
+        return Transition(entitlement_id, "noop", previous, previous, "failed: its budget is already available")
     programme = await _programme(session, entitlement)
     if _RANK[previous] < _RANK["issued"]:
         await _issue(session, programme, entitlement, entitlement.provider_ref, None)

@@ -1,12 +1,12 @@
 """Reconciliation breaks: provider confirmations the ledger cannot record, made visible instead of lost.
 
 A provider may confirm money moved after the service already settled the entitlement otherwise: a late
-load after a failure whose budget other payments have taken since, a load after a cancellation, a
-redemption stamped before an expiry that already returned the voucher's value. Posting it would break the
-ledger's rules (or overdraw the budget); refusing it silently would hide that the provider's account and
-ours now differ. Each such event becomes one break, recorded with its event's inbox status in the same
-transaction, audited and counted (`cbi_reconciliation_breaks_total`), for finance to resolve with the
-provider; `GET /v1/reconciliations/breaks` lists them.
+load, or a redemption of the voucher, after a failure whose budget other payments have taken since, a load
+after a cancellation, a redemption stamped before an expiry that already returned the voucher's value.
+Posting it would break the ledger's rules (or overdraw the budget); refusing it silently would hide that
+the provider's account and ours now differ. Each such event becomes one break, recorded with its event's
+inbox status in the same transaction, audited and counted (`cbi_reconciliation_breaks_total`), for finance
+to resolve with the provider; `GET /v1/reconciliations/breaks` lists them.
 """
 
 from __future__ import annotations

@@ -112,12 +112,14 @@ class ReconciliationItem(Base):
     ledger_provider_ref: Mapped[str | None] = mapped_column(Text)
 
 
-BREAK_KINDS = ("issued_after_failure", "issued_after_cancel", "redeemed_after_expiry")
+LOAD_BREAK_KINDS = ("issued_after_failure", "issued_after_cancel")
+BREAK_KINDS = (*LOAD_BREAK_KINDS, "redeemed_after_expiry", "redeemed_after_failure")
 """Provider confirmations the ledger could not record as they came: `issued_after_failure` (a late
 `entitlement.issued` once the failed entitlement's budget was taken by other payments),
 `issued_after_cancel` (a load confirmed after the entitlement was cancelled and its budget released),
 `redeemed_after_expiry` (a redemption stamped before the voucher's expiry, which had already returned its
-value to the budget)."""
+value to the budget), `redeemed_after_failure` (a redemption of a voucher whose entitlement failed here,
+once its budget was taken by other payments)."""
 LEDGER_BALANCES = ("available", "committed", "disbursed", "redeemed")
 
 
@@ -142,7 +144,7 @@ class ReconciliationBreak(CreatedAt, Base):
             "entitlement_id",
             "kind",
             unique=True,
-            postgresql_where=text("kind <> 'redeemed_after_expiry'"),
+            postgresql_where=text(one_of("kind", LOAD_BREAK_KINDS)),
         ),
         Index("ix_reconciliation_breaks_provider", "provider", "id"),
     )

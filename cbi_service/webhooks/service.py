@@ -194,11 +194,14 @@ def precheck(provider: str, event: ProviderEvent, target: Target | None) -> Verd
     return None
 
 
-async def apply_event(session: AsyncSession, provider: str, event: ProviderEvent, *, event_id: uuid.UUID) -> Verdict:
+async def apply_event(
+    session: AsyncSession, provider: str, event: ProviderEvent, *, event_id: uuid.UUID, maybe_failed: bool = True
+) -> Verdict:
     """Run one checked event (stored as `event_id`) through the entitlement state machine.
 
     A confirmation the ledger cannot record (see `reconciliation.breaks`) is refused and kept as a
-    reconciliation break, in this transaction.
+    reconciliation break, in this transaction. `maybe_failed=False` says the entitlement is known not to
+    be failed, so a redemption cannot need its budget reserved again and runs without a savepoint.
     """
     entitlement_id = event.entitlement_id
     if event.type == "entitlement.issued":
@@ -230,9 +233,16 @@ async def apply_event(session: AsyncSession, provider: str, event: ProviderEvent
     elif event.type == "voucher.redeemed":
         assert event.amount_minor is not None
         assert event.merchant is not None
-        transition = await entitlements.mark_redeemed(
-            session, entitlement_id, event.amount_minor, event.merchant, source=provider
-        )
+        amount, merchant = event.amount_minor, event.merchant
+        redeem = entitlements.mark_redeemed(session, entitlement_id, amount, merchant, source=provider)
+        if not maybe_failed:
+            transition = await redeem
+        else:
+            try:
+                async with session.begin_nested():
+                    transition = await redeem
+            except InsufficientBalance:
+                return await _failure_redemption_break(session, provider, event, event_id)
         if transition.outcome == "refused" and transition.previous_status == "expired":
             return await _redemption_break(session, provider, event, event_id) or ("refused", transition.detail)
     elif event.type == "voucher.expired":
@@ -280,6 +290,26 @@ async def _redemption_break(
         "redeemed",
         f"redeemed at {event.timestamp.isoformat()}, before the voucher expired at {min(ends).isoformat()};"
         " the expiry returned its value to the budget",
+    )
+    return await _keep_break(session, provider, event, event_id, entitlement, found)
+
+
+async def _failure_redemption_break(
+    session: AsyncSession, provider: str, event: ProviderEvent, event_id: uuid.UUID
+) -> Verdict:
+    """A redemption of a voucher whose entitlement failed here (the provider had issued it after all) and
+    whose budget, released at the failure, other payments have taken since: a break of the redeemed amount
+    from available to redeemed. Each redemption is its own break, as a voucher may be spent in parts."""
+    assert event.amount_minor is not None
+    entitlement = await _locked(session, event.entitlement_id)
+    assert entitlement.status == "failed", "only a failed entitlement's redemption reserves budget"
+    found = breaks.Break(
+        "redeemed_after_failure",
+        event.amount_minor,
+        "available",
+        "redeemed",
+        "the provider reports a redemption of a voucher that failed here; the budget released at the failure"
+        " is no longer available, so neither its issue nor the redemption could be posted",
     )
     return await _keep_break(session, provider, event, event_id, entitlement, found)
 
@@ -361,7 +391,8 @@ async def _apply_chunk(session_factory: async_sessionmaker[AsyncSession], limit:
         for row, event in pending:
             if row.id in verdicts:
                 continue
-            verdicts[row.id] = await _apply_one(session, row, event, isolated=isolated)
+            failed = targets[event.entitlement_id].status == "failed"
+            verdicts[row.id] = await _apply_one(session, row, event, isolated=isolated, failed=failed)
             if time.monotonic() >= deadline:
                 break
         outcomes = [_outcome(row, verdicts[row.id]) for row in stored if row.id in verdicts]
@@ -415,9 +446,14 @@ async def _issue_in_bulk(
     return verdicts
 
 
-async def _apply_one(session: AsyncSession, row: WebhookEvent, event: ProviderEvent, *, isolated: bool) -> Verdict:
+async def _apply_one(
+    session: AsyncSession, row: WebhookEvent, event: ProviderEvent, *, isolated: bool, failed: bool
+) -> Verdict:
+    """`failed`: the entitlement was failed when the chunk began, so a redemption of it needs a savepoint.
+    One failed earlier in the chunk got its budget back in it; should the chunk have spent that budget
+    meanwhile, its redemption raises and the chunk runs again isolated, where every redemption has one."""
     if not isolated:
-        return await apply_event(session, row.provider, event, event_id=row.id)
+        return await apply_event(session, row.provider, event, event_id=row.id, maybe_failed=failed)
     try:
         async with session.begin_nested():
             return await apply_event(session, row.provider, event, event_id=row.id)

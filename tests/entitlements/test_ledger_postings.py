@@ -51,6 +51,19 @@ async def test_every_posting_is_keyed_by_its_business_event(client, session_fact
     assert_identity(figures)
 
 
+async def test_an_expiry_after_a_failure_posts_nothing_even_while_the_budget_holds(
+    client, session_factory, voucher_batch
+):
+    actors, programme, batch, (first, _, _) = voucher_batch
+    await in_transaction(session_factory, mark_failed, first.id, "issuer_unavailable", True)
+    before = await balances(client, actors, programme["id"])
+    expiry = await in_transaction(session_factory, mark_expired, first.id)
+    assert (expiry.outcome, expiry.status) == ("noop", "failed")
+    keys = [k for k in await _keys(session_factory, programme["id"]) if not k.startswith("funding:")]
+    assert keys == [f"reservation:{batch['id']}:approved", f"release:{first.id}:failure-1"]
+    assert await balances(client, actors, programme["id"]) == before
+
+
 async def test_a_posting_the_ledger_already_holds_is_refused_not_made_twice(client, session_factory, voucher_batch):
     actors, programme, _batch, (first, _, _) = voucher_batch
     # The ledger got ahead of the entitlement (its disbursement is posted, its status still pending).

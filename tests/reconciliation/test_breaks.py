@@ -51,10 +51,12 @@ async def _audited(session_factory, break_id: str) -> list[AuditEvent]:
         return list(found.scalars())
 
 
-async def _failed_then_budget_taken(client, api_key_factory, session_factory):
-    """A card entitlement that failed, whose released budget a second batch then reserved in full."""
+async def _failed_then_budget_taken(client, api_key_factory, session_factory, mechanism="prepaid_card"):
+    """An entitlement (a card load unless told) that failed, whose released budget a second batch then
+    reserved in full."""
     actors = await make_actors(api_key_factory)
-    programme = await make_programme(client, actors, delivery_mechanism="prepaid_card", provider="cards")
+    provider = "vouchers" if mechanism == "voucher" else "cards"
+    programme = await make_programme(client, actors, delivery_mechanism=mechanism, provider=provider)
     await fund(client, actors, programme["id"], "100000.00")
     first_person, second_person = await seed_beneficiaries(session_factory, programme["id"], 2)
     first_batch = await approved_batch(client, actors, programme["id"], beneficiary_ids=[str(first_person)])
@@ -62,7 +64,7 @@ async def _failed_then_budget_taken(client, api_key_factory, session_factory):
     (failed,) = await entitlements_of(session_factory, first_batch["id"])
     early = datetime.now(UTC) - timedelta(minutes=2)
     body = event_body("entitlement.failed", failed.id, reason="timeout", retryable=True, timestamp=early.isoformat())
-    assert (await deliver(client, "cards", body)).status_code == 202
+    assert (await deliver(client, provider, body)).status_code == 202
     await apply_all(session_factory)
     assert (await entitlement(session_factory, failed.id)).status == "failed"
     await approved_batch(client, actors, programme["id"], beneficiary_ids=[str(second_person)], cycle="2026-12")
@@ -150,6 +152,87 @@ async def test_a_redemption_stamped_before_an_applied_expiry_is_a_break(client, 
     assert (await entitlement(session_factory, voucher.id)).status == "expired"
     figures = await balances(client, released.actors, released.programme["id"])
     assert (figures["returned"], figures["redeemed"]) == ("100000.00", "0.00")
+
+
+def _redemption(voucher_id, amount: str) -> bytes:
+    money = {"amount": amount, "currency": "COP"}
+    return event_body("voucher.redeemed", voucher_id, amount=money, merchant="Tienda", provider_ref="prv-spent")
+
+
+async def test_a_redemption_after_a_failure_whose_budget_was_taken_is_a_break(client, api_key_factory, session_factory):
+    actors, programme, failed = await _failed_then_budget_taken(
+        client, api_key_factory, session_factory, mechanism="voucher"
+    )
+    before = await balances(client, actors, programme["id"])
+    counted = _breaks_counted("redeemed_after_failure")
+
+    # The provider had issued the voucher after all, and it is spent in two purchases.
+    for amount in ("30000.00", "20000.00"):
+        assert (await deliver(client, "vouchers", _redemption(failed.id, amount))).status_code == 202
+    await apply_all(session_factory)
+
+    first, second = (await stored_events(session_factory))[-2:]
+    for event in (first, second):
+        assert (event.status, event.attempts) == ("refused", 1), "refused at once, not failed after retries"
+        assert "reconciliation break (redeemed_after_failure)" in (event.detail or "")
+    kept = await entitlement(session_factory, failed.id)
+    assert (kept.status, kept.redeemed_minor) == ("failed", 0)
+    after = await balances(client, actors, programme["id"])
+    assert after == before, "the ledger cannot record the redemption: nothing moves"
+    assert_identity(after)
+
+    found = await _listed(client, actors.auditor, kind="redeemed_after_failure")
+    assert [item["webhook_event_id"] for item in found] == [str(first.id), str(second.id)]
+    assert [item["amount"]["amount"] for item in found] == ["30000.00", "20000.00"]
+    for item in found:
+        assert (item["entitlement_id"], item["entitlement_status"]) == (str(failed.id), "failed")
+        assert (item["provider"], item["provider_ref"], item["event_type"]) == (
+            "vouchers",
+            "prv-spent",
+            "voucher.redeemed",
+        )
+        assert item["ledger_movement"] == {"from": "available", "to": "redeemed", "amount": item["amount"]}
+        assert item["available"] == {"amount": "0.00", "currency": "COP"}
+        assert await _audited(session_factory, item["id"])
+    assert _breaks_counted("redeemed_after_failure") == counted + 2
+    metrics = await client.get("/metrics")
+    assert 'cbi_reconciliation_breaks_total{kind="redeemed_after_failure"}' in metrics.text
+
+
+async def test_a_redemption_after_a_failure_is_posted_while_the_budget_holds(client, api_key_factory, session_factory):
+    released = await released_entitlements(client, api_key_factory, session_factory, count=1)
+    (voucher,) = released.entitlements
+    failure = event_body("entitlement.failed", voucher.id, reason="timeout", retryable=True)
+    await deliver(client, "vouchers", failure)
+    await apply_all(session_factory)
+    assert (await entitlement(session_factory, voucher.id)).status == "failed"
+
+    await deliver(client, "vouchers", _redemption(voucher.id, "30000.00"))
+    await apply_all(session_factory)
+
+    assert (await stored_events(session_factory))[-1].status == "applied"
+    spent = await entitlement(session_factory, voucher.id)
+    assert (spent.status, spent.redeemed_minor) == ("redeemed", 3_000_000)
+    figures = await balances(client, released.actors, released.programme["id"])
+    assert (figures["committed"], figures["disbursed"], figures["redeemed"]) == ("0.00", "100000.00", "30000.00")
+    assert_identity(figures)
+    assert await _listed(client, released.actors.finance) == []
+
+
+async def test_an_expiry_after_a_failure_changes_nothing(client, api_key_factory, session_factory):
+    actors, programme, failed = await _failed_then_budget_taken(
+        client, api_key_factory, session_factory, mechanism="voucher"
+    )
+    before = await balances(client, actors, programme["id"])
+
+    assert (await deliver(client, "vouchers", event_body("voucher.expired", failed.id))).status_code == 202
+    await apply_all(session_factory)
+
+    expiry = (await stored_events(session_factory))[-1]
+    assert (expiry.status, expiry.attempts) == ("ignored", 1), expiry.detail
+    assert (await entitlement(session_factory, failed.id)).status == "failed"
+    assert await balances(client, actors, programme["id"]) == before, "its budget went back when it failed"
+    assert await _listed(client, actors.finance) == []
 
 
 async def test_breaks_page_and_are_for_finance_and_auditors(client, api_key_factory, session_factory):

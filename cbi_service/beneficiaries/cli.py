@@ -80,12 +80,12 @@ def import_file(
 ) -> None:
     """Register a file of people as POST /v1/beneficiaries/imports does, and follow it to its end.
 
-    A progress bar goes to stderr, the counts per outcome to stdout. Exits 0 once the import completed
-    (rows refused one by one are counted, never fatal), 1 when the key or the file is refused or the
-    import failed.
+    A progress bar goes to stderr, then the counts per outcome to stdout.
+
+    Exits 0 once the import completed (refused rows are counted, never fatal), 1 when refused or failed.
     """
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
     from cbi_service.kit.logging import configure_logging
 
@@ -98,13 +98,18 @@ def import_file(
             TimeElapsedColumn(),
             console=Console(stderr=True),
         )
-        with progress:
-            bar = progress.add_task(f"importing {file.name}", total=None)
+        bars: list[TaskID] = []
 
-            def show(imp: BeneficiaryImport) -> None:
-                progress.update(bar, total=imp.rows_total, completed=imp.rows_done)
+        def show(imp: BeneficiaryImport) -> None:
+            if not bars:  # the file is stored and queued: from here on there is progress to show
+                progress.start()
+                bars.append(progress.add_task(f"importing {file.name}", total=None))
+            progress.update(bars[0], total=imp.rows_total, completed=imp.rows_done)
 
+        try:
             imp = asyncio.run(import_and_follow(settings, file, api_key, show))
+        finally:
+            progress.stop()
     _summary(imp)
 
 

@@ -61,8 +61,7 @@ def retry(
 ) -> None:
     """Put a failed job back in the queue with its attempts reset; audited under the key's holder (admin).
 
-    Exits 1 when the job is not failed (queued, running or done jobs are never run again by hand), or when
-    another live job with the same dedupe key already does its work.
+    Exits 1 when the job is not failed (a done job never runs again by hand), or a live job shares its dedupe key.
     """
     from cbi_service.auth.roles import Role
     from cbi_service.auth.service import authorize

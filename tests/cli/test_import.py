@@ -131,6 +131,7 @@ async def test_a_file_the_upload_refuses_stores_nothing(tmp_path, database_url, 
     missing = await invoke("import", str(tmp_path / "absent.csv"), DATABASE_URL=database_url, CBI_API_KEY=key)
 
     assert not_a_table.exit_code == 1
+    assert "importing" not in not_a_table.stderr
     assert "must be a CSV or XLSX file" in not_a_table.stderr
     assert nothing.exit_code == 1
     assert "the file is empty" in nothing.stderr

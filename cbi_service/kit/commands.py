@@ -9,7 +9,6 @@ from typing import Annotated, Any, Protocol
 
 import typer
 
-from cbi_service.kit.errors import AppError
 from cbi_service.kit.settings import Settings
 
 
@@ -40,6 +39,8 @@ ApiKeyOption = Annotated[
 def service_errors() -> Iterator[None]:
     """A refusal of the service (no such job, a key without the role) ends the command with its message and
     exit status 1, as the API would answer it with a problem."""
+    from cbi_service.kit.errors import AppError  # with FastAPI behind it: not for every command's start
+
     try:
         yield
     except AppError as exc:

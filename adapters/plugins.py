@@ -7,7 +7,8 @@ A third-party package declares its adapter factory as an entry point of the kind
 
 where `build(name, config)` returns the adapter; a configuration entry then selects it with
 `"adapter": "mobile_money"`. Built-in names cannot be overridden, so installing a package never silently
-changes where money goes or which registry a beneficiary is checked against.
+changes where money goes or which registry a beneficiary is checked against. Options that hold secrets
+(`api_key`, `webhook_secret`, …) reach the factory as pydantic `SecretStr`: `get_secret_value()` reads them.
 """
 
 from __future__ import annotations

@@ -4,29 +4,62 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import os
 import signal
 import sys
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from adapters.simulator.cli import provider_sim
 from cbi_service.auth.roles import Role
+from cbi_service.beneficiaries.cli import import_file
 from cbi_service.dedup.cli import registry_app
 from cbi_service.exports.cli import ledger_app
+from cbi_service.jobs.cli import jobs_app
 from cbi_service.kit.settings import Settings
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-app = typer.Typer(help="cbi-service: payments for cash-based interventions.", no_args_is_help=True)
+# Plain tracebacks: what log collectors and bug reports need, and never the locals (personal data) beside them.
+app = typer.Typer(
+    help="cbi-service: payments for cash-based interventions.", no_args_is_help=True, pretty_exceptions_enable=False
+)
 apikey_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 app.add_typer(apikey_app, name="apikey")
 app.add_typer(registry_app, name="registry")
 app.add_typer(ledger_app, name="ledger")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What the root hands the commands defined in the domains (as typer's `ctx.obj`): how to open the
+    database, which they cannot import from here without depending on the composition root."""
+
+    database: Callable[..., contextlib.AbstractContextManager[Settings]]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"cbi-service {importlib.metadata.version('cbi-service')}")
+        raise typer.Exit
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    version: Annotated[
+        bool, typer.Option("--version", is_eager=True, callback=_print_version, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """The options of every command; the domains' commands find the database in `ctx.obj`."""
+    ctx.obj = Runtime(database=database)
 
 
 class StartupRefused(Exception):
@@ -233,16 +266,10 @@ def demo(people: Annotated[int, typer.Option(min=1, max=500, help="Synthetic peo
         asyncio.run(run_demo(settings, people, typer.echo))
 
 
-@app.command(
-    "provider-sim",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
-    add_help_option=False,
-)
-def provider_sim(ctx: typer.Context) -> None:
-    """The provider simulator: --port P --webhook-url URL --webhook-secret S [fault options] (see --help)."""
-    from adapters.simulator.__main__ import main
-
-    raise typer.Exit(main(ctx.args))
+# Commands defined beside the code they drive.
+app.command("import")(import_file)
+app.add_typer(jobs_app, name="jobs")
+app.command("provider-sim")(provider_sim)
 
 
 @app.command()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import subprocess
 import sys
 
 import httpx
+import pytest
 
+from tests.cli.support import ANSI, cli, cli_env
 from tests.support import running_serve
 
 
@@ -54,3 +57,20 @@ def test_serve_on_embedded_database_is_ready_and_keys_work(tmp_path):
 def test_apikey_create_refuses_unknown_roles(tmp_path):
     result = _cli("apikey", "create", "--name", "x", "--role", "superuser", env=_env(tmp_path))
     assert result.returncode != 0
+
+
+def test_version_is_the_installed_distributions():
+    result = cli("--version", env=cli_env())
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"cbi-service {importlib.metadata.version('cbi-service')}\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "status"),
+    [(["--help"], 0), (["jobs", "retry", "--help"], 0), (["no-such-command"], 2), (["import", "absent.csv"], 2)],
+)
+def test_no_colour_codes_when_the_output_is_not_a_terminal(args, status):
+    result = cli(*args, env=cli_env())
+    assert result.returncode == status, result.stderr
+    assert ANSI not in result.stdout + result.stderr
+    assert "Usage: cbi-service" in result.stdout + result.stderr

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Self, TypeVar
 from uuid import UUID
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from adapters.providers.base import (
     CancelOutcome,
@@ -48,7 +48,7 @@ class HttpAdapterConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     base_url: str
-    api_key: str | None = None
+    api_key: SecretStr | None = None
     timeout_seconds: float = Field(default=10.0, gt=0)
     connect_timeout_seconds: float = Field(default=5.0, gt=0)
     chunk_size: int = Field(default=500, ge=1, le=MAX_INSTRUCTIONS_PER_REQUEST)
@@ -73,7 +73,7 @@ class HttpProviderAdapter:
         self._config = config
         headers = {"User-Agent": f"cbi-service/{self.product}-adapter"}
         if config.api_key:
-            headers["Authorization"] = f"Bearer {config.api_key}"
+            headers["Authorization"] = f"Bearer {config.api_key.get_secret_value()}"
         self._client = httpx.AsyncClient(
             base_url=config.base_url,
             headers=headers,

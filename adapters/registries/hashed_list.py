@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 from adapters.registries.base import RegistryConfigError, RegistryMatch, RegistryProbe
 
 COLUMNS = ("registry_ref", "kind", "digest")
@@ -120,6 +122,8 @@ class HashedListRegistry:
     @classmethod
     def from_config(cls, name: str, config: Mapping[str, Any]) -> HashedListRegistry:
         path, key = config.get("path"), config.get("key")
+        if isinstance(key, SecretStr):  # as the service's settings hold it
+            key = key.get_secret_value()
         if not isinstance(path, str) or not path:
             raise RegistryConfigError(f"registry {name!r}: 'path' must name the hashed list file")
         if not isinstance(key, str):

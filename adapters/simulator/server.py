@@ -1,5 +1,4 @@
-"""Running the simulator: `make_options` checks the flat flags, `serve` binds and serves (the CLI and
-`python -m adapters.simulator` use both)."""
+"""Running the simulator: `serve` binds and serves (what `provider-sim` and `python -m adapters.simulator` run)."""
 
 from __future__ import annotations
 
@@ -9,45 +8,9 @@ import sys
 import uvicorn
 
 from adapters.simulator.app import create_app
-from adapters.simulator.options import Faults, SimulatorOptions
+from adapters.simulator.options import SimulatorOptions
 
 READY_PREFIX = "provider simulator listening on "
-
-
-def make_options(
-    *,
-    webhook_url: str,
-    webhook_secret: str,
-    failure_rate: float = 0.0,
-    latency_ms: int = 0,
-    timeout_rate: float = 0.0,
-    hang_seconds: float = 30.0,
-    duplicate_rate: float = 0.0,
-    reorder: bool = False,
-    reorder_window_ms: int = 500,
-    decline_rate: float = 0.0,
-    api_key: str | None = None,
-    delivery_concurrency: int = 64,
-    seed: int | None = None,
-) -> SimulatorOptions:
-    """The flat CLI flags as validated options; raises `ValueError` (pydantic) on a bad value."""
-    return SimulatorOptions(
-        webhook_url=webhook_url,
-        webhook_secret=webhook_secret,
-        api_key=api_key,
-        delivery_concurrency=delivery_concurrency,
-        seed=seed,
-        faults=Faults(
-            failure_rate=failure_rate,
-            latency_ms=latency_ms,
-            timeout_rate=timeout_rate,
-            hang_seconds=hang_seconds,
-            duplicate_rate=duplicate_rate,
-            reorder=reorder,
-            reorder_window_ms=reorder_window_ms,
-            decline_rate=decline_rate,
-        ),
-    )
 
 
 def serve(options: SimulatorOptions, *, host: str, port: int, log_level: str = "warning") -> None:

@@ -13,6 +13,7 @@ from cbi_service.audit.service import record_audit
 from cbi_service.auth.models import ApiKey
 from cbi_service.auth.repository import ApiKeyRepository
 from cbi_service.auth.roles import Principal, Role
+from cbi_service.kit.errors import Forbidden, Unauthorized
 
 KEY_PREFIX = "cbi_"
 
@@ -37,6 +38,18 @@ async def authenticate(session: AsyncSession, raw_key: str) -> Principal | None:
     if key is None:
         return None
     return Principal(id=key.id, name=key.name, roles=frozenset(Role(r) for r in key.roles))
+
+
+async def authorize(session: AsyncSession, raw_key: str, roles: Iterable[Role]) -> Principal:
+    """The key's principal if it holds one of `roles`: the operators' commands act under a person's key, as
+    the API does, so the audit trail names who acted."""
+    principal = await authenticate(session, raw_key) if raw_key else None
+    if principal is None:
+        raise Unauthorized("A valid API key is required.")
+    allowed = frozenset(roles)
+    if not principal.has_any(allowed):
+        raise Forbidden(f"This API key lacks a role for this operation (one of: {', '.join(sorted(allowed))}).")
+    return principal
 
 
 async def revoke_api_key(session: AsyncSession, key_id: uuid.UUID) -> bool:

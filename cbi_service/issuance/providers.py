@@ -10,6 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 import weakref
+from typing import Any
+
+from pydantic import SecretStr
 
 from adapters.providers.base import ProviderAdapter
 from adapters.providers.registry import build_provider
@@ -30,12 +33,17 @@ def get_provider(settings: Settings, name: str) -> ProviderAdapter:
     config = settings.providers.get(name)
     if config is None:
         raise Conflict(f"Provider {name!r} is not configured.")
-    key = (name, json.dumps(config, sort_keys=True, default=str))
+    key = (name, json.dumps(config, sort_keys=True, default=_plain))
     adapters = _CACHE.setdefault(asyncio.get_running_loop(), {})
     adapter = adapters.get(key)
     if adapter is None:
         adapter = adapters[key] = build_provider(name, config)
     return adapter
+
+
+def _plain(value: Any) -> str:
+    """Secrets as they are, so that an entry whose secret changed is a new adapter, not the cached one."""
+    return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
 
 
 async def close_providers() -> None:

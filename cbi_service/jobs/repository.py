@@ -116,6 +116,35 @@ class JobRepository(Repository[Job]):
         stmt = select(func.now() + func.make_interval(0, 0, 0, 0, 0, 0, seconds))
         return (await self.session.execute(stmt)).scalar_one()
 
+    async def recent(self, *, status: str | None, kind: str | None, limit: int) -> Sequence[Job]:
+        """The newest jobs first, for operators looking at the queue."""
+        stmt = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
+        if status is not None:
+            stmt = stmt.where(Job.status == status)
+        if kind is not None:
+            stmt = stmt.where(Job.kind == kind)
+        return (await self.session.execute(stmt)).scalars().all()
+
+    async def failed_ids(self, *, kind: str | None) -> Sequence[uuid.UUID]:
+        stmt = select(Job.id).where(Job.status == "failed").order_by(Job.created_at, Job.id)
+        if kind is not None:
+            stmt = stmt.where(Job.kind == kind)
+        return (await self.session.execute(stmt)).scalars().all()
+
+    async def requeue_failed(self, job_id: uuid.UUID) -> Job | None:
+        """A failed job ready again at once, its attempts counted from zero; None if it is not failed.
+
+        The unique index on live dedupe keys refuses this (IntegrityError) while another live job holds the key.
+        """
+        stmt = (
+            update(Job)
+            .where(Job.id == job_id, Job.status == "failed")
+            .values(status="queued", attempts=0, run_at=func.now(), locked_by=None, locked_until=None, finished_at=None)
+            .returning(Job)
+            .execution_options(populate_existing=True)
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
     async def purge_finished(self, older_than_hours: int) -> int:
         stmt = text("DELETE FROM jobs WHERE status = 'done' AND finished_at < now() - make_interval(hours => :h)")
         result = await self.session.execute(stmt, {"h": older_than_hours})

@@ -10,9 +10,13 @@ from datetime import datetime
 from typing import Any
 
 import structlog
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from cbi_service.audit.service import Actor, record_audit
+from cbi_service.jobs.models import Job
 from cbi_service.jobs.repository import JobRepository
+from cbi_service.kit.errors import Conflict, NotFound
 
 
 async def enqueue(
@@ -37,6 +41,45 @@ async def enqueue(
     if run_at is not None:
         values["run_at"] = run_at
     return await JobRepository(session).insert(values)
+
+
+async def retry_failed(session: AsyncSession, actor: Actor, job_id: uuid.UUID) -> Job:
+    """Put a failed job back in the queue with its attempts reset, in the audit trail under `actor`.
+
+    Only a failed job: a queued or running one is already on its way, and a done one must not run twice.
+    """
+    repo = JobRepository(session)
+    job = await repo.get(job_id, for_update=True)
+    if job is None:
+        raise NotFound(f"No job {job_id}.")
+    if job.status != "failed":
+        raise Conflict(f"Job {job_id} is {job.status}, not failed: only a failed job can be retried.")
+    before = {"status": job.status, "attempts": job.attempts, "last_error": job.last_error}
+    try:
+        async with session.begin_nested():
+            requeued = await repo.requeue_failed(job_id)
+    except IntegrityError:
+        raise Conflict(
+            f"Job {job_id} cannot be retried: a queued or running job with the same dedupe key "
+            f"({job.dedupe_key}) does its work."
+        ) from None
+    assert requeued is not None  # locked above, and failed
+    await record_audit(session, actor, "job.retried", "job", job_id, before, {"status": "queued", "attempts": 0})
+    return requeued
+
+
+async def retry_all_failed(
+    session: AsyncSession, actor: Actor, *, kind: str | None = None
+) -> tuple[list[Job], list[Conflict]]:
+    """`retry_failed` for every failed job (of `kind`): the jobs put back, and why the others were not."""
+    retried: list[Job] = []
+    refused: list[Conflict] = []
+    for job_id in await JobRepository(session).failed_ids(kind=kind):
+        try:
+            retried.append(await retry_failed(session, actor, job_id))
+        except Conflict as exc:
+            refused.append(exc)
+    return retried, refused
 
 
 class JobInterrupted(Exception):

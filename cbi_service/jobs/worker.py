@@ -11,6 +11,7 @@ import importlib
 import os
 import random
 import socket
+from collections.abc import Collection
 from typing import Any
 
 import structlog
@@ -69,12 +70,16 @@ class Worker:
         concurrency: int = 4,
         poll_seconds: float = 0.5,
         lease_seconds: float = 60.0,
+        kinds: Collection[str] | None = None,
     ) -> None:
+        """`kinds` limits the worker to those jobs (`cbi-service import` runs imports only); by default it
+        runs every kind with a handler."""
         self.session_factory = session_factory
         self.state = state
         self.concurrency = concurrency
         self.poll_seconds = poll_seconds
         self.lease_seconds = lease_seconds
+        self.kinds = frozenset(kinds) if kinds is not None else None
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         #: Set once `run` is asked to stop: every job's `ctx.stopping`, so that each stops at its next checkpoint.
         self.stopping = asyncio.Event()
@@ -114,10 +119,14 @@ class Worker:
             if running:
                 await asyncio.gather(*running, return_exceptions=True)
 
+    def _runs(self, kind: str) -> bool:
+        return kind in HANDLERS and (self.kinds is None or kind in self.kinds)
+
     async def schedule_periodic(self) -> None:
         async with self.session_factory.begin() as session:
             for periodic in PERIODIC.values():
-                await enqueue(session, periodic.kind, {}, dedupe_key=f"periodic:{periodic.kind}")
+                if self._runs(periodic.kind):
+                    await enqueue(session, periodic.kind, {}, dedupe_key=f"periodic:{periodic.kind}")
 
     async def run_once(self) -> int:
         """Lease a round of ready jobs and run them concurrently to their end; returns how many ran."""
@@ -130,7 +139,8 @@ class Worker:
         async with self.session_factory.begin() as session:
             repo = JobRepository(session)
             await repo.fail_abandoned()
-            return list(await repo.claim(self.worker_id, list(HANDLERS), limit, self.lease_seconds))
+            kinds = [kind for kind in HANDLERS if self._runs(kind)]
+            return list(await repo.claim(self.worker_id, kinds, limit, self.lease_seconds))
 
     async def run_until_idle(self, max_rounds: int = 1000) -> None:
         """Run jobs until none is ready (tests use it to drain the queue)."""

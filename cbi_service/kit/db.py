@@ -27,6 +27,17 @@ def make_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
+@contextlib.asynccontextmanager
+async def standalone_sessions(settings: Settings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions on an engine of their own, disposed on exit: for commands that run outside the app."""
+    assert settings.async_database_url
+    engine = make_engine(settings.async_database_url, settings)
+    try:
+        yield make_session_factory(engine)
+    finally:
+        await engine.dispose()
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """The request's unit of work: services only flush; this commits on success and rolls back on error."""
     factory: async_sessionmaker[AsyncSession] = request.app.state.session_factory

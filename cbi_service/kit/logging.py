@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Mapping, MutableMapping
 from typing import Any
@@ -69,6 +70,17 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         """The stream is always the current `sys.stderr`; assignments by the base class are ignored."""
 
 
+def stderr_in_colour() -> bool:
+    """Colour only for a person at a terminal: never into a file, a pipe or a log collector, and never under
+    NO_COLOR (https://no-color.org); FORCE_COLOR asks for it anyway."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    isatty = getattr(sys.stderr, "isatty", None)
+    return bool(isatty and isatty())
+
+
 def configure_logging(log_format: str, level: str = "INFO") -> None:
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -83,7 +95,9 @@ def configure_logging(log_format: str, level: str = "INFO") -> None:
             structlog.processors.ExceptionRenderer(structlog.tracebacks.ExceptionDictTransformer(show_locals=False))
         )
     else:
-        renderer = structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=stderr_in_colour(), exception_formatter=structlog.dev.plain_traceback
+        )
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),

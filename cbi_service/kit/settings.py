@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from cbi_service.kit.bounded import TextLimits
@@ -22,10 +22,14 @@ class Settings(BaseSettings):
     env: Literal["development", "production"] = "development"
     log_format: Literal["json", "console"] | None = None
     log_level: str = "INFO"
-    database_url: str | None = Field(default=None, validation_alias=AliasChoices("DATABASE_URL", "CBI_DATABASE_URL"))
+    # Kept out of repr: the URL may carry the database password.
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "CBI_DATABASE_URL"), repr=False
+    )
     data_dir: Path = Path(".cbi")
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)
+    # Adapter options by name; those holding secrets (`is_secret_option`) are SecretStr, shown as '**********'.
     providers: Annotated[dict[str, dict[str, Any]], NoDecode] = Field(default_factory=dict)
     registries: Annotated[dict[str, dict[str, Any]], NoDecode] = Field(default_factory=dict)
     idempotency_ttl_hours: int = Field(default=48, ge=24)
@@ -49,6 +53,14 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return json.loads(value) if value.strip() else {}
         return value
+
+    @field_validator("providers", "registries")
+    @classmethod
+    def _hide_secrets(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        return {
+            name: {k: _secret(v) if is_secret_option(k) else v for k, v in options.items()}
+            for name, options in value.items()
+        }
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:
@@ -74,6 +86,23 @@ class Settings(BaseSettings):
     @property
     def async_database_url(self) -> str | None:
         return to_asyncpg_url(self.database_url) if self.database_url else None
+
+
+def is_secret_option(name: str) -> bool:
+    """An adapter option holding a secret: `webhook_secret`, `api_key`, a registry's `key`, and any option of
+    an installed adapter named like them (`*_key`, `*secret*`, `*password*`, `*token*`)."""
+    name = name.lower()
+    return name == "key" or name.endswith("_key") or any(word in name for word in ("secret", "password", "token"))
+
+
+def _secret(value: Any) -> Any:
+    """A string (or each string of a list: secrets being rotated) as SecretStr; anything else is left for the
+    adapter to refuse with its own message."""
+    if isinstance(value, str):
+        return SecretStr(value)
+    if isinstance(value, list):
+        return [SecretStr(item) if isinstance(item, str) else item for item in value]
+    return value
 
 
 def to_asyncpg_url(url: str) -> str:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import SecretStr
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from adapters.providers.base import ProviderConfigError
@@ -38,7 +39,10 @@ class SignedMessage:
 
 
 def decode_secret(provider: str, secret: object) -> bytes:
-    """`whsec_<base64>` (or bare base64) → key bytes; anything else is a configuration error."""
+    """`whsec_<base64>` (or bare base64), as settings hold it (SecretStr) or plain → key bytes; anything else
+    is a configuration error."""
+    if isinstance(secret, SecretStr):
+        secret = secret.get_secret_value()
     if not isinstance(secret, str) or not secret.strip():
         raise ProviderConfigError(f"provider {provider!r}: webhook_secret entries must be non-empty strings")
     encoded = secret.strip().removeprefix(SECRET_PREFIX)

@@ -10,6 +10,7 @@ import pytest
 
 from adapters.providers import ProviderAdapter, build_provider
 from adapters.simulator import Faults, SimulatorAdmin, SimulatorProcess
+from cbi_service.kit.settings import Settings
 from tests.adapters.support import API_KEY, ProviderConfig, WebhookReceiver, new_secret
 
 
@@ -57,8 +58,10 @@ async def admin(simulator: SimulatorProcess) -> AsyncIterator[SimulatorAdmin]:
 @pytest.fixture
 def provider_config(simulator: SimulatorProcess) -> ProviderConfig:
     def make(adapter: str, **options: Any) -> dict[str, Any]:
+        """An entry as the service's settings hold it, its secrets (api_key, webhook_secret) as SecretStr."""
         base = {"adapter": adapter, "base_url": simulator.base_url, "api_key": API_KEY}
-        return base | {"webhook_secret": "whsec_c2VjcmV0", "timeout_seconds": 2.0} | options
+        entry = base | {"webhook_secret": "whsec_c2VjcmV0", "timeout_seconds": 2.0} | options
+        return Settings(providers={"entry": entry}).providers["entry"]
 
     return make
 

@@ -1,7 +1,8 @@
-"""`python -m adapters.simulator` (what `cbi-service provider-sim` runs): flags and refusals."""
+"""`cbi-service provider-sim` and `python -m adapters.simulator`, one command: flags and refusals."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,8 +12,9 @@ import httpx
 import pytest
 
 from adapters.providers import IssueInstruction, build_provider
-from adapters.simulator import SimulatorAdmin, SimulatorProcess
-from tests.adapters.support import WebhookReceiver
+from adapters.simulator import Faults, SimulatorAdmin, SimulatorProcess
+from adapters.simulator.server import READY_PREFIX
+from tests.adapters.support import WebhookReceiver, new_secret
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,8 +46,9 @@ async def test_flags_configure_the_faults(receiver: WebhookReceiver, webhook_sec
     ("flags", "message"),
     [
         (["--webhook-secret", "whsec_"], "webhook secret"),
-        (["--webhook-secret", "whsec_c2VjcmV0", "--failure-rate", "2"], "failure_rate"),
-        (["--webhook-secret", "whsec_c2VjcmV0", "--webhook-url", "ftp://x"], "webhook URL"),
+        (["--webhook-secret", "whsec_c2VjcmV0", "--failure-rate", "2"], "--failure-rate: Input should be less than"),
+        (["--webhook-secret", "whsec_c2VjcmV0", "--webhook-url", "ftp://x"], "--webhook-url: webhook URL"),
+        (["--webhook-secret", "whsec_c2VjcmV0", "--latency-ms", "soon"], "Invalid value for '--latency-ms'"),
     ],
 )
 def test_invalid_flags_stop_before_listening(flags: list[str], message: str) -> None:
@@ -55,3 +58,47 @@ def test_invalid_flags_stop_before_listening(flags: list[str], message: str) -> 
     assert result.returncode == 2
     assert message in result.stderr
     assert result.stdout == ""
+
+
+def _help(*command: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", *command, "--help"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=PROJECT_ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "\x1b[" not in result.stdout
+    return result.stdout
+
+
+def test_both_commands_offer_every_option_of_the_simulator():
+    flags = set(re.findall(r"--[a-z][a-z-]+", _help("cbi_service", "provider-sim")))
+
+    assert flags == set(re.findall(r"--[a-z][a-z-]+", _help("adapters.simulator")))
+    assert {"--" + name.replace("_", "-") for name in Faults.model_fields} <= flags
+    assert {"--port", "--webhook-url", "--webhook-secret", "--api-key", "--seed", "--delivery-concurrency"} <= flags
+
+
+def test_cbi_service_provider_sim_serves():
+    args = ["--port", "0", "--webhook-url", "http://127.0.0.1:9/hooks", "--webhook-secret", new_secret()]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cbi_service", "provider-sim", *args, "--reorder", "--failure-rate", "0.25"],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=PROJECT_ROOT,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith(READY_PREFIX), line
+        base_url = line.removeprefix(READY_PREFIX).strip()
+        faults = httpx.get(f"{base_url}/admin/faults", timeout=10).json()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        if process.stdout is not None:
+            process.stdout.close()
+    assert (faults["reorder"], faults["failure_rate"]) == (True, 0.25)

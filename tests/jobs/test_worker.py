@@ -251,3 +251,21 @@ async def test_a_job_task_that_crashes_is_logged(session_factory, monkeypatch):
     stop.set()
     await asyncio.wait_for(task, timeout=5)
     assert await lost_job_status() == "running"
+
+
+async def test_a_worker_limited_to_some_kinds_runs_and_schedules_only_those(session_factory):
+    RUNS.clear()
+    load_handlers()
+    async with session_factory.begin() as session:
+        await enqueue(session, "test.record", {"name": "mine"})
+        await enqueue(session, "test.slow", {"name": "not mine"})
+    worker = _worker(session_factory, kinds=["test.record"])
+
+    await worker.schedule_periodic()
+    await worker.run_until_idle()
+
+    assert RUNS == [("mine", 1)]
+    assert {(j.kind, j.status) for j in await _jobs(session_factory)} == {
+        ("test.record", "done"),
+        ("test.slow", "queued"),
+    }

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import sys
 
+import pytest
 import structlog
 
 from cbi_service.kit.logging import REDACTED, configure_logging, scrub_pii
@@ -52,3 +55,32 @@ async def test_requests_with_pii_bodies_log_no_pii(client, api_key_factory, caps
     err = capsys.readouterr().err
     assert "María" not in err
     assert "+573001234567" not in err
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    ("stream", "env", "coloured"),
+    [
+        (io.StringIO, {}, False),
+        (_Terminal, {}, True),
+        (_Terminal, {"NO_COLOR": "1"}, False),
+        (io.StringIO, {"FORCE_COLOR": "1"}, True),
+    ],
+)
+def test_console_logs_are_coloured_only_for_a_terminal(monkeypatch, stream, env, coloured):
+    for name in ("NO_COLOR", "FORCE_COLOR"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    out = stream()
+    monkeypatch.setattr(sys, "stderr", out)
+
+    configure_logging("console")
+    structlog.get_logger("test").warning("disk_nearly_full", free_mb=12)
+
+    assert "disk_nearly_full" in out.getvalue()
+    assert ("\x1b[" in out.getvalue()) is coloured

@@ -5,12 +5,14 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from adapters.registries.base import RegistryConfigError
 from adapters.registries.hashed_list import HashedListRegistry
 from adapters.registries.registry import build_registries
 from cbi_service.dedup.normalize import DocumentKey, build_record
 from cbi_service.dedup.registries import check_registries, hash_registry_csv, probe_of
+from cbi_service.kit.settings import Settings
 
 KEY = "agreed-between-agencies"
 PARTNER_ROWS = [
@@ -57,7 +59,9 @@ async def test_finds_a_person_by_document_written_differently(hashed_list: Path)
 
 
 async def test_finds_a_person_by_name_and_birth_date_despite_spelling(hashed_list: Path):
-    (registry,) = build_registries({"partner": {"adapter": "hashed_list", "path": str(hashed_list), "key": KEY}})
+    settings = Settings(registries={"partner": {"adapter": "hashed_list", "path": str(hashed_list), "key": KEY}})
+    assert isinstance(settings.registries["partner"]["key"], SecretStr)
+    (registry,) = build_registries(settings.registries)
     probe = build_record(given_names="Yesica", family_names="Ortiz Pena", date_of_birth=date(1988, 4, 12))
     matches = await check_registries([registry], probe)
     assert [(m.registry, m.registry_ref, m.same_document) for m in matches] == [("partner", "ACNUR-77", False)]

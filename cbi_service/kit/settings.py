@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from cbi_service.kit.bounded import TextLimits
@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     max_json_body_bytes: int = Field(default=1 << 20, ge=1024)
     max_upload_body_bytes: int = Field(default=64 << 20, ge=1024)
     max_webhook_body_bytes: int = Field(default=64 << 10, ge=1024)
+    # Paper vouchers are signed with this Ed25519 key (PKCS#8 PEM, or the base64 of its 32-byte seed); in
+    # development with none set, one is generated into `data_dir`. The public halves of keys used before a
+    # rotation (PEM, or the base64url of the 32 raw bytes) keep the vouchers they signed verifiable.
+    voucher_signing_key: SecretStr | None = None
+    voucher_previous_keys: list[str] = Field(default_factory=list)
 
     @field_validator("providers", "registries", mode="before")
     @classmethod
@@ -59,6 +64,8 @@ class Settings(BaseSettings):
             for name, registry in self.registries.items():
                 if "key" in registry and not registry["key"]:
                     raise ValueError(f"registry {name!r} needs a key outside development")
+            if self.voucher_signing_key is None or not self.voucher_signing_key.get_secret_value().strip():
+                raise ValueError("set CBI_VOUCHER_SIGNING_KEY outside development: paper vouchers are signed with it")
         return self
 
     @property

@@ -10,6 +10,7 @@ from typing import Any
 import structlog
 from fastapi import Depends, FastAPI
 
+from adapters.providers.base import ProviderConfigError
 from adapters.providers.registry import PROVIDER_ADAPTERS
 from cbi_service.audit.router import router as audit_router
 from cbi_service.auth.dependencies import require_roles
@@ -20,7 +21,7 @@ from cbi_service.dedup.registries import registries_for
 from cbi_service.entitlements.router import router as entitlements_router
 from cbi_service.exports.router import router as exports_router
 from cbi_service.health.router import router as health_router
-from cbi_service.issuance.providers import close_providers
+from cbi_service.issuance.providers import BUILTIN_PROVIDERS, close_providers
 from cbi_service.issuance.router import router as issuance_router
 from cbi_service.jobs.worker import Worker, load_handlers
 from cbi_service.kit.body_limits import BodyGuardMiddleware, BodyLimits
@@ -34,6 +35,8 @@ from cbi_service.programmes.router import enrolments_router
 from cbi_service.programmes.router import router as programmes_router
 from cbi_service.reconciliation.router import router as reconciliation_router
 from cbi_service.reports.router import router as reports_router
+from cbi_service.vouchers.keys import voucher_keys
+from cbi_service.vouchers.router import router as vouchers_router
 from cbi_service.webhooks.router import router as webhooks_router
 
 log = structlog.get_logger(__name__)
@@ -44,7 +47,7 @@ API_DESCRIPTION = (
     "tamper-evident ledger. Errors are RFC 9457 problem+json."
 )
 #: Paths that answer without the database (no 503 when it is down).
-PATHS_WITHOUT_DATABASE = frozenset({"/healthz", "/metrics"})
+PATHS_WITHOUT_DATABASE = frozenset({"/healthz", "/metrics", "/v1/vouchers/keys"})
 
 UPLOAD_ROUTES = ("/v1/beneficiaries/imports", "/v1/reconciliations")
 SIGNED_ROUTES = frozenset({"/v1/webhooks/{provider}"})
@@ -58,13 +61,18 @@ def body_limits(settings: Settings) -> BodyLimits:
 
 
 def check_adapters(settings: Settings) -> None:
-    """Every CBI_REGISTRIES entry builds and every CBI_PROVIDERS entry names an installed adapter, or start-up
-    stops with a `RegistryConfigError` / `ProviderConfigError` naming the adapters available, instead of
-    the first request that needs one failing. (Providers are built, their options checked, when the
-    webhook routes start.)"""
+    """Every CBI_REGISTRIES entry builds, every CBI_PROVIDERS entry names an installed adapter and none takes a
+    built-in provider's name, and the configured voucher keys read, or start-up stops with a
+    `RegistryConfigError` / `ProviderConfigError` naming the adapters available (a `VoucherKeyError` naming
+    the variable) instead of the first request that needs one failing. (Providers are built, their options
+    checked, when the webhook routes start.)"""
     registries_for(settings.registries)
     for name, config in settings.providers.items():
+        if name in BUILTIN_PROVIDERS:
+            raise ProviderConfigError(f"provider {name!r} is built in: remove it from CBI_PROVIDERS")
         PROVIDER_ADAPTERS.check(name, config)
+    if settings.voucher_signing_key is not None:
+        voucher_keys(settings)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -122,6 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         exports_router,
         reconciliation_router,
         reports_router,
+        vouchers_router,
     ):
         app.include_router(router)
     app.include_router(audit_router, dependencies=[Depends(require_roles(Role.auditor, Role.admin))])

@@ -72,10 +72,11 @@ def refusing_to_start() -> Iterator[None]:
     from adapters.providers.base import ProviderConfigError
     from adapters.registries.base import RegistryConfigError
     from cbi_service.embedded import EmbeddedNotRunning
+    from cbi_service.vouchers.keys import VoucherKeyError
 
     try:
         yield
-    except (StartupRefused, EmbeddedNotRunning, ProviderConfigError, RegistryConfigError) as exc:
+    except (StartupRefused, EmbeddedNotRunning, ProviderConfigError, RegistryConfigError, VoucherKeyError) as exc:
         typer.echo(f"cbi-service: {exc}", err=True)
         raise typer.Exit(2) from None
 

@@ -45,12 +45,13 @@ async def _all_roles_key(settings: Settings) -> str:
 
 
 @pytest.fixture
-def live_server(server_url: str, template_database: str) -> Iterator[tuple[str, dict[str, str]]]:
+def live_server(server_url: str, template_database: str, tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     """The real app over real HTTP in its own thread and event loop, on a fresh database."""
     name = f"cbi_t_{uuid.uuid4().hex[:12]}"
     _in_thread(asyncio.run, _admin(server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"'))
     settings = Settings(
         database_url=to_asyncpg_url(with_database(server_url, name)),
+        data_dir=tmp_path / "data",
         run_worker=False,
         providers=TEST_PROVIDERS,
         log_level="WARNING",

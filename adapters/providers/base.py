@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 from uuid import UUID
 
-DeliveryMechanism = Literal["prepaid_card", "voucher"]
+DeliveryMechanism = Literal["prepaid_card", "voucher", "paper_voucher"]
 EventType = Literal["entitlement.issued", "entitlement.failed", "voucher.redeemed", "voucher.expired"]
 InstructionStatus = Literal["unknown", "received", "issued", "failed", "cancelled", "redeemed", "expired"]
 """What the provider says about one instruction; `unknown` means it never saw (or kept) the key."""
@@ -35,11 +35,21 @@ class IssueInstruction:
 
 
 @dataclass(frozen=True, slots=True)
+class IssuedNow:
+    """What a provider that issues in its synchronous answer hands over: the voucher itself."""
+
+    voucher_code: str
+    voucher_token: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class IssueOutcome:
     """The provider's synchronous answer for one instruction: accepted for processing, or declined.
 
-    Acceptance is not issuance: the result arrives later as an `entitlement.issued` or
-    `entitlement.failed` event.
+    Acceptance is usually not issuance: the result arrives later as an `entitlement.issued` or
+    `entitlement.failed` event. A provider that issues at once (the agency's own paper vouchers) sets
+    `issued`, and no event follows.
     """
 
     entitlement_id: UUID
@@ -48,6 +58,7 @@ class IssueOutcome:
     error_code: str | None = None
     error_message: str | None = None
     retryable: bool = False
+    issued: IssuedNow | None = None
 
 
 @dataclass(frozen=True, slots=True)

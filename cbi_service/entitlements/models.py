@@ -30,6 +30,8 @@ OPEN_STATUSES = ("pending", "submitted")
 """Statuses that keep a processing batch from completing."""
 
 LIVE_PREDICATE = one_of("status", LIVE_STATUSES)
+VOUCHER_CODE_INDEX = "uq_entitlements_voucher_code"
+"""No two vouchers the agency signs share a code (providers' own codes are theirs to keep apart)."""
 
 
 class Entitlement(CreatedAt, Base):
@@ -41,6 +43,9 @@ class Entitlement(CreatedAt, Base):
         CheckConstraint("amount_minor > 0", name="amount_positive"),
         CheckConstraint("redeemed_minor >= 0 AND redeemed_minor <= amount_minor", name="redeemed_within_amount"),
         CheckConstraint("card_last4 IS NULL OR card_last4 ~ '^[0-9]{4}$'", name="card_last4"),
+        CheckConstraint(
+            "voucher_token IS NULL OR (voucher_code IS NOT NULL AND expires_at IS NOT NULL)", name="signed_voucher"
+        ),
         Index("uq_entitlements_batch_beneficiary", "batch_id", "beneficiary_id", unique=True),
         Index(
             "uq_entitlements_live_per_cycle",
@@ -53,6 +58,7 @@ class Entitlement(CreatedAt, Base):
         Index("ix_entitlements_batch_status", "batch_id", "status", "id"),
         Index("ix_entitlements_beneficiary", "beneficiary_id", "id"),
         Index("ix_entitlements_status", "status", "id"),
+        Index(VOUCHER_CODE_INDEX, "voucher_code", unique=True, postgresql_where=text("voucher_token IS NOT NULL")),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
@@ -68,6 +74,8 @@ class Entitlement(CreatedAt, Base):
     card_token: Mapped[str | None] = mapped_column(String(128))
     card_last4: Mapped[str | None] = mapped_column(String(4))
     voucher_code: Mapped[str | None] = mapped_column(String(64))
+    voucher_token: Mapped[str | None] = mapped_column(Text)
+    """The signed QR token of a voucher the agency issues itself (paper vouchers); its code is unique."""
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     failure_reason: Mapped[str | None] = mapped_column(Text)
     failure_retryable: Mapped[bool | None] = mapped_column(Boolean)

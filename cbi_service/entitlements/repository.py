@@ -27,7 +27,7 @@ from sqlalchemy.engine import CursorResult
 
 from cbi_service.entitlements.models import LIVE_PREDICATE, Entitlement, EntitlementEvent
 from cbi_service.kit.repository import Repository
-from cbi_service.programmes.models import Programme
+from cbi_service.programmes.models import VOUCHER_MECHANISMS, Programme
 
 _UUIDS = ARRAY(Uuid())
 ANALYZE_AFTER_ROWS = 1000
@@ -115,14 +115,14 @@ _SUBMIT = text(
 _ISSUE_MANY = text(
     """
     WITH v AS (
-        SELECT * FROM unnest(:ids, :froms, :refs, :tokens, :last4s, :codes, :expires, :ats)
-                   AS v(id, prev, ref, token, last4, code, expires, at)
+        SELECT * FROM unnest(:ids, :froms, :refs, :tokens, :last4s, :codes, :vtokens, :expires, :ats)
+                   AS v(id, prev, ref, token, last4, code, vtoken, expires, at)
     ),
     moved AS (
         UPDATE entitlements AS e
            SET status = 'issued', provider_ref = v.ref, card_token = v.token, card_last4 = v.last4,
-               voucher_code = v.code, expires_at = v.expires, issued_at = v.at, updated_at = now(),
-               failure_reason = NULL, failure_retryable = NULL
+               voucher_code = v.code, voucher_token = v.vtoken, expires_at = v.expires, issued_at = v.at,
+               updated_at = now(), failure_reason = NULL, failure_retryable = NULL
           FROM v
          WHERE e.id = v.id
         RETURNING e.id, e.amount_minor, v.prev, v.ref
@@ -136,7 +136,7 @@ _ISSUE_MANY = text(
     """
 ).bindparams(
     bindparam("ids", type_=_UUIDS),
-    *(bindparam(name, type_=ARRAY(Text())) for name in ("froms", "refs", "tokens", "last4s", "codes")),
+    *(bindparam(name, type_=ARRAY(Text())) for name in ("froms", "refs", "tokens", "last4s", "codes", "vtokens")),
     *(bindparam(name, type_=ARRAY(DateTime(timezone=True))) for name in ("expires", "ats")),
     bindparam("source", type_=Text()),
 )
@@ -316,7 +316,7 @@ class EntitlementRepository(Repository[Entitlement]):
             .where(
                 Entitlement.status.in_([literal_column("'issued'"), literal_column("'redeemed'")]),
                 Entitlement.redeemed_minor < Entitlement.amount_minor,
-                Programme.delivery_mechanism == literal_column("'voucher'"),
+                Programme.delivery_mechanism.in_([literal_column(repr(m)) for m in VOUCHER_MECHANISMS]),
                 expires_at <= func.now(),
             )
             .order_by(Entitlement.id)

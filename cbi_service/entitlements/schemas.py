@@ -39,6 +39,9 @@ class EntitlementOut(BaseModel):
     card_token: str | None = Field(description="The provider's card token; full card numbers are never stored.")
     card_last4: str | None
     voucher_code: str | None
+    voucher_token: str | None = Field(
+        description="A paper voucher's QR token: a compact JWS (EdDSA) to check against GET /v1/vouchers/keys."
+    )
     expires_at: datetime | None
     failure: Failure | None
     created_at: datetime
@@ -68,6 +71,7 @@ class EntitlementOut(BaseModel):
             card_token=entitlement.card_token,
             card_last4=entitlement.card_last4,
             voucher_code=entitlement.voucher_code,
+            voucher_token=entitlement.voucher_token,
             expires_at=entitlement.expires_at,
             failure=failure,
             created_at=entitlement.created_at,

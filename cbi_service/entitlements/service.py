@@ -5,13 +5,15 @@ retry); cancelled. Transitions usable from any unit of work (the issuance worker
 inbox, scheduled jobs, API routes) — the caller owns the transaction, these only flush:
 
     mark_issued(session, entitlement_id, provider_ref, *, card_token=None, card_last4=None,
-                voucher_code=None, expires_at=None, at=None, source="provider") -> Transition
+                voucher_code=None, voucher_token=None, expires_at=None, at=None,
+                source="provider") -> Transition
     mark_failed(session, entitlement_id, reason, retryable, *, provider_ref=None,
                 source="provider") -> Transition
     mark_redeemed(session, entitlement_id, amount_minor, merchant, *, source="provider") -> Transition
     mark_expired(session, entitlement_id, *, source="provider") -> Transition
     mark_issued_many(session, events: Sequence[Issued], *, source="provider") -> dict[UUID, Transition]
-        (a chunk of confirmations in a few statements; unknown ids are absent from the answer)
+        (a chunk of confirmations in a few statements; unknown ids are absent from the answer; a chunk
+        of signed vouchers one of whose codes is taken raises `VoucherCodeTaken`)
 
 Each one
 - locks the entitlement row (SELECT ... FOR UPDATE), so events for one entitlement apply one at a time;
@@ -52,12 +54,12 @@ from cbi_service.accounting import postings
 from cbi_service.audit.service import AuditEntry, record_audit, record_audit_many
 from cbi_service.auth.roles import Principal
 from cbi_service.beneficiaries.repository import BeneficiaryRepository
-from cbi_service.entitlements.models import OPEN_STATUSES, Entitlement, EntitlementEvent
+from cbi_service.entitlements.models import OPEN_STATUSES, VOUCHER_CODE_INDEX, Entitlement, EntitlementEvent
 from cbi_service.entitlements.repository import EntitlementRepository
 from cbi_service.entitlements.schemas import EntitlementOut, StatusChange
-from cbi_service.kit.errors import Conflict, NotFound
+from cbi_service.kit.errors import Conflict, NotFound, violated_constraint
 from cbi_service.kit.ids import new_id
-from cbi_service.programmes.models import Programme
+from cbi_service.programmes.models import VOUCHER_MECHANISMS, Programme
 
 TransitionOutcome = Literal["applied", "noop", "refused"]
 _RANK = {"pending": 0, "submitted": 1, "failed": 1, "issued": 2, "redeemed": 3, "expired": 4, "cancelled": 5}
@@ -65,6 +67,11 @@ _RANK = {"pending": 0, "submitted": 1, "failed": 1, "issued": 2, "redeemed": 3, 
 
 class UnknownEntitlement(NotFound):
     """No entitlement has this id (an event for it must be kept for review, not dropped)."""
+
+
+class VoucherCodeTaken(Exception):
+    """A chunk of signed vouchers drew a code another voucher holds. The statement failed, so the caller's
+    transaction must be rolled back; the chunk can then be issued again with new codes."""
 
 
 BatchSettled = Callable[[AsyncSession, uuid.UUID], Awaitable[None]]
@@ -108,6 +115,7 @@ async def mark_issued(
     card_token: str | None = None,
     card_last4: str | None = None,
     voucher_code: str | None = None,
+    voucher_token: str | None = None,
     expires_at: datetime | None = None,
     at: datetime | None = None,
     source: str = "provider",
@@ -115,7 +123,12 @@ async def mark_issued(
     """The provider loaded the card or created the voucher: committed money becomes disbursed."""
     entitlement = await _lock(session, entitlement_id)
     previous = entitlement.status
-    details = {"card_token": card_token, "card_last4": card_last4, "voucher_code": voucher_code}
+    details = {
+        "card_token": card_token,
+        "card_last4": card_last4,
+        "voucher_code": voucher_code,
+        "voucher_token": voucher_token,
+    }
     if _RANK[previous] >= _RANK["issued"]:
         for name, value in details.items():
             if value is not None and getattr(entitlement, name) is None and previous != "cancelled":
@@ -135,13 +148,14 @@ async def mark_issued(
 
 @dataclass(frozen=True)
 class Issued:
-    """One provider confirmation for `mark_issued_many`."""
+    """One provider confirmation for `mark_issued_many`; `voucher_token` only for a voucher the agency signs."""
 
     entitlement_id: uuid.UUID
     provider_ref: str
     card_token: str | None = None
     card_last4: str | None = None
     voucher_code: str | None = None
+    voucher_token: str | None = None
     expires_at: datetime | None = None
     at: datetime | None = None
 
@@ -170,6 +184,7 @@ async def mark_issued_many(
                 "card_token": event.card_token,
                 "card_last4": event.card_last4,
                 "voucher_code": event.voucher_code,
+                "voucher_token": event.voucher_token,
             }
             results[entitlement.id] = await mark_issued(
                 session,
@@ -193,19 +208,25 @@ async def mark_issued_many(
         event.expires_at or (_voucher_expiry(programmes[e.programme_id], at) if event.voucher_code else None)
         for (e, event), at in zip(moving, issued_at, strict=True)
     ]
-    moved = await repo.issue_many(
-        {
-            "ids": [e.id for e, _ in moving],
-            "froms": [e.status for e, _ in moving],
-            "refs": [event.provider_ref for _, event in moving],
-            "tokens": [event.card_token for _, event in moving],
-            "last4s": [event.card_last4 for _, event in moving],
-            "codes": [event.voucher_code for _, event in moving],
-            "expires": expires,
-            "ats": issued_at,
-            "source": source,
-        }
-    )
+    try:
+        moved = await repo.issue_many(
+            {
+                "ids": [e.id for e, _ in moving],
+                "froms": [e.status for e, _ in moving],
+                "refs": [event.provider_ref for _, event in moving],
+                "tokens": [event.card_token for _, event in moving],
+                "last4s": [event.card_last4 for _, event in moving],
+                "codes": [event.voucher_code for _, event in moving],
+                "vtokens": [event.voucher_token for _, event in moving],
+                "expires": expires,
+                "ats": issued_at,
+                "source": source,
+            }
+        )
+    except IntegrityError as exc:
+        if violated_constraint(exc) == VOUCHER_CODE_INDEX:
+            raise VoucherCodeTaken("a voucher code of the chunk is taken") from exc
+        raise
     await record_audit_many(
         session,
         None,
@@ -420,7 +441,9 @@ async def cancel(
 
 def _unredeemed_voucher(entitlement: Entitlement, programme: Programme) -> bool:
     return (
-        entitlement.status == "issued" and programme.delivery_mechanism == "voucher" and entitlement.redeemed_minor == 0
+        entitlement.status == "issued"
+        and programme.delivery_mechanism in VOUCHER_MECHANISMS
+        and entitlement.redeemed_minor == 0
     )
 
 

@@ -1,5 +1,6 @@
-"""Provider adapters built from CBI_PROVIDERS through the adapters registry, one set per event loop, and the
-check that a new programme names a provider able to serve it (handed to `programmes` at import).
+"""Provider adapters built from CBI_PROVIDERS through the adapters registry, one set per event loop, the
+built-in providers that need no configuration (`paper_voucher`), and the check that a new programme names a
+provider able to serve it (handed to `programmes` at import).
 
 An adapter owns an HTTP connection pool bound to the loop that created it, so the cache is keyed by the
 running loop: a process builds each provider once (per loop) and reuses its pool for every call.
@@ -10,6 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from pydantic import SecretStr
@@ -19,9 +23,26 @@ from adapters.providers.registry import build_provider
 from cbi_service.kit.errors import Conflict, UnprocessableEntity
 from cbi_service.kit.settings import Settings
 from cbi_service.programmes.service import when_provider_chosen
+from cbi_service.vouchers import provider as paper_voucher
 
 #: Adapters that deliver one mechanism only; a programme naming one of them must deliver that mechanism.
 SINGLE_MECHANISM_ADAPTERS = frozenset({"prepaid_card", "voucher"})
+
+
+@dataclass(frozen=True)
+class BuiltinProvider:
+    """A provider always available under its name, built from the settings rather than a CBI_PROVIDERS entry.
+
+    It delivers one mechanism, and that mechanism is delivered by it alone."""
+
+    delivery_mechanism: str
+    build: Callable[[Settings], ProviderAdapter]
+
+
+BUILTIN_PROVIDERS = MappingProxyType(
+    {paper_voucher.NAME: BuiltinProvider("paper_voucher", paper_voucher.PaperVoucherProvider.from_settings)}
+)
+BUILTIN_MECHANISMS = {builtin.delivery_mechanism: name for name, builtin in BUILTIN_PROVIDERS.items()}
 
 _CACHE: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str], ProviderAdapter]] = (
     weakref.WeakKeyDictionary()
@@ -29,7 +50,11 @@ _CACHE: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str
 
 
 def get_provider(settings: Settings, name: str) -> ProviderAdapter:
-    """The adapter configured as `name`; a programme naming a provider no longer configured is a 409."""
+    """The built-in provider or the adapter configured as `name`; a programme naming a provider no longer
+    configured is a 409. (A built-in holds no connection pool: it is built for each call.)"""
+    builtin = BUILTIN_PROVIDERS.get(name)
+    if builtin is not None:
+        return builtin.build(settings)
     config = settings.providers.get(name)
     if config is None:
         raise Conflict(f"Provider {name!r} is not configured.")
@@ -54,17 +79,30 @@ async def close_providers() -> None:
 
 
 def check_provider(settings: Settings, provider: str, delivery_mechanism: str) -> None:
-    """A programme's provider must be configured, and deliver the programme's mechanism (a 422 otherwise)."""
+    """A programme's provider must be built in or configured, and deliver the programme's mechanism (a 422
+    otherwise); a mechanism a built-in provider delivers is delivered by that one only."""
+    builtin = BUILTIN_PROVIDERS.get(provider)
     config = settings.providers.get(provider)
-    if config is None:
+    if builtin is not None:
+        delivers: str | None = builtin.delivery_mechanism
+    elif config is None:
         raise UnprocessableEntity(
             "Unknown provider.", errors=[{"field": "provider", "message": "not a configured provider"}]
         )
-    adapter = config.get("adapter")
-    if adapter in SINGLE_MECHANISM_ADAPTERS and adapter != delivery_mechanism:
+    elif delivery_mechanism in BUILTIN_MECHANISMS:
+        message = (
+            f"{delivery_mechanism} is delivered by the built-in provider {BUILTIN_MECHANISMS[delivery_mechanism]!r}"
+        )
+        raise UnprocessableEntity(
+            "Provider does not deliver this mechanism.", errors=[{"field": "provider", "message": message}]
+        )
+    else:
+        adapter = config.get("adapter")
+        delivers = adapter if adapter in SINGLE_MECHANISM_ADAPTERS else None
+    if delivers is not None and delivers != delivery_mechanism:
         raise UnprocessableEntity(
             "Provider does not deliver this mechanism.",
-            errors=[{"field": "delivery_mechanism", "message": f"provider {provider!r} delivers {adapter}"}],
+            errors=[{"field": "delivery_mechanism", "message": f"provider {provider!r} delivers {delivers}"}],
         )
 
 

@@ -2,7 +2,8 @@
 
 The outbox is the entitlements table itself: a `pending` entitlement of a `processing` batch is work to do.
 A lane job claims a chunk with `FOR UPDATE SKIP LOCKED`, sends it to the provider and, in the same
-transaction, records the provider's acceptance (`submitted` + provider_ref). Entitlements whose
+transaction, records the provider's acceptance (`submitted` + provider_ref), or, for a provider that issues
+in its answer (the built-in `paper_voucher`), the issue itself with its disbursement. Entitlements whose
 beneficiary is no longer active are withheld from the chunk and cancelled in that same transaction
 (`withhold_from_inactive`). So
 - several lanes, in one worker or many, never hold the same entitlement: none is sent twice at once;
@@ -11,7 +12,9 @@ beneficiary is no longer active are withheld from the chunk and cancelled in tha
   by key, answers with the first acceptance instead of paying again;
 - transient faults (timeouts, connection errors, 5xx, 429) are retried with exponential backoff and
   jitter, a whole chunk at a time and never holding row locks while waiting; a 4xx refusal is final and
-  fails the chunk's entitlements (their reservation goes back to the budget; they can be retried).
+  fails the chunk's entitlements (their reservation goes back to the budget; they can be retried);
+- a chunk of vouchers that drew a voucher code already taken is rolled back and issued again, with new
+  codes.
 
 A batch has at most `LANES` lanes alive at once, whichever workers run them: lane n holds the
 session-level advisory lock (batch, n) on a connection of its own for as long as it runs. A worker that
@@ -38,6 +41,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 
 from adapters.providers.base import (
     IssueInstruction,
+    IssueOutcome,
     PermanentProviderError,
     ProviderAdapter,
     ProviderError,
@@ -109,7 +113,7 @@ async def _send_all(session_factory: async_sessionmaker[AsyncSession], settings:
 
     while True:
         retrying = AsyncRetrying(
-            retry=retry_if_exception_type(TransientProviderError),
+            retry=retry_if_exception_type((TransientProviderError, entitlements.VoucherCodeTaken)),
             wait=wait_random_exponential(multiplier=0.25, max=4),
             stop=stop_after_delay(RETRY_BUDGET_SECONDS),
             reraise=True,
@@ -146,8 +150,13 @@ async def send_chunk(
                 await entitlements.mark_failed(session, entitlement.id, reason, False, source=source)
             return len(claimed)
         accepted = await entitlements.mark_submitted(
-            session, [(o.entitlement_id, o.provider_ref) for o in outcomes if o.accepted], source=source
+            session,
+            [(o.entitlement_id, o.provider_ref) for o in outcomes if o.accepted and o.issued is None],
+            source=source,
         )
+        issued_now = [issued_of(o) for o in outcomes if o.accepted and o.issued is not None]
+        issued = await entitlements.mark_issued_many(session, issued_now, source=source) if issued_now else {}
+        applied = sum(transition.applied for transition in issued.values())
         for outcome in outcomes:
             if not outcome.accepted:
                 reason = outcome.error_message or outcome.error_code or "declined"
@@ -166,9 +175,22 @@ async def send_chunk(
             "payment_batch",
             batch_id,
             None,
-            {"provider": provider.name, "sent": len(chunk), "accepted": len(accepted)},
+            {"provider": provider.name, "sent": len(chunk), "accepted": len(accepted) + applied, "issued": applied},
         )
         return len(claimed)
+
+
+def issued_of(outcome: IssueOutcome) -> entitlements.Issued:
+    """An outcome the provider issued in its answer (with its reference), as the state machine's confirmation."""
+    assert outcome.issued is not None
+    assert outcome.provider_ref is not None
+    return entitlements.Issued(
+        outcome.entitlement_id,
+        outcome.provider_ref,
+        voucher_code=outcome.issued.voucher_code,
+        voucher_token=outcome.issued.voucher_token,
+        expires_at=outcome.issued.expires_at,
+    )
 
 
 def instruction_of(entitlement: Entitlement, programme: Programme) -> IssueInstruction:

@@ -168,6 +168,11 @@ def unavailable() -> JSONResponse:
     return response
 
 
+def violated_constraint(exc: DBAPIError) -> str | None:
+    """The name of the constraint or unique index a failed statement violated, when the driver says."""
+    return getattr(getattr(exc.orig, "__cause__", None), "constraint_name", None)
+
+
 def field_path(loc: Sequence[int | str]) -> str:
     """Render a pydantic location as `documents[0].number`, dropping the `body`/`query` prefix."""
     parts = list(loc)
@@ -247,7 +252,7 @@ def install_error_handlers(app: FastAPI) -> None:
             "database_error",
             error_type=type(orig).__name__,
             sqlstate=getattr(orig, "sqlstate", None),
-            constraint=getattr(getattr(orig, "__cause__", None), "constraint_name", None),
+            constraint=violated_constraint(exc),
             table=getattr(getattr(orig, "__cause__", None), "table_name", None),
         )
         return _server_error()

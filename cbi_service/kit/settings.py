@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     max_json_body_bytes: int = Field(default=1 << 20, ge=1024)
     max_upload_body_bytes: int = Field(default=64 << 20, ge=1024)
     max_webhook_body_bytes: int = Field(default=64 << 10, ge=1024)
+    # Paper vouchers are signed with this Ed25519 key (PKCS#8 PEM, or the base64 of its 32-byte seed); in
+    # development with none set, one is generated into `data_dir`. The public halves of keys used before a
+    # rotation (PEM, or the base64url of the 32 raw bytes) keep the vouchers they signed verifiable.
+    voucher_signing_key: SecretStr | None = None
+    voucher_previous_keys: list[str] = Field(default_factory=list)
 
     @field_validator("providers", "registries", mode="before")
     @classmethod
@@ -71,6 +76,8 @@ class Settings(BaseSettings):
             for name, registry in self.registries.items():
                 if "key" in registry and not registry["key"]:
                     raise ValueError(f"registry {name!r} needs a key outside development")
+            if self.voucher_signing_key is None or not self.voucher_signing_key.get_secret_value().strip():
+                raise ValueError("set CBI_VOUCHER_SIGNING_KEY outside development: paper vouchers are signed with it")
         return self
 
     @property
@@ -103,6 +110,20 @@ def _secret(value: Any) -> Any:
     if isinstance(value, list):
         return [SecretStr(item) if isinstance(item, str) else item for item in value]
     return value
+
+
+def revealed(options: dict[str, dict[str, Any]]) -> str:
+    """`CBI_PROVIDERS` or `CBI_REGISTRIES` as JSON with the secrets in clear: only for handing the settings to
+    a child process through its environment, never for printing."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, SecretStr):
+            return value.get_secret_value()
+        if isinstance(value, list):
+            return [plain(item) for item in value]
+        return value
+
+    return json.dumps({name: {k: plain(v) for k, v in entry.items()} for name, entry in options.items()})
 
 
 def to_asyncpg_url(url: str) -> str:

@@ -21,7 +21,9 @@ SECTORS = (
     "education",
     "integration",
 )
-DELIVERY_MECHANISMS = ("prepaid_card", "voucher")
+DELIVERY_MECHANISMS = ("prepaid_card", "voucher", "paper_voucher")
+VOUCHER_MECHANISMS = ("voucher", "paper_voucher")
+"""Mechanisms whose entitlements are vouchers: redeemed in parts, expired when their validity runs out."""
 
 
 class Programme(CreatedAt, Base):
@@ -33,6 +35,9 @@ class Programme(CreatedAt, Base):
         CheckConstraint(one_of("delivery_mechanism", DELIVERY_MECHANISMS), name="delivery_mechanism"),
         CheckConstraint("approvals_required >= 1", name="approvals_required"),
         CheckConstraint("voucher_validity_days IS NULL OR voucher_validity_days >= 1", name="voucher_validity"),
+        CheckConstraint(
+            "delivery_mechanism <> 'paper_voucher' OR voucher_validity_days IS NOT NULL", name="paper_voucher_validity"
+        ),
         CheckConstraint("country ~ '^[A-Z]{2}$'", name="country"),
         CheckConstraint("currency ~ '^[A-Z]{3}$'", name="currency"),
     )

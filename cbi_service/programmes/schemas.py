@@ -33,7 +33,18 @@ class ProgrammeCreate(BaseModel):
     provider: str = Field(min_length=1, max_length=100)
     approvals_required: int = Field(default=2, ge=1, le=10)
     approval_bands: list[ApprovalBand] | None = Field(default=None, max_length=20)
-    voucher_validity_days: int | None = Field(default=None, ge=1, le=3650)
+    voucher_validity_days: int | None = Field(
+        default=None,
+        ge=1,
+        le=3650,
+        description="Days a voucher stays valid from its issue; required for paper_voucher.",
+    )
+
+    @model_validator(mode="after")
+    def _check_paper_voucher_validity(self) -> ProgrammeCreate:
+        if self.delivery_mechanism == "paper_voucher" and self.voucher_validity_days is None:
+            raise ValueError("paper vouchers need voucher_validity_days: their signed token carries an expiry")
+        return self
 
     @model_validator(mode="after")
     def _check_bands(self) -> ProgrammeCreate:

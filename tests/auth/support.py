@@ -1,7 +1,8 @@
 """Who may call what: one row per route (method, path template) → the roles admitted.
 
 Every `/v1` route of the app must appear here; tests/auth/test_authorization.py checks every route × role.
-Webhook routes authenticate by signature and are listed in SIGNATURE_ROUTES instead.
+Webhook routes authenticate by signature and are listed in SIGNATURE_ROUTES instead; routes anyone may call
+(the vouchers' public keys) in PUBLIC_ROUTES.
 """
 
 from __future__ import annotations
@@ -54,3 +55,4 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
 }
 
 SIGNATURE_ROUTES: set[tuple[str, str]] = {("POST", "/v1/webhooks/{provider}")}
+PUBLIC_ROUTES: set[tuple[str, str]] = {("GET", "/v1/vouchers/keys")}

@@ -8,7 +8,7 @@ import pytest
 
 from cbi_service.app import create_app
 from cbi_service.kit.settings import Settings
-from tests.auth.support import ALL, MATRIX, SIGNATURE_ROUTES
+from tests.auth.support import ALL, MATRIX, PUBLIC_ROUTES, SIGNATURE_ROUTES
 
 
 def _api_routes() -> set[tuple[str, str]]:
@@ -22,7 +22,7 @@ def _api_routes() -> set[tuple[str, str]]:
 
 
 def test_every_route_is_in_the_matrix():
-    missing = _api_routes() - set(MATRIX) - SIGNATURE_ROUTES
+    missing = _api_routes() - set(MATRIX) - SIGNATURE_ROUTES - PUBLIC_ROUTES
     assert not missing, f"routes without an authorization row: {sorted(missing)}"
     stale = set(MATRIX) - _api_routes()
     assert not stale, f"matrix rows for routes that do not exist: {sorted(stale)}"
@@ -31,6 +31,12 @@ def test_every_route_is_in_the_matrix():
 def _concrete(path: str) -> str:
     parts = [str(uuid.uuid4()) if p.startswith("{") else p for p in path.split("/")]
     return "/".join(parts)
+
+
+@pytest.mark.parametrize(("method", "path"), sorted(PUBLIC_ROUTES))
+async def test_public_route_needs_no_key(client, method, path):
+    response = await client.request(method, path)
+    assert response.status_code == 200, response.text
 
 
 @pytest.mark.parametrize(("method", "path"), sorted(MATRIX))

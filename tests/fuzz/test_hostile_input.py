@@ -185,12 +185,15 @@ def _seed(client: Any, keys: dict[str, str]) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def fuzz_target(server_url: str, template_database: str) -> Iterator[tuple[Any, dict[str, str], dict[str, str]]]:
+def fuzz_target(
+    server_url: str, template_database: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Any, dict[str, str], dict[str, str]]]:
     """(schema, keys by role, seeded ids by path parameter) of the app on a fresh database."""
     name = f"cbi_t_{uuid.uuid4().hex[:12]}"
     _in_thread(asyncio.run, _admin(server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"'))
     settings = Settings(
         database_url=to_asyncpg_url(with_database(server_url, name)),
+        data_dir=tmp_path_factory.mktemp("data"),
         run_worker=False,
         providers=TEST_PROVIDERS,
         log_level="CRITICAL",

@@ -4,7 +4,6 @@ and two workers at once. The simulator's counters prove every entitlement was pa
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from sqlalchemy import func, select
 from cbi_service.batches.models import PaymentBatch
 from cbi_service.entitlements.models import Entitlement
 from cbi_service.jobs.worker import Worker
+from cbi_service.kit.settings import revealed
 from tests.issuance.support import (
     assert_identity,
     balances,
@@ -35,7 +35,7 @@ def start_worker(database_url: str, settings) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
-        "CBI_PROVIDERS": json.dumps(settings.providers),
+        "CBI_PROVIDERS": revealed(settings.providers),
         "CBI_PROVIDER_STATUS_POLL_SECONDS": "0.5",
         "CBI_LOG_LEVEL": "ERROR",
         "CBI_LOG_FORMAT": "json",

@@ -9,6 +9,7 @@ from typing import Any
 
 import structlog
 from fastapi import Depends, FastAPI
+from fastapi_offline import FastAPIOffline
 
 from adapters.providers.registry import PROVIDER_ADAPTERS
 from cbi_service.audit.router import router as audit_router
@@ -19,6 +20,7 @@ from cbi_service.beneficiaries.router import router as beneficiaries_router
 from cbi_service.dedup.registries import registries_for
 from cbi_service.entitlements.router import router as entitlements_router
 from cbi_service.exports.router import router as exports_router
+from cbi_service.health.metrics import GAUGES
 from cbi_service.health.router import router as health_router
 from cbi_service.issuance.providers import close_providers
 from cbi_service.issuance.router import router as issuance_router
@@ -79,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if url is None:
             raise RuntimeError("DATABASE_URL is not set")
         engine = make_engine(url, settings)
+        GAUGES.attach(engine)
         app.state.engine = engine
         app.state.session_factory = make_session_factory(engine)
         stop = asyncio.Event()
@@ -95,9 +98,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if worker_task is not None:
                 await worker_task
             await close_providers()
+            GAUGES.detach(engine)
             await engine.dispose()
 
-    app = FastAPI(
+    # /docs and /redoc load Swagger UI and ReDoc from the package's copies, served here: no CDN.
+    app = FastAPIOffline(
+        static_url="/docs/static",
         title="cbi-service",
         version="0.1.0",
         description=API_DESCRIPTION,

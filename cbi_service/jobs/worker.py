@@ -11,11 +11,13 @@ import importlib
 import os
 import random
 import socket
+import time
 from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from cbi_service.jobs import metrics
 from cbi_service.jobs.models import Job
 from cbi_service.jobs.repository import JobRepository
 from cbi_service.jobs.service import HANDLERS, PERIODIC, JobContext, JobInterrupted, enqueue
@@ -166,12 +168,14 @@ class Worker:
             stopping=self.stopping,
         )
         keeper = asyncio.create_task(self._keep_lease(job), name=f"lease-{job.id}")
+        started = time.perf_counter()
         try:
             await HANDLERS[job.kind](ctx)
         except JobInterrupted:
             log.info("job_handed_back", attempts=job.attempts)
             async with self.session_factory.begin() as session:
                 await JobRepository(session).hand_back(job.id, self.worker_id)
+            outcome = "handed_back"
         except Exception as exc:
             error = type(exc).__name__
             async with self.session_factory.begin() as session:
@@ -179,10 +183,12 @@ class Worker:
                 if job.attempts >= job.max_attempts:
                     log.error("job_failed", error=error, attempts=job.attempts)
                     await repo.fail(job.id, self.worker_id, error)
+                    outcome = "failed"
                 else:
                     delay = backoff_seconds(job.attempts)
                     log.warning("job_retry", error=error, attempts=job.attempts, delay=round(delay, 2))
                     await repo.retry_later(job.id, self.worker_id, delay, error)
+                    outcome = "retry"
         else:
             async with self.session_factory.begin() as session:
                 repo = JobRepository(session)
@@ -191,6 +197,10 @@ class Worker:
                 if periodic is not None:
                     run_at = await repo.after_seconds(periodic.every_seconds)
                     await enqueue(session, job.kind, {}, run_at=run_at, dedupe_key=f"periodic:{job.kind}")
+            outcome = "done"
         finally:
             keeper.cancel()
             structlog.contextvars.unbind_contextvars("job_id", "job_kind")
+        # Counted once its outcome is recorded: a run whose bookkeeping failed runs again, and counts then.
+        metrics.DURATION.labels(job.kind).observe(time.perf_counter() - started)
+        metrics.RUNS.labels(job.kind, outcome).inc()

@@ -32,6 +32,7 @@ from cbi_service.kit.heap import settle_after_startup
 from cbi_service.kit.logging import configure_logging
 from cbi_service.kit.middleware import RequestContextMiddleware
 from cbi_service.kit.settings import Settings, get_settings
+from cbi_service.kit.telemetry import instrument_app, instrument_engine
 from cbi_service.programmes.router import enrolments_router
 from cbi_service.programmes.router import router as programmes_router
 from cbi_service.reconciliation.router import router as reconciliation_router
@@ -81,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if url is None:
             raise RuntimeError("DATABASE_URL is not set")
         engine = make_engine(url, settings)
+        instrument_engine(engine)
         GAUGES.attach(engine)
         app.state.engine = engine
         app.state.session_factory = make_session_factory(engine)
@@ -139,4 +141,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    instrument_app(app)
     return app

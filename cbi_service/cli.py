@@ -78,13 +78,18 @@ def serve(
     import uvicorn
 
     from cbi_service.app import create_app
+    from cbi_service.kit.telemetry import start_tracing, stop_tracing
 
     # uvicorn re-raises SIGTERM after a graceful shutdown; turning it into SystemExit lets the embedded
     # database stop cleanly instead of the process dying with it still running.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with refusing_to_start(), database() as settings:
-        app = create_app(settings)
-        uvicorn.run(app, host=host, port=port, log_config=None, proxy_headers=True)
+        start_tracing("cbi-service")
+        try:
+            app = create_app(settings)
+            uvicorn.run(app, host=host, port=port, log_config=None, proxy_headers=True)
+        finally:
+            stop_tracing()
 
 
 def _run_fast(main: Coroutine[Any, Any, None]) -> None:
@@ -121,6 +126,7 @@ def worker(
     from cbi_service.kit.db import make_engine, make_session_factory
     from cbi_service.kit.heap import settle_after_startup
     from cbi_service.kit.logging import configure_logging
+    from cbi_service.kit.telemetry import instrument_engine, start_tracing, stop_tracing
 
     with refusing_to_start(), database(migrate=False, attach=True) as settings:
         check_adapters(settings)
@@ -136,6 +142,7 @@ def worker(
             except BaseException:
                 await engine.dispose()
                 raise
+            instrument_engine(engine)
             GAUGES.attach(engine)
             for name in settings.providers:
                 get_provider(settings, name)  # built once for this loop, options checked before any job
@@ -166,7 +173,11 @@ def worker(
                     structlog.get_logger(__name__).info("metrics_serving", host=settings.metrics_host, port=bound)
                 await work(stop)
 
-        _run_fast(main())
+        start_tracing("cbi-service-worker")
+        try:
+            _run_fast(main())
+        finally:
+            stop_tracing()
 
 
 async def _require_migrated(engine: AsyncEngine) -> None:

@@ -13,6 +13,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cbi_service.jobs.repository import JobRepository
+from cbi_service.kit.telemetry import current_traceparent
 
 
 async def enqueue(
@@ -24,7 +25,10 @@ async def enqueue(
     dedupe_key: str | None = None,
     max_attempts: int = 10,
 ) -> uuid.UUID | None:
-    """Visible to workers only once the caller's transaction commits. Returns None if deduplicated."""
+    """Visible to workers only once the caller's transaction commits. Returns None if deduplicated.
+
+    Inside a traced request or job, the job keeps its trace context: its run continues that trace.
+    """
     if kind not in HANDLERS:
         raise LookupError(f"no job handler registered for {kind!r}")
     values: dict[str, Any] = {
@@ -33,6 +37,7 @@ async def enqueue(
         "dedupe_key": dedupe_key,
         "max_attempts": max_attempts,
         "request_id": structlog.contextvars.get_contextvars().get("request_id"),
+        "traceparent": current_traceparent(),
     }
     if run_at is not None:
         values["run_at"] = run_at

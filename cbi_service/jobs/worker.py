@@ -22,6 +22,7 @@ from cbi_service.jobs.models import Job
 from cbi_service.jobs.repository import JobRepository
 from cbi_service.jobs.service import HANDLERS, PERIODIC, JobContext, JobInterrupted, enqueue
 from cbi_service.kit.outage import OutageLog, unavailable_kind
+from cbi_service.kit.telemetry import job_span, untraced
 
 log = structlog.get_logger(__name__)
 outage_log = OutageLog("worker_database_unavailable")
@@ -96,10 +97,11 @@ class Worker:
             while not stop.is_set():
                 if len(running) < self.concurrency:
                     try:
-                        if not scheduled:
-                            await self.schedule_periodic()
-                            scheduled = True
-                        jobs = await self._claim(self.concurrency - len(running))
+                        with untraced():
+                            if not scheduled:
+                                await self.schedule_periodic()
+                                scheduled = True
+                            jobs = await self._claim(self.concurrency - len(running))
                     except Exception as exc:
                         _log_failure("worker_loop_error", exc)
                         jobs = []
@@ -153,8 +155,9 @@ class Worker:
                     log.warning("lease_extension_failed")
 
     async def _heartbeat(self, job: Job) -> None:
-        async with self.session_factory.begin() as session:
-            await JobRepository(session).extend_lease(job.id, self.worker_id, self.lease_seconds)
+        with untraced():
+            async with self.session_factory.begin() as session:
+                await JobRepository(session).extend_lease(job.id, self.worker_id, self.lease_seconds)
 
     async def _run_job(self, job: Job) -> None:
         structlog.contextvars.bind_contextvars(job_id=str(job.id), job_kind=job.kind, request_id=job.request_id)
@@ -170,7 +173,8 @@ class Worker:
         keeper = asyncio.create_task(self._keep_lease(job), name=f"lease-{job.id}")
         started = time.perf_counter()
         try:
-            await HANDLERS[job.kind](ctx)
+            with job_span(job.kind, str(job.id), job.traceparent, job.attempts, expected=(JobInterrupted,)):
+                await HANDLERS[job.kind](ctx)
         except JobInterrupted:
             log.info("job_handed_back", attempts=job.attempts)
             async with self.session_factory.begin() as session:

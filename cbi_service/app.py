@@ -9,6 +9,7 @@ from typing import Any
 
 import structlog
 from fastapi import Depends, FastAPI
+from fastapi_offline import FastAPIOffline
 
 from adapters.providers.base import ProviderConfigError
 from adapters.providers.registry import PROVIDER_ADAPTERS
@@ -20,6 +21,7 @@ from cbi_service.beneficiaries.router import router as beneficiaries_router
 from cbi_service.dedup.registries import registries_for
 from cbi_service.entitlements.router import router as entitlements_router
 from cbi_service.exports.router import router as exports_router
+from cbi_service.health.metrics import GAUGES
 from cbi_service.health.router import router as health_router
 from cbi_service.issuance.providers import BUILTIN_PROVIDERS, close_providers
 from cbi_service.issuance.router import router as issuance_router
@@ -31,6 +33,7 @@ from cbi_service.kit.heap import settle_after_startup
 from cbi_service.kit.logging import configure_logging
 from cbi_service.kit.middleware import RequestContextMiddleware
 from cbi_service.kit.settings import Settings, get_settings
+from cbi_service.kit.telemetry import instrument_app, instrument_engine
 from cbi_service.programmes.router import enrolments_router
 from cbi_service.programmes.router import router as programmes_router
 from cbi_service.reconciliation.router import router as reconciliation_router
@@ -87,6 +90,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if url is None:
             raise RuntimeError("DATABASE_URL is not set")
         engine = make_engine(url, settings)
+        instrument_engine(engine)
+        GAUGES.attach(engine)
         app.state.engine = engine
         app.state.session_factory = make_session_factory(engine)
         stop = asyncio.Event()
@@ -103,9 +108,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if worker_task is not None:
                 await worker_task
             await close_providers()
+            GAUGES.detach(engine)
             await engine.dispose()
 
-    app = FastAPI(
+    # /docs and /redoc load Swagger UI and ReDoc from the package's copies, served here: no CDN.
+    app = FastAPIOffline(
+        static_url="/docs/static",
         title="cbi-service",
         version="0.1.0",
         description=API_DESCRIPTION,
@@ -142,4 +150,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    instrument_app(app)
     return app

@@ -112,13 +112,18 @@ def serve(
     import uvicorn
 
     from cbi_service.app import create_app
+    from cbi_service.kit.telemetry import start_tracing, stop_tracing
 
     # uvicorn re-raises SIGTERM after a graceful shutdown; turning it into SystemExit lets the embedded
     # database stop cleanly instead of the process dying with it still running.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with refusing_to_start(), database() as settings:
-        app = create_app(settings)
-        uvicorn.run(app, host=host, port=port, log_config=None, proxy_headers=True)
+        start_tracing("cbi-service")
+        try:
+            app = create_app(settings)
+            uvicorn.run(app, host=host, port=port, log_config=None, proxy_headers=True)
+        finally:
+            stop_tracing()
 
 
 def _run_fast(main: Coroutine[Any, Any, None]) -> None:
@@ -133,25 +138,37 @@ def _run_fast(main: Coroutine[Any, Any, None]) -> None:
 
 
 @app.command()
-def worker(concurrency: Annotated[int, typer.Option(min=1, help="Jobs run at once.")] = 4) -> None:
+def worker(
+    concurrency: Annotated[int, typer.Option(min=1, help="Jobs run at once.")] = 4,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, help="Serve Prometheus metrics on this port (default: CBI_METRICS_PORT)."),
+    ] = None,
+) -> None:
     """Run an extra worker process (several may run against one database).
 
     With no DATABASE_URL it joins the embedded database `serve` runs in CBI_DATA_DIR, and it refuses to
-    start on a database whose schema is not at the current migration.
+    start on a database whose schema is not at the current migration. With a metrics port (the option, or
+    CBI_METRICS_PORT) it serves what it does, and the database gauges, to Prometheus on CBI_METRICS_HOST.
     """
+    import structlog
+
     from cbi_service.app import check_adapters
+    from cbi_service.health.metrics import GAUGES, metrics_server
     from cbi_service.issuance.providers import close_providers, get_provider
     from cbi_service.jobs.worker import Worker, load_handlers
     from cbi_service.kit.db import make_engine, make_session_factory
     from cbi_service.kit.heap import settle_after_startup
     from cbi_service.kit.logging import configure_logging
+    from cbi_service.kit.telemetry import instrument_engine, start_tracing, stop_tracing
 
     with refusing_to_start(), database(migrate=False, attach=True) as settings:
         check_adapters(settings)
         configure_logging(settings.effective_log_format, settings.log_level)
         load_handlers()
+        port = metrics_port if metrics_port is not None else settings.metrics_port
 
-        async def main() -> None:
+        async def work(stop: asyncio.Event) -> None:
             assert settings.async_database_url
             engine = make_engine(settings.async_database_url, settings)
             try:
@@ -159,21 +176,42 @@ def worker(concurrency: Annotated[int, typer.Option(min=1, help="Jobs run at onc
             except BaseException:
                 await engine.dispose()
                 raise
+            instrument_engine(engine)
+            GAUGES.attach(engine)
             for name in settings.providers:
                 get_provider(settings, name)  # built once for this loop, options checked before any job
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
             state = SimpleNamespace(settings=settings, engine=engine)
             settle_after_startup()
             try:
                 await Worker(make_session_factory(engine), state, concurrency=concurrency).run(stop)
             finally:
                 await close_providers()
+                GAUGES.detach(engine)
                 await engine.dispose()
 
-        _run_fast(main())
+        async def main() -> None:
+            # From the start: a stop asked while starting up (metrics already served) is a clean stop too.
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            with contextlib.ExitStack() as serving:
+                if port is not None:
+                    try:
+                        bound = serving.enter_context(metrics_server(settings.metrics_host, port))
+                    except OSError as exc:
+                        raise StartupRefused(
+                            f"cannot serve metrics on {settings.metrics_host}:{port} ({exc.strerror or exc}):"
+                            " choose another --metrics-port or CBI_METRICS_PORT"
+                        ) from None
+                    structlog.get_logger(__name__).info("metrics_serving", host=settings.metrics_host, port=bound)
+                await work(stop)
+
+        start_tracing("cbi-service-worker")
+        try:
+            _run_fast(main())
+        finally:
+            stop_tracing()
 
 
 async def _require_migrated(engine: AsyncEngine) -> None:

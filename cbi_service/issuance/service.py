@@ -56,6 +56,7 @@ from cbi_service.beneficiaries.repository import BeneficiaryRepository
 from cbi_service.entitlements import service as entitlements
 from cbi_service.entitlements.models import Entitlement
 from cbi_service.entitlements.schemas import EntitlementOut
+from cbi_service.issuance.metrics import CHUNKS, INSTRUCTIONS, provider_call
 from cbi_service.issuance.providers import get_provider
 from cbi_service.issuance.repository import IssuanceRepository, try_lock_lane, unlock_lane
 from cbi_service.jobs.service import enqueue
@@ -142,13 +143,20 @@ async def send_chunk(
         if not chunk:
             return len(claimed)
         try:
-            outcomes = await provider.issue([instruction_of(e, programme) for e in chunk])
+            with provider_call(provider.name, "issue"):
+                outcomes = await provider.issue([instruction_of(e, programme) for e in chunk])
         except PermanentProviderError as exc:
             log.error("provider_refused_chunk", provider=provider.name, status=exc.status_code, size=len(chunk))
+            CHUNKS.labels(provider.name, "refused").inc()
+            INSTRUCTIONS.labels(provider.name, "refused").inc(len(chunk))
             reason = f"provider refused the request: {exc.error_code or exc.status_code}"
             for entitlement in chunk:
                 await entitlements.mark_failed(session, entitlement.id, reason, False, source=source)
             return len(claimed)
+        CHUNKS.labels(provider.name, "answered").inc()
+        accepted_count = sum(o.accepted for o in outcomes)
+        INSTRUCTIONS.labels(provider.name, "accepted").inc(accepted_count)
+        INSTRUCTIONS.labels(provider.name, "declined").inc(len(outcomes) - accepted_count)
         accepted = await entitlements.mark_submitted(
             session,
             [(o.entitlement_id, o.provider_ref) for o in outcomes if o.accepted and o.issued is None],
@@ -226,7 +234,8 @@ async def withhold_from_inactive(
     left_out: dict[uuid.UUID, list[tuple[uuid.UUID, uuid.UUID]]] = {}
     for entitlement in inactive:
         try:
-            outcome = await provider.cancel(entitlement.id, entitlement.provider_ref)
+            with provider_call(provider.name, "cancel"):
+                outcome = await provider.cancel(entitlement.id, entitlement.provider_ref)
         except PermanentProviderError as exc:
             reason = (
                 f"{entitlements.NOT_ACTIVE}; the provider refused its cancellation: {exc.error_code or exc.status_code}"
@@ -276,7 +285,8 @@ async def poll_overdue(session_factory: async_sessionmaker[AsyncSession], settin
     async def ask(entitlement_id: uuid.UUID, provider_name: str) -> tuple[str, StatusOutcome | None]:
         async with limiter:
             try:
-                return provider_name, await adapters[provider_name].status(entitlement_id)
+                with provider_call(provider_name, "status"):
+                    return provider_name, await adapters[provider_name].status(entitlement_id)
             except TransientProviderError:
                 return provider_name, None
 
@@ -328,7 +338,8 @@ async def retry_entitlement(
     entitlement, programme = await entitlements.begin_retry(session, entitlement_id)
     provider = get_provider(settings, programme.provider)
     try:
-        (outcome,) = await provider.issue([instruction_of(entitlement, programme)])
+        with provider_call(provider.name, "issue"):
+            (outcome,) = await provider.issue([instruction_of(entitlement, programme)])
     except TransientProviderError as exc:
         raise ProviderUnavailable("The provider is unavailable; retry later with the same key.") from exc
     except ProviderError as exc:
@@ -359,7 +370,8 @@ async def cancel_entitlement(
 async def _cancel_at_provider(settings: Settings, programme: Programme, entitlement: Entitlement) -> None:
     provider = get_provider(settings, programme.provider)
     try:
-        outcome = await provider.cancel(entitlement.id, entitlement.provider_ref)
+        with provider_call(provider.name, "cancel"):
+            outcome = await provider.cancel(entitlement.id, entitlement.provider_ref)
     except TransientProviderError as exc:
         raise ProviderUnavailable("The provider is unavailable; retry later with the same key.") from exc
     except ProviderError as exc:

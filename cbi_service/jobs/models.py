@@ -42,4 +42,6 @@ class Job(CreatedAt, Base):
     locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_error: Mapped[str | None] = mapped_column(Text)
     request_id: Mapped[str | None] = mapped_column(String(100))
+    #: The W3C traceparent of the span that enqueued the job: its run is a child span in the same trace.
+    traceparent: Mapped[str | None] = mapped_column(String(55))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

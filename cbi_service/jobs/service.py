@@ -17,6 +17,7 @@ from cbi_service.audit.service import Actor, record_audit
 from cbi_service.jobs.models import Job
 from cbi_service.jobs.repository import JobRepository
 from cbi_service.kit.errors import Conflict, NotFound
+from cbi_service.kit.telemetry import current_traceparent
 
 
 async def enqueue(
@@ -28,7 +29,10 @@ async def enqueue(
     dedupe_key: str | None = None,
     max_attempts: int = 10,
 ) -> uuid.UUID | None:
-    """Visible to workers only once the caller's transaction commits. Returns None if deduplicated."""
+    """Visible to workers only once the caller's transaction commits. Returns None if deduplicated.
+
+    Inside a traced request or job, the job keeps its trace context: its run continues that trace.
+    """
     if kind not in HANDLERS:
         raise LookupError(f"no job handler registered for {kind!r}")
     values: dict[str, Any] = {
@@ -37,6 +41,7 @@ async def enqueue(
         "dedupe_key": dedupe_key,
         "max_attempts": max_attempts,
         "request_id": structlog.contextvars.get_contextvars().get("request_id"),
+        "traceparent": current_traceparent(),
     }
     if run_at is not None:
         values["run_at"] = run_at

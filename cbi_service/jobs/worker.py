@@ -11,16 +11,19 @@ import importlib
 import os
 import random
 import socket
+import time
 from collections.abc import Collection
 from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from cbi_service.jobs import metrics
 from cbi_service.jobs.models import Job
 from cbi_service.jobs.repository import JobRepository
 from cbi_service.jobs.service import HANDLERS, PERIODIC, JobContext, JobInterrupted, enqueue
 from cbi_service.kit.outage import OutageLog, unavailable_kind
+from cbi_service.kit.telemetry import job_span, untraced
 
 log = structlog.get_logger(__name__)
 outage_log = OutageLog("worker_database_unavailable")
@@ -99,10 +102,11 @@ class Worker:
             while not stop.is_set():
                 if len(running) < self.concurrency:
                     try:
-                        if not scheduled:
-                            await self.schedule_periodic()
-                            scheduled = True
-                        jobs = await self._claim(self.concurrency - len(running))
+                        with untraced():
+                            if not scheduled:
+                                await self.schedule_periodic()
+                                scheduled = True
+                            jobs = await self._claim(self.concurrency - len(running))
                     except Exception as exc:
                         _log_failure("worker_loop_error", exc)
                         jobs = []
@@ -161,8 +165,9 @@ class Worker:
                     log.warning("lease_extension_failed")
 
     async def _heartbeat(self, job: Job) -> None:
-        async with self.session_factory.begin() as session:
-            await JobRepository(session).extend_lease(job.id, self.worker_id, self.lease_seconds)
+        with untraced():
+            async with self.session_factory.begin() as session:
+                await JobRepository(session).extend_lease(job.id, self.worker_id, self.lease_seconds)
 
     async def _run_job(self, job: Job) -> None:
         structlog.contextvars.bind_contextvars(job_id=str(job.id), job_kind=job.kind, request_id=job.request_id)
@@ -176,12 +181,15 @@ class Worker:
             stopping=self.stopping,
         )
         keeper = asyncio.create_task(self._keep_lease(job), name=f"lease-{job.id}")
+        started = time.perf_counter()
         try:
-            await HANDLERS[job.kind](ctx)
+            with job_span(job.kind, str(job.id), job.traceparent, job.attempts, expected=(JobInterrupted,)):
+                await HANDLERS[job.kind](ctx)
         except JobInterrupted:
             log.info("job_handed_back", attempts=job.attempts)
             async with self.session_factory.begin() as session:
                 await JobRepository(session).hand_back(job.id, self.worker_id)
+            outcome = "handed_back"
         except Exception as exc:
             error = type(exc).__name__
             async with self.session_factory.begin() as session:
@@ -189,10 +197,12 @@ class Worker:
                 if job.attempts >= job.max_attempts:
                     log.error("job_failed", error=error, attempts=job.attempts)
                     await repo.fail(job.id, self.worker_id, error)
+                    outcome = "failed"
                 else:
                     delay = backoff_seconds(job.attempts)
                     log.warning("job_retry", error=error, attempts=job.attempts, delay=round(delay, 2))
                     await repo.retry_later(job.id, self.worker_id, delay, error)
+                    outcome = "retry"
         else:
             async with self.session_factory.begin() as session:
                 repo = JobRepository(session)
@@ -201,6 +211,10 @@ class Worker:
                 if periodic is not None:
                     run_at = await repo.after_seconds(periodic.every_seconds)
                     await enqueue(session, job.kind, {}, run_at=run_at, dedupe_key=f"periodic:{job.kind}")
+            outcome = "done"
         finally:
             keeper.cancel()
             structlog.contextvars.unbind_contextvars("job_id", "job_kind")
+        # Counted once its outcome is recorded: a run whose bookkeeping failed runs again, and counts then.
+        metrics.DURATION.labels(job.kind).observe(time.perf_counter() - started)
+        metrics.RUNS.labels(job.kind, outcome).inc()

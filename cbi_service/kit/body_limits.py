@@ -2,7 +2,10 @@
 refused before a byte of its body is read.
 
 The check runs when the route first reads its body, so routing has happened: unknown paths and methods
-still answer 404/405, and a route that reads no body costs nothing. A declared `Content-Length` over the
+still answer 404/405, and a route that reads no body costs nothing. A GET or HEAD has no body to read: what
+it receives is at most the client leaving (a file or a stream being sent listens for that), so it is only
+counted against the default limit, never refused for a missing key (its route's dependencies do that).
+A declared `Content-Length` over the
 route's limit is refused at once; a chunked body is counted and cut off when it passes the limit. Either
 way the answer is a problem (413 or 401) raised as an HTTPException, which FastAPI lets through from its
 body parsing to the one error handler, and the connection is closed rather than drained.
@@ -21,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 # RFC 6750 b64token after the scheme; what a key is worth is for the auth dependency to decide.
 _BEARER = re.compile(r"bearer +[A-Za-z0-9\-._~+/]{1,512}=*", re.IGNORECASE)
 _CLOSE = {"Connection": "close"}
+_BODILESS_METHODS = frozenset({"GET", "HEAD"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +56,7 @@ class BodyGuardMiddleware:
         async def guarded_receive() -> Message:
             nonlocal limit, received
             if limit is None:
-                limit = self._admit(scope)
+                limit = self.limits.default if scope["method"] in _BODILESS_METHODS else self._admit(scope)
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))

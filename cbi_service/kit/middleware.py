@@ -1,4 +1,8 @@
-"""Pure-ASGI middleware: request id binding and Prometheus request metrics (cheaper than BaseHTTPMiddleware)."""
+"""Pure-ASGI middleware: request id binding and Prometheus request metrics (cheaper than BaseHTTPMiddleware).
+
+Requests are labelled by the template of the route that answered (`/v1/payment-batches/{batch_id}`), never by
+the path asked for, and a path no route matches by `UNMATCHED`: the label set stays small and holds no ids.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from cbi_service.kit.ids import new_id
 
 REQUEST_ID_HEADER = b"x-request-id"
+UNMATCHED = "unmatched"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
 
 REQUESTS = Counter("cbi_http_requests_total", "HTTP requests", ["method", "route", "status"])
@@ -51,8 +56,21 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            template = route_template(scope)
             method = scope["method"]
             REQUESTS.labels(method, template, str(status)).inc()
             LATENCY.labels(method, template).observe(time.perf_counter() - started)
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's template. API routes leave themselves in the scope; the others (the docs pages,
+    the mounted static files) leave only their endpoint, which is looked up among the app's routes."""
+    route = scope.get("route")
+    if route is None and (endpoint := scope.get("endpoint")) is not None:
+        app = scope.get("app")
+        route = next(
+            (r for r in getattr(app, "routes", ()) if getattr(r, "endpoint", getattr(r, "app", None)) is endpoint),
+            None,
+        )
+    template = getattr(route, "path_format", None) or getattr(route, "path", None)
+    return template if isinstance(template, str) and template else UNMATCHED

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     run_worker: bool = True
     worker_poll_seconds: float = Field(default=0.5, gt=0)
     provider_status_poll_seconds: float = Field(default=300.0, gt=0)  # submitted this long, no event: ask
+    # `cbi-service worker` serves Prometheus metrics here when a port is set (`--metrics-port` wins).
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_host: str = "127.0.0.1"
     # Uploaded files (imports, statements): refused before they cost memory; see README "Uploaded files".
     import_max_rows: int = Field(default=200_000, ge=1)
     upload_max_cell_chars: int = Field(default=4_096, ge=64, le=131_072)

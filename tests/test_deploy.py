@@ -9,6 +9,7 @@ where an engine answers.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -74,6 +75,7 @@ def filled_example() -> dict[str, str]:
     """`.env.example` as an operator leaves it: every empty secret replaced by a fresh one."""
     values = read_env_file(ROOT / ".env.example")
     values["POSTGRES_PASSWORD"] = secrets.token_hex(16)
+    values["CBI_VOUCHER_SIGNING_KEY"] = base64.b64encode(secrets.token_bytes(32)).decode()
     providers = json.loads(values["CBI_PROVIDERS"])
     for config in providers.values():
         for key, value in config.items():

@@ -20,7 +20,8 @@ from cbi_service.dedup.registries import registries_for
 from cbi_service.entitlements.router import router as entitlements_router
 from cbi_service.exports.router import router as exports_router
 from cbi_service.health.router import router as health_router
-from cbi_service.issuance.providers import close_providers
+from cbi_service.issuance.providers import check_provider_names, close_providers
+from cbi_service.issuance.router import providers_router
 from cbi_service.issuance.router import router as issuance_router
 from cbi_service.jobs.worker import Worker, load_handlers
 from cbi_service.kit.body_limits import BodyGuardMiddleware, BodyLimits
@@ -58,11 +59,12 @@ def body_limits(settings: Settings) -> BodyLimits:
 
 
 def check_adapters(settings: Settings) -> None:
-    """Every CBI_REGISTRIES entry builds and every CBI_PROVIDERS entry names an installed adapter, or start-up
-    stops with a `RegistryConfigError` / `ProviderConfigError` naming the adapters available, instead of
-    the first request that needs one failing. (Providers are built, their options checked, when the
-    webhook routes start.)"""
+    """Every CBI_REGISTRIES entry builds and every CBI_PROVIDERS entry names an installed adapter under a name
+    of its own, or start-up stops with a `RegistryConfigError` / `ProviderConfigError` saying what is wrong,
+    instead of the first request that needs one failing. (Providers are built, their options checked, when
+    the webhook routes start.)"""
     registries_for(settings.registries)
+    check_provider_names(settings)
     for name, config in settings.providers.items():
         PROVIDER_ADAPTERS.check(name, config)
 
@@ -119,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         batches_router,
         entitlements_router,
         issuance_router,
+        providers_router,
         exports_router,
         reconciliation_router,
         reports_router,

@@ -36,6 +36,7 @@ from cbi_service.programmes.router import router as programmes_router
 from cbi_service.reconciliation.router import router as reconciliation_router
 from cbi_service.reports.router import router as reports_router
 from cbi_service.webhooks.router import router as webhooks_router
+from cbi_service.webhooks.signatures import build_verifiers
 
 log = structlog.get_logger(__name__)
 
@@ -59,14 +60,15 @@ def body_limits(settings: Settings) -> BodyLimits:
 
 
 def check_adapters(settings: Settings) -> None:
-    """Every CBI_REGISTRIES entry builds and every CBI_PROVIDERS entry names an installed adapter under a name
-    of its own, or start-up stops with a `RegistryConfigError` / `ProviderConfigError` saying what is wrong,
-    instead of the first request that needs one failing. (Providers are built, their options checked, when
-    the webhook routes start.)"""
+    """Every CBI_REGISTRIES entry builds, every CBI_PROVIDERS entry names an installed adapter under a name of
+    its own and has webhook secrets its environment accepts, or start-up stops with a
+    `RegistryConfigError` / `ProviderConfigError` saying what is wrong, instead of the first request that
+    needs one failing. (Providers are built, their options checked, when the webhook routes start.)"""
     registries_for(settings.registries)
     check_provider_names(settings)
     for name, config in settings.providers.items():
         PROVIDER_ADAPTERS.check(name, config)
+    build_verifiers(settings.providers, production=settings.env == "production")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -35,21 +35,48 @@ class StartupRefused(Exception):
 
 @contextlib.contextmanager
 def refusing_to_start() -> Iterator[None]:
-    """A configuration that cannot work ends the command with its message and exit status 2, no traceback."""
+    """A configuration that cannot work ends the command with one line saying what to set and exit status 2,
+    no traceback."""
     from adapters.providers.base import ProviderConfigError
     from adapters.registries.base import RegistryConfigError
     from cbi_service.embedded import EmbeddedNotRunning
 
     try:
         yield
-    except (StartupRefused, EmbeddedNotRunning, ProviderConfigError, RegistryConfigError) as exc:
+    except ProviderConfigError as exc:
+        typer.echo(f"cbi-service: CBI_PROVIDERS: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except RegistryConfigError as exc:
+        typer.echo(f"cbi-service: CBI_REGISTRIES: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except (StartupRefused, EmbeddedNotRunning) as exc:
         typer.echo(f"cbi-service: {exc}", err=True)
         raise typer.Exit(2) from None
 
 
+def load_settings() -> Settings:
+    """The configuration, or `StartupRefused` naming each variable that is wrong (never echoing a value)."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise StartupRefused("; ".join(_setting_problem(error) for error in exc.errors(include_input=False))) from None
+
+
+def _setting_problem(error: Any) -> str:
+    context = error.get("ctx") or {}
+    message = str(context["error"]) if error["type"] == "value_error" and "error" in context else error["msg"]
+    if not error["loc"]:  # a rule across settings: its message names the variables
+        return message
+    field = str(error["loc"][0])
+    return f"{'DATABASE_URL' if field == 'database_url' else 'CBI_' + field.upper()}: {message}"
+
+
 @contextlib.contextmanager
-def database(*, migrate: bool = True, attach: bool = False) -> Iterator[Settings]:
-    """Settings bound to a database: DATABASE_URL if set, else the embedded server in CBI_DATA_DIR.
+def database(settings: Settings | None = None, *, migrate: bool = True, attach: bool = False) -> Iterator[Settings]:
+    """`settings` (by default read now) bound to a database: DATABASE_URL if set, else the embedded server in
+    CBI_DATA_DIR, which production refuses before anything is written there.
 
     The embedded database is always migrated to head, so a new user never runs a migration by hand.
     With `attach`, only an embedded server already running (the one `serve` started) is used.
@@ -57,13 +84,18 @@ def database(*, migrate: bool = True, attach: bool = False) -> Iterator[Settings
     from cbi_service.embedded import embedded_postgres, running_embedded_postgres
     from cbi_service.migrate import upgrade
 
-    settings = Settings()
+    settings = settings if settings is not None else load_settings()
     if settings.database_url:
         yield settings
         return
+    if settings.env == "production":
+        raise StartupRefused(
+            "CBI_ENV=production needs a PostgreSQL server of its own: set DATABASE_URL"
+            " (the embedded database is for development)"
+        )
     with (running_embedded_postgres if attach else embedded_postgres)(settings.data_dir) as url:
         os.environ["DATABASE_URL"] = url
-        settings = Settings()
+        settings = settings.model_copy(update={"database_url": url})
         if migrate:
             upgrade(url)
         yield settings
@@ -164,7 +196,7 @@ def migrate(revision: Annotated[str, typer.Argument(help="Target revision.")] = 
     """Apply database migrations."""
     from cbi_service.migrate import upgrade
 
-    with database(migrate=False) as settings:
+    with refusing_to_start(), database(migrate=False) as settings:
         assert settings.database_url
         upgrade(settings.database_url, revision)
         typer.echo(f"migrated to {revision}")
@@ -184,7 +216,7 @@ def apikey_create(
             typer.echo(f"created key {key.id} ({', '.join(key.roles)}); store it now, it is not shown again:")
             return raw
 
-    with database() as settings:
+    with refusing_to_start(), database() as settings:
         typer.echo(asyncio.run(run(settings)))
 
 
@@ -199,7 +231,7 @@ def apikey_list() -> None:
                 state = "revoked" if key.revoked_at else "active"
                 typer.echo(f"{key.id}  {key.prefix}…  {state:8}  {','.join(key.roles):40}  {key.name}")
 
-    with database() as settings:
+    with refusing_to_start(), database() as settings:
         asyncio.run(run(settings))
 
 
@@ -214,7 +246,7 @@ def apikey_revoke(key_id: Annotated[str, typer.Argument(help="The key's id.")]) 
         async with _session(settings) as session:
             return await revoke_api_key(session, uuid.UUID(key_id))
 
-    with database() as settings:
+    with refusing_to_start(), database() as settings:
         if not asyncio.run(run(settings)):
             typer.echo("no active key with that id", err=True)
             raise typer.Exit(1)
@@ -227,10 +259,14 @@ def demo(people: Annotated[int, typer.Option(min=1, max=500, help="Synthetic peo
     from cbi_service.demo import run_demo
     from cbi_service.migrate import upgrade
 
-    with database() as settings:
-        assert settings.database_url
-        upgrade(settings.database_url)
-        asyncio.run(run_demo(settings, people, typer.echo))
+    with refusing_to_start():
+        settings = load_settings()
+        if settings.env == "production":
+            raise StartupRefused("the demo pays synthetic people through the simulator: unset CBI_ENV=production")
+        with database(settings) as settings:
+            assert settings.database_url
+            upgrade(settings.database_url)
+            asyncio.run(run_demo(settings, people, typer.echo))
 
 
 @app.command(

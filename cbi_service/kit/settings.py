@@ -55,10 +55,10 @@ class Settings(BaseSettings):
         if self.env != "development":
             for name, provider in self.providers.items():
                 if not provider.get("webhook_secret"):
-                    raise ValueError(f"provider {name!r} needs a webhook_secret outside development")
+                    raise ValueError(f"CBI_PROVIDERS: provider {name!r} needs a webhook_secret outside development")
             for name, registry in self.registries.items():
                 if "key" in registry and not registry["key"]:
-                    raise ValueError(f"registry {name!r} needs a key outside development")
+                    raise ValueError(f"CBI_REGISTRIES: registry {name!r} needs a key outside development")
         return self
 
     @property

@@ -40,6 +40,7 @@ def refusing_to_start() -> Iterator[None]:
     from adapters.providers.base import ProviderConfigError
     from adapters.registries.base import RegistryConfigError
     from cbi_service.embedded import EmbeddedNotRunning
+    from cbi_service.first_run import SimulatorsGone
 
     try:
         yield
@@ -49,7 +50,7 @@ def refusing_to_start() -> Iterator[None]:
     except RegistryConfigError as exc:
         typer.echo(f"cbi-service: CBI_REGISTRIES: {exc}", err=True)
         raise typer.Exit(2) from None
-    except (StartupRefused, EmbeddedNotRunning) as exc:
+    except (StartupRefused, EmbeddedNotRunning, SimulatorsGone) as exc:
         typer.echo(f"cbi-service: {exc}", err=True)
         raise typer.Exit(2) from None
 
@@ -106,17 +107,30 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
 ) -> None:
-    """Run the API with an in-process worker."""
+    """Run the API with an in-process worker.
+
+    In development with no CBI_PROVIDERS it starts the provider simulator beside itself and configures
+    `sim-card` and `sim-voucher` on it (see `cbi_service.first_run`).
+    """
+    import structlog
     import uvicorn
 
     from cbi_service.app import create_app
+    from cbi_service.first_run import SIMULATED_PROVIDERS, simulated_providers, simulates_providers
 
     # uvicorn re-raises SIGTERM after a graceful shutdown; turning it into SystemExit lets the embedded
-    # database stop cleanly instead of the process dying with it still running.
+    # database and the simulators stop cleanly instead of the process dying with them still running.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    with refusing_to_start(), database() as settings:
-        app = create_app(settings)
-        uvicorn.run(app, host=host, port=port, log_config=None, proxy_headers=True)
+    with refusing_to_start():
+        configured = load_settings()
+        with simulated_providers(configured, host=host, port=port) as settings, database(settings) as settings:
+            app = create_app(settings)
+            if simulates_providers(configured):
+                structlog.get_logger(__name__).info(
+                    "provider_simulator_started",
+                    **{name: settings.providers[name]["base_url"] for name in SIMULATED_PROVIDERS},
+                )
+            uvicorn.run(app, host=host, port=port, log_config=None, proxy_headers=True)
 
 
 def _run_fast(main: Coroutine[Any, Any, None]) -> None:
@@ -135,16 +149,19 @@ def worker(concurrency: Annotated[int, typer.Option(min=1, help="Jobs run at onc
     """Run an extra worker process (several may run against one database).
 
     With no DATABASE_URL it joins the embedded database `serve` runs in CBI_DATA_DIR, and it refuses to
-    start on a database whose schema is not at the current migration.
+    start on a database whose schema is not at the current migration. In development with no
+    CBI_PROVIDERS it sends to the simulated providers of the `serve` running in CBI_DATA_DIR.
     """
     from cbi_service.app import check_adapters
+    from cbi_service.first_run import joined_providers
     from cbi_service.issuance.providers import close_providers, get_provider
     from cbi_service.jobs.worker import Worker, load_handlers
     from cbi_service.kit.db import make_engine, make_session_factory
     from cbi_service.kit.heap import settle_after_startup
     from cbi_service.kit.logging import configure_logging
 
-    with refusing_to_start(), database(migrate=False, attach=True) as settings:
+    with refusing_to_start(), database(migrate=False, attach=True) as attached:
+        settings = joined_providers(attached)
         check_adapters(settings)
         configure_logging(settings.effective_log_format, settings.log_level)
         load_handlers()

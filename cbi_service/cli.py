@@ -109,7 +109,7 @@ def serve(
 ) -> None:
     """Run the API with an in-process worker.
 
-    In development with no CBI_PROVIDERS it starts the provider simulator beside itself and configures
+    In development with CBI_PROVIDERS unset it starts the provider simulator beside itself and configures
     `sim-card` and `sim-voucher` on it (see `cbi_service.first_run`).
     """
     import structlog
@@ -149,8 +149,8 @@ def worker(concurrency: Annotated[int, typer.Option(min=1, help="Jobs run at onc
     """Run an extra worker process (several may run against one database).
 
     With no DATABASE_URL it joins the embedded database `serve` runs in CBI_DATA_DIR, and it refuses to
-    start on a database whose schema is not at the current migration. In development with no
-    CBI_PROVIDERS it sends to the simulated providers of the `serve` running in CBI_DATA_DIR.
+    start on a database whose schema is not at the current migration. In development with CBI_PROVIDERS
+    unset it sends to the simulated providers of the `serve` running in CBI_DATA_DIR.
     """
     from cbi_service.app import check_adapters
     from cbi_service.first_run import joined_providers

@@ -1,4 +1,4 @@
-"""The first run: in development with no CBI_PROVIDERS, `serve` plays its providers with the simulator.
+"""The first run: in development with CBI_PROVIDERS unset, `serve` plays its providers with the simulator.
 
 A simulator is one provider (its books, its webhook URL and secret), so each simulated provider is a
 simulator process of its own, on a free local port, with a fresh random webhook secret, sending its
@@ -8,7 +8,8 @@ stops: its clean-up on exit, SIGTERM and errors, and on Linux the kernel when it
 A worker joining the same database must send to the same simulators, so `serve` writes the providers it
 configured, secrets included, to `CBI_DATA_DIR/simulated-providers.json` (mode 0600, removed when serve
 stops), and `cbi-service worker` with no CBI_PROVIDERS of its own in development reads them from there.
-Production never starts a simulator: with no CBI_PROVIDERS it has only the built-in providers.
+Setting CBI_PROVIDERS, even to `{}` (no providers but the built-in ones), means nothing is simulated;
+production never starts a simulator.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class SimulatorsGone(RuntimeError):
 
 
 def simulates_providers(settings: Settings) -> bool:
-    return settings.env == "development" and not settings.providers
+    return settings.env == "development" and "providers" not in settings.model_fields_set
 
 
 @contextlib.contextmanager
@@ -72,8 +73,8 @@ def simulated_providers(settings: Settings, *, host: str, port: int) -> Iterator
 
 
 def joined_providers(settings: Settings) -> Settings:
-    """`settings` with the simulated providers of the `serve` running in CBI_DATA_DIR, for a worker that has
-    none configured in development; as they are otherwise, or when that serve configured its own."""
+    """`settings` with the simulated providers of the `serve` running in CBI_DATA_DIR, for a worker with
+    CBI_PROVIDERS unset in development; as they are otherwise, or when that serve configured its own."""
     if not simulates_providers(settings):
         return settings
     path = settings.data_dir / PROVIDERS_FILE

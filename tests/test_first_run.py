@@ -201,7 +201,8 @@ def _person(given: str, family: str, born: str, passport: str) -> dict[str, Any]
 
 
 def _settings(folder: Path, **values: Any) -> Settings:
-    return Settings(data_dir=folder, env=values.pop("env", "development"), providers=values.pop("providers", {}))
+    """Settings as read with CBI_PROVIDERS unset, unless `values` name providers."""
+    return Settings(data_dir=folder, **{"env": "development", **values})
 
 
 def _write(folder: Path, serve_pid: int) -> None:
@@ -215,6 +216,7 @@ def test_a_worker_takes_the_providers_of_the_serve_running_in_its_data_folder(tm
     assert joined_providers(_settings(tmp_path)).providers == TEST_PROVIDERS
     mine = {"cards": TEST_PROVIDERS["cards"]}
     assert joined_providers(_settings(tmp_path, providers=mine)).providers == mine, "its own CBI_PROVIDERS win"
+    assert joined_providers(_settings(tmp_path, providers={})).providers == {}, "CBI_PROVIDERS={} too"
 
 
 def test_a_worker_refuses_the_providers_of_a_serve_that_is_gone(tmp_path: Path) -> None:
@@ -229,8 +231,8 @@ def test_a_worker_refuses_the_providers_of_a_serve_that_is_gone(tmp_path: Path) 
 
 @pytest.mark.parametrize(
     "values",
-    [{"providers": {"cards": TEST_PROVIDERS["cards"]}}, {"env": "production"}],
-    ids=["configured", "production"],
+    [{"providers": {"cards": TEST_PROVIDERS["cards"]}}, {"providers": {}}, {"env": "production"}],
+    ids=["configured", "configured_none", "production"],
 )
 def test_nothing_is_simulated_when_providers_are_configured_or_in_production(tmp_path: Path, values) -> None:
     settings = _settings(tmp_path, **values)

@@ -7,7 +7,7 @@ stops: its clean-up on exit, SIGTERM and errors, and on Linux the kernel when it
 
 A worker joining the same database must send to the same simulators, so `serve` writes the providers it
 configured, secrets included, to `CBI_DATA_DIR/simulated-providers.json` (mode 0600, removed when serve
-stops), and `cbi-service worker` with no CBI_PROVIDERS of its own in development reads them from there.
+stops), and `cbi-service worker` with CBI_PROVIDERS unset in development reads them from there.
 Setting CBI_PROVIDERS, even to `{}` (no providers but the built-in ones), means nothing is simulated;
 production never starts a simulator.
 """

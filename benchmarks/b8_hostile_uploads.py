@@ -194,6 +194,7 @@ async def measure(db_url: str, args: argparse.Namespace) -> None:
         "CBI_LOG_LEVEL": "WARNING",
         "CBI_LOG_FORMAT": "json",
         "CBI_RUN_WORKER": "true",
+        "CBI_PROVIDERS": "{}",  # no simulator processes in the memory measured
     }
     service = subprocess.Popen(
         [sys.executable, "-m", "cbi_service", "serve", "--port", str(port)],

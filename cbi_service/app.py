@@ -11,7 +11,6 @@ import structlog
 from fastapi import Depends, FastAPI
 from fastapi_offline import FastAPIOffline
 
-from adapters.providers.base import ProviderConfigError
 from adapters.providers.registry import PROVIDER_ADAPTERS
 from cbi_service.audit.router import router as audit_router
 from cbi_service.auth.dependencies import require_roles
@@ -23,7 +22,8 @@ from cbi_service.entitlements.router import router as entitlements_router
 from cbi_service.exports.router import router as exports_router
 from cbi_service.health.metrics import GAUGES
 from cbi_service.health.router import router as health_router
-from cbi_service.issuance.providers import BUILTIN_PROVIDERS, close_providers
+from cbi_service.issuance.providers import check_provider_names, close_providers
+from cbi_service.issuance.router import providers_router
 from cbi_service.issuance.router import router as issuance_router
 from cbi_service.jobs.worker import Worker, load_handlers
 from cbi_service.kit.body_limits import BodyGuardMiddleware, BodyLimits
@@ -41,6 +41,7 @@ from cbi_service.reports.router import router as reports_router
 from cbi_service.vouchers.keys import voucher_keys
 from cbi_service.vouchers.router import router as vouchers_router
 from cbi_service.webhooks.router import router as webhooks_router
+from cbi_service.webhooks.signatures import build_verifiers
 
 log = structlog.get_logger(__name__)
 
@@ -64,18 +65,18 @@ def body_limits(settings: Settings) -> BodyLimits:
 
 
 def check_adapters(settings: Settings) -> None:
-    """Every CBI_REGISTRIES entry builds, every CBI_PROVIDERS entry names an installed adapter and none takes a
-    built-in provider's name, and the configured voucher keys read, or start-up stops with a
-    `RegistryConfigError` / `ProviderConfigError` naming the adapters available (a `VoucherKeyError` naming
-    the variable) instead of the first request that needs one failing. (Providers are built, their options
-    checked, when the webhook routes start.)"""
+    """Every CBI_REGISTRIES entry builds, every CBI_PROVIDERS entry names an installed adapter under a name of
+    its own (not a built-in provider's) and has webhook secrets its environment accepts, and the configured
+    voucher keys read, or start-up stops with a `RegistryConfigError` / `ProviderConfigError` saying what is
+    wrong (a `VoucherKeyError` naming the variable), instead of the first request that needs one failing.
+    (Providers are built, their options checked, when the webhook routes start.)"""
     registries_for(settings.registries)
+    check_provider_names(settings)
     for name, config in settings.providers.items():
-        if name in BUILTIN_PROVIDERS:
-            raise ProviderConfigError(f"provider {name!r} is built in: remove it from CBI_PROVIDERS")
         PROVIDER_ADAPTERS.check(name, config)
     if settings.voucher_signing_key is not None:
         voucher_keys(settings)
+    build_verifiers(settings.providers, production=settings.env == "production")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -135,6 +136,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         batches_router,
         entitlements_router,
         issuance_router,
+        providers_router,
         exports_router,
         reconciliation_router,
         reports_router,

@@ -68,22 +68,50 @@ class StartupRefused(Exception):
 
 @contextlib.contextmanager
 def refusing_to_start() -> Iterator[None]:
-    """A configuration that cannot work ends the command with its message and exit status 2, no traceback."""
+    """A configuration that cannot work ends the command with one line saying what to set and exit status 2,
+    no traceback."""
     from adapters.providers.base import ProviderConfigError
     from adapters.registries.base import RegistryConfigError
     from cbi_service.embedded import EmbeddedNotRunning
+    from cbi_service.first_run import SimulatorsGone
     from cbi_service.vouchers.keys import VoucherKeyError
 
     try:
         yield
-    except (StartupRefused, EmbeddedNotRunning, ProviderConfigError, RegistryConfigError, VoucherKeyError) as exc:
+    except ProviderConfigError as exc:
+        typer.echo(f"cbi-service: CBI_PROVIDERS: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except RegistryConfigError as exc:
+        typer.echo(f"cbi-service: CBI_REGISTRIES: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except (StartupRefused, EmbeddedNotRunning, SimulatorsGone, VoucherKeyError) as exc:
         typer.echo(f"cbi-service: {exc}", err=True)
         raise typer.Exit(2) from None
 
 
+def load_settings() -> Settings:
+    """The configuration, or `StartupRefused` naming each variable that is wrong (never echoing a value)."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise StartupRefused("; ".join(_setting_problem(error) for error in exc.errors(include_input=False))) from None
+
+
+def _setting_problem(error: Any) -> str:
+    context = error.get("ctx") or {}
+    message = str(context["error"]) if error["type"] == "value_error" and "error" in context else error["msg"]
+    if not error["loc"]:  # a rule across settings: its message names the variables
+        return message
+    field = str(error["loc"][0])
+    return f"{'DATABASE_URL' if field == 'database_url' else 'CBI_' + field.upper()}: {message}"
+
+
 @contextlib.contextmanager
-def database(*, migrate: bool = True, attach: bool = False) -> Iterator[Settings]:
-    """Settings bound to a database: DATABASE_URL if set, else the embedded server in CBI_DATA_DIR.
+def database(settings: Settings | None = None, *, migrate: bool = True, attach: bool = False) -> Iterator[Settings]:
+    """`settings` (by default read now) bound to a database: DATABASE_URL if set, else the embedded server in
+    CBI_DATA_DIR, which production refuses before anything is written there.
 
     The embedded database is always migrated to head, so a new user never runs a migration by hand.
     With `attach`, only an embedded server already running (the one `serve` started) is used.
@@ -91,13 +119,18 @@ def database(*, migrate: bool = True, attach: bool = False) -> Iterator[Settings
     from cbi_service.embedded import embedded_postgres, running_embedded_postgres
     from cbi_service.migrate import upgrade
 
-    settings = Settings()
+    settings = settings if settings is not None else load_settings()
     if settings.database_url:
         yield settings
         return
+    if settings.env == "production":
+        raise StartupRefused(
+            "CBI_ENV=production needs a PostgreSQL server of its own: set DATABASE_URL"
+            " (the embedded database is for development)"
+        )
     with (running_embedded_postgres if attach else embedded_postgres)(settings.data_dir) as url:
         os.environ["DATABASE_URL"] = url
-        settings = Settings()
+        settings = settings.model_copy(update={"database_url": url})
         if migrate:
             upgrade(url)
         yield settings
@@ -108,22 +141,35 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
 ) -> None:
-    """Run the API with an in-process worker."""
+    """Run the API with an in-process worker.
+
+    In development with CBI_PROVIDERS unset it starts the provider simulator beside itself and configures
+    `sim-card` and `sim-voucher` on it (see `cbi_service.first_run`).
+    """
+    import structlog
     import uvicorn
 
     from cbi_service.app import create_app
+    from cbi_service.first_run import SIMULATED_PROVIDERS, simulated_providers, simulates_providers
     from cbi_service.kit.telemetry import start_tracing, stop_tracing
 
     # uvicorn re-raises SIGTERM after a graceful shutdown; turning it into SystemExit lets the embedded
-    # database stop cleanly instead of the process dying with it still running.
+    # database and the simulators stop cleanly instead of the process dying with them still running.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    with refusing_to_start(), database() as settings:
-        start_tracing("cbi-service")
-        try:
-            app = create_app(settings)
-            uvicorn.run(app, host=host, port=port, log_config=None, proxy_headers=True)
-        finally:
-            stop_tracing()
+    with refusing_to_start():
+        configured = load_settings()
+        with simulated_providers(configured, host=host, port=port) as settings, database(settings) as settings:
+            start_tracing("cbi-service")
+            try:
+                app = create_app(settings)
+                if simulates_providers(configured):
+                    structlog.get_logger(__name__).info(
+                        "provider_simulator_started",
+                        **{name: settings.providers[name]["base_url"] for name in SIMULATED_PROVIDERS},
+                    )
+                uvicorn.run(app, host=host, port=port, log_config=None, proxy_headers=True)
+            finally:
+                stop_tracing()
 
 
 def _run_fast(main: Coroutine[Any, Any, None]) -> None:
@@ -149,11 +195,14 @@ def worker(
 
     With no DATABASE_URL it joins the embedded database `serve` runs in CBI_DATA_DIR, and it refuses to
     start on a database whose schema is not at the current migration. With a metrics port (the option, or
-    CBI_METRICS_PORT) it serves what it does, and the database gauges, to Prometheus on CBI_METRICS_HOST.
+    CBI_METRICS_PORT) it serves what it does, and the database gauges, to Prometheus on CBI_METRICS_HOST. In
+    development with CBI_PROVIDERS unset it sends to the simulated providers of the `serve` running in
+    CBI_DATA_DIR.
     """
     import structlog
 
     from cbi_service.app import check_adapters
+    from cbi_service.first_run import joined_providers
     from cbi_service.health.metrics import GAUGES, metrics_server
     from cbi_service.issuance.providers import close_providers, get_provider
     from cbi_service.jobs.worker import Worker, load_handlers
@@ -162,7 +211,8 @@ def worker(
     from cbi_service.kit.logging import configure_logging
     from cbi_service.kit.telemetry import instrument_engine, start_tracing, stop_tracing
 
-    with refusing_to_start(), database(migrate=False, attach=True) as settings:
+    with refusing_to_start(), database(migrate=False, attach=True) as attached:
+        settings = joined_providers(attached)
         check_adapters(settings)
         configure_logging(settings.effective_log_format, settings.log_level)
         load_handlers()
@@ -236,7 +286,7 @@ def migrate(revision: Annotated[str, typer.Argument(help="Target revision.")] = 
     """Apply database migrations."""
     from cbi_service.migrate import upgrade
 
-    with database(migrate=False) as settings:
+    with refusing_to_start(), database(migrate=False) as settings:
         assert settings.database_url
         upgrade(settings.database_url, revision)
         typer.echo(f"migrated to {revision}")
@@ -256,7 +306,7 @@ def apikey_create(
             typer.echo(f"created key {key.id} ({', '.join(key.roles)}); store it now, it is not shown again:")
             return raw
 
-    with database() as settings:
+    with refusing_to_start(), database() as settings:
         typer.echo(asyncio.run(run(settings)))
 
 
@@ -271,7 +321,7 @@ def apikey_list() -> None:
                 state = "revoked" if key.revoked_at else "active"
                 typer.echo(f"{key.id}  {key.prefix}…  {state:8}  {','.join(key.roles):40}  {key.name}")
 
-    with database() as settings:
+    with refusing_to_start(), database() as settings:
         asyncio.run(run(settings))
 
 
@@ -286,7 +336,7 @@ def apikey_revoke(key_id: Annotated[str, typer.Argument(help="The key's id.")]) 
         async with _session(settings) as session:
             return await revoke_api_key(session, uuid.UUID(key_id))
 
-    with database() as settings:
+    with refusing_to_start(), database() as settings:
         if not asyncio.run(run(settings)):
             typer.echo("no active key with that id", err=True)
             raise typer.Exit(1)
@@ -299,10 +349,14 @@ def demo(people: Annotated[int, typer.Option(min=1, max=500, help="Synthetic peo
     from cbi_service.demo import run_demo
     from cbi_service.migrate import upgrade
 
-    with database() as settings:
-        assert settings.database_url
-        upgrade(settings.database_url)
-        asyncio.run(run_demo(settings, people, typer.echo))
+    with refusing_to_start():
+        settings = load_settings()
+        if settings.env == "production":
+            raise StartupRefused("the demo pays synthetic people through the simulator: unset CBI_ENV=production")
+        with database(settings) as settings:
+            assert settings.database_url
+            upgrade(settings.database_url)
+            asyncio.run(run_demo(settings, people, typer.echo))
 
 
 # Commands defined beside the code they drive.

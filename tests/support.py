@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -124,13 +125,16 @@ async def run_jobs(session_factory: Any, settings: Any) -> None:
 
 
 @contextlib.contextmanager
-def running_serve(env: dict[str, str], *, seconds: float = 90) -> Iterator[tuple[subprocess.Popen[bytes], int, Any]]:
-    """`cbi-service serve` in its own process on a free port, yielded once `/readyz` answers: (process, port,
-    that first answer). Stopped with SIGTERM on the way out, and waited for."""
+def running_serve(
+    env: dict[str, str], *, seconds: float = 90, cwd: Path | None = None
+) -> Iterator[tuple[subprocess.Popen[bytes], int, Any]]:
+    """`cbi-service serve` in its own process on a free port (in `cwd`, if given), yielded once `/readyz`
+    answers: (process, port, that first answer). Stopped with SIGTERM on the way out, and waited for."""
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "cbi_service", "serve", "--port", str(port)],
         env=env,
+        cwd=cwd,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -19,10 +20,12 @@ import pytest
 from adapters.providers.base import ProviderConfigError
 from adapters.registries.base import RegistryConfigError
 from cbi_service.app import create_app
-from tests.conftest import _admin, libpq_url, with_database
+from tests.conftest import TEST_WEBHOOK_SECRET, _admin, libpq_url, with_database
 from tests.support import free_port, running_serve
 
+ROOT = Path(__file__).resolve().parents[1]
 UNKNOWN_ADAPTER = '{"elsewhere": {"adapter": "no_such_adapter"}}'
+SHORT_SECRET = "whsec_c2VjcmV0"
 
 
 def _env(tmp_path, **extra: str) -> dict[str, str]:
@@ -123,3 +126,77 @@ def test_serve_and_worker_refuse_an_unknown_adapter(tmp_path, database_url, comm
     env = _env(tmp_path, DATABASE_URL=database_url, **{variable: UNKNOWN_ADAPTER})
     args = [command, "--port", str(free_port())] if command == "serve" else [command]
     _refused(_cli(*args, env=env, timeout=60), "no_such_adapter", f"available: {available}")
+
+
+def _unconfigured(**extra: str) -> dict[str, str]:
+    """No DATABASE_URL and no CBI_* variable, as on a fresh machine; this checkout's code from any folder."""
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL" and not k.startswith("CBI_")}
+    python_path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return env | {"PYTHONPATH": python_path, **extra}
+
+
+@pytest.mark.parametrize(
+    ("command", "phrase"),
+    [
+        (["serve", "--port", "0"], "set DATABASE_URL"),
+        (["worker"], "set DATABASE_URL"),
+        (["migrate"], "set DATABASE_URL"),
+        (["apikey", "create", "--name", "ops", "--role", "admin"], "set DATABASE_URL"),
+        (["demo"], "CBI_ENV"),
+    ],
+    ids=["serve", "worker", "migrate", "apikey", "demo"],
+)
+def test_production_without_a_database_refuses_at_once_and_leaves_nothing_behind(tmp_path, command, phrase):
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "cbi_service", *command],
+        cwd=tmp_path,
+        env=_unconfigured(CBI_ENV="production"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    elapsed = time.monotonic() - started
+
+    _refused(result, phrase)
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert elapsed < 10, f"took {elapsed:.1f} s to refuse"
+    assert list(tmp_path.iterdir()) == [], "no data folder, no embedded database"
+
+
+@pytest.mark.parametrize(
+    ("provider", "phrase"),
+    [
+        ({"adapter": "prepaid_card", "base_url": "https://cards.example"}, "needs a webhook_secret"),
+        ({"adapter": "prepaid_card", "base_url": "https://cards.example", "webhook_secret": ""}, "webhook_secret"),
+        ({"adapter": "prepaid_card", "base_url": "https://cards.example", "webhook_secret": SHORT_SECRET}, "at least"),
+        (
+            {"adapter": "prepaid_card", "base_url": "https://cards.example", "webhook_secret": TEST_WEBHOOK_SECRET},
+            "published example",
+        ),
+    ],
+    ids=["no_secret", "empty", "short", "published"],
+)
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_production_refuses_default_secrets_naming_the_variable(tmp_path, command, provider, phrase):
+    env = _unconfigured(
+        CBI_ENV="production",
+        DATABASE_URL="postgresql://cbi@127.0.0.1:9/never-reached",
+        CBI_PROVIDERS=json.dumps({"cards": provider}),
+    )
+    args = [command, "--port", str(free_port())] if command == "serve" else [command]
+    result = subprocess.run(
+        [sys.executable, "-m", "cbi_service", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    _refused(result, "CBI_PROVIDERS", "'cards'", phrase)
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    if provider.get("webhook_secret"):
+        assert provider["webhook_secret"] not in result.stderr, "a secret is never echoed"

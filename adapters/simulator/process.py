@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import selectors
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -22,9 +24,15 @@ OptionValue = str | int | float | bool | None
 class SimulatorProcess:
     """A running `python -m adapters.simulator`; `stop()` ends it gracefully, `kill()` like a crash."""
 
-    def __init__(self, process: subprocess.Popen[str], base_url: str) -> None:
+    def __init__(self, process: subprocess.Popen[str]) -> None:
         self.process = process
-        self.base_url = base_url
+        self._base_url: str | None = None
+
+    @property
+    def base_url(self) -> str:
+        if self._base_url is None:
+            raise RuntimeError("the provider simulator has not announced its URL yet: call wait_ready()")
+        return self._base_url
 
     @classmethod
     def start(
@@ -35,11 +43,33 @@ class SimulatorProcess:
         host: str = "127.0.0.1",
         port: int = 0,
         startup_timeout: float = 30.0,
+        die_with_parent: bool = False,
         **options: OptionValue,
     ) -> SimulatorProcess:
         """Start on `port` (0: a free one) and return once it answers; `options` are the CLI flags.
 
         E.g. `SimulatorProcess.start(url, secret, duplicate_rate=0.1, reorder=True)`.
+        """
+        simulator = cls.spawn(
+            webhook_url, webhook_secret, host=host, port=port, die_with_parent=die_with_parent, **options
+        )
+        return simulator.wait_ready(startup_timeout)
+
+    @classmethod
+    def spawn(
+        cls,
+        webhook_url: str,
+        webhook_secret: str,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        die_with_parent: bool = False,
+        **options: OptionValue,
+    ) -> SimulatorProcess:
+        """Launch without waiting, so several simulators can start at once; `wait_ready()` before use.
+
+        With `die_with_parent` the simulator ends when the thread that spawned it does, even by kill -9 of
+        its process (Linux; elsewhere only the parent's own clean-up stops it): spawn from the main thread.
         """
         args = [sys.executable, "-m", "adapters.simulator", "--host", host, "--port", str(port)]
         args += ["--webhook-url", webhook_url, "--webhook-secret", webhook_secret]
@@ -51,16 +81,21 @@ class SimulatorProcess:
                 args += [flag, str(value)]
         python_path = [str(_PROJECT_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(python_path)}
-        process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env)  # noqa: S603
-        deadline = time.monotonic() + startup_timeout
+        on_fork = _dying_with_this_thread() if die_with_parent and sys.platform == "linux" else None
+        process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env, preexec_fn=on_fork)  # noqa: S603, PLW1509
+        return cls(process)
+
+    def wait_ready(self, timeout: float = 30.0) -> SimulatorProcess:
+        """Until it announces its URL and answers `/healthz`; killed, and the error raised, if it does not."""
+        deadline = time.monotonic() + timeout
         try:
-            base_url = _read_ready_line(process, deadline)
+            base_url = _read_ready_line(self.process, deadline)
             _wait_healthy(base_url, deadline)
         except BaseException:
-            process.kill()
-            process.wait()
+            self.kill()
             raise
-        return cls(process, base_url)
+        self._base_url = base_url
+        return self
 
     def stop(self, timeout: float = 5.0) -> None:
         if self.process.poll() is None:
@@ -77,6 +112,8 @@ class SimulatorProcess:
         """SIGKILL: the provider vanishes mid-flight, losing queued webhooks as a crashed provider would."""
         self.process.kill()
         self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
     def __enter__(self) -> SimulatorProcess:
         return self
@@ -88,6 +125,26 @@ class SimulatorProcess:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _dying_with_this_thread() -> Callable[[], None]:
+    """What the child runs before exec: Linux is to send it SIGTERM when the spawning thread ends, however it
+    ends. Everything is looked up here, in the parent: the forked child only calls, never imports (an import
+    could wait forever on a lock another thread of the parent held at the fork)."""
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def on_fork() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the signal was asked for
+            os._exit(1)
+
+    return on_fork
 
 
 def _read_ready_line(process: subprocess.Popen[str], deadline: float) -> str:

@@ -1,6 +1,6 @@
-"""Provider adapters built from CBI_PROVIDERS through the adapters registry, one set per event loop, the
-built-in providers that need no configuration (`paper_voucher`), and the check that a new programme names a
-provider able to serve it (handed to `programmes` at import).
+"""The providers a programme may name: the built-in ones and CBI_PROVIDERS', their adapters built through the
+adapters registry once per event loop, the check that a new programme names a provider able to serve it
+(handed to `programmes` at import), and the listing behind `GET /v1/providers`.
 
 An adapter owns an HTTP connection pool bound to the loop that created it, so the cache is keyed by the
 running loop: a process builds each provider once (per loop) and reuses its pool for every call.
@@ -18,15 +18,13 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from adapters.providers.base import ProviderAdapter
+from adapters.providers.base import ProviderAdapter, ProviderConfigError
 from adapters.providers.registry import build_provider
+from cbi_service.issuance.schemas import ProviderOut
 from cbi_service.kit.errors import Conflict, UnprocessableEntity
 from cbi_service.kit.settings import Settings
 from cbi_service.programmes.service import when_provider_chosen
 from cbi_service.vouchers import provider as paper_voucher
-
-#: Adapters that deliver one mechanism only; a programme naming one of them must deliver that mechanism.
-SINGLE_MECHANISM_ADAPTERS = frozenset({"prepaid_card", "voucher"})
 
 
 @dataclass(frozen=True)
@@ -35,18 +33,31 @@ class BuiltinProvider:
 
     It delivers one mechanism, and that mechanism is delivered by it alone."""
 
+    adapter: str
     delivery_mechanism: str
     build: Callable[[Settings], ProviderAdapter]
 
 
+#: Providers every deployment has, whatever CBI_PROVIDERS says: the one place a built-in provider is added.
 BUILTIN_PROVIDERS = MappingProxyType(
-    {paper_voucher.NAME: BuiltinProvider("paper_voucher", paper_voucher.PaperVoucherProvider.from_settings)}
+    {
+        paper_voucher.NAME: BuiltinProvider(
+            "paper_voucher", "paper_voucher", paper_voucher.PaperVoucherProvider.from_settings
+        )
+    }
 )
 BUILTIN_MECHANISMS = {builtin.delivery_mechanism: name for name, builtin in BUILTIN_PROVIDERS.items()}
 
 _CACHE: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str], ProviderAdapter]] = (
     weakref.WeakKeyDictionary()
 )
+
+
+def check_provider_names(settings: Settings) -> None:
+    """A CBI_PROVIDERS entry may not take a built-in provider's name (start-up refuses it)."""
+    taken = sorted(BUILTIN_PROVIDERS.keys() & settings.providers.keys())
+    if taken:
+        raise ProviderConfigError(f"provider {taken[0]!r} is built in: give that entry another name")
 
 
 def get_provider(settings: Settings, name: str) -> ProviderAdapter:
@@ -78,32 +89,46 @@ async def close_providers() -> None:
         await adapter.aclose()
 
 
+def delivery_mechanisms(settings: Settings, name: str) -> list[str]:
+    """What provider `name` delivers, as its adapter declares it."""
+    builtin = BUILTIN_PROVIDERS.get(name)
+    if builtin is not None:
+        return [builtin.delivery_mechanism]
+    return [get_provider(settings, name).delivery_mechanism]
+
+
 def check_provider(settings: Settings, provider: str, delivery_mechanism: str) -> None:
     """A programme's provider must be built in or configured, and deliver the programme's mechanism (a 422
     otherwise); a mechanism a built-in provider delivers is delivered by that one only."""
-    builtin = BUILTIN_PROVIDERS.get(provider)
-    config = settings.providers.get(provider)
-    if builtin is not None:
-        delivers: str | None = builtin.delivery_mechanism
-    elif config is None:
+    if provider not in BUILTIN_PROVIDERS and provider not in settings.providers:
         raise UnprocessableEntity(
             "Unknown provider.", errors=[{"field": "provider", "message": "not a configured provider"}]
         )
-    elif delivery_mechanism in BUILTIN_MECHANISMS:
+    if provider not in BUILTIN_PROVIDERS and delivery_mechanism in BUILTIN_MECHANISMS:
         message = (
             f"{delivery_mechanism} is delivered by the built-in provider {BUILTIN_MECHANISMS[delivery_mechanism]!r}"
         )
         raise UnprocessableEntity(
             "Provider does not deliver this mechanism.", errors=[{"field": "provider", "message": message}]
         )
-    else:
-        adapter = config.get("adapter")
-        delivers = adapter if adapter in SINGLE_MECHANISM_ADAPTERS else None
-    if delivers is not None and delivers != delivery_mechanism:
+    delivers = delivery_mechanisms(settings, provider)
+    if delivery_mechanism not in delivers:
         raise UnprocessableEntity(
             "Provider does not deliver this mechanism.",
-            errors=[{"field": "delivery_mechanism", "message": f"provider {provider!r} delivers {delivers}"}],
+            errors=[
+                {"field": "delivery_mechanism", "message": f"provider {provider!r} delivers {' and '.join(delivers)}"}
+            ],
         )
+
+
+def list_providers(settings: Settings) -> list[ProviderOut]:
+    """The providers by name, with their adapter and mechanisms: never a secret, a URL or another option."""
+    adapters = {name: str(config["adapter"]) for name, config in settings.providers.items()}
+    adapters.update((name, builtin.adapter) for name, builtin in BUILTIN_PROVIDERS.items())
+    return [
+        ProviderOut(name=name, adapter=adapter, delivery_mechanisms=delivery_mechanisms(settings, name))
+        for name, adapter in sorted(adapters.items())
+    ]
 
 
 when_provider_chosen(check_provider)

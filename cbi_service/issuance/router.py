@@ -1,4 +1,5 @@
-"""The API's operations on one entitlement that go through its provider (served under /v1/entitlements)."""
+"""The API's operations on one entitlement that go through its provider (served under /v1/entitlements), and
+the providers a programme may name (`/v1/providers`)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,20 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from cbi_service.auth.dependencies import require_roles
+from cbi_service.auth.dependencies import READ_ANY, require_roles
 from cbi_service.auth.roles import Principal, Role
 from cbi_service.entitlements.schemas import EntitlementOut
 from cbi_service.issuance import service
+from cbi_service.issuance.providers import list_providers
+from cbi_service.issuance.schemas import ProviderList
 from cbi_service.kit.db import SessionDep
 from cbi_service.kit.idempotency import RequiredIdempotencyDep
 from cbi_service.kit.routing import StorableTextRoute
 
 router = APIRouter(prefix="/v1/entitlements", tags=["entitlements"], route_class=StorableTextRoute)
 Operator = Annotated[Principal, Depends(require_roles(Role.finance, Role.programme_officer))]
+providers_router = APIRouter(prefix="/v1/providers", tags=["providers"], route_class=StorableTextRoute)
+Reader = Annotated[Principal, Depends(require_roles(*READ_ANY))]
 
 
 @router.post("/{entitlement_id}/retry", response_model=EntitlementOut)
@@ -37,3 +42,10 @@ async def cancel_entitlement(
     provider first."""
     settings = request.app.state.settings
     return await idem.run({}, lambda: service.cancel_entitlement(session, settings, principal, entitlement_id))
+
+
+@providers_router.get("", response_model=ProviderList)
+async def get_providers(request: Request, principal: Reader) -> ProviderList:
+    """The providers a programme may name, built-in ones included, with the mechanisms each delivers (any role).
+    Secrets, URLs and the other options of CBI_PROVIDERS are never shown."""
+    return ProviderList(items=list_providers(request.app.state.settings))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -65,20 +66,17 @@ class Settings(BaseSettings):
     @field_validator("providers", "registries")
     @classmethod
     def _hide_secrets(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        return {
-            name: {k: _secret(v) if is_secret_option(k) else v for k, v in options.items()}
-            for name, options in value.items()
-        }
+        return hidden_secrets(value)
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:
         if self.env != "development":
             for name, provider in self.providers.items():
                 if not provider.get("webhook_secret"):
-                    raise ValueError(f"provider {name!r} needs a webhook_secret outside development")
+                    raise ValueError(f"CBI_PROVIDERS: provider {name!r} needs a webhook_secret outside development")
             for name, registry in self.registries.items():
                 if "key" in registry and not registry["key"]:
-                    raise ValueError(f"registry {name!r} needs a key outside development")
+                    raise ValueError(f"CBI_REGISTRIES: registry {name!r} needs a key outside development")
             if self.voucher_signing_key is None or not self.voucher_signing_key.get_secret_value().strip():
                 raise ValueError("set CBI_VOUCHER_SIGNING_KEY outside development: paper vouchers are signed with it")
         return self
@@ -96,6 +94,14 @@ class Settings(BaseSettings):
     @property
     def async_database_url(self) -> str | None:
         return to_asyncpg_url(self.database_url) if self.database_url else None
+
+
+def hidden_secrets(options: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Adapter options by name with each secret option as SecretStr, as the settings hold them (also for
+    providers configured after the settings were read, such as the first run's simulators)."""
+    return {
+        name: {k: _secret(v) if is_secret_option(k) else v for k, v in entry.items()} for name, entry in options.items()
+    }
 
 
 def is_secret_option(name: str) -> bool:

@@ -25,6 +25,9 @@ SECRET_PREFIX = "whsec_"  # noqa: S105 - the format prefix of secrets, not a sec
 MIN_PRODUCTION_SECRET_BYTES = 24
 HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 MAX_SIGNATURES = 8
+#: Secrets printed in the Standard Webhooks documentation and its libraries' examples: anyone can sign with
+#: them, so production refuses them (however written) as it refuses short ones.
+PUBLISHED_SECRETS = ("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",)
 
 
 class InvalidSignature(Exception):
@@ -70,6 +73,8 @@ class ProviderVerifier:
                 raise ProviderConfigError(f"provider {provider!r}: webhook_secret list is empty")
             secrets = list(configured)
         keys = [decode_secret(provider, secret) for secret in secrets]
+        if production and set(keys) & {decode_secret("example", secret) for secret in PUBLISHED_SECRETS}:
+            raise ProviderConfigError(f"provider {provider!r}: webhook_secret is a published example, not a secret")
         if production and any(len(key) < MIN_PRODUCTION_SECRET_BYTES for key in keys):
             raise ProviderConfigError(
                 f"provider {provider!r}: webhook secrets need at least {MIN_PRODUCTION_SECRET_BYTES} bytes"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from uuid import uuid4
 
@@ -102,3 +103,34 @@ def test_cbi_service_provider_sim_serves():
         if process.stdout is not None:
             process.stdout.close()
     assert (faults["reorder"], faults["failure_rate"]) == (True, 0.25)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the kernel ends it only on Linux")
+def test_a_simulator_started_to_die_with_its_parent_ends_when_the_parent_is_killed_outright() -> None:
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time; from adapters.simulator import SimulatorProcess;"
+            " s = SimulatorProcess.start('http://127.0.0.1:9/', 'whsec_c2VjcmV0', die_with_parent=True);"
+            " print(s.base_url, flush=True); time.sleep(120)",
+        ],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert parent.stdout is not None
+        base_url = parent.stdout.readline().strip()
+        assert httpx.get(f"{base_url}/healthz", timeout=5).status_code == 200
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            httpx.get(f"{base_url}/healthz", timeout=1)
+        except httpx.TransportError:
+            break
+        assert time.monotonic() < deadline, "the simulator outlived the process that started it"
+        time.sleep(0.2)

@@ -17,6 +17,7 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/v1/programmes/{programme_id}"): ALL,
     ("POST", "/v1/programmes/{programme_id}/funds"): frozenset({"finance"}),
     ("GET", "/v1/programmes/{programme_id}/balances"): ALL,
+    ("GET", "/v1/providers"): ALL,
     ("GET", "/v1/ledger/accounts"): frozenset({"auditor", "finance", "admin"}),
     ("GET", "/v1/ledger/accounts/{account_id}/entries"): frozenset({"auditor", "finance", "admin"}),
     ("GET", "/v1/ledger/trial-balance"): frozenset({"auditor", "finance", "admin"}),

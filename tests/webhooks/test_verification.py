@@ -208,20 +208,25 @@ async def test_secret_rotation_accepts_old_and_new_secrets_at_once(settings, ses
     ["whsec_not base64!", "whsec_", "whsec_a", [], ["whsec_c2VjcmV0", 42]],
     ids=["not_base64", "empty", "bad_length", "empty_list", "not_a_string"],
 )
-async def test_a_bad_configured_secret_stops_startup(settings, secret):
+def test_a_bad_configured_secret_stops_startup(settings, secret):
     providers = {**TEST_PROVIDERS, "cards": {**TEST_PROVIDERS["cards"], "webhook_secret": secret}}
-    app = create_app(settings.model_copy(update={"providers": providers}))
     with pytest.raises(ProviderConfigError, match="webhook_secret"):
-        async with app.router.lifespan_context(app):
-            pass
+        create_app(settings.model_copy(update={"providers": providers}))
 
 
-async def test_production_refuses_short_secrets(settings):
-    providers = {**TEST_PROVIDERS, "cards": {**TEST_PROVIDERS["cards"], "webhook_secret": "whsec_c2VjcmV0"}}
-    app = create_app(settings.model_copy(update={"providers": providers, "env": "production", "secret_key": "x" * 40}))
-    with pytest.raises(ProviderConfigError, match="at least"):
-        async with app.router.lifespan_context(app):
-            pass
+@pytest.mark.parametrize(
+    ("secret", "refusal"),
+    [
+        ("whsec_c2VjcmV0", "at least"),
+        (TEST_WEBHOOK_SECRET, "published example"),
+        (TEST_WEBHOOK_SECRET.removeprefix("whsec_"), "published example"),
+    ],
+    ids=["short", "published", "published_bare"],
+)
+def test_production_refuses_short_and_published_secrets(settings, secret, refusal):
+    providers = {**TEST_PROVIDERS, "cards": {**TEST_PROVIDERS["cards"], "webhook_secret": secret}}
+    with pytest.raises(ProviderConfigError, match=refusal):
+        create_app(settings.model_copy(update={"providers": providers, "env": "production"}))
 
 
 async def test_a_provider_without_a_secret_accepts_nothing(settings, session_factory):

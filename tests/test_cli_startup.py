@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -26,6 +28,7 @@ from tests.support import free_port, running_serve
 ROOT = Path(__file__).resolve().parents[1]
 UNKNOWN_ADAPTER = '{"elsewhere": {"adapter": "no_such_adapter"}}'
 SHORT_SECRET = "whsec_c2VjcmV0"
+VOUCHER_KEY = base64.b64encode(secrets.token_bytes(32)).decode()  # so production refuses for the reason tested
 
 
 def _env(tmp_path, **extra: str) -> dict[str, str]:
@@ -151,7 +154,7 @@ def test_production_without_a_database_refuses_at_once_and_leaves_nothing_behind
     result = subprocess.run(
         [sys.executable, "-m", "cbi_service", *command],
         cwd=tmp_path,
-        env=_unconfigured(CBI_ENV="production"),
+        env=_unconfigured(CBI_ENV="production", CBI_VOUCHER_SIGNING_KEY=VOUCHER_KEY),
         capture_output=True,
         text=True,
         timeout=60,
@@ -182,6 +185,7 @@ def test_production_without_a_database_refuses_at_once_and_leaves_nothing_behind
 def test_production_refuses_default_secrets_naming_the_variable(tmp_path, command, provider, phrase):
     env = _unconfigured(
         CBI_ENV="production",
+        CBI_VOUCHER_SIGNING_KEY=VOUCHER_KEY,
         DATABASE_URL="postgresql://cbi@127.0.0.1:9/never-reached",
         CBI_PROVIDERS=json.dumps({"cards": provider}),
     )

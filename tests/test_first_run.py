@@ -3,8 +3,10 @@ people paid through the API alone, on the providers `serve` sets up for itself."
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import secrets
 import stat
 import subprocess
 import sys
@@ -19,7 +21,7 @@ import httpx
 import pytest
 
 from cbi_service.first_run import PROVIDERS_FILE, SimulatorsGone, joined_providers, simulated_providers
-from cbi_service.kit.settings import Settings
+from cbi_service.kit.settings import Settings, hidden_secrets
 from tests.conftest import TEST_PROVIDERS
 from tests.support import running_serve
 
@@ -217,9 +219,9 @@ def test_a_worker_takes_the_providers_of_the_serve_running_in_its_data_folder(tm
     assert joined_providers(_settings(tmp_path)).providers == {}, "no serve wrote any: none"
     _write(tmp_path, os.getpid())
 
-    assert joined_providers(_settings(tmp_path)).providers == TEST_PROVIDERS
+    assert joined_providers(_settings(tmp_path)).providers == hidden_secrets(TEST_PROVIDERS), "secrets held hidden"
     mine = {"cards": TEST_PROVIDERS["cards"]}
-    assert joined_providers(_settings(tmp_path, providers=mine)).providers == mine, "its own CBI_PROVIDERS win"
+    assert joined_providers(_settings(tmp_path, providers=mine)).providers == hidden_secrets(mine), "its own win"
     assert joined_providers(_settings(tmp_path, providers={})).providers == {}, "CBI_PROVIDERS={} too"
 
 
@@ -235,7 +237,11 @@ def test_a_worker_refuses_the_providers_of_a_serve_that_is_gone(tmp_path: Path) 
 
 @pytest.mark.parametrize(
     "values",
-    [{"providers": {"cards": TEST_PROVIDERS["cards"]}}, {"providers": {}}, {"env": "production"}],
+    [
+        {"providers": {"cards": TEST_PROVIDERS["cards"]}},
+        {"providers": {}},
+        {"env": "production", "voucher_signing_key": base64.b64encode(secrets.token_bytes(32)).decode()},
+    ],
     ids=["configured", "configured_none", "production"],
 )
 def test_nothing_is_simulated_when_providers_are_configured_or_in_production(tmp_path: Path, values) -> None:

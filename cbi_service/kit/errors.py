@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_core import ErrorDetails
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -169,7 +170,9 @@ def unavailable() -> JSONResponse:
 
 
 def field_path(loc: Sequence[int | str]) -> str:
-    """Render a pydantic location as `documents[0].number`, dropping the `body`/`query` prefix."""
+    """Render a pydantic location as `documents[0].number`, dropping the `body`/`query` prefix and the
+    validator steps pydantic adds inside unions (`function-after[...]`, `tagged-union[...]`), which name
+    no field."""
     parts = list(loc)
     if parts and parts[0] in {"body", "query", "path", "header", "cookie"}:
         parts = parts[1:]
@@ -177,9 +180,32 @@ def field_path(loc: Sequence[int | str]) -> str:
     for part in parts:
         if isinstance(part, int):
             out += f"[{part}]"
-        else:
+        elif not part.endswith("]"):
             out += f".{part}" if out else str(part)
     return out or "body"
+
+
+#: What pydantic puts before the message of an exception raised in a validator.
+_FRAMEWORK_PREFIXES = ("Value error, ", "Assertion failed, ")
+
+
+def field_message(err: Mapping[str, Any] | ErrorDetails) -> str:
+    """The message a client reads: a validator's own words, without pydantic's "Value error, " before them."""
+    cause = (err.get("ctx") or {}).get("error")
+    if err.get("type") in {"value_error", "assertion_error"} and cause is not None and (text := str(cause)):
+        return text
+    message = str(err.get("msg") or "invalid")
+    for prefix in _FRAMEWORK_PREFIXES:
+        message = message.removeprefix(prefix)
+    return message
+
+
+def field_errors(exc: ValidationError) -> list[dict[str, str]]:
+    """A model's validation errors as the problem's `errors` (inputs left out: they may hold personal data)."""
+    return [
+        {"field": field_path(e["loc"]), "message": field_message(e)}
+        for e in exc.errors(include_url=False, include_input=False)
+    ]
 
 
 def _validation_errors(exc: RequestValidationError) -> tuple[int, list[dict[str, str]]]:
@@ -188,7 +214,7 @@ def _validation_errors(exc: RequestValidationError) -> tuple[int, list[dict[str,
     for err in exc.errors():
         if err.get("type") == "json_invalid":
             status = 400
-        errors.append({"field": field_path(err.get("loc", ())), "message": str(err.get("msg", "invalid"))})
+        errors.append({"field": field_path(err.get("loc", ())), "message": field_message(err)})
     return status, errors
 
 

@@ -12,7 +12,9 @@ ledger_app = typer.Typer(help="Work with ledger exports offline.", no_args_is_he
 
 @ledger_app.command("verify")
 def verify(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="A CSV, Parquet or XLSX export.")],
+    file: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="A CSV, Parquet or XLSX export.")
+    ],
     allow_gaps: Annotated[
         bool,
         typer.Option("--allow-gaps", help="Accept missing chain positions (an export filtered by programme)."),

@@ -40,6 +40,8 @@ class Problem(BaseModel):
     status: int
     detail: str
     errors: list[FieldError] | None = None
+    #: On a 403 for want of a role: the roles that would be admitted.
+    allowed_roles: list[str] | None = None
 
 
 VALIDATION_FAILED = (
@@ -64,7 +66,8 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     for status, description in {
         400: "Malformed request",
         401: "Missing or invalid API key",
-        403: "The API key lacks a role for this operation",
+        403: "The API key lacks a role for this operation (`allowed_roles` names those that would be admitted), "
+        "or the caller may not act on this resource (maker-checker)",
         404: "Not found",
         409: "Conflict with the resource's current state, or a request with this Idempotency-Key in flight",
         422: VALIDATION_FAILED,

@@ -63,9 +63,14 @@ async def test_revoked_key_is_401(client, api_key_factory, session_factory):
     assert_problem(await client.get("/v1/programmes", headers=headers), 401)
 
 
-async def test_role_missing_is_403(client, api_key_factory):
+async def test_role_missing_is_403_naming_the_roles_allowed(client, api_key_factory):
     headers = await api_key_factory("auditor")
-    assert_problem(await client.post("/v1/programmes", json=programme_body(), headers=headers), 403)
+    body = assert_problem(await client.post("/v1/programmes", json=programme_body(), headers=headers), 403)
+    assert body["allowed_roles"] == ["admin", "programme_officer"]
+    assert body["detail"] == "This API key lacks a role for this operation; allowed: admin, programme_officer."
+    # The audit trail's check is attached where the router is included (app.py): it names its roles too.
+    body = assert_problem(await client.get("/v1/audit-events", headers=await api_key_factory("finance")), 403)
+    assert body["allowed_roles"] == ["admin", "auditor"]
 
 
 async def test_unexpected_exception_is_500_revealing_nothing(app, client):

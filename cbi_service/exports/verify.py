@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-import openpyxl
 import pyarrow.parquet as pq
 
 from cbi_service.exports.rows import SPREADSHEET_TEXT_COLUMNS, amount_exponent
+from cbi_service.exports.sheets import NotAWorkbook, Workbook
 from cbi_service.kit.cells import restore
 from ledger.verify import EXPORT_COLUMNS, ExportRow, Problem, Verifier
 
@@ -139,34 +139,47 @@ def _ooxml_text(value: object) -> object:
 def _xlsx_records(path: Path) -> Records:
     """The rows of every sheet in order, each sheet headed by the same column names. An empty cell reads
     as the empty text, as in a CSV; numbers stay numbers (`_amount_problem` checks those of `amount`)."""
-    try:
-        book = openpyxl.load_workbook(path, read_only=True, data_only=True, keep_links=False)
-    except Exception as exc:  # openpyxl raises many kinds for a file that is not a workbook
-        raise UnreadableExport(f"not an XLSX workbook: {exc}") from None
-    try:
-        header: list[str] | None = None
-        for sheet in book.worksheets:
-            rows = sheet.iter_rows(values_only=True)
-            names = [str(_ooxml_text(name)) for name in next(rows, ()) if name is not None]
-            if header is None:
-                _missing_columns(names)
-                header = names
-            elif names != header:
-                yield f"row 1 of sheet {sheet.title}", "does not repeat the first sheet's header"
-                return
-            width = len(header)
-            for number, values in enumerate(rows, start=2):
-                if len(values) > width and any(v is not None for v in values[width:]):
-                    yield f"row {number} of sheet {sheet.title}", f"has cells past the header's {width} columns"
+    with path.open("rb") as file:
+        try:
+            book = Workbook(file)
+        except NotAWorkbook as exc:
+            raise UnreadableExport(f"not an XLSX workbook: {exc}") from None
+        try:
+            header: list[str] | None = None
+            for title, part in book.sheets:
+                rows = book.rows(part)
+                try:
+                    first, cells = next(rows, (1, []))
+                except NotAWorkbook as exc:
+                    raise UnreadableExport(f"not an XLSX workbook: {exc}") from None
+                names = [str(_ooxml_text(name)) for name in cells if name is not None]
+                if header is None:
+                    _missing_columns(names)
+                elif names != header or first != 1:
+                    yield f"row 1 of sheet {title}", "does not repeat the first sheet's header"
                     return
-                cells = (*values[:width], *(None,) * (width - len(values)))
-                record = {
-                    name: "" if value is None else _ooxml_text(value) for name, value in zip(header, cells, strict=True)
-                }
-                _restore_spreadsheet_text(record)
-                yield f"row {number} of sheet {sheet.title}", record
-    finally:
-        book.close()
+                header = columns = names
+                width = len(columns)
+                try:
+                    for number, values in rows:
+                        where = f"row {number} of sheet {title}"
+                        if any(value is not None for value in values[width:]):
+                            yield where, f"has cells past the header's {width} columns"
+                            return
+                        padded = (*values[:width], *(None,) * (width - len(values)))
+                        record: dict[str, object] = {
+                            name: "" if value is None else _ooxml_text(value)
+                            for name, value in zip(columns, padded, strict=True)
+                        }
+                        _restore_spreadsheet_text(record)
+                        yield where, record
+                except NotAWorkbook as exc:
+                    yield f"sheet {title}", f"unreadable XLSX: {exc}"
+                    return
+            if header is None:
+                raise UnreadableExport("not a ledger export: the workbook has no sheet")
+        finally:
+            book.close()
 
 
 def _amount_problem(record: Mapping[str, object]) -> str | None:

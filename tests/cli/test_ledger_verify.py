@@ -243,6 +243,24 @@ async def test_foreign_files_are_refused(tmp_path):
     assert "not an XLSX workbook" in output
 
 
+async def test_an_xlsx_whose_sheet_declares_entities_is_refused_unparsed(client, api_key_factory, engine, tmp_path):
+    await populate(engine)
+    export = tmp_path / "ledger.xlsx"
+    export.write_bytes(await _export(client, api_key_factory, format="xlsx"))
+    bomb = tmp_path / "bomb.xlsx"
+    laughs = '<!DOCTYPE w [<!ENTITY a "hahahahaha"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]>'
+    with zipfile.ZipFile(export) as original, zipfile.ZipFile(bomb, "w") as forged:
+        for item in original.infolist():
+            content = original.read(item)
+            if item.filename == "xl/worksheets/sheet1.xml":
+                declaration, rest = content.decode().split("\n", 1)
+                content = f"{declaration}\n{laughs}{rest.replace('<v>1</v>', '<v>&b;</v>', 1)}".encode()
+            forged.writestr(item, content)
+    code, output = verify(bomb)
+    assert code == 2
+    assert "a DTD, a comment or no XML before its root" in output
+
+
 #: Text XML cannot carry, text that looks like OOXML's own escapes or rich-text markup, spreadsheet
 #: triggers, surrounding whitespace: each must come back from the XLSX exactly as the ledger hashed it.
 TRICKY = [

@@ -283,7 +283,7 @@ class _XlsxBook:
             self.row += 1
 
     def _finish_sheet(self) -> None:
-        self.sheet.autofilter(0, 0, max(self.row - 1, 1), len(COLUMNS) - 1)
+        self.sheet.autofilter(0, 0, self.row - 1, len(COLUMNS) - 1)
 
     def close(self) -> None:
         self._finish_sheet()

@@ -144,6 +144,8 @@ async def test_empty_ledger_exports_a_header(client, api_key_factory):
         response = await client.get("/v1/ledger/export", params={"format": fmt}, headers=headers)
         assert response.status_code == 200
         assert reader(response.content) == []
+        if fmt == "xlsx":
+            assert '<autoFilter ref="A1:Q1"/>' in sheet_xml(response.content)
     assert (await client.get("/v1/ledger/export", headers=headers)).text.splitlines() == [",".join(COLUMNS)]
 
 

@@ -197,8 +197,8 @@ async def measure(entries: int, db_url: str, formats: list[str], baseline: Path 
                 new.append(await export_once(ROOT, env, headers, fmt, path))
                 print(line(f"export {fmt}", entries, new[-1]), flush=True)
             ratio = statistics.median(e.seconds for e in old) / statistics.median(e.seconds for e in new)
-            memory = statistics.median(e.peak for e in old) / statistics.median(e.peak for e in new)
-            print(f"  {fmt}: this checkout is {ratio:.2f}x as fast as the baseline, {memory:.2f}x less peak RSS")
+            memory = statistics.median(e.peak for e in new) / statistics.median(e.peak for e in old)
+            print(f"  {fmt}: {ratio:.2f}x as fast as the baseline, with {memory:.2f}x its peak RSS")
         for fmt in formats:
             seconds, summary = await asyncio.to_thread(verify, Path(tmp) / f"ledger.{fmt}", verify_env)
             outcome = summary.split(": ", 1)[1]

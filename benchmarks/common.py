@@ -157,12 +157,13 @@ def start_worker(env: Mapping[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
-def start_service(port: int, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+def start_service(port: int, env: Mapping[str, str], root: Path = ROOT) -> subprocess.Popen[bytes]:
     """`cbi-service serve` on 127.0.0.1:`port` with the worker off, as its own OS process, quiet on stderr;
-    with no provider simulated unless `env` configures its own."""
+    the code is the checkout at `root` (this one unless a benchmark compares with another), with no provider
+    simulated unless `env` configures its own."""
     return subprocess.Popen(
         [sys.executable, "-m", "cbi_service", "serve", "--port", str(port)],
-        cwd=ROOT,
+        cwd=root,
         env={"CBI_PROVIDERS": "{}", **env, "CBI_RUN_WORKER": "false"},
         stderr=subprocess.DEVNULL,
     )

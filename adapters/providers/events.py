@@ -188,6 +188,6 @@ def _malformed(exc: ValidationError, payload: Mapping[str, Any]) -> MalformedEve
         if loc and loc[0] == tag:
             loc = loc[1:]
         field = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
-        errors.append({"field": field or "type", "message": error["msg"]})
+        errors.append({"field": field or "type", "message": error["msg"].removeprefix("Value error, ")})
     summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
     return MalformedEvent(f"malformed provider event: {summary}", errors)

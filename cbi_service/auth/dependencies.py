@@ -34,12 +34,15 @@ async def current_principal(
 
 
 def require_roles(*roles: Role) -> Callable[..., Awaitable[Principal]]:
-    """A dependency admitting callers holding any of `roles`."""
+    """A dependency admitting callers holding any of `roles`; a 403 names them (contract §2) in
+    `allowed_roles`, in the order `Role` lists them, and in its detail."""
     allowed = frozenset(roles)
+    names = [role.value for role in Role if role in allowed]
+    detail = f"This API key lacks a role for this operation; allowed: {', '.join(names)}."
 
     async def _check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
         if not principal.has_any(allowed):
-            raise Forbidden("This API key lacks a role for this operation.")
+            raise Forbidden(detail, extra={"allowed_roles": names})
         return principal
 
     return _check

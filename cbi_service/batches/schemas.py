@@ -3,12 +3,13 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ModelWrapValidatorHandler, ValidationError, model_validator
 
 from cbi_service.batches.models import BATCH_STATUSES, BatchApproval, BatchExclusion, PaymentBatch
 from cbi_service.kit.money import Money, PositiveMoney
+from cbi_service.kit.validation import field_error, validate_with
 
 BatchStatus = StrEnum("BatchStatus", {s: s for s in BATCH_STATUSES})  # type: ignore[misc]
 MAX_LISTED_EXCLUSIONS = 1000
@@ -29,11 +30,14 @@ class AmountRule(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> AmountRule:
+        problems = []
         currencies = {self.base.currency, self.per_member.currency} | ({self.max.currency} if self.max else set())
         if len(currencies) != 1:
-            raise ValueError("base, per_member and max must share one currency")
+            problems.append(field_error(("per_member", "currency"), "base, per_member and max must share one currency"))
         if self.base.minor + self.per_member.minor <= 0:
-            raise ValueError("base + per_member must be greater than zero")
+            problems.append(field_error(("base", "amount"), "base + per_member must be greater than zero"))
+        if problems:
+            raise ValidationError.from_exception_data(type(self).__name__, problems)
         return self
 
     @property
@@ -72,11 +76,14 @@ class BatchCreate(BaseModel):
         description="Default: every active beneficiary enrolled in the programme.",
     )
 
-    @model_validator(mode="after")
-    def _one_amount(self) -> BatchCreate:
-        if (self.amount is None) == (self.amount_rule is None):
-            raise ValueError("give either amount or amount_rule")
-        return self
+    @model_validator(mode="wrap")
+    @classmethod
+    def _one_amount(cls, data: Any, handler: ModelWrapValidatorHandler[BatchCreate]) -> BatchCreate:
+        """Reported with the other fields' errors, not only once they pass."""
+        problems = []
+        if isinstance(data, dict) and (data.get("amount") is None) == (data.get("amount_rule") is None):
+            problems.append(field_error(("amount",), "give either amount or amount_rule"))
+        return validate_with(cls.__name__, data, handler, problems)
 
     @property
     def currency(self) -> str:

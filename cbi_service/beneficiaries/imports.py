@@ -65,7 +65,7 @@ from cbi_service.dedup.settings import get_dedup_settings
 from cbi_service.jobs.service import enqueue
 from cbi_service.kit.bounded import BoundedReader, LimitExceeded, TextLimits
 from cbi_service.kit.cells import SafeWriter
-from cbi_service.kit.errors import AppError, UnprocessableEntity, field_path
+from cbi_service.kit.errors import AppError, UnprocessableEntity, field_errors
 from cbi_service.kit.ids import new_id
 from cbi_service.kit.settings import Settings
 
@@ -372,7 +372,7 @@ def validate_row(cells: dict[str, str]) -> Checked:
     try:
         return prepare(BeneficiaryCreate.model_validate(to_payload(cells)))
     except ValidationError as exc:
-        return _row_errors([{"field": field_path(e["loc"]), "message": e["msg"]} for e in exc.errors()])
+        return _row_errors(field_errors(exc))
     except UnprocessableEntity as exc:
         return _row_errors(exc.extra["errors"])
 

@@ -230,11 +230,12 @@ def jsonable_matches(matches: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _merged(b: Beneficiary, patch: BeneficiaryPatch) -> BeneficiaryCreate:
     current = BeneficiaryOut.of(b).model_dump()
     changes = patch.model_dump(exclude_unset=True)
-    for name in ("given_names", "family_names", "date_of_birth", "sex", "nationality", "location", "household_size"):
-        if changes.get(name, ...) is None:
-            raise UnprocessableEntity(
-                "A required field cannot be removed.", errors=[{"field": name, "message": "must not be null"}]
-            )
+    required = ("given_names", "family_names", "date_of_birth", "sex", "nationality", "location", "household_size")
+    if removed := [name for name in required if name in changes and changes[name] is None]:
+        raise UnprocessableEntity(
+            "A required field cannot be removed.",
+            errors=[{"field": name, "message": "must not be null"} for name in removed],
+        )
     fields = {
         name: current[name]
         for name in (

@@ -12,7 +12,9 @@ ledger_app = typer.Typer(help="Work with ledger exports offline.", no_args_is_he
 
 @ledger_app.command("verify")
 def verify(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="A CSV or Parquet export.")],
+    file: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="A CSV, Parquet or XLSX export.")
+    ],
     allow_gaps: Annotated[
         bool,
         typer.Option("--allow-gaps", help="Accept missing chain positions (an export filtered by programme)."),
@@ -20,8 +22,8 @@ def verify(
 ) -> None:
     """Recompute the hash chain and check every transaction sums to zero per currency.
 
-    Exits 0 when the file is whole, 1 naming the first bad line (CSV; row for Parquet) and why, 2 when the
-    file is not a readable export.
+    Exits 0 when the file is whole, 1 naming the first bad line (CSV; row for Parquet, sheet and row for
+    XLSX) and why, 2 when the file is not a readable export.
     """
     from cbi_service.exports.verify import UnreadableExport, verify_file
 

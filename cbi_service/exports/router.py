@@ -40,13 +40,23 @@ One row per entry, the rows of a transaction together, transactions in posting o
 - An account's balance is the sum of `amount_minor` over its rows whose `phase` is `posted` or
   `post_pending` (`pending` rows reserve, `void_pending` rows release, neither moves the balance).
 
-The body is streamed from one consistent snapshot in constant memory. CSV and Parquet can be verified
+The body is streamed from one consistent snapshot in constant memory. Every format can be verified
 offline with `cbi-service ledger verify FILE`. In CSV and XLSX, text a spreadsheet would evaluate (a
 `key`, `kind`, `phase`, `description`, `account_code` or `currency` starting with `=`, `+`, `-`, `@`, tab,
 CR or LF) is written with a leading `'`, as is text already starting with `'`; the verifier removes it
-before hashing. Parquet holds the text verbatim. XLSX (numbers as numbers, all else as text, never
-formulas, further sheets past Excel's row limit) is for reading; it is built whole before its first byte
-is sent. Every export is recorded in the audit trail.
+before hashing. Parquet holds the text verbatim.
+
+XLSX: sheet `entries` (then `entries 2`, ... past Excel's 1,048,576 rows, each with the header), a bold
+header row frozen above an autofilter over the data. `chain`, `seq`, `entry` and `amount_minor` are
+integers and `amount` a number shown with the currency's decimals; where `amount_minor` has more than
+Excel's 15 significant digits, both amounts are text instead, so that no digit is lost. Ids, digests,
+times, references and the other text are text cells, never formulas; control characters are written as
+OOXML's `_xHHHH_` escapes, which spreadsheets (and the verifier) read back as the character, and a text
+of the form `<r>…</r>` in the columns above also gets the leading `'`. Text beyond Excel's 32,767
+characters per cell is cut there: such an export fails verification; use CSV or Parquet for it. The
+workbook is built whole in a temporary folder before its first byte is sent.
+
+Every export is recorded in the audit trail.
 """
 
 _BODY = {"schema": {"type": "string", "format": "binary"}}

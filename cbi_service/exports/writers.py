@@ -2,8 +2,9 @@
 
 CSV is PostgreSQL's own COPY output, passed through. Parquet is made from that same CSV by Arrow's C++
 reader and writer and goes out one row group at a time, drained from an in-memory sink. XLSX rows come
-from a server-side cursor; a workbook is a zip whose directory comes last, so it is written to a
-temporary file (openpyxl's write-only mode also spools the sheet to disk) and streamed once complete.
+from a server-side cursor into XlsxWriter's constant-memory mode, which spools each sheet to disk; a
+workbook is a zip whose directory comes last, so it is built in a temporary folder and streamed once
+complete.
 Encoding runs in worker threads so a long export does not stall the event loop serving other requests.
 pyarrow is imported on first use: some 35 MB a service that never exports Parquet need not carry.
 """
@@ -22,14 +23,14 @@ from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from openpyxl import Workbook
-from openpyxl.cell import WriteOnlyCell
-from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
-from openpyxl.worksheet._write_only import WriteOnlyWorksheet
+import xlsxwriter
 from sqlalchemy.ext.asyncio import AsyncEngine
+from xlsxwriter.format import Format
+from xlsxwriter.worksheet import Worksheet
 
 from cbi_service.exports.repository import ExportQuery, copy_csv, fetch_batches
-from cbi_service.exports.rows import COLUMNS
+from cbi_service.exports.rows import COLUMNS, SPREADSHEET_TEXT_COLUMNS
+from cbi_service.kit.cells import ESCAPE
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -200,40 +201,93 @@ async def write_parquet(csv_chunks: AsyncGenerator[bytes, None]) -> AsyncIterato
 
 # ------------------------------------------------------------------------------------------------ XLSX
 
+#: Excel keeps 15 significant digits: an integer of more (a ledger amount is a BIGINT) goes out as text, and
+#: its `amount` with it, so that no digit is ever rounded away.
+XLSX_EXACT_BELOW = 10**15
+_NUMBER_COLUMNS = ("chain", "seq", "entry", "amount", "amount_minor")
+_TEXT_COLUMNS = tuple(i for i, name in enumerate(COLUMNS) if name not in _NUMBER_COLUMNS)
+_SPREADSHEET_TEXT = frozenset(COLUMNS.index(name) for name in SPREADSHEET_TEXT_COLUMNS)
+_INTEGER_COLUMNS = tuple(COLUMNS.index(name) for name in _NUMBER_COLUMNS[:3])
+_AMOUNT = COLUMNS.index("amount")
+_AMOUNT_MINOR = COLUMNS.index("amount_minor")
+_WIDTHS = {"transaction_id": 37, "related_id": 37, "key": 24, "description": 30, "references": 30, "posted_at": 28}
+_WIDTHS |= {"prev_hash": 66, "hash": 66, "account_code": 30, "amount": 16, "amount_minor": 16}
 
-def _cell(sheet: WriteOnlyWorksheet, value: Any) -> Any:
-    """Strings as text, never formulas; characters XML cannot carry become U+FFFD (XLSX is for reading:
-    verify the CSV or Parquet export)."""
-    if isinstance(value, str):
-        if ILLEGAL_CHARACTERS_RE.search(value):
-            value = ILLEGAL_CHARACTERS_RE.sub("\ufffd", value)
-        if value.startswith("="):
-            cell = WriteOnlyCell(sheet, value)
-            cell.data_type = "s"
-            return cell
+
+def _xlsx_text(column: int, value: str) -> str:
+    """XlsxWriter (constant-memory mode) copies a text of the form `<r>…</r>` into the sheet as rich-text
+    markup, unescaped; such a text in the neutralised columns gets the escape `'` (`kit.cells`), which
+    `ledger verify` removes. The other text columns (ids, digests, JSON, times) never start with `<`."""
+    if column in _SPREADSHEET_TEXT and value.startswith("<r>") and value.endswith("</r>"):
+        return ESCAPE + value
     return value
 
 
 class _XlsxBook:
-    def __init__(self) -> None:
-        self.book = Workbook(write_only=True)
-        self.sheet: WriteOnlyWorksheet | None = None
-        self.sheets = 0
-        self.rows_in_sheet = XLSX_SHEET_ROWS
+    """An XlsxWriter workbook in constant-memory mode: each row is written to its sheet's temporary file as
+    soon as the next one begins, so memory holds one row whatever the export's size."""
 
-    def append(self, rows: Sequence[Any]) -> None:
-        for row in rows:
-            sheet = self.ensure_sheet()
-            sheet.append([_cell(sheet, value) for value in row])
-            self.rows_in_sheet += 1
+    def __init__(self, path: str, tmpdir: str) -> None:
+        self.book = xlsxwriter.Workbook(path, {"constant_memory": True, "tmpdir": tmpdir})
+        self.book.use_zip64()  # a sheet of a million long rows can pass the 4 GiB a plain zip member allows
+        self.header = self.book.add_format({"bold": True})
+        self.integer = self.book.add_format({"num_format": "0"})
+        self.amount_formats: dict[int, Format] = {}
+        self.sheets: list[Worksheet] = []
+        self.sheet = self._add_sheet()
+        self.row = 1
 
-    def ensure_sheet(self) -> WriteOnlyWorksheet:
-        if self.sheet is None or self.rows_in_sheet >= XLSX_SHEET_ROWS:
-            self.sheets += 1
-            self.sheet = self.book.create_sheet("entries" if self.sheets == 1 else f"entries {self.sheets}")
-            self.sheet.append(COLUMNS)
-            self.rows_in_sheet = 0
-        return self.sheet
+    def _add_sheet(self) -> Worksheet:
+        number = len(self.sheets) + 1
+        sheet = self.book.add_worksheet("entries" if number == 1 else f"entries {number}")
+        for column, name in enumerate(COLUMNS):
+            sheet.set_column(column, column, _WIDTHS.get(name, 12))
+            sheet.write_string(0, column, name, self.header)
+        sheet.freeze_panes(1, 0)
+        self.sheets.append(sheet)
+        return sheet
+
+    def _amount_format(self, amount: str) -> Format:
+        """`#,##0.00` with as many decimals as the currency has (as the decimal text from the database)."""
+        point = amount.find(".")
+        digits = 0 if point < 0 else len(amount) - point - 1
+        found = self.amount_formats.get(digits)
+        if found is None:
+            pattern = "#,##0" + ("." + "0" * digits if digits else "")
+            found = self.amount_formats[digits] = self.book.add_format({"num_format": pattern})
+        return found
+
+    def append(self, rows: Sequence[Sequence[Any]]) -> None:
+        for values in rows:
+            if self.row > XLSX_SHEET_ROWS:
+                self._finish_sheet()
+                self.sheet, self.row = self._add_sheet(), 1
+            sheet, row = self.sheet, self.row
+            for column in _TEXT_COLUMNS:
+                if text := values[column]:  # NULL and '' alike leave the cell empty: a spreadsheet has no ''
+                    sheet.write_string(row, column, _xlsx_text(column, text))
+            for column in _INTEGER_COLUMNS:
+                number = values[column]
+                if -XLSX_EXACT_BELOW < number < XLSX_EXACT_BELOW:
+                    sheet.write_number(row, column, number, self.integer)
+                else:
+                    sheet.write_string(row, column, str(number))
+            amount, minor = values[_AMOUNT], values[_AMOUNT_MINOR]
+            if -XLSX_EXACT_BELOW < minor < XLSX_EXACT_BELOW:
+                # At most 15 significant digits: the nearest double shows (and reads back as) this decimal.
+                sheet.write_number(row, _AMOUNT, float(amount), self._amount_format(amount))
+                sheet.write_number(row, _AMOUNT_MINOR, minor, self.integer)
+            else:
+                sheet.write_string(row, _AMOUNT, amount)
+                sheet.write_string(row, _AMOUNT_MINOR, str(minor))
+            self.row += 1
+
+    def _finish_sheet(self) -> None:
+        self.sheet.autofilter(0, 0, self.row - 1, len(COLUMNS) - 1)
+
+    def close(self) -> None:
+        self._finish_sheet()
+        self.book.close()
 
 
 def _read_chunk(file: io.BufferedReader) -> bytes:
@@ -241,19 +295,31 @@ def _read_chunk(file: io.BufferedReader) -> bytes:
 
 
 async def write_xlsx(batches: RowBatches) -> AsyncIterator[bytes]:
-    """One sheet "entries" (more past Excel's row limit); numbers as numbers, everything else as text."""
-    book = _XlsxBook()
-    handle, path = tempfile.mkstemp(prefix="cbi-ledger-export-", suffix=".xlsx")
-    os.close(handle)
-    try:
-        book.ensure_sheet()
+    """Sheet "entries" (then "entries 2", … past Excel's row limit): a bold header row frozen above an
+    autofilter over the data; ids, digests, times and text as text; `chain`, `seq`, `entry` and
+    `amount_minor` as integers and `amount` as a number shown with the currency's decimals, exact (see
+    `XLSX_EXACT_BELOW`).
+
+    A zip's directory comes last and a sheet's dimension first, so the workbook is built in a temporary
+    folder and streamed once complete. One thread of the export's own builds it, a batch at a time, while
+    the next batch is read from the database.
+    """
+    loop = asyncio.get_running_loop()
+    with (
+        tempfile.TemporaryDirectory(prefix="cbi-ledger-export-") as folder,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="xlsx-export") as thread,
+    ):
+        path = os.path.join(folder, "export.xlsx")
+        book = await loop.run_in_executor(thread, _XlsxBook, path, folder)
+        writing: asyncio.Future[None] | None = None
         async with contextlib.aclosing(batches):
             async for rows in batches:
-                await asyncio.to_thread(book.append, rows)
-        await asyncio.to_thread(book.book.save, path)
-        with open(path, "rb") as file:  # noqa: ASYNC230 - each read runs in a thread below
-            while chunk := await asyncio.to_thread(_read_chunk, file):
+                if writing is not None:
+                    await writing
+                writing = loop.run_in_executor(thread, book.append, rows)
+        if writing is not None:
+            await writing
+        await loop.run_in_executor(thread, book.close)
+        with open(path, "rb") as file:  # noqa: ASYNC230 - each read runs in the thread below
+            while chunk := await loop.run_in_executor(thread, _read_chunk, file):
                 yield chunk
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)

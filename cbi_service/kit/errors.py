@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_core import ErrorDetails
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -39,6 +40,8 @@ class Problem(BaseModel):
     status: int
     detail: str
     errors: list[FieldError] | None = None
+    #: On a 403 for want of a role: the roles that would be admitted.
+    allowed_roles: list[str] | None = None
 
 
 VALIDATION_FAILED = (
@@ -63,7 +66,8 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     for status, description in {
         400: "Malformed request",
         401: "Missing or invalid API key",
-        403: "The API key lacks a role for this operation",
+        403: "The API key lacks a role for this operation (`allowed_roles` names those that would be admitted), "
+        "or the caller may not act on this resource (maker-checker)",
         404: "Not found",
         409: "Conflict with the resource's current state, or a request with this Idempotency-Key in flight",
         422: VALIDATION_FAILED,
@@ -174,7 +178,9 @@ def violated_constraint(exc: DBAPIError) -> str | None:
 
 
 def field_path(loc: Sequence[int | str]) -> str:
-    """Render a pydantic location as `documents[0].number`, dropping the `body`/`query` prefix."""
+    """Render a pydantic location as `documents[0].number`, dropping the `body`/`query` prefix and the
+    validator steps pydantic adds inside unions (`function-after[...]`, `tagged-union[...]`), which name
+    no field."""
     parts = list(loc)
     if parts and parts[0] in {"body", "query", "path", "header", "cookie"}:
         parts = parts[1:]
@@ -182,9 +188,32 @@ def field_path(loc: Sequence[int | str]) -> str:
     for part in parts:
         if isinstance(part, int):
             out += f"[{part}]"
-        else:
+        elif not part.endswith("]"):
             out += f".{part}" if out else str(part)
     return out or "body"
+
+
+#: What pydantic puts before the message of an exception raised in a validator.
+_FRAMEWORK_PREFIXES = ("Value error, ", "Assertion failed, ")
+
+
+def field_message(err: Mapping[str, Any] | ErrorDetails) -> str:
+    """The message a client reads: a validator's own words, without pydantic's "Value error, " before them."""
+    cause = (err.get("ctx") or {}).get("error")
+    if err.get("type") in {"value_error", "assertion_error"} and cause is not None and (text := str(cause)):
+        return text
+    message = str(err.get("msg") or "invalid")
+    for prefix in _FRAMEWORK_PREFIXES:
+        message = message.removeprefix(prefix)
+    return message
+
+
+def field_errors(exc: ValidationError) -> list[dict[str, str]]:
+    """A model's validation errors as the problem's `errors` (inputs left out: they may hold personal data)."""
+    return [
+        {"field": field_path(e["loc"]), "message": field_message(e)}
+        for e in exc.errors(include_url=False, include_input=False)
+    ]
 
 
 def _validation_errors(exc: RequestValidationError) -> tuple[int, list[dict[str, str]]]:
@@ -193,7 +222,7 @@ def _validation_errors(exc: RequestValidationError) -> tuple[int, list[dict[str,
     for err in exc.errors():
         if err.get("type") == "json_invalid":
             status = 400
-        errors.append({"field": field_path(err.get("loc", ())), "message": str(err.get("msg", "invalid"))})
+        errors.append({"field": field_path(err.get("loc", ())), "message": field_message(err)})
     return status, errors
 
 

@@ -9,9 +9,10 @@ import re
 from typing import Annotated
 
 from iso4217 import Currency
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cbi_service.kit.errors import UnprocessableEntity
+from cbi_service.kit.validation import field_error
 
 # The largest amount in minor units anything may carry: exact in every JSON client's numbers (2**53) and far
 # inside BIGINT, so no total of realistic size can overflow a column.
@@ -80,7 +81,12 @@ class Money(BaseModel):
 
     @model_validator(mode="after")
     def _check_digits(self) -> Money:
-        parse_amount(self.amount, self.currency)
+        try:
+            parse_amount(self.amount, self.currency)
+        except ValueError as exc:  # named `amount.amount`, the text at fault, not the whole money object
+            raise ValidationError.from_exception_data(
+                type(self).__name__, [field_error(("amount",), str(exc), self.amount)]
+            ) from None
         return self
 
     @property
@@ -100,7 +106,9 @@ class PositiveMoney(Money):
     @model_validator(mode="after")
     def _check_positive(self) -> PositiveMoney:
         if self.minor <= 0:
-            raise ValueError("amount must be greater than zero")
+            raise ValidationError.from_exception_data(
+                type(self).__name__, [field_error(("amount",), "must be greater than zero", self.amount)]
+            )
         return self
 
 

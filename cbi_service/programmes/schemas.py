@@ -3,12 +3,21 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ModelWrapValidatorHandler, model_validator
 
 from cbi_service.accounting.service import ProgrammeBalances
 from cbi_service.kit.countries import CountryCode
-from cbi_service.kit.money import CurrencyCode, Money, PositiveMoney, format_amount, parse_amount
+from cbi_service.kit.money import (
+    CurrencyCode,
+    Money,
+    PositiveMoney,
+    currency_exponent,
+    format_amount,
+    parse_amount,
+)
+from cbi_service.kit.validation import field_error, validate_with
 from cbi_service.programmes.models import DELIVERY_MECHANISMS, SECTORS, Programme
 
 Sector = StrEnum("Sector", {s: s for s in SECTORS})  # type: ignore[misc]
@@ -20,6 +29,15 @@ class ApprovalBand(BaseModel):
 
     up_to: str = Field(pattern=r"^[0-9]+(\.[0-9]+)?$", max_length=24, examples=["5000000.00"])
     approvals_required: int = Field(ge=1, le=10)
+
+
+def _known(currency: str) -> bool:
+    """Whether band limits can be read in `currency` (if not, the `currency` field says why, once)."""
+    try:
+        currency_exponent(currency)
+    except ValueError:
+        return False
+    return True
 
 
 class ProgrammeCreate(BaseModel):
@@ -46,14 +64,32 @@ class ProgrammeCreate(BaseModel):
             raise ValueError("paper vouchers need voucher_validity_days: their signed token carries an expiry")
         return self
 
-    @model_validator(mode="after")
-    def _check_bands(self) -> ProgrammeCreate:
-        limits = [parse_amount(band.up_to, self.currency) for band in self.approval_bands or []]
-        if any(limit <= 0 for limit in limits):
-            raise ValueError("approval band limits must be greater than zero")
-        if limits != sorted(set(limits)):
-            raise ValueError("approval bands must have strictly increasing up_to limits")
-        return self
+    @model_validator(mode="wrap")
+    @classmethod
+    def _check_bands(cls, data: Any, handler: ModelWrapValidatorHandler[ProgrammeCreate]) -> ProgrammeCreate:
+        """Each band's `up_to` in the currency's digits, positive and above the previous band's, named by its
+        place (`approval_bands[1].up_to`) and reported with the other fields' errors."""
+        problems = []
+        bands = data.get("approval_bands") if isinstance(data, dict) else None
+        currency = data.get("currency") if isinstance(data, dict) else None
+        if isinstance(bands, list) and isinstance(currency, str) and _known(currency):
+            previous: int | None = None
+            for index, band in enumerate(bands):
+                up_to = band.get("up_to") if isinstance(band, dict) else None
+                if not isinstance(up_to, str):
+                    continue  # the band's own validation reports it
+                try:
+                    limit = parse_amount(up_to, currency)
+                except ValueError as exc:
+                    problems.append(field_error(("approval_bands", index, "up_to"), str(exc), up_to))
+                    continue
+                if limit <= 0:
+                    problems.append(field_error(("approval_bands", index, "up_to"), "must be greater than zero", up_to))
+                elif previous is not None and limit <= previous:
+                    message = "must be greater than the previous band's up_to"
+                    problems.append(field_error(("approval_bands", index, "up_to"), message, up_to))
+                previous = limit if limit > 0 else previous
+        return validate_with(cls.__name__, data, handler, problems)
 
     def bands_minor(self) -> list[dict[str, int]]:
         return [

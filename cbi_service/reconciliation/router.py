@@ -40,8 +40,9 @@ currency and `provider_ref` (when the line gives one); `amount_mismatch`: any of
 item's `differences` names; `missing_in_ledger`: no such disbursement (unknown id,
 another provider's entitlement, never issued) or a line repeating an earlier line's entitlement;
 `missing_in_statement`: a disbursement of the period (the statement's first to last date, or
-`period_start`..`period_end`, UTC days) that no line names. A statement with an unreadable line is refused
-whole (422 naming the lines).
+`period_start`..`period_end`, UTC days) that no line names. The statement is the multipart field `file`,
+as for imports. A statement with an unreadable line is refused whole (422 naming the lines as
+`file.<column>`), together with any other problem of the request (provider, period).
 """
 
 
@@ -60,11 +61,11 @@ async def create_reconciliation(
     principal: Reconciler,
     idem: IdempotencyDep,
     provider: Annotated[str, Form(min_length=1, max_length=100)],
-    statement: Annotated[UploadFile, File(description="The provider's statement, CSV in UTF-8.")],
+    file: Annotated[UploadFile, File(description="The provider's statement, CSV in UTF-8 (as for imports).")],
     period_start: Annotated[IsoDate | None, Form()] = None,
     period_end: Annotated[IsoDate | None, Form()] = None,
 ) -> Response:
-    sha = await asyncio.to_thread(_sha256, statement.file)
+    sha = await asyncio.to_thread(_sha256, file.file)
     payload = {"provider": provider, "statement_sha256": sha, "period_start": period_start, "period_end": period_end}
     return await idem.run(
         payload,
@@ -73,8 +74,8 @@ async def create_reconciliation(
             request.app.state.settings,
             principal,
             provider=provider,
-            statement=statement.file,
-            filename=statement.filename or "statement.csv",
+            statement=file.file,
+            filename=file.filename or "statement.csv",
             statement_sha256=sha,
             period_start=period_start,
             period_end=period_end,

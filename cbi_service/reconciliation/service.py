@@ -60,15 +60,19 @@ def _next_batch(batches: Iterator[list[Line]]) -> list[Line] | None:
     return next(batches, None)
 
 
-def _statement_problem(error: StatementError) -> UnprocessableEntity:
+def _statement_problem(error: StatementError, problems: list[dict[str, str]]) -> UnprocessableEntity:
+    """The statement's errors after the request's other `problems`."""
     return UnprocessableEntity(
         "The statement cannot be reconciled.",
         errors=[
-            {
-                "field": f"statement.{column}" if column else "statement",
-                "message": f"line {line}: {message}" if line else message,
-            }
-            for line, column, message in error.errors
+            *problems,
+            *(
+                {
+                    "field": f"file.{column}" if column else "file",
+                    "message": f"line {line}: {message}" if line else message,
+                }
+                for line, column, message in error.errors
+            ),
         ],
     )
 
@@ -85,10 +89,10 @@ async def create_reconciliation(
     period_start: date | None,
     period_end: date | None,
 ) -> ReconciliationOut:
+    # Every problem of the request is reported at once: the provider, the statement's lines, the period.
+    problems: list[dict[str, str]] = []
     if provider not in settings.providers:
-        raise UnprocessableEntity(
-            "Unknown provider.", errors=[{"field": "provider", "message": "not a configured provider"}]
-        )
+        problems.append({"field": "provider", "message": "not a configured provider"})
     repo = ReconciliationRepository(session)
     reconciliation_id = new_id()
     summary = Summary()
@@ -97,19 +101,21 @@ async def create_reconciliation(
         while (batch := await asyncio.to_thread(_next_batch, batches)) is not None:
             await repo.copy_lines(reconciliation_id, batch)
     except StatementError as exc:
-        raise _statement_problem(exc) from None
+        raise _statement_problem(exc, problems) from None
     if summary.errors:
-        raise _statement_problem(StatementError(summary.errors))
+        raise _statement_problem(StatementError(summary.errors), problems)
     if summary.first_date is None or summary.last_date is None:
-        raise UnprocessableEntity("The statement has no lines.", errors=[{"field": "statement", "message": "empty"}])
+        raise UnprocessableEntity(
+            "The statement has no lines.", errors=[*problems, {"field": "file", "message": "empty"}]
+        )
     start = period_start or summary.first_date
     end = period_end or summary.last_date
     if start > end:
-        raise UnprocessableEntity(
-            "Empty period.", errors=[{"field": "period_end", "message": "must not be before period_start"}]
-        )
-    if end >= date.max:
-        raise UnprocessableEntity("Period out of range.", errors=[{"field": "period_end", "message": "out of range"}])
+        problems.append({"field": "period_end", "message": "must not be before period_start"})
+    elif end >= date.max:
+        problems.append({"field": "period_end", "message": "out of range"})
+    if problems:
+        raise UnprocessableEntity("The reconciliation request is not valid.", errors=problems)
     reconciliation = await repo.add(
         Reconciliation(
             id=reconciliation_id,

@@ -31,6 +31,7 @@ from cbi_service.batches.models import RELEASED_STATUSES
 from cbi_service.entitlements import service as entitlements
 from cbi_service.entitlements.models import Entitlement
 from cbi_service.entitlements.repository import EntitlementRepository
+from cbi_service.kit.errors import field_errors
 from cbi_service.kit.ids import new_id
 from cbi_service.reconciliation import breaks
 from cbi_service.webhooks import metrics
@@ -119,11 +120,7 @@ def card_number_row(provider: str, message: SignedMessage, payload: object, fiel
     try:
         envelope = ReviewEnvelope.model_validate(redacted)
     except ValidationError as exc:
-        errors = [
-            {"field": ".".join(map(str, error["loc"])) or "body", "message": error["msg"]}
-            for error in exc.errors(include_input=False, include_url=False)
-        ]
-        raise MalformedEvent("malformed provider event", errors) from None
+        raise MalformedEvent("malformed provider event", field_errors(exc)) from None
     event = ProviderEvent(
         type=envelope.type,
         timestamp=envelope.timestamp,

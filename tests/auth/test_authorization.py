@@ -58,3 +58,6 @@ async def test_route_admits_exactly_its_roles(client, api_key_factory, method, p
             assert response.status_code < 500, (role, response.status_code, response.text)
         else:
             assert response.status_code == 403, (role, response.status_code, response.text)
+            problem = response.json()
+            assert set(problem["allowed_roles"]) == MATRIX[(method, path)], problem
+            assert all(allowed in problem["detail"] for allowed in problem["allowed_roles"])

@@ -13,6 +13,7 @@ import io
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import openpyxl
@@ -22,6 +23,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cbi_service.cli import app
+from cbi_service.exports import writers
 from cbi_service.exports.rows import COLUMNS
 from tests.exports.support import populate
 
@@ -195,17 +197,114 @@ async def test_parquet_export_verifies_and_names_the_tampered_row(client, api_ke
     assert "row 6 " in output
 
 
-async def test_xlsx_and_foreign_files_are_refused(client, api_key_factory, tmp_path):
-    xlsx = tmp_path / "ledger.xlsx"
-    xlsx.write_bytes(await _export(client, api_key_factory, format="xlsx"))
-    code, output = verify(xlsx)
-    assert (code, "verify the CSV or Parquet export" in output) == (2, True)
+async def test_xlsx_export_verifies_and_names_the_sheet_and_row_of_a_tampered_cell(
+    client, api_key_factory, engine, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(writers, "XLSX_SHEET_ROWS", 10)
+    await populate(engine)
+    path = tmp_path / "ledger.xlsx"
+    path.write_bytes(await _export(client, api_key_factory, format="xlsx"))
+    code, output = verify(path)
+    assert code == 0, output
+    assert "OK, 32 entries in 16 balanced transactions" in output
 
+    # Rows 12-13 of the export (0-based), one two-entry payment, are the second sheet's rows 4-5 (its
+    # header is row 1). O is `amount`, Q `amount_minor`.
+    book = openpyxl.load_workbook(path)
+    sheet = book["entries 2"]
+    sheet["Q5"] = sheet["Q5"].value + 1
+    book.save(path)
+    code, output = verify(path)
+    assert code == 1
+    assert "row 5 of sheet entries 2 " in output
+    assert "does not equal amount_minor" in output
+
+    sheet["O5"] = round(sheet["O5"].value + 0.01, 2)
+    sheet["O4"], sheet["Q4"] = round(sheet["O4"].value - 0.01, 2), sheet["Q4"].value - 1
+    book.save(path)
+    code, output = verify(path)
+    assert code == 1
+    assert "row 4 of sheet entries 2 " in output
+    assert "hash mismatch" in output
+
+
+async def test_foreign_files_are_refused(tmp_path):
     other = tmp_path / "other.csv"
     other.write_text("entitlement_id,amount\n1,2\n")
     code, output = verify(other)
     assert code == 2
     assert "columns missing" in output
+
+    not_a_workbook = tmp_path / "other.xlsx"
+    with zipfile.ZipFile(not_a_workbook, "w") as archive:
+        archive.writestr("hello.txt", "hello")
+    code, output = verify(not_a_workbook)
+    assert code == 2
+    assert "not an XLSX workbook" in output
+
+
+async def test_an_xlsx_whose_sheet_declares_entities_is_refused_unparsed(client, api_key_factory, engine, tmp_path):
+    await populate(engine)
+    export = tmp_path / "ledger.xlsx"
+    export.write_bytes(await _export(client, api_key_factory, format="xlsx"))
+    bomb = tmp_path / "bomb.xlsx"
+    laughs = '<!DOCTYPE w [<!ENTITY a "hahahahaha"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]>'
+    with zipfile.ZipFile(export) as original, zipfile.ZipFile(bomb, "w") as forged:
+        for item in original.infolist():
+            content = original.read(item)
+            if item.filename == "xl/worksheets/sheet1.xml":
+                declaration, rest = content.decode().split("\n", 1)
+                content = f"{declaration}\n{laughs}{rest.replace('<v>1</v>', '<v>&b;</v>', 1)}".encode()
+            forged.writestr(item, content)
+    code, output = verify(bomb)
+    assert code == 2
+    assert "a DTD, a comment or no XML before its root" in output
+
+
+#: Text XML cannot carry, text that looks like OOXML's own escapes or rich-text markup, spreadsheet
+#: triggers, surrounding whitespace: each must come back from the XLSX exactly as the ledger hashed it.
+TRICKY = [
+    "ctrl \x01\x08\x0b\x1f end",
+    "_x0041_ stays _x005F_ literal",
+    "<r><t>rich?</t></r>",
+    "  spaces around  ",
+    "cr\rlf\nand\r\nboth",
+    "\ttab first",
+    "=1+1",
+    "-1+1",
+    "'quoted",
+    "@at",
+    "non-characters \ufffe\uffff, emoji 🧾, ñandú",
+    "& < > \" '",
+]
+
+
+async def test_an_xlsx_export_with_tricky_text_verifies(client, api_key_factory, engine, tmp_path):
+    from ledger import EntrySpec, Ledger, TransactionSpec
+
+    async with engine.begin() as conn:
+        ledger = Ledger(conn)
+        for n, text in enumerate(TRICKY):
+            source = await ledger.create_account(f"{text} {n}", "COP", "asset")
+            target = await ledger.create_account(f"{n} {text}", "COP", "liability")
+            await ledger.post(
+                TransactionSpec(
+                    key=text if n else f"{text} key",
+                    kind=text,
+                    entries=[EntrySpec(source.id, -(n + 1) * 101), EntrySpec(target.id, (n + 1) * 101)],
+                    references={text: text},
+                    description=text,
+                )
+            )
+    path = tmp_path / "tricky.xlsx"
+    path.write_bytes(await _export(client, api_key_factory, format="xlsx"))
+    code, output = verify(path)
+    assert code == 0, output
+    assert f"{2 * len(TRICKY)} entries in {len(TRICKY)} balanced transactions" in output
+
+    sheet = openpyxl.load_workbook(path)["entries"]
+    assert all(cell.data_type != "f" for row in sheet.iter_rows() for cell in row)
+    assert sheet.max_row == 2 * len(TRICKY) + 1  # the rich-text look-alike did not swallow or add cells
 
 
 async def test_an_export_whose_text_starts_like_a_formula_is_neutralised_and_verifies(

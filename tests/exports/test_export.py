@@ -5,19 +5,24 @@ from __future__ import annotations
 import csv
 import io
 import json
+import tempfile
 import uuid
+import zipfile
 from collections import Counter
+from decimal import Decimal
 
 import openpyxl
 import pyarrow.parquet as pq
 import pytest
 
 from cbi_service.accounting.service import programme_balances
+from cbi_service.exports import writers
+from cbi_service.exports.repository import ExportQuery
 from cbi_service.exports.rows import COLUMNS
 from cbi_service.exports.verify import verify_file
 from cbi_service.exports.writers import _row_boundary, parquet_schema
 from cbi_service.programmes.service import get_programme
-from ledger import Ledger
+from ledger import EntrySpec, Ledger, TransactionSpec
 from ledger.verify import EXPORT_COLUMNS
 from tests.exports.support import AWKWARD_DESCRIPTION, populate
 from tests.reconciliation.support import enrol, funded_programme, issue, register, released_batch
@@ -77,7 +82,8 @@ async def test_export_opens_and_adds_up_to_the_balances(client, api_key_factory,
     assert sum(totals.values()) == 0
 
     funding = next(r for r in rows if r["key"] == "test-fund-1" and int(r["amount_minor"]) > 0)
-    assert funding["amount"] == "1000000.00"
+    # XLSX amounts are numbers (shown with the currency's digits); CSV and Parquet carry the decimal text.
+    assert funding["amount"] == (1_000_000 if fmt == "xlsx" else "1000000.00")
     assert funding["currency"] == "COP"
     # A spreadsheet would evaluate it: CSV and XLSX carry it neutralised, Parquet (no spreadsheet) verbatim.
     assert funding["description"] == (AWKWARD_DESCRIPTION if fmt == "parquet" else "'" + AWKWARD_DESCRIPTION)
@@ -87,7 +93,7 @@ async def test_export_opens_and_adds_up_to_the_balances(client, api_key_factory,
     assert reversal["related_id"] == str(book.transactions[1].id)
     assert reversal["description"] == (None if fmt == "xlsx" else "")  # a spreadsheet has no empty text
     yen = next(r for r in rows if r["key"] == "test-yen" and int(r["amount_minor"]) < 0)
-    assert (yen["amount"], yen["currency"]) == ("-1500", "JPY")
+    assert (yen["amount"], yen["currency"]) == (-1500 if fmt == "xlsx" else "-1500", "JPY")
 
 
 async def test_posted_at_keeps_microseconds_and_utc(client, api_key_factory, engine):
@@ -138,6 +144,8 @@ async def test_empty_ledger_exports_a_header(client, api_key_factory):
         response = await client.get("/v1/ledger/export", params={"format": fmt}, headers=headers)
         assert response.status_code == 200
         assert reader(response.content) == []
+        if fmt == "xlsx":
+            assert '<autoFilter ref="A1:Q1"/>' in sheet_xml(response.content)
     assert (await client.get("/v1/ledger/export", headers=headers)).text.splitlines() == [",".join(COLUMNS)]
 
 
@@ -181,3 +189,83 @@ async def test_programme_filter_keeps_its_whole_transactions(client, api_key_fac
     outcome = verify_file(path, allow_gaps=True)
     assert outcome.ok, outcome
     assert outcome.transactions == len({r["transaction_id"] for r in rows})
+
+
+def sheet_xml(content: bytes, number: int = 1) -> str:
+    with zipfile.ZipFile(io.BytesIO(content)) as archive:
+        return archive.read(f"xl/worksheets/sheet{number}.xml").decode()
+
+
+async def test_xlsx_has_typed_cells_a_frozen_header_an_autofilter_and_its_dimension(client, api_key_factory, engine):
+    book = await populate(engine)
+    content = (await client.get("/v1/ledger/export?format=xlsx", headers=await api_key_factory("auditor"))).content
+    last = f"Q{book.entries + 1}"
+    xml = sheet_xml(content)
+    assert f'<dimension ref="A1:{last}"/>' in xml
+    assert f'<autoFilter ref="A1:{last}"/>' in xml
+
+    sheet = openpyxl.load_workbook(io.BytesIO(content))["entries"]
+    assert sheet.freeze_panes == "A2"
+    assert sheet.auto_filter.ref == f"A1:{last}"
+    assert [c.value for c in sheet[1]] == list(COLUMNS)
+    assert all(c.font.b for c in sheet[1])
+    columns = {name: index for index, name in enumerate(COLUMNS)}
+    for cells in sheet.iter_rows(min_row=2):
+        assert all(cells[columns[name]].data_type == "n" for name in ("chain", "seq", "entry", "amount_minor"))
+        for name in ("transaction_id", "key", "posted_at", "prev_hash", "hash", "references", "currency"):
+            assert cells[columns[name]].data_type == "s", name
+        amount, currency = cells[columns["amount"]], cells[columns["currency"]].value
+        assert isinstance(amount.value, int | float)
+        assert amount.number_format == ("#,##0" if currency == "JPY" else "#,##0.00")
+        minor = cells[columns["amount_minor"]]
+        assert Decimal(str(amount.value)) == Decimal(minor.value).scaleb(0 if currency == "JPY" else -2)
+        assert minor.number_format == "0"  # never 1.23E+11
+
+
+async def test_xlsx_keeps_amounts_beyond_excels_fifteen_digits_exact_as_text(client, api_key_factory, engine, tmp_path):
+    async with engine.begin() as conn:
+        ledger = Ledger(conn)
+        source = await ledger.create_account("big:source", "COP", "asset")
+        target = await ledger.create_account("big:target", "COP", "liability")
+        for key, amount in (("fifteen", 999_999_999_999_999), ("sixteen", 1_234_567_890_123_456)):
+            await ledger.post(
+                TransactionSpec(key=key, entries=[EntrySpec(source.id, -amount), EntrySpec(target.id, amount)])
+            )
+    content = (await client.get("/v1/ledger/export?format=xlsx", headers=await api_key_factory("auditor"))).content
+    rows = read_xlsx(content)
+    assert [(r["amount"], r["amount_minor"]) for r in rows] == [
+        (-9_999_999_999_999.99, -999_999_999_999_999),
+        (9_999_999_999_999.99, 999_999_999_999_999),
+        ("-12345678901234.56", "-1234567890123456"),
+        ("12345678901234.56", "1234567890123456"),
+    ]
+    path = tmp_path / "big.xlsx"
+    path.write_bytes(content)
+    assert verify_file(path).ok
+
+
+async def test_xlsx_continues_on_further_sheets_past_the_row_limit(client, api_key_factory, engine, monkeypatch):
+    monkeypatch.setattr(writers, "XLSX_SHEET_ROWS", 7)
+    book = await populate(engine)
+    content = (await client.get("/v1/ledger/export?format=xlsx", headers=await api_key_factory("auditor"))).content
+    workbook = openpyxl.load_workbook(io.BytesIO(content))
+    sheets = [7] * (book.entries // 7) + ([book.entries % 7] if book.entries % 7 else [])
+    assert len(sheets) > 2
+    assert workbook.sheetnames == ["entries", *(f"entries {n}" for n in range(2, len(sheets) + 1))]
+    for number, (sheet, rows) in enumerate(zip(workbook.worksheets, sheets, strict=True), start=1):
+        assert [c.value for c in sheet[1]] == list(COLUMNS)
+        assert (sheet.freeze_panes, sheet.auto_filter.ref) == ("A2", f"A1:Q{rows + 1}")
+        assert f'<dimension ref="A1:Q{rows + 1}"/>' in sheet_xml(content, number)
+    keys = [row[1] for sheet in workbook.worksheets for row in sheet.iter_rows(min_row=2, values_only=True)]
+    assert len(keys) == book.entries
+
+
+async def test_an_abandoned_xlsx_export_leaves_no_temporary_files(api_key_factory, engine, tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    await populate(engine)
+    body = writers.render(writers.ExportFormat.xlsx, engine, ExportQuery(None, None, None))
+    first = await anext(body)
+    assert first.startswith(b"PK")
+    assert list(tmp_path.iterdir())
+    await body.aclose()
+    assert list(tmp_path.iterdir()) == []

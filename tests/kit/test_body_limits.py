@@ -128,7 +128,7 @@ async def test_uploads_have_their_own_larger_limit(client, api_key_factory):
     too_big = {"file": ("people.csv", _csv_of_size(UPLOAD_LIMIT + 1), "text/csv")}
     body = assert_problem(await client.post("/v1/beneficiaries/imports", files=too_big, headers=headers), 413)
     assert str(UPLOAD_LIMIT) in body["detail"]
-    statement = {"statement": ("s.csv", b"x" * (UPLOAD_LIMIT + 1), "text/csv")}
+    statement = {"file": ("s.csv", b"x" * (UPLOAD_LIMIT + 1), "text/csv")}
     response = await client.post("/v1/reconciliations", data={"provider": "cards"}, files=statement, headers=headers)
     assert_problem(response, 413)
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
+from cbi_service.kit.errors import field_path
 from tests.support import assert_problem, programme_body
 
 
@@ -60,9 +63,14 @@ async def test_revoked_key_is_401(client, api_key_factory, session_factory):
     assert_problem(await client.get("/v1/programmes", headers=headers), 401)
 
 
-async def test_role_missing_is_403(client, api_key_factory):
+async def test_role_missing_is_403_naming_the_roles_allowed(client, api_key_factory):
     headers = await api_key_factory("auditor")
-    assert_problem(await client.post("/v1/programmes", json=programme_body(), headers=headers), 403)
+    body = assert_problem(await client.post("/v1/programmes", json=programme_body(), headers=headers), 403)
+    assert body["allowed_roles"] == ["admin", "programme_officer"]
+    assert body["detail"] == "This API key lacks a role for this operation; allowed: admin, programme_officer."
+    # The audit trail's check is attached where the router is included (app.py): it names its roles too.
+    body = assert_problem(await client.get("/v1/audit-events", headers=await api_key_factory("finance")), 403)
+    assert body["allowed_roles"] == ["admin", "auditor"]
 
 
 async def test_unexpected_exception_is_500_revealing_nothing(app, client):
@@ -103,3 +111,74 @@ async def test_values_postgres_cannot_store_are_422(client, api_key_factory):
     assert_problem(response, 422)
     created = await client.post("/v1/programmes", json=programme_body(name="nul\x00name"), headers=headers)
     assert_problem(created, 422)
+
+
+def messages(body: dict) -> dict[str, str]:
+    return {e["field"]: e["message"] for e in body["errors"]}
+
+
+async def test_validation_messages_are_the_validators_own_words(client, api_key_factory):
+    headers = await api_key_factory("admin", "programme_officer")
+    body = assert_problem(
+        await client.post("/v1/programmes", json=programme_body(currency="XXX"), headers=headers), 422
+    )
+    assert messages(body) == {"currency": "currency 'XXX' has no minor unit and cannot carry payments"}
+    money = {"amount": "1.5", "currency": "COP"}
+    batch = {"programme_id": str(uuid.uuid4()), "name": "x", "cycle": "c", "amount": money}
+    body = assert_problem(await client.post("/v1/payment-batches", json=batch, headers=headers), 422)
+    assert messages(body) == {"amount.amount": "COP amounts need exactly 2 decimal digits"}
+    batch["amount"] = {"amount": "0.00", "currency": "COP"}
+    body = assert_problem(await client.post("/v1/payment-batches", json=batch, headers=headers), 422)
+    assert messages(body) == {"amount.amount": "must be greater than zero"}
+
+
+async def test_cross_field_errors_come_with_the_fields_own(client, api_key_factory):
+    headers = await api_key_factory("admin", "programme_officer")
+    bands = [{"up_to": "10.00", "approvals_required": 1}, {"up_to": "5.00", "approvals_required": 2}, {"up_to": "0.00"}]
+    body = assert_problem(
+        await client.post("/v1/programmes", json=programme_body(name="", approval_bands=bands), headers=headers), 422
+    )
+    assert messages(body) == {
+        "name": "String should have at least 1 character",
+        "approval_bands[1].up_to": "must be greater than the previous band's up_to",
+        "approval_bands[2].up_to": "must be greater than zero",
+        "approval_bands[2].approvals_required": "Field required",
+    }
+
+    batch = {"programme_id": "not-a-uuid", "name": "x", "cycle": "c"}
+    body = assert_problem(await client.post("/v1/payment-batches", json=batch, headers=headers), 422)
+    assert set(messages(body)) == {"programme_id", "amount"}
+    assert messages(body)["amount"] == "give either amount or amount_rule"
+
+    rule = {"base": {"amount": "0.00", "currency": "COP"}, "per_member": {"amount": "0.00", "currency": "USD"}}
+    body = assert_problem(
+        await client.post("/v1/payment-batches", json=batch | {"amount_rule": rule}, headers=headers), 422
+    )
+    assert messages(body) == {
+        "programme_id": messages(body)["programme_id"],
+        "amount_rule.per_member.currency": "base, per_member and max must share one currency",
+        "amount_rule.base.amount": "base + per_member must be greater than zero",
+    }
+
+
+async def test_a_correction_removing_required_fields_names_each(client, api_key_factory):
+    from tests.beneficiaries.support import person_body
+
+    registrar = await api_key_factory("registrar")
+    person = (await client.post("/v1/beneficiaries", json=person_body(), headers=registrar)).json()
+    removal = {"sex": None, "household_size": None, "location": None}
+    response = await client.patch(f"/v1/beneficiaries/{person['id']}", json=removal, headers=registrar)
+    assert messages(assert_problem(response, 422)) == dict.fromkeys(removal, "must not be null")
+
+
+@pytest.mark.parametrize(
+    ("loc", "field"),
+    [
+        (("body", "documents", 0, "number"), "documents[0].number"),
+        (("body", "amount", "function-after[_check(), str]"), "amount"),
+        (("query", "limit"), "limit"),
+        ((), "body"),
+    ],
+)
+def test_field_paths(loc, field):
+    assert field_path(loc) == field

@@ -90,7 +90,7 @@ async def upload(client, headers, content: bytes, provider: str = "cards", **for
     return await client.post(
         "/v1/reconciliations",
         data={"provider": provider, **form},
-        files={"statement": ("statement.csv", content, "text/csv")},
+        files={"file": ("statement.csv", content, "text/csv")},
         headers=headers,
     )
 
@@ -207,18 +207,43 @@ async def test_unreadable_statements_are_refused_whole(client, books, session_fa
     bad = statement(books, [("E1", "100000.001", "COP"), ("E2", "1.00", "XYZ")]) + b"oops\n"
     problem = assert_problem(await upload(client, books.staff.finance, bad), 422)
     assert [(e["field"], e["message"].split(":")[0]) for e in problem["errors"]] == [
-        ("statement.amount", "line 2"),
-        ("statement.currency", "line 3"),
-        ("statement", "line 4"),
+        ("file.amount", "line 2"),
+        ("file.currency", "line 3"),
+        ("file", "line 4"),
     ]
     missing = b"entitlement_id,amount\nx,1\n"
     problem = assert_problem(await upload(client, books.staff.finance, missing), 422)
-    assert {e["field"] for e in problem["errors"]} == {"statement.provider_ref", "statement.currency", "statement.date"}
+    assert {e["field"] for e in problem["errors"]} == {"file.provider_ref", "file.currency", "file.date"}
     assert_problem(await upload(client, books.staff.finance, HEADER.encode()), 422)
     assert_problem(await upload(client, books.staff.finance, statement(books, CRAFTED), provider="nobody"), 422)
     async with session_factory() as session:
         assert await session.scalar(select(func.count()).select_from(Reconciliation)) == 0
         assert await session.scalar(select(func.count()).select_from(StatementLine)) == 0
+
+
+async def test_every_problem_of_a_request_is_reported_at_once(client, books):
+    bad = statement(books, [("E1", "100000.001", "COP"), ("E2", "1.00", "COP")])
+    problem = assert_problem(await upload(client, books.staff.finance, bad, provider="nobody"), 422)
+    assert [e["field"] for e in problem["errors"]] == ["provider", "file.amount"]
+    good = statement(books, [("E1", "100000.00", "COP")])
+    window = {"period_start": "2026-02-01", "period_end": "2026-01-01"}
+    problem = assert_problem(await upload(client, books.staff.finance, good, provider="nobody", **window), 422)
+    assert [(e["field"], e["message"]) for e in problem["errors"]] == [
+        ("provider", "not a configured provider"),
+        ("period_end", "must not be before period_start"),
+    ]
+
+
+async def test_the_statement_is_the_multipart_field_file(client, books):
+    content = statement(books, [("E1", "100000.00", "COP")])
+    response = await client.post(
+        "/v1/reconciliations",
+        data={"provider": "cards"},
+        files={"statement": ("statement.csv", content, "text/csv")},
+        headers=books.staff.finance,
+    )
+    problem = assert_problem(response, 422)
+    assert [(e["field"], e["message"]) for e in problem["errors"]] == [("file", "Field required")]
 
 
 async def test_idempotent_upload(client, books):

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-from types import MappingProxyType
-
 import pytest
 
 from adapters.providers.base import ProviderConfigError
 from cbi_service.app import create_app
-from cbi_service.issuance import providers
 from tests.conftest import TEST_WEBHOOK_SECRET
 from tests.support import assert_problem, make_programme, programme_body
-
-BUILT_IN = MappingProxyType(
-    {"agency-vouchers": MappingProxyType({"adapter": "voucher", "base_url": "http://127.0.0.1:9"})}
-)
 
 
 async def test_providers_are_listed_with_their_mechanisms_and_nothing_of_their_configuration(
@@ -26,6 +19,7 @@ async def test_providers_are_listed_with_their_mechanisms_and_nothing_of_their_c
     assert response.json() == {
         "items": [
             {"name": "cards", "adapter": "prepaid_card", "delivery_mechanisms": ["prepaid_card"]},
+            {"name": "paper_voucher", "adapter": "paper_voucher", "delivery_mechanisms": ["paper_voucher"]},
             {"name": "vouchers", "adapter": "voucher", "delivery_mechanisms": ["voucher"]},
         ]
     }
@@ -33,16 +27,17 @@ async def test_providers_are_listed_with_their_mechanisms_and_nothing_of_their_c
         assert configured not in response.text
 
 
-async def test_a_built_in_provider_is_listed_and_named_by_programmes(monkeypatch, client, api_key_factory, settings):
-    monkeypatch.setattr(providers, "BUILTIN_PROVIDERS", BUILT_IN)
+async def test_a_built_in_provider_is_listed_and_named_by_programmes(client, api_key_factory, settings):
     admin = await api_key_factory("admin")
 
     listed = (await client.get("/v1/providers", headers=admin)).json()["items"]
-    programme = await make_programme(client, admin, provider="agency-vouchers", delivery_mechanism="voucher")
+    programme = await make_programme(
+        client, admin, provider="paper_voucher", delivery_mechanism="paper_voucher", voucher_validity_days=30
+    )
 
-    assert {"name": "agency-vouchers", "adapter": "voucher", "delivery_mechanisms": ["voucher"]} in listed
-    assert programme["provider"] == "agency-vouchers"
-    assert "agency-vouchers" not in settings.providers, "built in, not configured"
+    assert {"name": "paper_voucher", "adapter": "paper_voucher", "delivery_mechanisms": ["paper_voucher"]} in listed
+    assert programme["provider"] == "paper_voucher"
+    assert "paper_voucher" not in settings.providers, "built in, not configured"
 
 
 async def test_a_programme_may_not_pair_a_provider_with_a_mechanism_it_does_not_deliver(client, api_key_factory):
@@ -55,9 +50,8 @@ async def test_a_programme_may_not_pair_a_provider_with_a_mechanism_it_does_not_
     assert problem["errors"] == [{"field": "delivery_mechanism", "message": "provider 'cards' delivers prepaid_card"}]
 
 
-def test_a_configured_provider_may_not_take_a_built_in_name(monkeypatch, settings):
-    monkeypatch.setattr(providers, "BUILTIN_PROVIDERS", BUILT_IN)
-    taken = {**settings.providers, "agency-vouchers": settings.providers["vouchers"]}
+def test_a_configured_provider_may_not_take_a_built_in_name(settings):
+    taken = {**settings.providers, "paper_voucher": settings.providers["vouchers"]}
 
-    with pytest.raises(ProviderConfigError, match="'agency-vouchers' is built in"):
+    with pytest.raises(ProviderConfigError, match="'paper_voucher' is built in"):
         create_app(settings.model_copy(update={"providers": taken}))

@@ -5,6 +5,7 @@ Defaults come from the option models, so the flags cannot drift from what the si
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
@@ -18,11 +19,23 @@ _DELIVERY_CONCURRENCY: int = SimulatorOptions.model_fields["delivery_concurrency
 
 def provider_sim(
     webhook_url: Annotated[str, typer.Option(help="Where the signed webhooks are sent.")],
-    webhook_secret: Annotated[str, typer.Option(help="The Standard Webhooks signing secret, whsec_<base64>.")],
+    webhook_secret: Annotated[
+        str,
+        typer.Option(
+            envvar="CBI_SIM_WEBHOOK_SECRET",
+            show_envvar=True,
+            help="The Standard Webhooks signing secret, whsec_<base64> (from the environment, it stays out of ps).",
+        ),
+    ],
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on; 0 picks a free one (printed on stdout).")] = 8900,
     api_key: Annotated[
-        str | None, typer.Option(help="Require 'Authorization: Bearer <key>' on the provider API.")
+        str | None,
+        typer.Option(
+            envvar="CBI_SIM_API_KEY",
+            show_envvar=True,
+            help="Require 'Authorization: Bearer <key>' on the provider API.",
+        ),
     ] = None,
     failure_rate: Annotated[float, typer.Option(help="Share of API calls answered 5xx.")] = _FAULTS.failure_rate,
     latency_ms: Annotated[int, typer.Option(help="Added to every API call.")] = _FAULTS.latency_ms,
@@ -46,6 +59,9 @@ def provider_sim(
     """
     from adapters.simulator.server import serve
 
+    if os.environ.get("CBI_ENV") == "production":
+        typer.echo("provider-sim: the simulator pays no one and is for development: unset CBI_ENV=production", err=True)
+        raise typer.Exit(2)
     try:
         options = SimulatorOptions(
             webhook_url=webhook_url,

@@ -72,7 +72,11 @@ class SimulatorProcess:
         its process (Linux; elsewhere only the parent's own clean-up stops it): spawn from the main thread.
         """
         args = [sys.executable, "-m", "adapters.simulator", "--host", host, "--port", str(port)]
-        args += ["--webhook-url", webhook_url, "--webhook-secret", webhook_secret]
+        args += ["--webhook-url", webhook_url]
+        # Secrets go through the environment, never argv, where any local user could read them (`ps`).
+        secrets = {"CBI_SIM_WEBHOOK_SECRET": webhook_secret}
+        if (api_key := options.pop("api_key", None)) is not None:
+            secrets["CBI_SIM_API_KEY"] = str(api_key)
         for name, value in options.items():
             flag = "--" + name.replace("_", "-")
             if value is True:
@@ -80,7 +84,7 @@ class SimulatorProcess:
             elif value is not None and value is not False:
                 args += [flag, str(value)]
         python_path = [str(_PROJECT_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(python_path)}
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(python_path), **secrets}
         on_fork = _dying_with_this_thread() if die_with_parent and sys.platform == "linux" else None
         process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env, preexec_fn=on_fork)  # noqa: S603, PLW1509
         return cls(process)

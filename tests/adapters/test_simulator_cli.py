@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -134,3 +135,37 @@ def test_a_simulator_started_to_die_with_its_parent_ends_when_the_parent_is_kill
             break
         assert time.monotonic() < deadline, "the simulator outlived the process that started it"
         time.sleep(0.2)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_a_spawned_simulator_keeps_its_secrets_out_of_its_command_line() -> None:
+    secret, api_key = new_secret(), f"sim-{uuid4().hex}"
+    simulator = SimulatorProcess.start("http://127.0.0.1:9/", secret, api_key=api_key)
+    try:
+        command_line = Path(f"/proc/{simulator.process.pid}/cmdline").read_bytes().decode()
+        unknown = f"{simulator.base_url}/instructions/{uuid4()}"
+        unauthorised = httpx.get(unknown, timeout=5)
+        authorised = httpx.get(unknown, headers={"Authorization": f"Bearer {api_key}"}, timeout=5)
+    finally:
+        simulator.stop()
+    assert secret not in command_line
+    assert api_key not in command_line
+    assert "--webhook-url" in command_line
+    assert unauthorised.status_code == 401
+    assert authorised.status_code == 404, "the key still reached it"
+
+
+def test_production_refuses_the_simulator_in_one_line() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "cbi_service", "provider-sim", "--port", "0", "--webhook-url", "http://127.0.0.1:9/"],
+        env={**os.environ, "CBI_ENV": "production", "CBI_SIM_WEBHOOK_SECRET": new_secret()},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=PROJECT_ROOT,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "provider-sim: the simulator pays no one and is for development: unset CBI_ENV=production"
+    ]

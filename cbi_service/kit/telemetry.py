@@ -75,6 +75,7 @@ def start_tracing(service_name: str, exporter: SpanExporter | None = None) -> bo
         processor: Any = BatchSpanProcessor(OTLPSpanExporter())
     else:
         processor = SimpleSpanProcessor(exporter)
+    processor = _without_error_text(processor)
     # OTEL_SERVICE_NAME, when set, names the service; explicit attributes would override it.
     attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: service_name}
     provider = TracerProvider(resource=Resource.create(attributes))
@@ -82,6 +83,43 @@ def start_tracing(service_name: str, exporter: SpanExporter | None = None) -> bo
     HTTPXClientInstrumentor().instrument(tracer_provider=provider)
     _tracing.provider = provider
     return True
+
+
+def _without_error_text(inner: Any) -> Any:
+    """`inner`, handed each span with an error status's text cut to an exception type at most: the SQLAlchemy
+    instrumentation writes the driver's message there, and asyncpg's carries the row's DETAIL (values)."""
+    from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+
+    class WithoutErrorText(SpanProcessor):
+        def on_start(self, span: Any, parent_context: Any = None) -> None:
+            inner.on_start(span, parent_context=parent_context)
+
+        def on_end(self, span: ReadableSpan) -> None:
+            description = span.status.description
+            if description and not description.isidentifier():
+                span = ReadableSpan(
+                    name=span.name,
+                    context=span.context,
+                    parent=span.parent,
+                    resource=span.resource,
+                    attributes=span.attributes,
+                    events=span.events,
+                    links=span.links,
+                    kind=span.kind,
+                    status=Status(span.status.status_code),
+                    start_time=span.start_time,
+                    end_time=span.end_time,
+                    instrumentation_scope=span.instrumentation_scope,
+                )
+            inner.on_end(span)
+
+        def shutdown(self) -> None:
+            inner.shutdown()
+
+        def force_flush(self, timeout_millis: int = 30000) -> bool:
+            return bool(inner.force_flush(timeout_millis))
+
+    return WithoutErrorText()
 
 
 def stop_tracing() -> None:

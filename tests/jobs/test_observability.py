@@ -164,3 +164,25 @@ def test_without_an_endpoint_nothing_is_traced(monkeypatch):
     assert telemetry.otlp_endpoint_configured()
     monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
     assert not telemetry.otlp_endpoint_configured()
+
+
+async def test_a_failed_statement_leaves_no_value_in_its_span(database_url, spans):
+    """asyncpg's message names the row's values (its DETAIL); the span keeps that it failed, not why."""
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from cbi_service.kit.settings import to_asyncpg_url
+
+    engine = create_async_engine(to_asyncpg_url(database_url))
+    telemetry.instrument_engine(engine)
+    try:
+        async with engine.connect() as connection:
+            with pytest.raises(Exception, match="V-14887321"):
+                await connection.execute(text("SELECT CAST('V-14887321' AS integer)"))
+    finally:
+        await engine.dispose()
+
+    failed = [span for span in spans.get_finished_spans() if span.status.status_code.name == "ERROR"]
+    assert failed, "the statement's span is kept, marked failed"
+    for span in failed:
+        assert "V-14887321" not in str(span.status.description), span.status.description

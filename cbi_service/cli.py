@@ -59,7 +59,7 @@ def main(
     ] = False,
 ) -> None:
     """The options of every command; the domains' commands find the database in `ctx.obj`."""
-    ctx.obj = Runtime(database=database)
+    ctx.obj = Runtime(database=_refusing_database)
 
 
 class StartupRefused(Exception):
@@ -133,6 +133,13 @@ def database(settings: Settings | None = None, *, migrate: bool = True, attach: 
         settings = settings.model_copy(update={"database_url": url})
         if migrate:
             upgrade(url)
+        yield settings
+
+
+@contextlib.contextmanager
+def _refusing_database(*args: Any, **kwargs: Any) -> Iterator[Settings]:
+    """`database()` for the domains' commands: a configuration that cannot work is one line, as for the rest."""
+    with refusing_to_start(), database(*args, **kwargs) as settings:
         yield settings
 
 

@@ -204,3 +204,26 @@ def test_production_refuses_default_secrets_naming_the_variable(tmp_path, comman
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     if provider.get("webhook_secret"):
         assert provider["webhook_secret"] not in result.stderr, "a secret is never echoed"
+
+
+@pytest.mark.parametrize(
+    "command", [["jobs", "list"], ["import", "{people}", "--api-key", "k"]], ids=["jobs", "import"]
+)
+def test_the_domains_commands_refuse_production_without_a_database_in_one_line(tmp_path, command):
+    people = tmp_path / "people.csv"
+    people.write_text("given_names,family_names\n")
+    folder = tmp_path / "work"
+    folder.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "cbi_service", *(arg.format(people=people) for arg in command)],
+        cwd=folder,
+        env=_unconfigured(CBI_ENV="production", CBI_VOUCHER_SIGNING_KEY=VOUCHER_KEY),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    _refused(result, "set DATABASE_URL")
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert list(folder.iterdir()) == []

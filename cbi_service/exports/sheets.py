@@ -152,7 +152,7 @@ class Workbook:
                 yield number, self._cells(element)
                 if parent is not None:
                     parent.clear()  # the row just read is its only child: memory stays at one row
-        except (KeyError, SyntaxError, ValueError, zipfile.BadZipFile) as exc:
+        except (IndexError, KeyError, SyntaxError, ValueError, zipfile.BadZipFile) as exc:
             raise NotAWorkbook(f"{part}: {exc}") from None
 
     def _cells(self, row: Element) -> list[Value]:

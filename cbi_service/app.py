@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -116,7 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPIOffline(
         static_url="/docs/static",
         title="cbi-service",
-        version="0.1.0",
+        version=importlib.metadata.version("cbi-service"),
         description=API_DESCRIPTION,
         lifespan=lifespan,
         responses=PROBLEM_RESPONSES,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import socket
 import subprocess
@@ -15,6 +16,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import httpx
+from pydantic import SecretStr
 
 from cbi_service.jobs.worker import Worker
 
@@ -152,3 +154,16 @@ def running_serve(
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
+
+
+def revealed(options: dict[str, dict[str, Any]]) -> str:
+    """`CBI_PROVIDERS` or `CBI_REGISTRIES` as JSON with the secrets in clear, for a child process's environment."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, SecretStr):
+            return value.get_secret_value()
+        if isinstance(value, list):
+            return [plain(item) for item in value]
+        return value
+
+    return json.dumps({name: {k: plain(v) for k, v in entry.items()} for name, entry in options.items()})

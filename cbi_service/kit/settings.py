@@ -121,20 +121,6 @@ def _secret(value: Any) -> Any:
     return value
 
 
-def revealed(options: dict[str, dict[str, Any]]) -> str:
-    """`CBI_PROVIDERS` or `CBI_REGISTRIES` as JSON with the secrets in clear: only for handing the settings to
-    a child process through its environment, never for printing."""
-
-    def plain(value: Any) -> Any:
-        if isinstance(value, SecretStr):
-            return value.get_secret_value()
-        if isinstance(value, list):
-            return [plain(item) for item in value]
-        return value
-
-    return json.dumps({name: {k: plain(v) for k, v in entry.items()} for name, entry in options.items()})
-
-
 def to_asyncpg_url(url: str) -> str:
     """Accept `postgresql://`, `postgres://` or `postgresql+asyncpg://`, TCP or `?host=/socket/dir`."""
     parts = urlsplit(url)

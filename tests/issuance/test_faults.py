@@ -18,13 +18,13 @@ from sqlalchemy import func, select
 from cbi_service.batches.models import PaymentBatch
 from cbi_service.entitlements.models import Entitlement
 from cbi_service.jobs.worker import Worker
-from cbi_service.kit.settings import revealed
 from tests.issuance.support import (
     assert_identity,
     balances,
     counters,
     released_batch,
 )
+from tests.support import revealed
 
 ROOT = Path(__file__).resolve().parents[2]
 CHUNK = 50

@@ -148,3 +148,18 @@ def api_key_factory(session_factory: async_sessionmaker[AsyncSession]) -> ApiKey
         return {"Authorization": f"Bearer {raw}"}
 
     return make
+
+
+@pytest.fixture
+def spans() -> Iterator[Any]:
+    """Tracing on for the test, its spans kept in memory (an InMemorySpanExporter) to be read back."""
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from cbi_service.kit import telemetry
+
+    exporter = InMemorySpanExporter()
+    assert telemetry.start_tracing("cbi-service-test", exporter=exporter)
+    try:
+        yield exporter
+    finally:
+        telemetry.stop_tracing()

@@ -22,6 +22,7 @@ import pytest
 from adapters.providers.base import ProviderConfigError
 from adapters.registries.base import RegistryConfigError
 from cbi_service.app import create_app
+from tests.cli.support import cli
 from tests.conftest import TEST_WEBHOOK_SECRET, _admin, libpq_url, with_database
 from tests.support import free_port, running_serve
 
@@ -36,17 +37,6 @@ def _env(tmp_path, **extra: str) -> dict[str, str]:
     return env | {"CBI_DATA_DIR": str(tmp_path / "data"), "CBI_LOG_FORMAT": "json", **extra}
 
 
-def _cli(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cbi_service", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
 def _refused(result: subprocess.CompletedProcess[str], *phrases: str) -> None:
     assert result.returncode == 2, (result.returncode, result.stderr)
     assert "Traceback" not in result.stderr + result.stdout, result.stderr
@@ -55,7 +45,7 @@ def _refused(result: subprocess.CompletedProcess[str], *phrases: str) -> None:
 
 
 def test_a_worker_without_database_url_refuses_when_no_embedded_database_runs(tmp_path):
-    result = _cli("worker", env=_env(tmp_path))
+    result = cli("worker", env=_env(tmp_path))
     _refused(result, "no embedded database is running", "cbi-service serve", "DATABASE_URL")
     assert not (tmp_path / "data" / "pgdata" / "postmaster.pid").exists(), "no database was started"
 
@@ -64,7 +54,7 @@ async def test_a_worker_refuses_a_database_that_is_not_migrated(tmp_path, server
     name = f"cbi_empty_{uuid.uuid4().hex[:12]}"
     await _admin(server_url, f'CREATE DATABASE "{name}"')
     try:
-        result = _cli("worker", env=_env(tmp_path, DATABASE_URL=libpq_url(with_database(server_url, name))))
+        result = cli("worker", env=_env(tmp_path, DATABASE_URL=libpq_url(with_database(server_url, name))))
     finally:
         await _admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     _refused(result, "not at the current migration", "cbi-service migrate")
@@ -128,7 +118,7 @@ def test_an_unknown_provider_adapter_stops_the_app_from_being_built(settings, co
 def test_serve_and_worker_refuse_an_unknown_adapter(tmp_path, database_url, command, variable, available):
     env = _env(tmp_path, DATABASE_URL=database_url, **{variable: UNKNOWN_ADAPTER})
     args = [command, "--port", str(free_port())] if command == "serve" else [command]
-    _refused(_cli(*args, env=env, timeout=60), "no_such_adapter", f"available: {available}")
+    _refused(cli(*args, env=env, timeout=60), "no_such_adapter", f"available: {available}")
 
 
 def _unconfigured(**extra: str) -> dict[str, str]:

@@ -3,7 +3,7 @@ its child (the job carries the request's traceparent), and the job's SQL and HTT
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 from fastapi import FastAPI
@@ -13,19 +13,8 @@ from opentelemetry.trace import SpanKind
 
 from cbi_service.app import create_app
 from cbi_service.issuance.service import ISSUE_JOB
-from cbi_service.kit import telemetry
 from cbi_service.kit.settings import Settings
 from tests.issuance.support import drain, released_batch
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    assert telemetry.start_tracing("cbi-service-test", exporter=exporter)
-    try:
-        yield exporter
-    finally:
-        telemetry.stop_tracing()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from types import SimpleNamespace
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import REGISTRY
 from sqlalchemy import select, update
 
@@ -103,16 +102,6 @@ async def test_a_job_enqueued_inside_a_span_keeps_its_traceparent(session_factor
     assert await _traceparent_of(session_factory, traced) == (
         f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
     )
-
-
-@pytest.fixture
-def spans():
-    exporter = InMemorySpanExporter()
-    assert telemetry.start_tracing("cbi-service-test", exporter=exporter)
-    try:
-        yield exporter
-    finally:
-        telemetry.stop_tracing()
 
 
 async def test_the_run_is_a_child_of_the_span_that_enqueued_it(session_factory, spans):

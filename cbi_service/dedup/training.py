@@ -1,0 +1,195 @@
+"""Learning the match model from the registry with Splink, without labels.
+
+Splink estimates the model as its documentation recommends: the prior from deterministic rules (same
+document; same names and birth date), u by comparing records sampled at random (almost all of them
+different people), and m by expectation-maximisation over pairs blocked on one field at a time, so each
+field's m is learned from pairs that were not chosen for agreeing on it. The comparison levels are the
+service's own (`comparisons`), registered as SQL functions of the engine, so a pair lands on the same
+level in training, in sweeps and online.
+
+Term frequencies of given names and surnames are counted over the same records; only names shared by at
+least `TF_MIN_COUNT` people are kept in the artefact.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from cbi_service.dedup.blocking import blocking_keys
+from cbi_service.dedup.comparisons import COMPARISONS, KNOWN_SEXES, sql_levels
+from cbi_service.dedup.model import TF_MIN_COUNT, MatchModel
+from cbi_service.dedup.normalize import MatchRecord
+
+TF_COLUMNS = {"given_names": "given_tf", "family_names": "family_tf"}
+MIN_RECORDS = 1000  # below this, EM has too few pairs of one person to learn from
+
+
+class NotEnoughRecords(ValueError):
+    """Too small a registry to learn a model from."""
+
+
+def splink_row(ident: str, record: MatchRecord) -> dict[str, Any]:
+    """One input row for Splink: the stored profile (what the level functions read), the values term
+    frequencies are counted on, and the columns blocking rules join on."""
+    dob = record.date_of_birth
+    low, high = sorted((dob.month, dob.day))
+    return {
+        "unique_id": ident,
+        "profile": json.dumps(record.to_profile(), separators=(",", ":")),
+        "given_tf": " ".join(record.given) or None,
+        "family_tf": " ".join(record.family) or None,
+        "given_code": record.given_phonetic[0] if record.given else None,
+        "family_code": record.family_phonetic[0] if record.family else None,
+        "birth": dob.isoformat(),
+        "birth_year": dob.year,
+        "birth_key": f"{dob.year:04d}{low:02d}{high:02d}",
+        "document": record.documents[0].number if record.documents else None,
+        "phone": record.phone,
+        "sex": record.sex if record.sex in KNOWN_SEXES else None,
+        "nationality": record.nationality,
+        "keys": blocking_keys(record),
+    }
+
+
+# The input columns each comparison stands for. They are null exactly when the field is missing (the
+# level is then 0 anyway); naming them in the null level tells Splink which comparisons a blocking rule
+# has constrained, so EM never learns a field's m from pairs chosen for agreeing on it.
+FIELD_COLUMNS = {
+    "given_names": ("given_tf", "given_code"),
+    "family_names": ("family_tf", "family_code"),
+    "date_of_birth": ("birth", "birth_year", "birth_key"),
+    "documents": ("document",),
+    "phone": ("phone",),
+    "sex": ("sex",),
+    "nationality": ("nationality",),
+}
+LEVELS_FUNCTION = "cbi_levels"
+
+
+def comparison_settings() -> list[Any]:
+    """The comparisons as Splink sees them: one CASE per field, reading its digit of the pair's levels."""
+    from splink.internals.comparison_library import CustomComparison
+
+    settings: list[Any] = []
+    for index, comparison in enumerate(COMPARISONS):
+        digit = f"substr({LEVELS_FUNCTION}(profile_l, profile_r), {index + 1}, 1)"
+        missing = " OR ".join(f"{c}_{side} IS NULL" for c in FIELD_COLUMNS[comparison.name] for side in "lr")
+        levels: list[Any] = [
+            {"sql_condition": f"{missing} OR {digit} = '0'", "label_for_charts": "missing", "is_null_level": True}
+        ]
+        for level, label in enumerate(comparison.levels[1:], start=1):
+            entry: dict[str, Any] = {"sql_condition": f"{digit} = '{level}'", "label_for_charts": label}
+            if level == comparison.tf_level and comparison.name in TF_COLUMNS:
+                entry["tf_adjustment_column"] = TF_COLUMNS[comparison.name]
+                entry["tf_adjustment_weight"] = 1.0
+                entry["disable_tf_exact_match_detection"] = True
+            levels.append(entry)
+        settings.append(
+            CustomComparison(
+                output_column_name=comparison.name, comparison_levels=levels, comparison_description=comparison.name
+            )
+        )
+    return settings
+
+
+def _levels_batch(left: Any, right: Any) -> Any:
+    import pyarrow as pa
+
+    return pa.array([sql_levels(a, b) for a, b in zip(left.to_pylist(), right.to_pylist(), strict=True)], pa.string())
+
+
+def register_duckdb_functions(connection: Any) -> None:
+    """Make the level function callable from DuckDB SQL, a batch of pairs per call (Arrow)."""
+    connection.create_function(
+        LEVELS_FUNCTION, _levels_batch, ["VARCHAR", "VARCHAR"], "VARCHAR", type="arrow", side_effects=False
+    )
+
+
+def prediction_rules() -> list[Any]:
+    """Pairs worth scoring: those sharing one of the online blocking keys, so a sweep compares what a
+    registration would have compared."""
+    from splink import block_on
+
+    return [block_on("keys", arrays_to_explode=["keys"])]
+
+
+def settings_creator(prior: float | None = None) -> Any:
+    from splink import SettingsCreator
+
+    return SettingsCreator(
+        link_type="dedupe_only",
+        unique_id_column_name="unique_id",
+        comparisons=comparison_settings(),
+        blocking_rules_to_generate_predictions=prediction_rules(),
+        probability_two_random_records_match=prior if prior is not None else 0.0001,
+        retain_matching_columns=False,
+        retain_intermediate_calculation_columns=False,
+    )
+
+
+def train(records: Iterable[tuple[str, MatchRecord]], *, version: str, seed: int = 1) -> MatchModel:
+    """Estimate a model from the registry's records (ids and match records), in an embedded DuckDB."""
+    import duckdb
+    import pandas as pd
+    from splink import DuckDBAPI, Linker, block_on
+
+    frame = pd.DataFrame([splink_row(ident, record) for ident, record in records])
+    if len(frame) < MIN_RECORDS:
+        raise NotEnoughRecords(f"a model needs at least {MIN_RECORDS} records; the registry has {len(frame)}")
+    connection = duckdb.connect()
+    register_duckdb_functions(connection)
+    table = DuckDBAPI(connection).register(frame)
+    linker = Linker(table, settings_creator(), log_level=logging.WARNING)
+    training = linker.training
+    training.estimate_probability_two_random_records_match(
+        [block_on("document"), block_on("given_tf", "family_tf", "birth")], recall=0.8
+    )
+    training.estimate_u_using_random_sampling(max_pairs=5e5, seed=seed)
+    for rule in (block_on("birth"), block_on("given_code", "family_code"), block_on("document")):
+        training.estimate_parameters_using_expectation_maximisation(rule, record_sample_proportion=1.0)
+    saved = linker.misc.save_model_to_json()
+    tf = {name: _frequencies(linker, column, len(frame)) for name, column in TF_COLUMNS.items()}
+    connection.close()
+    return model_from_splink(saved, tf, version=version, records=len(frame))
+
+
+def _frequencies(linker: Any, column: str, total: int) -> dict[str, float]:
+    table = linker.table_management.compute_tf_table(column).as_pandas_dataframe()
+    minimum = TF_MIN_COUNT / total
+    return {
+        str(row[column]): float(row[f"tf_{column}"])
+        for _, row in table.iterrows()
+        if row[column] is not None and float(row[f"tf_{column}"]) >= minimum
+    }
+
+
+def model_from_splink(
+    saved: dict[str, Any], tf: dict[str, dict[str, float]], *, version: str, records: int
+) -> MatchModel:
+    """Our artefact from Splink's saved settings: m and u per level, in our level order."""
+    import splink
+
+    m: dict[str, list[float | None]] = {}
+    u: dict[str, list[float | None]] = {}
+    for comparison in saved["comparisons"]:
+        name = comparison["output_column_name"]
+        expected = next(c for c in COMPARISONS if c.name == name)
+        by_label = {level["label_for_charts"]: level for level in comparison["comparison_levels"]}
+        m[name] = [None] + [by_label[label].get("m_probability") for label in expected.levels[1:]]
+        u[name] = [None] + [by_label[label].get("u_probability") for label in expected.levels[1:]]
+    return MatchModel(
+        version=version,
+        prior=float(saved["probability_two_random_records_match"]),
+        m=m,
+        u=u,
+        tf=tf,
+        trained={
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "records": records,
+            "engine": f"splink {splink.__version__} (duckdb)",
+        },
+    )

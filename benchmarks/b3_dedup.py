@@ -1,7 +1,7 @@
 """B3 speed: registration latency and bulk import time against a large registry, over real HTTP.
 
 1. Creates a database, migrates it, and loads `--people` synthetic registered people (households generated
-   as in dedup_quality.py) with COPY into `beneficiaries` and `dedup_keys`, exactly as registration stores
+   as in benchmarks/datasets/spanish.py) with COPY into `beneficiaries` and `dedup_keys`, exactly as registration stores
    them (same match profile, same blocking keys), then VACUUM ANALYZE as autovacuum would have by then.
 2. Starts the service (uvicorn, API + in-process worker) on 127.0.0.1 and sends `--singles` sequential
    `POST /v1/beneficiaries`: half corrupted copies of registered people (answered 409 or registered for
@@ -44,9 +44,6 @@ import asyncpg
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from dedup_quality import Corruptor, Generator, Person, to_record
 
 from benchmarks.common import (
     admin_execute,
@@ -57,9 +54,12 @@ from benchmarks.common import (
     stop_processes,
     wait_http,
 )
+from benchmarks.datasets.spanish import Corruptor, Generator, Person
 from cbi_service.auth.roles import Role
 from cbi_service.beneficiaries.imports import TEMPLATE_COLUMNS
 from cbi_service.dedup.blocking import blocking_keys, key_hash
+from cbi_service.dedup.documents import FieldError, normalize_document, normalize_phone
+from cbi_service.dedup.normalize import DocumentKey, MatchRecord, build_record
 from cbi_service.kit.ids import new_id
 from cbi_service.migrate import upgrade
 
@@ -69,6 +69,32 @@ BENEFICIARY_COLUMNS = (
     "consent_purpose", "documents", "match_profile", "registered_by",
 )  # fmt: skip
 COPY_BATCH = 20_000
+
+
+def to_record(person: Person) -> MatchRecord:
+    """The match record registration would store for `person`; documents and phones the API would refuse are
+    left out, as a registrar would be made to fix or omit them."""
+    documents: list[DocumentKey] = []
+    for doc_type, number, country in person.documents:
+        try:
+            documents.append(DocumentKey(doc_type, country, normalize_document(doc_type, number, country)))
+        except FieldError:
+            continue
+    phone = None
+    if person.phone:
+        try:
+            phone = normalize_phone(person.phone, person.country, person.nationality)
+        except FieldError:
+            phone = None
+    return build_record(
+        given_names=person.given_names,
+        family_names=person.family_names,
+        date_of_birth=person.date_of_birth,
+        sex=person.sex,
+        nationality=person.nationality,
+        documents=tuple(documents),
+        phone=phone,
+    )
 
 
 def doc_json(person: Person) -> list[dict[str, str]]:

@@ -1,456 +1,435 @@
-"""B3 quality: precision, recall and F1 of deduplication on a labelled synthetic population.
+"""B3 quality: precision, recall and F1 of deduplication on labelled data sets, through the HTTP API.
 
-A registered population is generated with Faker's Spanish locales (es_CO, es_MX, es_ES) as households:
-children carry their father's and mother's first surnames and share the household phone, some are twins.
-Then registrations are replayed against it:
+For each data set (`--dataset`, any of febrl1, febrl2, febrl4, spanish, typed; see benchmarks/datasets/) the
+script creates a scratch database on the server of `DATABASE_URL`, migrates it, starts `cbi-service serve`
+on it as its own process and registers every record ONE AT A TIME with `POST /v1/beneficiaries`, in a
+shuffled order (`--seed`), from `--concurrency` parallel clients. Two records of the same person are never in
+flight together, so "was this person already registered?" has one answer. The answer decides the outcome:
 
-- true duplicates: an existing person written again with one to three realistic corruptions (accents
-  dropped, surnames swapped or one dropped, given and family names exchanged, typos, spelling variants,
-  day/month swapped, a mistyped birth date, the document formatted differently or missing, phone missing
-  or written in local notation, sex unknown);
-- new people who are easy to confuse with someone registered: namesakes (same names, other birth date),
-  new household members (same surnames and phone; twins share the birth date too), and fresh people.
+- 201 `unique`: created; 201 `possible_duplicate`: created `pending_adjudication` with an open adjudication;
+  409: an automatic duplicate, nothing created, the existing record in `existing_id`;
+- 422: the registration desk drops a refused phone or document and tries once more, as a registrar would;
+  a record still refused (no name, no valid date of birth) is unregistrable, counted and left out.
 
-Each registration goes through exactly the production path: field validation and canonicalisation
-(cbi_service.dedup.documents), match records, blocking keys (an in-memory copy of the dedup_keys table) and
-scoring with the configured thresholds. Labels are used only to count the outcome.
+Counted, from the labels and the ids the API returned (labels never reach the API):
 
-Printed: precision of automatic `duplicate` decisions, recall of true duplicates flagged `duplicate` or
-`possible_duplicate` (with the right person among the matches), F1 of the flagged decision.
-Targets: precision >= 0.995, recall >= 0.97, F1 >= 0.95.
+- true duplicates: records whose person already had a record stored when they were sent;
+- automatic duplicates (409) and their precision: right when `existing_id` is a record of the same person;
+- flagged = automatic + possible duplicates, right when one of the matches is the same person: precision,
+  recall over true duplicates, F1; possible duplicates split into true and false;
+- misses by kind: the labelled corruptions (generated sets) or the field-level differences with the stored
+  record (FEBRL, which does not label its corruptions); wrong flags by the role of the record.
 
-    .venv/bin/python benchmarks/dedup_quality.py --people 50000 --registrations 10000 --seed 7
+`--show-errors N` prints the first N errors as kinds and field levels only (never a name, a document or a
+date), with the API's `score`, `matched_on` and, where the API gives them, `match_weight` and `explanation`.
+`--json` prints a machine-readable summary on stdout (the readable report goes to stderr).
+
+Acceptance (issue 15): on every set F1 >= 0.99 with precision of automatic duplicates = 1.000.
+
+    DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres \\
+        .venv/bin/python benchmarks/dedup_quality.py --dataset febrl1,febrl2,febrl4,spanish,typed
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import os
-import platform
 import random
+import re
+import subprocess
+import sys
 import time
-from collections import Counter
-from dataclasses import dataclass, replace
-from datetime import date, timedelta
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
 
-from faker import Faker
-from stdnum.es import dni as es_dni
+import httpx
 
-from cbi_service.dedup.blocking import MemoryIndex
-from cbi_service.dedup.documents import FieldError, normalize_document, normalize_phone
-from cbi_service.dedup.normalize import DocumentKey, MatchRecord, build_record
-from cbi_service.dedup.scoring import decide
-from cbi_service.dedup.settings import DedupSettings
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-# Faker has no es_VE: Venezuelan names are drawn from the Colombian and Mexican pools, which share them.
-LOCALES = {"VE": ["es_CO", "es_MX"], "CO": ["es_CO"], "ES": ["es_ES"]}
-NATIONALITY_WEIGHTS = {"VE": 0.65, "CO": 0.25, "ES": 0.10}
-TODAY = date(2026, 11, 22)
+from benchmarks.common import (
+    ROOT,
+    free_port,
+    libpq,
+    machine,
+    new_api_key,
+    scratch_database,
+    start_service,
+    stop_processes,
+    wait_http,
+)
+from benchmarks.datasets import Record, differences, febrl, spanish, summary, typed
+from cbi_service.auth.roles import Role
 
-
-@dataclass(frozen=True)
-class Person:
-    """Raw registration fields, as a registration tool would send them."""
-
-    given_names: str
-    family_names: str
-    date_of_birth: date
-    sex: str
-    nationality: str
-    documents: tuple[tuple[str, str, str], ...]
-    phone: str | None
-    country: str
+DATASETS = ("febrl1", "febrl2", "febrl4", "spanish", "typed")
+DOCUMENT_FIELD = re.compile(r"^documents\[(\d+)\]")
 
 
-def to_record(person: Person) -> MatchRecord:
-    """Validate and canonicalise like the API does; invalid documents or phones are dropped, as a
-    registrar would be made to fix or omit them."""
-    documents: list[DocumentKey] = []
-    for doc_type, number, country in person.documents:
-        try:
-            documents.append(DocumentKey(doc_type, country, normalize_document(doc_type, number, country)))
-        except FieldError:
-            continue
-    phone = None
-    if person.phone:
-        try:
-            phone = normalize_phone(person.phone, person.country, person.nationality)
-        except FieldError:
-            phone = None
-    return build_record(
-        given_names=person.given_names,
-        family_names=person.family_names,
-        date_of_birth=person.date_of_birth,
-        sex=person.sex,
-        nationality=person.nationality,
-        documents=tuple(documents),
-        phone=phone,
-    )
-
-
-class Generator:
-    def __init__(self, seed: int) -> None:
-        self.rng = random.Random(seed)
-        self.fakers = {code: Faker(locale) for code, locale in LOCALES.items()}
-        for offset, faker in enumerate(self.fakers.values()):
-            faker.seed_instance(seed * 10 + offset)
-        self.issued: set[int] = set()
-
-    def nationality(self) -> str:
-        return self.rng.choices(list(NATIONALITY_WEIGHTS), weights=list(NATIONALITY_WEIGHTS.values()))[0]
-
-    def given(self, nationality: str, sex: str) -> str:
-        faker = self.fakers[nationality]
-        pick = faker.first_name_female if sex == "female" else faker.first_name_male
-        names = [pick()]
-        if self.rng.random() < 0.45:
-            names.append(pick())
-        return " ".join(dict.fromkeys(" ".join(names).split()))
-
-    def surname(self, nationality: str) -> str:
-        return str(self.fakers[nationality].last_name())
-
-    def phone(self, nationality: str) -> str:
-        rng = self.rng
-        if nationality == "VE":
-            return f"0{rng.choice(['412', '414', '416', '424', '426'])}-{rng.randrange(10**6, 10**7)}"
-        if nationality == "CO":
-            return f"3{rng.randrange(0, 3)}{rng.randrange(10)} {rng.randrange(10**6, 10**7)}"
-        return f"6{rng.randrange(10**7, 10**8)}"
-
-    def serial(self, low: int, high: int) -> int:
-        """A document number nobody else holds: documents identify people uniquely."""
-        while True:
-            number = self.rng.randrange(low, high)
-            if number not in self.issued:
-                self.issued.add(number)
-                return number
-
-    def document(self, nationality: str, age: int) -> tuple[tuple[str, str, str], ...]:
-        rng = self.rng
-        if age < 9 and rng.random() < 0.7:
-            return ()
-        roll = rng.random()
-        if roll < 0.62:
-            if nationality == "VE":
-                return (("national_id", f"V-{self.serial(1_000_000, 32_000_000):,}".replace(",", "."), "VE"),)
-            if nationality == "CO":
-                return (("national_id", str(self.serial(10**9, 11 * 10**8)), "CO"),)
-            body = f"{self.serial(10**7, 10**8):08d}"
-            return (("national_id", body + es_dni.calc_check_digit(body), "ES"),)
-        if roll < 0.77:
-            return (("passport", f"{self.serial(10**8, 10**9):09d}", nationality),)
-        if roll < 0.85 and nationality == "VE":
-            return (("residence_permit", f"PPT{self.serial(10**6, 10**7):07d}", "CO"),)
-        return ()
-
-    def birth_date(self, low: int, high: int) -> date:
-        start = date(TODAY.year - high, 1, 1)
-        end = date(TODAY.year - low, 12, 31)
-        day = start + timedelta(days=self.rng.randrange((end - start).days))
-        if self.rng.random() < 0.04:
-            return date(day.year, 1, 1)
-        return day
-
-    def household(self) -> list[Person]:
-        """Parents and children: the surnames and phone they share are what makes siblings look alike."""
-        rng = self.rng
-        nationality = self.nationality()
-        country = "CO" if rng.random() < 0.8 else nationality
-        phone = self.phone(nationality) if rng.random() < 0.75 else None
-        father = (self.surname(nationality), self.surname(nationality))
-        mother = (self.surname(nationality), self.surname(nationality))
-        members: list[Person] = []
-        parent_birth = self.birth_date(20, 60)
-        size = rng.choice([1, 1, 2, 3, 3, 4, 4, 5, 6])
-        for role in range(size):
-            if role < 2:
-                sex = "male" if role == 0 else "female"
-                surnames = father if role == 0 else mother
-                dob = parent_birth + timedelta(days=rng.randrange(-2000, 2000))
-            else:
-                sex = rng.choice(["female", "male"])
-                surnames = (father[0], mother[0])
-                twin = members and role > 2 and rng.random() < 0.06
-                dob = members[-1].date_of_birth if twin else self.birth_date(0, 19)
-            age = TODAY.year - dob.year
-            given = self.given(nationality, sex)
-            while any(given.split()[0] == m.given_names.split()[0] for m in members):
-                given = self.given(nationality, sex)  # parents do not give two children the same first name
-            members.append(
-                Person(
-                    given_names=given,
-                    family_names=" ".join(surnames),
-                    date_of_birth=min(dob, TODAY),
-                    sex=sex,
-                    nationality=nationality,
-                    documents=self.document(nationality, age),
-                    phone=phone if rng.random() < 0.9 else None,
-                    country=country,
-                )
-            )
-        return members
-
-
-def strip_accents(text: str) -> str:
-    return text.translate(str.maketrans("áéíóúÁÉÍÓÚñÑüÜ", "aeiouAEIOUnNuU"))
-
-
-SPELLING = [
-    ("v", "b"),
-    ("b", "v"),
-    ("z", "s"),
-    ("s", "z"),
-    ("ll", "y"),
-    ("y", "ll"),
-    ("h", ""),
-    ("ce", "se"),
-    ("ci", "si"),
-]
-
-
-class Corruptor:
-    def __init__(self, rng: random.Random) -> None:
-        self.rng = rng
-
-    def typo(self, text: str) -> str:
-        letters = [i for i, c in enumerate(text) if c.isalpha()]
-        if len(letters) < 4:
-            return text
-        i = self.rng.choice(letters[1:-1])
-        kind = self.rng.randrange(4)
-        alphabet = "abcdefghijklmnopqrstuvwxyz"
-        if kind == 0:
-            return text[:i] + text[i + 1 :]
-        if kind == 1:
-            return text[:i] + self.rng.choice(alphabet) + text[i:]
-        if kind == 2:
-            return text[:i] + self.rng.choice(alphabet) + text[i + 1 :]
-        return text[:i] + text[i + 1] + text[i] + text[i + 2 :] if i + 1 < len(text) else text
-
-    def spelling(self, text: str) -> str:
-        options = [(a, b) for a, b in SPELLING if a in text.lower()]
-        if not options:
-            return text
-        a, b = self.rng.choice(options)
-        return text.lower().replace(a, b, 1).title()
-
-    def date_typo(self, value: date) -> date:
-        digits = list(value.strftime("%Y%m%d"))
-        for _ in range(20):
-            changed = digits.copy()
-            i = self.rng.randrange(2, 8)
-            changed[i] = str(self.rng.randrange(10))
-            text = "".join(changed)
-            try:
-                candidate = date(int(text[:4]), int(text[4:6]), int(text[6:]))
-            except ValueError:
-                continue
-            if candidate != value and candidate <= TODAY:
-                return candidate
-        return value
-
-    def reformat_document(self, doc: tuple[str, str, str]) -> tuple[str, str, str]:
-        doc_type, number, country = doc
-        digits = "".join(c for c in number if c.isalnum())
-        style = self.rng.randrange(4)
-        if style == 0:
-            number = digits
-        elif style == 1:
-            number = " ".join(digits[i : i + 3] for i in range(0, len(digits), 3))
-        elif style == 2:
-            number = f"{'V-' if country == 'VE' and doc_type == 'national_id' else ''}{digits}"
-        else:
-            number = "0" + digits if digits.isdigit() and country != "ES" else digits.lower()
-        return doc_type, number, country
-
-    def local_phone(self, phone: str, *regions: str) -> str:
-        try:
-            e164 = normalize_phone(phone, *regions)
-        except FieldError:
-            return phone
-        return e164 if self.rng.random() < 0.5 else e164.replace("+", "00")
-
-    def corrupt(self, person: Person) -> tuple[Person, list[str]]:
-        rng = self.rng
-        kinds = [
-            "accents", "swap_surnames", "drop_second_surname", "given_typo", "family_typo", "spelling",
-            "day_month", "date_typo", "document_format", "document_missing", "phone_missing",
-            "phone_notation", "fields_swapped", "drop_second_given", "sex_unknown",
-        ]  # fmt: skip
-        count = rng.choices([1, 2, 3], weights=[0.5, 0.35, 0.15])[0]
-        applied = rng.sample(kinds, count)
-        given, family = person.given_names, person.family_names
-        dob, documents, phone, sex = person.date_of_birth, person.documents, person.phone, person.sex
-        for kind in applied:
-            surnames = family.split()
-            if kind == "accents":
-                given, family = strip_accents(given), strip_accents(family)
-            elif kind == "swap_surnames" and len(surnames) >= 2:
-                family = " ".join([*surnames[-1:], *surnames[:-1]])
-            elif kind == "drop_second_surname" and len(surnames) >= 2:
-                family = surnames[0]
-            elif kind == "given_typo":
-                given = self.typo(given)
-            elif kind == "family_typo":
-                family = self.typo(family)
-            elif kind == "spelling":
-                family = self.spelling(family) if rng.random() < 0.5 else family
-                given = self.spelling(given) if family == person.family_names else given
-            elif kind == "day_month" and dob.day <= 12:
-                dob = date(dob.year, dob.day, dob.month)
-            elif kind == "date_typo":
-                dob = self.date_typo(dob)
-            elif kind == "document_format":
-                documents = tuple(self.reformat_document(d) for d in documents)
-            elif kind == "document_missing":
-                documents = ()
-            elif kind == "phone_missing":
-                phone = None
-            elif kind == "phone_notation" and phone:
-                phone = self.local_phone(phone, person.country, person.nationality)
-            elif kind == "fields_swapped":
-                given, family = family, given
-            elif kind == "drop_second_given" and len(given.split()) >= 2:
-                given = given.split()[0]
-            elif kind == "sex_unknown":
-                sex = "unknown"
-        corrupted = replace(
-            person, given_names=given, family_names=family, date_of_birth=dob, documents=documents,
-            phone=phone, sex=sex,
-        )  # fmt: skip
-        return corrupted, applied
+def load(name: str, args: argparse.Namespace) -> list[Record]:
+    if name in febrl.NAMES:
+        return febrl.load(name)
+    generate = {"spanish": spanish.dataset, "typed": typed.dataset}[name]
+    return generate(args.people, args.duplicates, args.confusers, args.seed)
 
 
 @dataclass
 class Outcome:
-    auto_total: int = 0
-    auto_correct: int = 0
-    flagged_total: int = 0
-    flagged_correct: int = 0
-    duplicates: int = 0
-    duplicates_flagged: int = 0
+    """What the API answered for one record, and who was stored for its person when it was sent."""
+
+    status: int
+    dedup: str | None = None
+    beneficiary_id: str | None = None
+    existing_id: str | None = None
+    matches: list[dict[str, Any]] = field(default_factory=list)
+    earlier: list[int] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    seconds: float = 0.0
 
 
-def run(people: int, registrations: int, seed: int, settings: DedupSettings, show_errors: int = 0) -> None:
-    started = time.perf_counter()
-    generator = Generator(seed)
-    population: list[Person] = []
-    households: list[list[int]] = []
-    while len(population) < people:
-        members = generator.household()
-        households.append(list(range(len(population), len(population) + len(members))))
-        population.extend(members)
-    index: MemoryIndex[int] = MemoryIndex()
-    records = [to_record(p) for p in population]
-    for ident, record in enumerate(records):
-        index.add(ident, record)
-    built = time.perf_counter()
+class Registration:
+    """Registers records through the API and keeps which record each returned id is."""
 
-    rng = random.Random(seed + 1)
-    corruptor = Corruptor(rng)
-    outcome = Outcome()
-    kinds: Counter[str] = Counter()
-    missed: Counter[str] = Counter()
-    false_auto: Counter[str] = Counter()
-    false_flag: Counter[str] = Counter()
-    candidate_counts: list[int] = []
-    examples: list[str] = []
-    for _ in range(registrations):
-        roll = rng.random()
-        truth: int | None = None
-        if roll < 0.5:
-            truth = rng.randrange(len(population))
-            probe, applied = corruptor.corrupt(population[truth])
-            kind = "duplicate:" + "+".join(sorted(applied))
-        elif roll < 0.65:
-            source = population[rng.randrange(len(population))]
-            fresh = generator.household()[0]
-            probe = replace(
-                fresh, given_names=source.given_names, family_names=source.family_names, sex=source.sex,
-                nationality=source.nationality,
-            )  # fmt: skip
-            kind = "namesake"
-        elif roll < 0.82:
-            household = population[rng.choice(households)[-1]]
-            sibling = generator.household()[0]
-            while sibling.given_names.split()[0] == household.given_names.split()[0]:
-                sibling = generator.household()[0]
-            twin = rng.random() < 0.15
-            probe = replace(
-                sibling, family_names=household.family_names, phone=household.phone,
-                nationality=household.nationality, country=household.country,
-                date_of_birth=household.date_of_birth if twin else generator.birth_date(0, 19),
-            )  # fmt: skip
-            kind = "twin" if twin else "household_member"
+    def __init__(self, records: list[Record], http: httpx.AsyncClient) -> None:
+        self.records = records
+        self.http = http
+        self.outcomes: dict[int, Outcome] = {}
+        self.order: list[int] = []
+        self.stored: dict[str, list[int]] = defaultdict(list)
+        self.record_of: dict[str, int] = {}
+        self.locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    async def post(self, body: dict[str, Any]) -> tuple[httpx.Response, list[str]]:
+        """One registration; a phone or document the API refuses is dropped and the rest sent once more."""
+        response = await self.http.post("/v1/beneficiaries", json=body)
+        if response.status_code != 422:
+            return response, []
+        fields = [e.get("field", "") for e in response.json().get("errors", [])]
+        refused_documents = {int(m.group(1)) for f in fields if (m := DOCUMENT_FIELD.match(f))}
+        if not fields or any(f != "phone" and not DOCUMENT_FIELD.match(f) for f in fields):
+            return response, []
+        dropped = ["phone"] * ("phone" in fields) + ["document"] * len(refused_documents)
+        retry = {k: v for k, v in body.items() if not (k == "phone" and "phone" in fields)}
+        retry["documents"] = [d for i, d in enumerate(body["documents"]) if i not in refused_documents]
+        return await self.http.post("/v1/beneficiaries", json=retry), dropped
+
+    async def register(self, index: int) -> None:
+        record = self.records[index]
+        async with self.locks[record.entity]:
+            outcome = Outcome(status=0, earlier=list(self.stored[record.entity]))
+            started = time.perf_counter()
+            response, outcome.dropped = await self.post(record.body)
+            outcome.seconds = time.perf_counter() - started
+            outcome.status = response.status_code
+            if response.status_code == 201:
+                body = response.json()
+                outcome.beneficiary_id = body["id"]
+                outcome.dedup = body["dedup"]["status"]
+                outcome.matches = body["dedup"]["matches"]
+                self.record_of[body["id"]] = index
+                self.stored[record.entity].append(index)
+            elif response.status_code == 409:
+                body = response.json()
+                outcome.dedup = "duplicate"
+                outcome.existing_id = body.get("existing_id")
+                outcome.matches = body.get("dedup", {}).get("matches", [])
+            elif response.status_code != 422:
+                title = (
+                    response.json().get("title") if response.headers.get("content-type", "").endswith("json") else ""
+                )
+                raise RuntimeError(f"POST /v1/beneficiaries answered {response.status_code} {title}")
+            self.outcomes[index] = outcome
+            self.order.append(index)
+
+    async def run(self, order: list[int], concurrency: int) -> None:
+        pending: Iterator[int] = iter(order)
+        started = time.monotonic()
+
+        async def client() -> None:
+            for index in pending:
+                await self.register(index)
+                if len(self.outcomes) % 2000 == 0:
+                    rate = len(self.outcomes) / (time.monotonic() - started)
+                    print(f"  {len(self.outcomes)}/{len(order)} records, {rate:.0f}/s", file=sys.stderr)
+
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+
+
+@dataclass
+class Tally:
+    records: int = 0
+    registered: int = 0
+    unregistrable: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+    true_duplicates: int = 0
+    automatic: int = 0
+    automatic_correct: int = 0
+    possible_true: int = 0
+    possible_false: int = 0
+    unique: int = 0
+    kinds: Counter[str] = field(default_factory=Counter)
+    missed: Counter[str] = field(default_factory=Counter)
+    false_automatic: Counter[str] = field(default_factory=Counter)
+    false_possible: Counter[str] = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)
+
+    def figures(self) -> dict[str, float]:
+        flagged = self.automatic + self.possible_true + self.possible_false
+        correct = self.automatic_correct + self.possible_true
+        precision = correct / flagged if flagged else 1.0
+        recall = correct / self.true_duplicates if self.true_duplicates else 1.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        return {
+            "flagged": flagged,
+            "flagged_correct": correct,
+            "precision_automatic": self.automatic_correct / self.automatic if self.automatic else 1.0,
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+        }
+
+
+def pair_kinds(records: list[Record], index: int, earlier: list[int]) -> tuple[tuple[str, ...], dict[str, str]]:
+    """How a true duplicate differs from its person's stored record: the generator's labels (those of the
+    duplicate of the pair) or, unlabelled, the fields that differ; and the field levels against that record."""
+    record = records[index]
+    nearest = min(earlier, key=lambda i: len(summary(differences(record.body, records[i].body)).split(", ")))
+    levels = differences(record.body, records[nearest].body)
+    labels = record.kinds or records[nearest].kinds
+    if labels:
+        return labels, levels
+    return tuple(f"{name}: {level}" for name, level in levels.items() if level not in {"exact", "none"}), levels
+
+
+def api_view(match: dict[str, Any] | None) -> str:
+    """What the API said about a match, without values: score, matched fields, weights and levels."""
+    if not match:
+        return "no match"
+    parts = [f"score {match.get('score')}", f"matched_on {match.get('matched_on')}"]
+    if "match_weight" in match:
+        parts.append(f"match_weight {match['match_weight']}")
+    if explanation := match.get("explanation"):
+        parts.append(
+            "explanation " + ", ".join(f"{e.get('field')}={e.get('level')}({e.get('weight')})" for e in explanation)
+        )
+    return "; ".join(parts)
+
+
+def evaluate(records: list[Record], run: Registration, show_errors: int) -> Tally:
+    tally = Tally(records=len(records))
+
+    def same(beneficiary_id: str | None, entity: str) -> bool:
+        index = run.record_of.get(beneficiary_id or "")
+        return index is not None and records[index].entity == entity
+
+    for index in run.order:
+        record, outcome = records[index], run.outcomes[index]
+        tally.dropped.update(outcome.dropped)
+        if outcome.status == 422:
+            tally.unregistrable += 1
+            continue
+        tally.registered += 1
+        true_duplicate = bool(outcome.earlier)
+        kinds: tuple[str, ...] = ()
+        levels: dict[str, str] = {}
+        if true_duplicate:
+            tally.true_duplicates += 1
+            kinds, levels = pair_kinds(records, index, outcome.earlier)
+            tally.kinds.update(kinds)
+        if outcome.dedup == "duplicate":
+            tally.automatic += 1
+            correct = same(outcome.existing_id, record.entity)
+            tally.automatic_correct += correct
+        elif outcome.dedup == "possible_duplicate":
+            correct = any(same(m.get("beneficiary_id"), record.entity) for m in outcome.matches)
+            tally.possible_true += correct
+            tally.possible_false += not correct
         else:
-            probe = generator.household()[0]
-            kind = "fresh"
-        kinds[kind.split(":")[0]] += 1
-        record = to_record(probe)
-        candidates = index.candidates(record)[: settings.max_candidates]
-        candidate_counts.append(len(candidates))
-        decision = decide(record, candidates, settings)
-        matched = [m.ident for m in decision.matches]
-        right = truth is not None and truth in matched
-        if truth is not None:
-            outcome.duplicates += 1
-            outcome.duplicates_flagged += right
-            if not right:
-                missed[kind] += 1
-        if decision.status == "duplicate":
-            outcome.auto_total += 1
-            correct = truth is not None and matched[0] == truth
-            outcome.auto_correct += correct
-            if not correct:
-                false_auto[kind] += 1
-                if len(examples) < show_errors:
-                    best = decision.matches[0]
-                    examples.append(
-                        f"{kind} score={best.score:.4f} on={best.matched_on}\n  new: {probe}\n"
-                        f"  old: {population[best.ident]}"
-                    )
-        if decision.status != "unique":
-            outcome.flagged_total += 1
-            outcome.flagged_correct += right
-            if not right:
-                false_flag[kind] += 1
-    finished = time.perf_counter()
+            tally.unique += 1
+            correct = False
+        wrong_flag = outcome.dedup != "unique" and not correct
+        if true_duplicate and not correct:
+            tally.missed.update(kinds)
+        if wrong_flag:
+            counter = tally.false_automatic if outcome.dedup == "duplicate" else tally.false_possible
+            counter[record.role] += 1
+        if (wrong_flag or (true_duplicate and not correct)) and len(tally.errors) < show_errors:
+            tally.errors.append(describe(records, run, index, kinds, levels))
+    return tally
 
-    precision_auto = outcome.auto_correct / max(outcome.auto_total, 1)
-    precision_flagged = outcome.flagged_correct / max(outcome.flagged_total, 1)
-    recall = outcome.duplicates_flagged / max(outcome.duplicates, 1)
-    f1 = 2 * precision_flagged * recall / max(precision_flagged + recall, 1e-9)
-    candidate_counts.sort()
-    print(f"machine: {platform.machine()} {platform.processor() or ''} cpus={os.cpu_count()} "
-          f"python={platform.python_version()}")  # fmt: skip
-    print(f"population: {len(population)} people in {len(households)} households; seed {seed}")
-    print(f"thresholds: auto={settings.auto_threshold} review={settings.review_threshold}")
-    print(f"registrations: {registrations} ({dict(kinds)})")
-    print(f"candidates per registration: p50={candidate_counts[len(candidate_counts) // 2]} "
-          f"p99={candidate_counts[int(len(candidate_counts) * 0.99)]} max={candidate_counts[-1]}")  # fmt: skip
-    print(f"automatic duplicate decisions: {outcome.auto_total}, correct {outcome.auto_correct}")
-    print(f"flagged (duplicate|possible_duplicate): {outcome.flagged_total}, correct {outcome.flagged_correct}")
-    print(f"precision (automatic duplicate): {precision_auto:.4f}  target >= 0.995")
-    print(f"recall (duplicate|possible_duplicate): {recall:.4f}  target >= 0.97")
-    print(f"precision (duplicate|possible_duplicate): {precision_flagged:.4f}")
-    print(f"F1 (flagged): {f1:.4f}  target >= 0.95")
-    print(f"time: build {built - started:.1f}s, {registrations} registrations {finished - built:.1f}s")
-    for title, counter in (("missed", missed), ("wrong automatic", false_auto), ("wrong flag", false_flag)):
+
+def describe(
+    records: list[Record], run: Registration, index: int, kinds: tuple[str, ...], levels: dict[str, str]
+) -> str:
+    """One error in kinds and levels: what the record was, what the API decided, against whom."""
+    record, outcome = records[index], run.outcomes[index]
+    top = outcome.matches[0] if outcome.matches else None
+    matched_id = outcome.existing_id if outcome.dedup == "duplicate" else (top or {}).get("beneficiary_id")
+    lines = [f"{'missed' if outcome.earlier else 'wrongly flagged'} ({outcome.dedup}); record role {record.role}"]
+    if outcome.earlier:
+        if record.kinds or any(records[i].kinds for i in outcome.earlier):
+            lines.append(f"  labels: {', '.join(kinds)}")
+        lines.append(f"  against the same person's record: {summary(levels)}")
+    matched = run.record_of.get(matched_id or "")
+    if matched is not None and records[matched].entity != record.entity:
+        other = records[matched]
+        lines.append(f"  against the matched record of another person (role {other.role}): "
+                     f"{summary(differences(record.body, other.body))}")  # fmt: skip
+    lines.append(f"  api: {api_view(top)}")
+    return "\n".join(lines)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
+async def open_adjudications(http: httpx.AsyncClient) -> int:
+    count, cursor = 0, None
+    while True:
+        params: dict[str, Any] = {"status": "open", "limit": 500, **({"cursor": cursor} if cursor else {})}
+        page = (await http.get("/v1/adjudications", params=params)).raise_for_status().json()
+        count += len(page["items"])
+        if not (cursor := page.get("next_cursor")):
+            return count
+
+
+async def measure(name: str, args: argparse.Namespace, admin_url: str) -> dict[str, Any]:
+    records = load(name, args)
+    order = list(range(len(records)))
+    random.Random(args.seed).shuffle(order)
+    database = f"cbi_quality_{name}_{uuid.uuid4().hex[:8]}"
+    async with scratch_database(admin_url, database) as db_url:
+        _, key = await new_api_key(db_url, "dedup quality registrar", Role.registrar)
+        port = free_port()
+        env = {**os.environ, "DATABASE_URL": db_url, "CBI_LOG_LEVEL": "WARNING"}
+        service = start_service(port, env)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            await wait_http(f"{base}/healthz")
+            headers = {"Authorization": f"Bearer {key}"}
+            limits = httpx.Limits(max_connections=args.concurrency)
+            async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60, limits=limits) as http:
+                run = Registration(records, http)
+                started = time.perf_counter()
+                await run.run(order, args.concurrency)
+                elapsed = time.perf_counter() - started
+                adjudications = await open_adjudications(http)
+        finally:
+            stop_processes([service], 30)
+    tally = evaluate(records, run, args.show_errors)
+    figures = tally.figures()
+    latencies = [o.seconds * 1000 for o in run.outcomes.values()]
+    result = {
+        "dataset": name,
+        "records": tally.records,
+        "registered": tally.registered,
+        "unregistrable": tally.unregistrable,
+        "dropped_at_desk": dict(tally.dropped),
+        "true_duplicates": tally.true_duplicates,
+        "unique": tally.unique,
+        "automatic": tally.automatic,
+        "automatic_correct": tally.automatic_correct,
+        "possible_true": tally.possible_true,
+        "possible_false": tally.possible_false,
+        "open_adjudications": adjudications,
+        **{k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()},
+        "missed_by_kind": dict(tally.missed.most_common()),
+        "true_duplicates_by_kind": dict(tally.kinds.most_common()),
+        "false_automatic_by_role": dict(tally.false_automatic),
+        "false_possible_by_role": dict(tally.false_possible),
+        "seconds": round(elapsed, 1),
+        "registrations_per_second": round(len(records) / elapsed, 1),
+        "latency_ms": {q: round(percentile(latencies, p), 1) for q, p in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))},
+        "passes": figures["f1"] >= 0.99 and figures["precision_automatic"] == 1.0,
+    }
+    print_result(result, tally, args.out)
+    return result
+
+
+def print_result(r: dict[str, Any], tally: Tally, out: TextIO) -> None:
+    def report(line: str) -> None:
+        print(line, file=out)
+
+    flagged = r["flagged"]
+    share = (r["possible_true"] + r["possible_false"]) / flagged if flagged else 0.0
+    report(f"\n== {r['dataset']}: {r['records']} records, {r['registered']} registered one at a time in "
+           f"{r['seconds']}s ({r['registrations_per_second']}/s; p50 {r['latency_ms']['p50']} ms, "
+           f"p95 {r['latency_ms']['p95']} ms)")  # fmt: skip
+    report(f"unregistrable (422, left out): {r['unregistrable']}; dropped at the desk and sent again: "
+           f"{r['dropped_at_desk'] or 'none'}")  # fmt: skip
+    report(
+        f"true duplicates: {r['true_duplicates']}; answered unique {r['unique']}, automatic duplicate (409) "
+        f"{r['automatic']}, possible duplicate {r['possible_true'] + r['possible_false']} "
+        f"(true {r['possible_true']}, false {r['possible_false']}; open adjudications {r['open_adjudications']})"
+    )
+    report(f"precision of automatic duplicates: {r['precision_automatic']:.4f} "
+           f"({r['automatic_correct']}/{r['automatic']})  target 1.000")  # fmt: skip
+    report(f"flagged: {flagged}, correct {r['flagged_correct']}: precision {r['precision']:.4f}, "
+           f"recall {r['recall']:.4f}, F1 {r['f1']:.4f}  target F1 >= 0.99; "
+           f"{share:.1%} of flagged went to adjudication")  # fmt: skip
+    if tally.missed:
+        report("missed, by kind (missed/true duplicates of that kind):")
+        for kind, count in tally.missed.most_common(12):
+            report(f"  {kind}: {count}/{tally.kinds[kind]}")
+    for title, counter in (("wrong automatic", tally.false_automatic), ("wrong possible", tally.false_possible)):
         if counter:
-            print(f"{title}: {counter.most_common(8)}")
-    for example in examples:
-        print(example)
+            report(f"{title}, by role of the record: {dict(counter.most_common())}")
+    report(f"acceptance (F1 >= 0.99, automatic precision 1.000): {'PASS' if r['passes'] else 'FAIL'}")
+    for error in tally.errors:
+        report(error)
+
+
+def code_version() -> str:
+    """The commit measured, marked when the work tree has changes."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True, check=True).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + (" with uncommitted changes" if dirty else "")
+
+
+async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    admin_url = libpq(os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
+    return [await measure(name, args, admin_url) for name in args.dataset]
+
+
+def datasets(value: str) -> list[str]:
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    if unknown := sorted(set(names) - set(DATASETS)):
+        raise argparse.ArgumentTypeError(f"unknown data set {', '.join(unknown)}; choose from {', '.join(DATASETS)}")
+    return names
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--people", type=int, default=50_000)
-    parser.add_argument("--registrations", type=int, default=10_000)
-    parser.add_argument("--seed", type=int, default=2026)
-    parser.add_argument("--show-errors", type=int, default=0, help="print this many wrong automatic decisions")
+    parser.add_argument(
+        "--dataset", type=datasets, default=list(DATASETS), help="comma-separated: " + ",".join(DATASETS)
+    )
+    parser.add_argument("--people", type=int, default=5000, help="registered people of a generated set")
+    parser.add_argument("--duplicates", type=int, default=2000, help="corrupted copies in a generated set")
+    parser.add_argument("--confusers", type=int, default=1000, help="look-alike new people in a generated set")
+    parser.add_argument("--seed", type=int, default=2026, help="of the generators and of the shuffled order")
+    parser.add_argument("--concurrency", type=int, default=4, help="parallel clients, one record per request")
+    parser.add_argument("--show-errors", type=int, default=0, metavar="N", help="describe the first N errors")
+    parser.add_argument("--json", action="store_true", help="a JSON summary on stdout, the report on stderr")
     args = parser.parse_args()
-    run(args.people, args.registrations, args.seed, DedupSettings(), args.show_errors)
+    args.out = sys.stderr if args.json else sys.stdout
+    dedup_env = {k: v for k, v in os.environ.items() if k.startswith("CBI_DEDUP_")}
+    facts = {"machine": machine(), "code": code_version(), "dedup_settings": dedup_env or "the code's defaults",
+             "seed": args.seed, "concurrency": args.concurrency}  # fmt: skip
+    for name, value in facts.items():
+        print(f"{name}: {value}", file=args.out)
+    results = asyncio.run(run(args))
+    if args.json:
+        print(json.dumps({**facts, "datasets": results}, indent=2))
 
 
 if __name__ == "__main__":

@@ -58,6 +58,7 @@ from cbi_service.beneficiaries.workbook import (
     check_workbook,
 )
 from cbi_service.dedup.blocking import MemoryIndex
+from cbi_service.dedup.model import default_model
 from cbi_service.dedup.normalize import MatchRecord
 from cbi_service.dedup.registries import check_registries, registries_for
 from cbi_service.dedup.scoring import decide
@@ -452,6 +453,7 @@ async def process_chunk(
 ) -> None:
     """Register one chunk of validated rows in the caller's transaction, together with the import's progress."""
     dedup_settings = get_dedup_settings()
+    model = default_model()
     registries = registries_for(settings.registries)
     principal = Principal(id=imp.created_by, name=f"beneficiary import {imp.id}", roles=frozenset({Role.registrar}))
     repo = BeneficiaryRepository(session)
@@ -485,7 +487,7 @@ async def process_chunk(
         ]
         candidates += in_chunk.candidates(prepared.record, prepared.keys)
         outcome = combine(
-            decide(prepared.record, candidates, dedup_settings),
+            decide(prepared.record, candidates, dedup_settings, model),
             await check_registries(registries, prepared.record),
             dedup_settings,
         )

@@ -75,12 +75,27 @@ class BeneficiaryPatch(BaseModel):
     external_ref: str | None = Field(default=None, max_length=100)
 
 
+class MatchExplanation(BaseModel):
+    """One comparison of a match: the level the two records reached and what it weighed (bits of evidence;
+    positive for the same person, negative against). A shared document decides alone and weighs null."""
+
+    field: str
+    level: str
+    weight: float | None
+
+
 class DedupMatch(BaseModel):
     beneficiary_id: uuid.UUID | None = None
     registry_ref: str | None = None
     registry: str
     score: float
     matched_on: list[str]
+    match_weight: float | None = Field(
+        default=None, description="The match model's total weight (log2 odds) for an internal match."
+    )
+    explanation: list[MatchExplanation] = Field(
+        default_factory=list, description="What agreed and what disagreed, field by field, and how much each weighed."
+    )
 
 
 class DedupResult(BaseModel):

@@ -38,6 +38,7 @@ from cbi_service.beneficiaries.schemas import (
 )
 from cbi_service.dedup.blocking import blocking_keys
 from cbi_service.dedup.documents import FieldError, check_birth_date, normalize_document, normalize_phone
+from cbi_service.dedup.model import default_model
 from cbi_service.dedup.normalize import DocumentKey, MatchRecord, build_record
 from cbi_service.dedup.registries import check_registries, registries_for
 from cbi_service.dedup.scoring import Decision, DedupStatus, decide
@@ -126,6 +127,8 @@ def combine(decision: Decision[uuid.UUID], external: Sequence[RegistryMatch], se
                 "registry": "internal",
                 "score": round(match.score, 4),
                 "matched_on": match.matched_on,
+                "match_weight": match.match_weight,
+                "explanation": match.explanation,
             }
         )
     if decision.status == "duplicate":
@@ -155,7 +158,7 @@ async def run_dedup(
 ) -> DedupOutcome:
     dedup_settings = get_dedup_settings()
     candidates = await BeneficiaryRepository(session).candidates(prepared.keys, dedup_settings.max_candidates, exclude)
-    decision = decide(prepared.record, candidates, dedup_settings)
+    decision = decide(prepared.record, candidates, dedup_settings, default_model())
     external = await check_registries(registries_for(settings.registries), prepared.record)
     return combine(decision, external, dedup_settings)
 

@@ -51,17 +51,28 @@ FAMILY = Comparison(
 )
 BIRTH = Comparison(
     "date_of_birth",
-    ("missing", "exact", "exact_1_january", "day_month_swapped", "one_digit", "within_2_years", "different"),
+    (
+        "missing",
+        "exact",
+        "exact_1_january",
+        "day_month_swapped",
+        "one_digit",
+        "1_january_same_year",
+        "same_year",
+        "within_2_years",
+        "different",
+    ),
 )
 DOCUMENT = Comparison(
     "documents",
     ("missing", "same_number", "one_edit", "two_edits", "other_number_same_type"),
 )
-PHONE = Comparison("phone", ("missing", "same", "different"))
 SEX = Comparison("sex", ("missing", "same", "different"))
 NATIONALITY = Comparison("nationality", ("missing", "same", "different"))
 
-COMPARISONS: tuple[Comparison, ...] = (GIVEN, FAMILY, BIRTH, DOCUMENT, PHONE, SEX, NATIONALITY)
+# The phone is not compared: a household shares one, and phones change hands, so agreement says "same
+# family" (already said by the surnames) far more than "same person". It still brings in candidates.
+COMPARISONS: tuple[Comparison, ...] = (GIVEN, FAMILY, BIRTH, DOCUMENT, SEX, NATIONALITY)
 
 
 def _gender_variant(a: str, b: str) -> bool:
@@ -161,6 +172,9 @@ def _birth_level(left: date, right: date) -> str:
         _digits(left), _digits(right), score_cutoff=1
     ) <= 1:
         return "one_digit"
+    if left.year == right.year:
+        # 1 January is what many desks write when only the year of birth is known.
+        return "1_january_same_year" if (1, 1) in ((left.month, left.day), (right.month, right.day)) else "same_year"
     return "within_2_years" if near else "different"
 
 
@@ -231,7 +245,6 @@ def gammas(probe: MatchRecord, candidate: MatchRecord) -> Gammas:
             FAMILY.level(family),
             BIRTH.level(_birth_level(probe.date_of_birth, candidate.date_of_birth)),
             DOCUMENT.level(_document_level(probe, candidate)),
-            PHONE.level(_same_or_different(probe.phone, candidate.phone)),
             SEX.level(_same_or_different(*sexes)),
             NATIONALITY.level(_same_or_different(probe.nationality, candidate.nationality)),
         ),

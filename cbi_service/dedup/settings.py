@@ -9,18 +9,20 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class DedupSettings(BaseSettings):
-    """Thresholds apply to the combined score in 0..1.
+    """Thresholds apply to the match model's probability that two records are one person.
 
     At or above `auto_threshold` a registration is refused as a duplicate without human review; between the
-    two it is kept for adjudication. The defaults come from the quality benchmark
-    (benchmarks/dedup_quality.py): moving `auto_threshold` down trades precision of automatic decisions,
-    the costliest error, for fewer adjudications.
+    two it is kept for adjudication. In match weight (log2 odds) the defaults are about 16.6 and 6.6 bits:
+    a pair must agree on more than names and a birth date alone to be merged without a person. They come
+    from the quality benchmark (benchmarks/dedup_quality.py) on every labelled set: moving `auto_threshold`
+    down trades precision of automatic decisions, the costliest error, for fewer adjudications; moving
+    `review_threshold` down sends more look-alikes (siblings, namesakes) to adjudication.
     """
 
     model_config = SettingsConfigDict(env_prefix="CBI_DEDUP_", env_file=".env", extra="ignore")
 
-    auto_threshold: float = Field(default=0.99, gt=0, le=1)
-    review_threshold: float = Field(default=0.6, gt=0, le=1)
+    auto_threshold: float = Field(default=0.99999, gt=0, le=1)
+    review_threshold: float = Field(default=0.99, gt=0, le=1)
     max_candidates: int = Field(default=200, ge=1, le=5000)
 
     @model_validator(mode="after")

@@ -48,7 +48,6 @@ def splink_row(ident: str, record: MatchRecord) -> dict[str, Any]:
         "birth_year": dob.year,
         "birth_key": f"{dob.year:04d}{low:02d}{high:02d}",
         "document": record.documents[0].number if record.documents else None,
-        "phone": record.phone,
         "sex": record.sex if record.sex in KNOWN_SEXES else None,
         "nationality": record.nationality,
         "keys": blocking_keys(record),
@@ -63,11 +62,15 @@ FIELD_COLUMNS = {
     "family_names": ("family_tf", "family_code"),
     "date_of_birth": ("birth", "birth_year", "birth_key"),
     "documents": ("document",),
-    "phone": ("phone",),
     "sex": ("sex",),
     "nationality": ("nationality",),
 }
 LEVELS_FUNCTION = "cbi_levels"
+
+# Levels whose m is stated, not learned: one person recorded with another sex or nationality is a clerk's
+# slip, rare enough that a registry's duplicate pairs may hold none, and EM would then make the level
+# infinitely decisive. One record in a hundred is what a desk without cross-checks gets wrong.
+FIXED_M = {("sex", "different"): 0.01, ("nationality", "different"): 0.01}
 
 
 def comparison_settings() -> list[Any]:
@@ -83,6 +86,9 @@ def comparison_settings() -> list[Any]:
         ]
         for level, label in enumerate(comparison.levels[1:], start=1):
             entry: dict[str, Any] = {"sql_condition": f"{digit} = '{level}'", "label_for_charts": label}
+            if (comparison.name, label) in FIXED_M:
+                entry["m_probability"] = FIXED_M[comparison.name, label]
+                entry["fix_m_probability"] = True
             if level == comparison.tf_level and comparison.name in TF_COLUMNS:
                 entry["tf_adjustment_column"] = TF_COLUMNS[comparison.name]
                 entry["tf_adjustment_weight"] = 1.0
@@ -149,7 +155,7 @@ def train(records: Iterable[tuple[str, MatchRecord]], *, version: str, seed: int
         [block_on("document"), block_on("given_tf", "family_tf", "birth")], recall=0.8
     )
     training.estimate_u_using_random_sampling(max_pairs=5e5, seed=seed)
-    for rule in (block_on("birth"), block_on("given_code", "family_code"), block_on("document")):
+    for rule in (block_on("document"), block_on("given_code", "birth"), block_on("given_code", "family_code")):
         training.estimate_parameters_using_expectation_maximisation(rule, record_sample_proportion=1.0)
     saved = linker.misc.save_model_to_json()
     tf = {name: _frequencies(linker, column, len(frame)) for name, column in TF_COLUMNS.items()}

@@ -7,6 +7,7 @@ import random
 import string
 import time
 import zipfile
+from datetime import date, timedelta
 from types import SimpleNamespace
 
 import openpyxl
@@ -249,7 +250,7 @@ async def test_a_file_of_several_chunks_catches_duplicates_across_them(
     people = [
         ROW | {
             "given_names": given[i % len(given)], "family_names": family[i // len(given) % len(family)],
-            "date_of_birth": f"{1950 + i % 60}-{1 + i % 12:02d}-{1 + i % 28:02d}",
+            "date_of_birth": (date(1950, 1, 1) + timedelta(days=17 * i % 27_000)).isoformat(),
             "document_number": f"V-{20_000_000 + i * 7919}", "phone": "", "external_ref": f"ROW-{i}",
         }
         for i in range(imports.CHUNK_ROWS * 2 + 100)
@@ -408,13 +409,25 @@ async def test_a_csv_over_the_limits_fails_the_import(
     assert (report["status"], report["error"], report["counts"]) == ("failed", reason, {})
 
 
+def letters(number: int) -> str:
+    """A made-up name per number (names hold no digits): 0 → "ba", 1 → "be", ..."""
+    syllables = [c + v for c in "bcdfglmnprstv" for v in "aeiou"]
+    word = ""
+    while True:
+        number, rest = divmod(number, len(syllables))
+        word += syllables[rest]
+        if not number:
+            return word
+
+
 async def test_a_stopped_worker_hands_the_import_back_and_the_next_one_finishes_it(
     client, api_key_factory, session_factory, settings
 ):
     registrar = await api_key_factory("registrar")
     people = [
-        ROW | {"given_names": f"Persona{i}", "family_names": f"Apellido{i}", "document_number": f"V-{10_000_000 + i}",
-               "phone": "", "external_ref": f"R-{i}"}
+        ROW | {"given_names": letters(i), "family_names": letters(i * 7 + 3),
+               "date_of_birth": (date(1950, 1, 1) + timedelta(days=17 * i % 27_000)).isoformat(),
+               "document_number": f"V-{10_000_000 + i * 7919}", "phone": "", "external_ref": f"R-{i}"}
         for i in range(12 * imports.CHUNK_ROWS)
     ]  # fmt: skip
     files = {"file": ("many.csv", csv_bytes(people), "text/csv")}

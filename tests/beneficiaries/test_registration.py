@@ -33,7 +33,7 @@ async def test_same_document_written_differently_is_409_with_existing_id(client,
     problem = assert_problem(response, 409)
     assert problem["existing_id"] == first["id"]
     assert problem["dedup"]["status"] == "duplicate"
-    assert problem["dedup"]["matches"][0]["matched_on"] == ["document"]
+    assert problem["dedup"]["matches"][0]["matched_on"][0] == "document"
     listing = await client.get("/v1/beneficiaries", headers=headers)
     assert len(listing.json()["items"]) == 1
 
@@ -99,6 +99,22 @@ async def test_possible_duplicate_goes_to_adjudication_decided_by_someone_else(c
     assert record["status"] == "duplicate"
     assert record["duplicate_of"] == original["id"]
     assert_problem(await client.post(url, json={"decision": "not_duplicate"}, headers=other), 409)
+
+
+async def test_every_match_carries_its_explanation_without_personal_data(client, api_key_factory):
+    headers = await api_key_factory("registrar")
+    original = (await client.post("/v1/beneficiaries", json=person_body(), headers=headers)).json()
+    written_short = person_body(given_names="M. José", documents=[], phone=None, external_ref=None)
+    body = (await client.post("/v1/dedup/check", json=written_short, headers=headers)).json()
+    match = body["matches"][0]
+    assert match["beneficiary_id"] == original["id"]
+    assert isinstance(match["match_weight"], float)
+    lines = {line["field"]: line for line in match["explanation"]}
+    assert lines["given_names"]["level"] == "initials"
+    assert lines["family_names"]["level"] == "exact"
+    assert lines["given_names"]["weight"] > 0
+    assert "José" not in str(match["explanation"])
+    assert "1990" not in str(match["explanation"])
 
 
 async def test_not_duplicate_decision_activates(client, api_key_factory):

@@ -1,0 +1,93 @@
+"""The agreement levels every comparison sorts a pair into: the same levels online, in training and sweeps."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import pytest
+
+from cbi_service.dedup.comparisons import COMPARISONS, gammas, same_document, sql_levels
+from cbi_service.dedup.normalize import DocumentKey, build_record
+
+
+def person(given: str = "María José", family: str = "Rodríguez Cruz", born: date = date(1990, 3, 7), **kw):
+    return build_record(given_names=given, family_names=family, date_of_birth=born, sex=kw.pop("sex", "female"),
+                        nationality=kw.pop("nationality", "VE"), **kw)  # fmt: skip
+
+
+def labels(a, b) -> dict[str, str]:
+    levels = gammas(a, b)
+    return {c.name: levels.label(i) for i, c in enumerate(COMPARISONS)}
+
+
+def national_id(number: str) -> tuple[DocumentKey, ...]:
+    return (DocumentKey("national_id", "VE", number),)
+
+
+@pytest.mark.parametrize(
+    ("variant", "field", "level"),
+    [
+        ({}, "given_names", "exact"),
+        ({"given": "Maria J"}, "given_names", "initials"),
+        ({"given": "M. José"}, "given_names", "initials"),
+        ({"given": "María"}, "given_names", "missing_name"),
+        ({"given": "María Jsoe"}, "given_names", "typo"),
+        ({"given": "María Fernanda"}, "given_names", "partial"),
+        ({"given": "Ana Lucía"}, "given_names", "different"),
+        ({"family": "Cruz Rodríguez"}, "family_names", "exact"),
+        ({"family": "Rodríguez"}, "family_names", "missing_surname"),
+        ({"family": "Rodrígez Cruz"}, "family_names", "typo"),
+        ({"family": "Rodríguez Pérez"}, "family_names", "partial"),
+        ({"family": "Gómez Pérez"}, "family_names", "different"),
+        ({"born": date(1990, 7, 3)}, "date_of_birth", "day_month_swapped"),
+        ({"born": date(1990, 3, 8)}, "date_of_birth", "one_digit"),
+        ({"born": date(1990, 1, 1)}, "date_of_birth", "1_january_same_year"),
+        ({"born": date(1990, 11, 30)}, "date_of_birth", "same_year"),
+        ({"born": date(1991, 11, 30)}, "date_of_birth", "within_2_years"),
+        ({"born": date(1962, 11, 30)}, "date_of_birth", "different"),
+        ({"sex": "unknown"}, "sex", "missing"),
+        ({"sex": "male"}, "sex", "different"),
+    ],
+)
+def test_levels_of_how_records_of_one_person_differ(variant, field, level):
+    assert labels(person(**variant), person())[field] == level
+
+
+def test_masculine_and_feminine_forms_are_different_names():
+    assert labels(person(given="Daniel"), person(given="Daniela"))["given_names"] == "different"
+
+
+@pytest.mark.parametrize(
+    ("one", "other", "level"),
+    [
+        ("12345678", "12345678", "same_number"),
+        ("12345678", "12345679", "one_edit"),  # one digit mistyped
+        ("12345678", "12354678", "one_edit"),  # two digits transposed
+        ("12345678", "1234568", "one_edit"),  # a digit dropped
+        ("12345678", "12354679", "two_edits"),
+        ("12345678", "87654321", "other_number_same_type"),  # a second document of the same type
+    ],
+)
+def test_document_levels(one, other, level):
+    assert labels(person(documents=national_id(one)), person(documents=national_id(other)))["documents"] == level
+
+
+def test_documents_of_other_types_are_not_compared_unless_the_number_is_the_same():
+    passport = (DocumentKey("passport", "VE", "87654321"),)
+    assert labels(person(documents=national_id("12345678")), person(documents=passport))["documents"] == "missing"
+    same = (DocumentKey("passport", "VE", "12345678"),)
+    assert labels(person(documents=national_id("12345678")), person(documents=same))["documents"] == "same_number"
+    assert not same_document(person(documents=national_id("12345678")), person(documents=same))
+
+
+def test_given_and_family_names_exchanged_with_a_typo_are_read_exchanged():
+    levels = gammas(person(given="Rodrígues Cruz", family="María José"), person())
+    assert levels.names_exchanged
+    assert (levels.label(0), levels.label(1)) == ("typo", "exact")
+
+
+def test_sql_levels_are_the_online_levels():
+    a, b = person(given="Maria J", documents=national_id("12345678")), person(documents=national_id("12354678"))
+    text = sql_levels(json.dumps(a.to_profile()), json.dumps(b.to_profile()))
+    assert tuple(int(digit) for digit in text) == gammas(a, b).levels

@@ -1,7 +1,7 @@
 """Blocking keys: the few exact-match strings under which a person is filed for candidate lookup.
 
 Comparing a registration with a million people one by one is impossible inside a request, and the embedded
-PostgreSQL has no pg_trgm. Each person is instead filed under ~6-9 short keys in an indexed table; a new
+PostgreSQL has no pg_trgm. Each person is instead filed under ~7-10 short keys in an indexed table; a new
 registration looks up its own keys with one btree probe each and scores only the people found. The keys
 are chosen so that every single corruption seen in the field (accents, swapped or missing surnames, given
 and family names exchanged, a typo in one name, day and month swapped, a typo in the date, a reformatted
@@ -42,6 +42,9 @@ def blocking_keys(record: MatchRecord) -> list[str]:
       birth year, and with the day/month: whatever single name is mistyped or dropped, and whether or not
       surnames or given/family fields are swapped, one pair survives, and one of its two date parts
       survives a typo anywhere in the birth date.
+    - ``i:`` the initials of the first given name and first surname, sorted, with the day/month agnostic
+      birth date: survives a typo in both names at once (typists rarely get a first letter wrong), and
+      stays selective because the whole date is in it.
     """
     keys: list[str] = []
     for document in record.documents:
@@ -54,6 +57,8 @@ def blocking_keys(record: MatchRecord) -> list[str]:
     family = record.family_phonetic
     for code in (*given[:1], *family[:1]):
         keys.append(f"t:{code}:{dob_key}")
+    if record.given and record.family:
+        keys.append(f"i:{''.join(sorted((record.given[0][0], record.family[0][0])))}:{dob_key}")
     names = [*given[:1], *family[:2]]
     for i, first_name in enumerate(names):
         for second_name in names[i + 1 :]:

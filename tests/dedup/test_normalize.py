@@ -123,4 +123,10 @@ def test_thresholds_must_be_ordered():
 
 def test_keys_per_person_stay_few():
     full = person(documents=(DocumentKey("national_id", "VE", "12345678"),), phone="+584125551234")
-    assert 6 <= len(blocking_keys(full)) <= 10
+    assert 6 <= len(blocking_keys(full)) <= 11
+
+
+def test_typos_in_both_names_still_share_a_key():
+    original = person(given="Valentina", family="Moreno Ruiz")
+    typed = person(given="Valemtina", family="Morneo")
+    assert set(blocking_keys(typed)) & set(blocking_keys(original))

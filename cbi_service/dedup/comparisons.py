@@ -76,10 +76,12 @@ COMPARISONS: tuple[Comparison, ...] = (GIVEN, FAMILY, BIRTH, DOCUMENT, SEX, NATI
 
 
 def _gender_variant(a: str, b: str) -> bool:
-    """Daniel/Daniela, Mario/Maria, Luis/Luisa: one letter apart but different people (often siblings)."""
+    """Daniel/Daniela, Mario/Maria, Luis/Luisa: one letter apart but different people (often siblings).
+
+    The feminine adds an "a" to a masculine that ends in a consonant; "Maria"/"Mariaa" is a typo."""
     if len(a) != len(b):
         short, long_ = sorted((a, b), key=len)
-        return long_ == short + "a"
+        return long_ == short + "a" and short[-1] not in "aeiou"
     return a[:-1] == b[:-1] and {a[-1], b[-1]} == {"a", "o"}
 
 

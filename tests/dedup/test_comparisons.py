@@ -56,6 +56,11 @@ def test_levels_of_how_records_of_one_person_differ(variant, field, level):
 
 def test_masculine_and_feminine_forms_are_different_names():
     assert labels(person(given="Daniel"), person(given="Daniela"))["given_names"] == "different"
+    assert labels(person(given="Mario"), person(given="María"))["given_names"] == "different"
+
+
+def test_a_letter_typed_twice_is_a_typo_not_a_feminine_form():
+    assert labels(person(given="Maria"), person(given="Mariaa"))["given_names"] == "typo"
 
 
 @pytest.mark.parametrize(

@@ -35,6 +35,7 @@ Reader = Annotated[Principal, Depends(require_roles(Role.registrar, Role.program
 Checker = Annotated[Principal, Depends(require_roles(Role.registrar, Role.admin))]
 Adjudicator = Annotated[Principal, Depends(require_roles(Role.registrar, Role.admin))]
 AdjudicationReader = Annotated[Principal, Depends(require_roles(Role.registrar, Role.admin, Role.auditor))]
+CSV_CONTENT = {"text/csv": {"schema": {"type": "string"}}}
 
 
 @router.post(
@@ -77,9 +78,11 @@ class CsvResponse(PlainTextResponse):
 @router.get(
     "/v1/beneficiaries/imports/template",
     response_class=CsvResponse,
-    responses={200: {"description": "The header row of an import file", "content": {"text/csv": {}}}},
+    responses={200: {"description": "The columns of an import file and an example row", "content": CSV_CONTENT}},
 )
 async def import_template(_: Reader) -> CsvResponse:
+    """The columns an import file may have, and a made-up example row (UTF-8 with a byte-order mark, so that
+    Excel shows its accents)."""
     return CsvResponse(
         imports.template_csv(),
         headers={"Content-Disposition": 'attachment; filename="beneficiaries-template.csv"'},
@@ -94,7 +97,12 @@ async def start_import(
     idem: IdempotencyDep,
     file: Annotated[UploadFile, File(description="CSV or XLSX")],
 ) -> Response:
-    """Queue a bulk registration file; the same Idempotency-Key with the same file replays the first answer."""
+    """Queue a bulk registration file; the same Idempotency-Key with the same file replays the first answer.
+
+    A CSV may be UTF-8 (with or without a byte-order mark), UTF-16 with a byte-order mark, or Windows-1252 /
+    Latin-1, separated by commas, semicolons or tabs; dates `YYYY-MM-DD` or day first `DD/MM/YYYY`. A CSV
+    whose encoding cannot be told apart, or whose header lacks a required column, is refused with a 422 and
+    nothing is stored."""
     fingerprint = await imports.upload_fingerprint(file) if idem.key is not None else None
     settings = request.app.state.settings
     return await idem.run(

@@ -34,18 +34,24 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import aclosing
 from itertools import islice
 from pathlib import Path
 from typing import IO, Any
 
 from fastapi import UploadFile
 from pydantic import ValidationError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from cbi_service.audit.service import AuditEntry, record_audit, record_audit_many
 from cbi_service.auth.roles import Principal, Role
 from cbi_service.beneficiaries.models import BeneficiaryImport
-from cbi_service.beneficiaries.repository import AdjudicationRepository, BeneficiaryRepository, ImportRepository
+from cbi_service.beneficiaries.repository import (
+    AdjudicationRepository,
+    BeneficiaryRepository,
+    ImportRepository,
+    stream_row_errors,
+)
 from cbi_service.beneficiaries.schemas import BeneficiaryCreate, ImportAccepted
 from cbi_service.beneficiaries.service import Prepared, columns_of, combine, jsonable_matches, prepare
 from cbi_service.dedup.blocking import MemoryIndex
@@ -95,6 +101,7 @@ MAX_UPLOAD_BYTES = 200 << 20
 # A failure that is not the file's (the database went away) is retried; after this many the import fails.
 MAX_ATTEMPTS = 5
 TRUE_WORDS = frozenset({"true", "yes", "y", "1", "si", "sí", "x", "verdadero"})
+ERRORS_CSV_COLUMNS = ("row_number", "field", "message")
 
 # Where a validation error of the JSON shape points in the file's columns.
 _COLUMN_OF = {
@@ -240,6 +247,23 @@ async def start_import(
         {"filename": imp.filename, "bytes": size, **read_as},
     )  # fmt: skip
     return ImportAccepted(id=imp.id, status="queued")
+
+
+async def errors_csv(engine: AsyncEngine, import_id: uuid.UUID) -> AsyncIterator[bytes]:
+    """The import's row errors as CSV, one line per field error: the row number, the column and what is
+    wrong with it. Never a cell's value: errors are written without them (`validate_row`), and the file
+    may be forwarded to whoever fixes the spreadsheet."""
+    out = io.StringIO()
+    writer = SafeWriter(out)
+    writer.writerow(ERRORS_CSV_COLUMNS)
+    yield out.getvalue().encode()
+    batches = stream_row_errors(engine, import_id)
+    async with aclosing(batches):
+        async for batch in batches:
+            out = io.StringIO()
+            writer = SafeWriter(out)
+            writer.writerows((number, e["field"], e["message"]) for number, errors in batch for e in errors)
+            yield out.getvalue().encode()
 
 
 def iter_rows(path: Path, file_format: str, limits: TableLimits) -> Iterator[Row]:

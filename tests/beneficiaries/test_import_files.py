@@ -1,4 +1,5 @@
-"""Import files as people save them: encodings, separators, day-first dates."""
+"""Import files as people save them: encodings, separators, day-first dates; the list of imports and the
+row errors as CSV."""
 
 from __future__ import annotations
 
@@ -180,3 +181,80 @@ async def test_a_workbook_reads_date_cells_and_day_first_text(client, api_key_fa
     assert report["counts"] == {"created": 2}
     people = (await client.get("/v1/beneficiaries", headers=registrar)).json()["items"]
     assert sorted(p["date_of_birth"] for p in people) == ["1985-02-01", "1990-03-12"]
+
+
+async def test_imports_are_listed_newest_first_in_pages(client, api_key_factory, session_factory, settings):
+    registrar, auditor = await api_key_factory("registrar"), await api_key_factory("auditor")
+    first = (await upload(client, registrar, table([MARIA]).encode(), "first.csv")).json()
+    await run_jobs(session_factory, settings)
+    second = (await upload(client, registrar, table([OTHER]).encode(), "second.csv")).json()
+    third = (await upload(client, registrar, table([OTHER]).encode(), "third.csv")).json()
+
+    page = (await client.get("/v1/beneficiaries/imports", params={"limit": 2}, headers=auditor)).json()
+    assert [i["id"] for i in page["items"]] == [third["id"], second["id"]]
+    assert page["items"][0] == page["items"][0] | {"filename": "third.csv", "file_format": "csv", "status": "queued"}
+    assert "rows" not in page["items"][0]
+    rest = (
+        await client.get(
+            "/v1/beneficiaries/imports", params={"limit": 2, "cursor": page["next_cursor"]}, headers=auditor
+        )
+    ).json()
+    assert [i["id"] for i in rest["items"]] == [first["id"]]
+    assert rest["next_cursor"] is None
+    (done,) = rest["items"]
+    assert (done["status"], done["rows_done"], done["counts"]) == ("completed", 1, {"created": 1})
+    completed = await client.get("/v1/beneficiaries/imports", params={"status": "completed"}, headers=registrar)
+    assert [i["id"] for i in completed.json()["items"]] == [first["id"]]
+    assert_problem(await client.get("/v1/beneficiaries/imports", params={"status": "lost"}, headers=registrar), 422)
+
+
+async def test_row_errors_download_as_csv_without_personal_data(client, api_key_factory, session_factory, settings):
+    registrar = await api_key_factory("registrar")
+    rows = [
+        MARIA,
+        MARIA | {"given_names": "Rosalba", "date_of_birth": "12/31/1990", "household_size": "cero",
+                 "external_ref": "CUC-SECRETO"},
+        MARIA | {"given_names": "Yurleidis", "document_type": "national_id", "document_number": "V-9",
+                 "document_country": "VE", "phone": "12", "external_ref": "CUC-3"},
+        MARIA | {"given_names": "Mariángela", "sex": "mujer", "consent_given": "no", "external_ref": "CUC-4"},
+    ]  # fmt: skip
+    content = table(rows).encode()
+    accepted = (await upload(client, registrar, content)).json()
+    url = f"/v1/beneficiaries/imports/{accepted['id']}/errors.csv"
+    assert_problem(await client.get(url, headers=registrar), 409)  # not finished yet
+
+    await run_jobs(session_factory, settings)
+    response = await client.get(url, headers=await api_key_factory("auditor"))
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/csv")
+    assert "attachment" in response.headers["content-disposition"]
+    lines = list(csv.reader(io.StringIO(response.text)))
+    assert lines[0] == ["row_number", "field", "message"]
+    assert sorted((n, f) for n, f, _ in lines[1:]) == [
+        ("3", "date_of_birth"), ("3", "household_size"),
+        ("4", "document_number"), ("4", "phone"),
+        ("5", "consent_given"), ("5", "sex"),
+    ]  # fmt: skip
+    assert [m for n, f, m in lines[1:] if f == "date_of_birth"] == [DATE_MESSAGE]
+    personal = ("given_names", "family_names", "date_of_birth", "document_number", "phone", "admin1", "admin2",
+                "external_ref", "household_size")  # fmt: skip
+    for row in rows[1:]:
+        for column in personal:
+            if len(row[column]) > 2:  # shorter ones (a phone "12") are in row numbers
+                assert row[column].lower() not in response.text.lower(), column
+    assert "mujer" not in response.text
+    assert_problem(await client.get(f"/v1/beneficiaries/imports/{accepted['id'][:-4]}beef/errors.csv",
+                                    headers=registrar), 404)  # fmt: skip
+
+
+async def test_a_failed_import_serves_its_row_errors_too(client, api_key_factory, session_factory, settings):
+    """A failed import is finished: the rows it reported before failing (here none) stand, with their errors."""
+    registrar = await api_key_factory("registrar")
+    rows = [MARIA | {"external_ref": f"R-{i}"} for i in range(5)]
+    accepted = (await upload(client, registrar, table(rows).encode())).json()
+    await run_jobs(session_factory, settings.model_copy(update={"import_max_rows": 3}))
+    report = (await client.get(f"/v1/beneficiaries/imports/{accepted['id']}", headers=registrar)).json()
+    assert (report["status"], report["error"]) == ("failed", "the file has more than 3 rows")
+    response = await client.get(f"/v1/beneficiaries/imports/{accepted['id']}/errors.csv", headers=registrar)
+    assert response.status_code == 200
+    assert list(csv.reader(io.StringIO(response.text))) == [["row_number", "field", "message"]]

@@ -74,7 +74,7 @@ async def test_an_import_runs_to_its_end_and_prints_the_counts(
         "  pending_adjudication           0",
         "  duplicate                      1",
         "  invalid                        1",
-        f"rows refused, with their errors: GET /v1/beneficiaries/imports/{imp.id}?outcome=invalid",
+        f"rows refused, with their errors: GET /v1/beneficiaries/imports/{imp.id}/errors.csv",
     ]
     assert "importing people.csv" in result.stderr
     assert "4/4" in result.stderr

@@ -1,11 +1,12 @@
 """Hashed-list registry: a partner agency's caseload shared as keyed hashes, never as personal data.
 
-The partner runs `cbi-service registry hash --key K IN.csv OUT` on its own machine. Every person becomes a
-few HMAC-SHA-256 digests, keyed with a secret the agencies agreed on, of canonical identifiers (document
-number with and without its type and country) and of name + birth date keys built from Spanish phonetic
-codes, so spelling and accent differences still meet. Without the key nobody can test a guess against the
-file; with it, only exact key equality is learnt. The partner's case reference travels in clear so the two
-agencies can follow up a match between themselves.
+The partner runs `cbi-service registry hash --key K IN OUT` on its own machine, which reads the file as
+imports do and hands its rows to `hash_rows`. Every person becomes a few HMAC-SHA-256 digests, keyed with a
+secret the agencies agreed on, of canonical identifiers (document number with and without its type and
+country) and of name + birth date keys built from Spanish phonetic codes, so spelling and accent differences
+still meet. Without the key nobody can test a guess against the file; with it, only exact key equality is
+learnt. The partner's case reference travels in clear so the two agencies can follow up a match between
+themselves.
 
 File format (CSV, header included): `registry_ref,kind,digest` with one row per key.
 """
@@ -16,10 +17,10 @@ import asyncio
 import csv
 import hashlib
 import hmac
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from pydantic import SecretStr
 
@@ -64,47 +65,57 @@ def probe_keys(probe: RegistryProbe, key: bytes) -> Iterator[tuple[str, str]]:
             yield "short_name_dob", _digest(key, f"name_dob|{'|'.join(short)}|{dob}")
 
 
+#: How many row numbers a summary keeps for each reason rows were skipped.
+ROWS_SHOWN = 10
+
+
 @dataclass(frozen=True)
 class HashSummary:
     people: int
     keys: int
     skipped: int
+    #: Why rows were skipped: reason -> (how many rows, the first ROWS_SHOWN of their numbers). A reason names
+    #: a column and what is wrong with it, never a value.
+    reasons: Mapping[str, tuple[int, tuple[int, ...]]] = field(default_factory=dict)
 
 
-def hash_csv(
-    source: Path,
-    destination: Path,
+def hash_rows(
+    rows: Iterable[tuple[int, Mapping[str, str]]],
+    out: TextIO,
     key: str,
     *,
     to_probe: Callable[[Mapping[str, str]], RegistryProbe],
     ref_column: str = "external_ref",
 ) -> HashSummary:
-    """Turn a partner's CSV of people into a hashed list; rows `to_probe` rejects (ValueError) are skipped.
+    """Turn (row number, cells) of a partner's caseload into a hashed list written to `out`; rows `to_probe`
+    rejects (ValueError, whose message is the reason) are skipped and counted.
 
-    Streams both files, so a caseload of any size hashes in constant memory.
+    Streams, so a caseload of any size hashes in constant memory.
     """
     if not key:
         raise RegistryConfigError("the hashing key must not be empty")
     secret = key.encode()
     people = keys = skipped = 0
-    with source.open(newline="", encoding="utf-8-sig") as src, destination.open("w", newline="") as out:
-        writer = csv.writer(out)
-        writer.writerow(COLUMNS)
-        for number, row in enumerate(csv.DictReader(src), start=1):
-            ref = (row.get(ref_column) or "").strip() or f"row-{number}"
-            try:
-                probe = to_probe(row)
-            except ValueError:
-                skipped += 1
-                continue
-            people += 1
-            seen: set[str] = set()
-            for kind, digest in probe_keys(probe, secret):
-                if digest not in seen:
-                    seen.add(digest)
-                    writer.writerow((ref, kind, digest))
-                    keys += 1
-    return HashSummary(people=people, keys=keys, skipped=skipped)
+    reasons: dict[str, tuple[int, tuple[int, ...]]] = {}
+    writer = csv.writer(out)
+    writer.writerow(COLUMNS)
+    for number, row in rows:
+        ref = (row.get(ref_column) or "").strip() or f"row-{number}"
+        try:
+            probe = to_probe(row)
+        except ValueError as exc:
+            skipped += 1
+            count, shown = reasons.get(str(exc), (0, ()))
+            reasons[str(exc)] = (count + 1, (*shown, number) if len(shown) < ROWS_SHOWN else shown)
+            continue
+        people += 1
+        seen: set[str] = set()
+        for kind, digest in probe_keys(probe, secret):
+            if digest not in seen:
+                seen.add(digest)
+                writer.writerow((ref, kind, digest))
+                keys += 1
+    return HashSummary(people=people, keys=keys, skipped=skipped, reasons=reasons)
 
 
 class HashedListRegistry:

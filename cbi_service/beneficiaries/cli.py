@@ -118,7 +118,7 @@ def _summary(imp: BeneficiaryImport) -> None:
     for outcome in ("created", "pending_adjudication", "duplicate", "invalid"):
         typer.echo(f"  {outcome:22} {imp.counts.get(outcome, 0):>9}")
     if imp.counts.get("invalid"):
-        typer.echo(f"rows refused, with their errors: GET /v1/beneficiaries/imports/{imp.id}?outcome=invalid")
+        typer.echo(f"rows refused, with their errors: GET /v1/beneficiaries/imports/{imp.id}/errors.csv")
     if imp.status == "failed":
         typer.echo(f"cbi-service: the import failed: {imp.error}", err=True)
         raise typer.Exit(1)

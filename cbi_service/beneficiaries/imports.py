@@ -1,14 +1,17 @@
 """Bulk registration from CSV or XLSX files: the upload, the reading and the rules; its job is in `tasks`.
 
-The upload is stored in 1 MiB pieces inside the database (so any worker process can pick the job up); the
-job copies it to a temporary file and reads it row by row (csv module, openpyxl in read-only mode), never
-holding the file whole. Rows are registered in chunks, each chunk one transaction with its progress, so a
-crashed or restarted worker resumes after the last committed row. Within a chunk, rows are checked against
-the database and against the chunk's own earlier rows; earlier chunks are already in the database, which
-is how duplicates inside one file are caught. A row that fails validation is reported, never fatal.
+Files are read by `kit.tabular`, as `registry hash` reads them: a CSV in any encoding and separator people
+save it with (refused at upload, with nothing stored, when its encoding cannot be told apart or its header
+lacks a required column), dates as `YYYY-MM-DD` or day first. The upload is stored in 1 MiB pieces inside
+the database (so any worker process can pick the job up), a CSV decoded and stored as UTF-8; the job copies
+it to a temporary file and reads it row by row, never holding the file whole. Rows are registered in
+chunks, each chunk one transaction with its progress, so a crashed or restarted worker resumes after the
+last committed row. Within a chunk, rows are checked against the database and against the chunk's own
+earlier rows; earlier chunks are already in the database, which is how duplicates inside one file are
+caught. A row that fails validation is reported, never fatal, with field errors that never quote a value.
 
 Hostile files are refused before they cost memory (limits in Settings, see README): a CSV is read in
-bounded lines (`kit.bounded`), a workbook is checked part by part before openpyxl opens it (`workbook`),
+bounded lines (`kit.bounded`), a workbook is checked part by part before openpyxl opens it (`kit.workbook`),
 and every file is held to `import_max_rows` rows and `upload_max_cell_chars` characters a cell. A worker
 asked to stop (`ctx.stopping`) hands the job back after the chunk in hand; the next worker resumes.
 
@@ -20,43 +23,37 @@ the row outcomes and the audit events.
 from __future__ import annotations
 
 import asyncio
-import csv
 import hashlib
 import io
 import multiprocessing
 import os
-import re
 import signal
 import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
-from datetime import date, datetime
+from contextlib import aclosing
 from itertools import islice
 from pathlib import Path
 from typing import IO, Any
 
-import openpyxl
 from fastapi import UploadFile
 from pydantic import ValidationError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from cbi_service.audit.service import AuditEntry, record_audit, record_audit_many
 from cbi_service.auth.roles import Principal, Role
 from cbi_service.beneficiaries.models import BeneficiaryImport
-from cbi_service.beneficiaries.repository import AdjudicationRepository, BeneficiaryRepository, ImportRepository
+from cbi_service.beneficiaries.repository import (
+    AdjudicationRepository,
+    BeneficiaryRepository,
+    ImportRepository,
+    stream_row_errors,
+)
 from cbi_service.beneficiaries.schemas import BeneficiaryCreate, ImportAccepted
 from cbi_service.beneficiaries.service import Prepared, columns_of, combine, jsonable_matches, prepare
-from cbi_service.beneficiaries.workbook import (
-    NotAWorkbook,
-    WorkbookLimits,
-    WorkbookRefused,
-    check_archive,
-    check_workbook,
-)
 from cbi_service.dedup.blocking import MemoryIndex
 from cbi_service.dedup.model import default_model
 from cbi_service.dedup.normalize import MatchRecord
@@ -64,11 +61,23 @@ from cbi_service.dedup.registries import check_registries, registries_for
 from cbi_service.dedup.scoring import decide
 from cbi_service.dedup.settings import get_dedup_settings
 from cbi_service.jobs.service import enqueue
-from cbi_service.kit.bounded import BoundedReader, LimitExceeded, TextLimits
 from cbi_service.kit.cells import SafeWriter
 from cbi_service.kit.errors import AppError, UnprocessableEntity, field_errors
 from cbi_service.kit.ids import new_id
 from cbi_service.kit.settings import Settings
+from cbi_service.kit.tabular import (
+    ENCODING_NAMES,
+    CsvLayout,
+    Row,
+    TableLimits,
+    UnreadableFile,
+    parse_date,
+    read_layout,
+    text_of,
+)
+from cbi_service.kit.tabular import count_rows as count_table_rows
+from cbi_service.kit.tabular import iter_rows as iter_table_rows
+from cbi_service.kit.workbook import NotAWorkbook, WorkbookLimits, WorkbookRefused, check_archive
 
 JOB_KIND = "beneficiaries.import"
 TEMPLATE_COLUMNS = (
@@ -80,15 +89,20 @@ REQUIRED_COLUMNS = frozenset(
     {"given_names", "family_names", "date_of_birth", "sex", "nationality", "country", "household_size",
      "consent_given", "consent_date", "consent_purpose"}
 )  # fmt: skip
+# An example row for the template: a made-up person, every column as a file would hold it.
+TEMPLATE_EXAMPLE = (
+    "María José", "Pérez Rodríguez", "12/03/1990", "female", "VE", "national_id", "V-12.345.678", "VE",
+    "0414 765 4321", "CO", "Norte de Santander", "Cúcuta", 4, "EJEMPLO-1", "sí", "15/01/2026",
+    "multipurpose cash",
+)  # fmt: skip
+DATE_COLUMNS = ("date_of_birth", "consent_date")
 UPLOAD_PIECE = 1 << 20
 CHUNK_ROWS = 500
 MAX_UPLOAD_BYTES = 200 << 20
-# Columns read from a workbook: a lying dimension cannot make every row 16,384 cells wide.
-MAX_COLUMNS = 64
 # A failure that is not the file's (the database went away) is retried; after this many the import fails.
 MAX_ATTEMPTS = 5
 TRUE_WORDS = frozenset({"true", "yes", "y", "1", "si", "sí", "x", "verdadero"})
-_DMY = re.compile(r"^(\d{1,2})[/.-](\d{1,2})[/.-](\d{4})$")
+ERRORS_CSV_COLUMNS = ("row_number", "field", "message")
 
 # Where a validation error of the JSON shape points in the file's columns.
 _COLUMN_OF = {
@@ -113,36 +127,13 @@ class ContentTooLarge(AppError):
     status, title, slug = 413, "Content Too Large", "content-too-large"
 
 
-class ImportFileError(Exception):
-    """The file as a whole cannot be read (not a CSV/XLSX, header missing columns): the import fails."""
-
-
-@dataclass(frozen=True, slots=True)
-class FileLimits:
-    text: TextLimits
-    workbook: WorkbookLimits
-
-    @classmethod
-    def of(cls, settings: Settings) -> FileLimits:
-        return cls(
-            text=settings.text_limits,
-            workbook=WorkbookLimits(
-                max_bytes=settings.xlsx_max_bytes,
-                max_part_bytes=settings.xlsx_max_part_bytes,
-                max_rows=settings.import_max_rows,
-                max_cell_chars=settings.upload_max_cell_chars,
-            ),
-        )
-
-    @property
-    def max_rows(self) -> int:
-        return self.workbook.max_rows
-
-
 def template_csv() -> str:
+    """The columns and an example row, with a UTF-8 byte-order mark so that Excel opens the accents right."""
     out = io.StringIO()
-    SafeWriter(out).writerow(TEMPLATE_COLUMNS)
-    return out.getvalue()
+    writer = SafeWriter(out)
+    writer.writerow(TEMPLATE_COLUMNS)
+    writer.writerow(TEMPLATE_EXAMPLE)
+    return "\ufeff" + out.getvalue()
 
 
 def _file_format(upload: UploadFile) -> str:
@@ -193,135 +184,104 @@ def _refuse_workbook_bomb(file: IO[bytes], limits: WorkbookLimits) -> None:
         file.seek(0)
 
 
+def _size(file: IO[bytes]) -> int:
+    size = file.seek(0, os.SEEK_END)
+    file.seek(0)
+    return size
+
+
+def _layout(file: IO[bytes], limits: TableLimits) -> CsvLayout:
+    try:
+        return read_layout(file, REQUIRED_COLUMNS, limits.text)
+    except UnreadableFile as exc:
+        raise UnprocessableEntity(
+            f"The file cannot be read: {exc}.", errors=[{"field": "file", "message": str(exc)}]
+        ) from None
+
+
+async def _pieces(upload: UploadFile, layout: CsvLayout | None) -> AsyncIterator[bytes]:
+    """The upload as it is stored: a workbook as it came; a CSV decoded with its `layout` and stored as
+    UTF-8, so that the job reads the text the upload was checked as, whatever encoding it came in."""
+    if layout is None:
+        while piece := await upload.read(UPLOAD_PIECE):
+            yield piece
+        return
+    with text_of(upload.file, layout.encoding) as text:
+        while chars := await asyncio.to_thread(text.read, UPLOAD_PIECE):
+            yield chars.encode()
+
+
 async def start_import(
     session: AsyncSession, settings: Settings, principal: Principal, upload: UploadFile
 ) -> ImportAccepted:
-    """Store the upload piece by piece and queue its processing; the job sees it only once this commits."""
+    """Check the upload, store it piece by piece and queue its processing; the job sees it only once this
+    commits. A CSV whose encoding cannot be told (`kit.tabular`) or whose header lacks the required columns
+    is refused here with a 422, and nothing is stored."""
     file_format = _file_format(upload)
+    size = await asyncio.to_thread(_size, upload.file)
+    if size > MAX_UPLOAD_BYTES:
+        raise ContentTooLarge(f"The file exceeds {MAX_UPLOAD_BYTES >> 20} MiB.")
+    if size == 0:
+        raise UnprocessableEntity("Empty file.", errors=[{"field": "file", "message": "the file is empty"}])
+    limits = TableLimits.of(settings)
+    layout = None
     if file_format == "xlsx":
-        await asyncio.to_thread(_refuse_workbook_bomb, upload.file, FileLimits.of(settings).workbook)
+        await asyncio.to_thread(_refuse_workbook_bomb, upload.file, limits.workbook)
+    else:
+        layout = await asyncio.to_thread(_layout, upload.file, limits)
     repo = ImportRepository(session)
     imp = await repo.add(
         BeneficiaryImport(
             filename=(upload.filename or "upload")[:255], file_format=file_format, created_by=principal.id, counts={}
         )
     )
-    size = seq = 0
-    while piece := await upload.read(UPLOAD_PIECE):
-        size += len(piece)
-        if size > MAX_UPLOAD_BYTES:
-            raise ContentTooLarge(f"The file exceeds {MAX_UPLOAD_BYTES >> 20} MiB.")
+    seq = 0
+    async for piece in _pieces(upload, layout):
         await repo.add_chunk(imp.id, seq, piece)
         seq += 1
-    if size == 0:
-        raise UnprocessableEntity("Empty file.", errors=[{"field": "file", "message": "the file is empty"}])
+    read_as = {"encoding": ENCODING_NAMES[layout.encoding], "delimiter": layout.delimiter} if layout else {}
     await enqueue(
         session, JOB_KIND, {"import_id": str(imp.id)}, dedupe_key=f"{JOB_KIND}:{imp.id}", max_attempts=MAX_ATTEMPTS
     )
     await record_audit(
         session, principal, "beneficiary_import.queued", "beneficiary_import", imp.id, None,
-        {"filename": imp.filename, "bytes": size},
+        {"filename": imp.filename, "bytes": size, **read_as},
     )  # fmt: skip
     return ImportAccepted(id=imp.id, status="queued")
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, datetime):
-        return value.date().isoformat()
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value).strip()
+async def errors_csv(engine: AsyncEngine, import_id: uuid.UUID) -> AsyncIterator[bytes]:
+    """The import's row errors as CSV, one line per field error: the row number, the column and what is
+    wrong with it. Never a cell's value: errors are written without them (`validate_row`), and the file
+    may be forwarded to whoever fixes the spreadsheet."""
+    out = io.StringIO()
+    writer = SafeWriter(out)
+    writer.writerow(ERRORS_CSV_COLUMNS)
+    yield out.getvalue().encode()
+    batches = stream_row_errors(engine, import_id)
+    async with aclosing(batches):
+        async for batch in batches:
+            out = io.StringIO()
+            writer = SafeWriter(out)
+            writer.writerows((number, e["field"], e["message"]) for number, errors in batch for e in errors)
+            yield out.getvalue().encode()
 
 
-def _header(cells: list[str]) -> list[str]:
-    header = [c.strip().lower() for c in cells]
-    missing = REQUIRED_COLUMNS - set(header)
-    if missing:
-        raise ImportFileError(f"missing columns: {', '.join(sorted(missing))}")
-    return header
+def iter_rows(path: Path, file_format: str, limits: TableLimits) -> Iterator[Row]:
+    """The file's non-blank data rows (`kit.tabular`), its header holding the import's required columns."""
+    return iter_table_rows(path, file_format, REQUIRED_COLUMNS, limits)
 
 
-def iter_rows(path: Path, file_format: str, limits: FileLimits) -> Iterator[tuple[int, dict[str, str]]]:
-    """(row number as a spreadsheet shows it, cells by column) for every non-blank data row, streamed."""
-    if file_format == "xlsx":
-        yield from _xlsx_rows(path, limits)
-        return
-    with path.open(newline="", encoding="utf-8-sig", errors="replace") as handle:
-        sample = handle.read(8192)
-        handle.seek(0)
-        try:
-            dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(sample, delimiters=",;\t")
-        except csv.Error:
-            dialect = csv.excel
-        reader = _readable(BoundedReader(handle, limits.text, dialect))
-        header = _header(next(reader, []))
-        for number, cells in enumerate(reader, start=2):
-            _within_rows(number, limits)
-            if any(c.strip() for c in cells):
-                yield number, dict(zip(header, (c.strip() for c in cells), strict=False))
+def count_rows(path: Path, file_format: str, limits: TableLimits) -> int | None:
+    """The rows to import; a file over the limits fails here, before any row is registered."""
+    return count_table_rows(path, file_format, REQUIRED_COLUMNS, limits)
 
 
-def _within_rows(number: int, limits: FileLimits) -> None:
-    if number > limits.max_rows + 1:
-        raise ImportFileError(f"the file has more than {limits.max_rows} rows")
-
-
-def _readable(rows: Iterator[Any]) -> Iterator[Any]:
-    """Rows of a reader, a file the reader cannot go on with (a NUL byte, a broken workbook) failing the
-    import instead of retrying it forever."""
-    while True:
-        try:
-            row = next(rows)
-        except StopIteration:
-            return
-        except LimitExceeded as exc:
-            raise ImportFileError(str(exc)) from exc
-        except Exception as exc:  # csv.Error, and the many kinds openpyxl raises on a damaged workbook
-            raise ImportFileError(f"the file cannot be read past this point: {exc}") from exc
-        yield row
-
-
-def _open_workbook(path: Path, limits: FileLimits) -> Any:
-    """The workbook, read-only, once `check_workbook` has found it within the limits."""
+def _iso_date(text: str | None) -> str | None:
     try:
-        check_workbook(path, limits.workbook)
-    except WorkbookRefused as exc:
-        raise ImportFileError(str(exc)) from exc
-    except NotAWorkbook as exc:
-        raise ImportFileError("not a readable XLSX workbook") from exc
-    try:
-        return openpyxl.load_workbook(path, read_only=True, data_only=True, keep_links=False)
-    except Exception as exc:  # openpyxl raises many kinds for a file that is not a workbook
-        raise ImportFileError("not a readable XLSX workbook") from exc
-
-
-def _xlsx_rows(path: Path, limits: FileLimits) -> Iterator[tuple[int, dict[str, str]]]:
-    workbook = _open_workbook(path, limits)
-    try:
-        sheet = workbook.active
-        if sheet is None:
-            raise ImportFileError("the workbook has no sheet")
-        rows = _readable(sheet.iter_rows(values_only=True, max_col=MAX_COLUMNS))
-        header = _header([_cell(c) for c in next(rows, ())])
-        for number, values in enumerate(rows, start=2):
-            _within_rows(number, limits)
-            cells = [_cell(v) for v in values]
-            if any(len(c) > limits.text.max_field_chars for c in cells):
-                raise ImportFileError(f"row {number} has a cell longer than {limits.text.max_field_chars} characters")
-            if any(cells):
-                yield number, dict(zip(header, cells, strict=False))
-    finally:
-        workbook.close()
-
-
-def _date(text: str) -> str:
-    """ISO dates as they are; day/month/year (the regional habit) turned into ISO."""
-    found = _DMY.match(text)
-    return f"{found[3]}-{int(found[2]):02d}-{int(found[1]):02d}" if found else text
+        return parse_date(text).isoformat() if text else None
+    except ValueError:
+        return None
 
 
 def to_payload(cells: dict[str, str]) -> dict[str, Any]:
@@ -342,7 +302,7 @@ def to_payload(cells: dict[str, str]) -> dict[str, Any]:
     return {
         "given_names": get("given_names"),
         "family_names": get("family_names"),
-        "date_of_birth": _date(get("date_of_birth") or ""),
+        "date_of_birth": _iso_date(get("date_of_birth")),
         "sex": (get("sex") or "").lower() or None,
         "nationality": (get("nationality") or "").upper() or None,
         "documents": documents,
@@ -356,7 +316,7 @@ def to_payload(cells: dict[str, str]) -> dict[str, Any]:
         "external_ref": get("external_ref"),
         "consent": {
             "given": (get("consent_given") or "").lower() in TRUE_WORDS,
-            "date": _date(get("consent_date") or ""),
+            "date": _iso_date(get("consent_date")),
             "purpose": get("consent_purpose"),
         },
     }
@@ -366,6 +326,21 @@ def _row_errors(errors: list[dict[str, str]]) -> list[dict[str, str]]:
     return [{"field": _COLUMN_OF.get(e["field"], e["field"]), "message": e["message"]} for e in errors]
 
 
+def _date_errors(cells: dict[str, str]) -> dict[str, str]:
+    """The date columns that do not hold a date as files write them, with what is wrong (never the value)."""
+    errors = {}
+    for column in DATE_COLUMNS:
+        text = cells.get(column, "")
+        if not text:
+            errors[column] = "is required"
+            continue
+        try:
+            parse_date(text)
+        except ValueError as exc:
+            errors[column] = str(exc)
+    return errors
+
+
 def validate_row(cells: dict[str, str]) -> Checked:
     unstorable = [name for name, value in cells.items() if "\x00" in value]
     if unstorable:  # PostgreSQL text cannot hold NUL: the row is refused rather than failing its chunk
@@ -373,15 +348,17 @@ def validate_row(cells: dict[str, str]) -> Checked:
     try:
         return prepare(BeneficiaryCreate.model_validate(to_payload(cells)))
     except ValidationError as exc:
-        return _row_errors(field_errors(exc))
+        errors = _row_errors(field_errors(exc))
     except UnprocessableEntity as exc:
-        return _row_errors(exc.extra["errors"])
+        errors = _row_errors(exc.extra["errors"])
+    # A date the file writes in a way it may not reaches the model as missing: say what is wrong with it.
+    dates = _date_errors(cells)
+    return [e for e in errors if e["field"] not in dates] + [
+        {"field": column, "message": message} for column, message in dates.items()
+    ]
 
 
-Row = tuple[int, dict[str, str]]
-
-
-def raw_chunks(path: Path, file_format: str, after_row: int, limits: FileLimits) -> Iterator[list[Row]]:
+def raw_chunks(path: Path, file_format: str, after_row: int, limits: TableLimits) -> Iterator[list[Row]]:
     """The file's rows after `after_row`, in chunks of CHUNK_ROWS."""
     rows = ((n, cells) for n, cells in iter_rows(path, file_format, limits) if n > after_row)
     while chunk := list(islice(rows, CHUNK_ROWS)):
@@ -536,15 +513,3 @@ async def process_chunk(
         counts[r["outcome"]] = counts.get(r["outcome"], 0) + 1
     imp.counts = counts
     imp.rows_done += len(rows)
-
-
-def count_rows(path: Path, file_format: str, limits: FileLimits) -> int | None:
-    """The rows to import; a file over the limits fails here, before any row is registered."""
-    if file_format == "xlsx":
-        workbook = _open_workbook(path, limits)
-        try:
-            sheet = workbook.active
-            return min(max((sheet.max_row or 1) - 1, 0), limits.max_rows) if sheet is not None else None
-        finally:
-            workbook.close()
-    return sum(1 for _ in iter_rows(path, file_format, limits))

@@ -1,13 +1,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncGenerator, Iterable, Sequence
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.types import BigInteger, Integer, Text, Uuid
 
 from cbi_service.beneficiaries.models import (
@@ -22,12 +22,14 @@ from cbi_service.beneficiaries.models import (
 )
 from cbi_service.dedup.blocking import key_hash
 from cbi_service.dedup.normalize import MatchRecord
+from cbi_service.kit.db import read_snapshot
 from cbi_service.kit.repository import Repository
 
 # Advisory-lock namespace for dedup; keys hash into a fixed number of buckets so that a bulk chunk's locks
 # stay within PostgreSQL's lock table however many keys it has.
 LOCK_NAMESPACE = 0x0DED
 LOCK_BUCKETS = 1024
+ERROR_BATCH = 5000
 
 
 # Bulk paths insert through the tables (Core) rather than the mapped classes: the ORM's bulk INSERT costs
@@ -250,6 +252,13 @@ class ImportRepository(Repository[BeneficiaryImport]):
             stmt = stmt.where(ImportRow.outcome == outcome)
         return await self.page(stmt, after, limit, key=ImportRow.row_number)
 
+    async def list(self, *, before_id: uuid.UUID | None, limit: int, status: str | None) -> Sequence[BeneficiaryImport]:
+        """Imports, newest first."""
+        stmt = select(BeneficiaryImport)
+        if status is not None:
+            stmt = stmt.where(BeneficiaryImport.status == status)
+        return await self.page(stmt, before_id, limit, descending=True)
+
     async def rows_through(self, import_id: uuid.UUID) -> int:
         """The last row with an outcome (0 for none): where a resumed import goes on from."""
         stmt = select(func.coalesce(func.max(ImportRow.row_number), 0)).where(ImportRow.import_id == import_id)
@@ -258,3 +267,19 @@ class ImportRepository(Repository[BeneficiaryImport]):
     async def drop_file(self, import_id: uuid.UUID) -> None:
         """The uploaded file holds PII; it is not kept once every row has its outcome."""
         await self.session.execute(delete(ImportChunk).where(ImportChunk.import_id == import_id))
+
+
+async def stream_row_errors(
+    engine: AsyncEngine, import_id: uuid.UUID
+) -> AsyncGenerator[Sequence[tuple[int, list[dict[str, str]]]], None]:
+    """(row number, field errors) of the import's invalid rows in row order, in batches, from one read snapshot."""
+    stmt = (
+        select(ImportRow.row_number, ImportRow.errors)
+        .where(ImportRow.import_id == import_id, ImportRow.outcome == "invalid")
+        .order_by(ImportRow.row_number)
+        .execution_options(yield_per=ERROR_BATCH)
+    )
+    async with read_snapshot(engine) as conn:
+        result = await conn.stream(stmt)
+        async for batch in result.partitions(ERROR_BATCH):
+            yield [(number, errors) for number, errors in batch]

@@ -21,13 +21,15 @@ from cbi_service.beneficiaries.schemas import (
     ImportAccepted,
     ImportOut,
     ImportRowOut,
+    ImportSummary,
     Status,
 )
 from cbi_service.kit.db import SessionDep
-from cbi_service.kit.errors import UnprocessableEntity
+from cbi_service.kit.errors import Conflict, UnprocessableEntity
 from cbi_service.kit.idempotency import IdempotencyDep
 from cbi_service.kit.pagination import Page, PageDep, page_of
 from cbi_service.kit.routing import StorableTextRoute
+from cbi_service.kit.streaming import ClosingStreamingResponse
 
 router = APIRouter(tags=["beneficiaries"], route_class=StorableTextRoute)
 Registrar = Annotated[Principal, Depends(require_roles(Role.registrar))]
@@ -35,6 +37,10 @@ Reader = Annotated[Principal, Depends(require_roles(Role.registrar, Role.program
 Checker = Annotated[Principal, Depends(require_roles(Role.registrar, Role.admin))]
 Adjudicator = Annotated[Principal, Depends(require_roles(Role.registrar, Role.admin))]
 AdjudicationReader = Annotated[Principal, Depends(require_roles(Role.registrar, Role.admin, Role.auditor))]
+ImportReader = Annotated[Principal, Depends(require_roles(Role.registrar, Role.admin, Role.auditor))]
+ImportStatus = Literal["queued", "running", "completed", "failed"]
+FINISHED_IMPORTS = frozenset({"completed", "failed"})
+CSV_CONTENT = {"text/csv": {"schema": {"type": "string"}}}
 
 
 @router.post(
@@ -77,13 +83,25 @@ class CsvResponse(PlainTextResponse):
 @router.get(
     "/v1/beneficiaries/imports/template",
     response_class=CsvResponse,
-    responses={200: {"description": "The header row of an import file", "content": {"text/csv": {}}}},
+    responses={200: {"description": "The columns of an import file and an example row", "content": CSV_CONTENT}},
 )
 async def import_template(_: Reader) -> CsvResponse:
+    """The columns an import file may have, and a made-up example row (UTF-8 with a byte-order mark, so that
+    Excel shows its accents)."""
     return CsvResponse(
         imports.template_csv(),
         headers={"Content-Disposition": 'attachment; filename="beneficiaries-template.csv"'},
     )
+
+
+@router.get("/v1/beneficiaries/imports", response_model=Page[ImportSummary])
+async def list_imports(
+    session: SessionDep, _: ImportReader, page: PageDep, status: ImportStatus | None = None
+) -> Page[ImportSummary]:
+    """Imports, newest first, with their progress and counts (the rows: `GET /v1/beneficiaries/imports/{id}`)."""
+    rows = await ImportRepository(session).list(before_id=page.after_id(), limit=page.limit, status=status)
+    items, cursor = page_of(rows, page.limit, lambda i: [i.id])
+    return Page(items=[ImportSummary.of(i) for i in items], next_cursor=cursor)
 
 
 @router.post("/v1/beneficiaries/imports", status_code=202, response_model=ImportAccepted)
@@ -94,7 +112,12 @@ async def start_import(
     idem: IdempotencyDep,
     file: Annotated[UploadFile, File(description="CSV or XLSX")],
 ) -> Response:
-    """Queue a bulk registration file; the same Idempotency-Key with the same file replays the first answer."""
+    """Queue a bulk registration file; the same Idempotency-Key with the same file replays the first answer.
+
+    A CSV may be UTF-8 (with or without a byte-order mark), UTF-16 with a byte-order mark, or Windows-1252 /
+    Latin-1, separated by commas, semicolons or tabs; dates `YYYY-MM-DD` or day first `DD/MM/YYYY`. A CSV
+    whose encoding cannot be told apart, or whose header lacks a required column, is refused with a 422 and
+    nothing is stored."""
     fingerprint = await imports.upload_fingerprint(file) if idem.key is not None else None
     settings = request.app.state.settings
     return await idem.run(
@@ -106,7 +129,7 @@ async def start_import(
 async def get_import(
     import_id: uuid.UUID,
     session: SessionDep,
-    _: AdjudicationReader,
+    _: ImportReader,
     page: PageDep,
     outcome: Literal["created", "duplicate", "pending_adjudication", "invalid"] | None = None,
 ) -> ImportOut:
@@ -120,7 +143,27 @@ async def get_import(
         raise UnprocessableEntity("Invalid cursor.", errors=[{"field": "cursor", "message": "not valid"}]) from exc
     rows = await repo.rows(import_id, after=after, limit=page.limit, outcome=outcome)
     items, cursor = page_of(rows, page.limit, lambda r: [r.row_number])
-    return ImportOut.of(imp, Page(items=[ImportRowOut.of(r) for r in items], next_cursor=cursor))
+    return ImportOut.with_rows(imp, Page(items=[ImportRowOut.of(r) for r in items], next_cursor=cursor))
+
+
+@router.get(
+    "/v1/beneficiaries/imports/{import_id}/errors.csv",
+    response_class=ClosingStreamingResponse,
+    responses={200: {"description": "row_number, field, message: one line per field error", "content": CSV_CONTENT}},
+)
+async def import_errors(
+    request: Request, import_id: uuid.UUID, session: SessionDep, _: ImportReader
+) -> ClosingStreamingResponse:
+    """The field errors of a finished import's invalid rows, one CSV line each (row number, column, what is
+    wrong), without any value from the file. 409 while the import is queued or running."""
+    imp = await ImportRepository(session).require(import_id)
+    if imp.status not in FINISHED_IMPORTS:
+        raise Conflict(f"The import is {imp.status}; its row errors are ready once it has finished.")
+    return ClosingStreamingResponse(
+        imports.errors_csv(request.app.state.engine, import_id),
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="import-{import_id}-errors.csv"'},
+    )
 
 
 @router.get("/v1/beneficiaries/{beneficiary_id}", response_model=BeneficiaryOut)

@@ -228,29 +228,39 @@ class ImportAccepted(BaseModel):
     status: Literal["queued", "running", "completed", "failed"]
 
 
-class ImportOut(ImportAccepted):
+class ImportSummary(ImportAccepted):
     filename: str
+    file_format: Literal["csv", "xlsx"]
     rows_total: int | None
     rows_done: int
     counts: dict[str, int]
     error: str | None
     created_at: datetime
     finished_at: datetime | None
+
+    @classmethod
+    def of(cls, imp: BeneficiaryImport) -> ImportSummary:
+        return cls.model_validate(_import_fields(imp))
+
+
+class ImportOut(ImportSummary):
     rows: Page[ImportRowOut]
 
     @classmethod
-    def of(cls, imp: BeneficiaryImport, rows: Page[ImportRowOut]) -> ImportOut:
-        return cls.model_validate(
-            {
-                "id": imp.id,
-                "status": imp.status,
-                "filename": imp.filename,
-                "rows_total": imp.rows_total,
-                "rows_done": imp.rows_done,
-                "counts": imp.counts,
-                "error": imp.error,
-                "created_at": imp.created_at,
-                "finished_at": imp.finished_at,
-                "rows": rows,
-            }
-        )
+    def with_rows(cls, imp: BeneficiaryImport, rows: Page[ImportRowOut]) -> ImportOut:
+        return cls.model_validate(_import_fields(imp) | {"rows": rows})
+
+
+def _import_fields(imp: BeneficiaryImport) -> dict[str, Any]:
+    return {
+        "id": imp.id,
+        "status": imp.status,
+        "filename": imp.filename,
+        "file_format": imp.file_format,
+        "rows_total": imp.rows_total,
+        "rows_done": imp.rows_done,
+        "counts": imp.counts,
+        "error": imp.error,
+        "created_at": imp.created_at,
+        "finished_at": imp.finished_at,
+    }

@@ -18,8 +18,6 @@ from cbi_service.beneficiaries.imports import (
     CHUNK_ROWS,
     JOB_KIND,
     MAX_ATTEMPTS,
-    FileLimits,
-    ImportFileError,
     count_rows,
     process_chunk,
     raw_chunks,
@@ -27,6 +25,7 @@ from cbi_service.beneficiaries.imports import (
 )
 from cbi_service.beneficiaries.repository import ImportRepository
 from cbi_service.jobs.service import JobContext, JobInterrupted, job_handler
+from cbi_service.kit.tabular import TableLimits, UnreadableFile
 
 
 async def _download(ctx: JobContext, import_id: uuid.UUID, path: Path) -> None:
@@ -69,7 +68,7 @@ async def run_import(ctx: JobContext) -> None:
             return
         file_format = imp.file_format
         done_through = await repo.rows_through(import_id)
-    limits = FileLimits.of(ctx.state.settings)
+    limits = TableLimits.of(ctx.state.settings)
     with tempfile.TemporaryDirectory(prefix="cbi-import-") as tmp:
         path = Path(tmp) / f"upload.{file_format}"
         await _download(ctx, import_id, path)
@@ -89,7 +88,7 @@ async def run_import(ctx: JobContext) -> None:
                         assert imp is not None
                         await process_chunk(session, ctx.state.settings, imp, chunk)
                     ctx.checkpoint()
-        except ImportFileError as exc:
+        except UnreadableFile as exc:
             await _finish(ctx, import_id, "failed", str(exc))
             return
         except JobInterrupted:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping, Sequence
-from datetime import date
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -13,11 +12,12 @@ from typing import Any
 import structlog
 
 from adapters.registries.base import RegistryAdapter, RegistryDocument, RegistryMatch, RegistryProbe
-from adapters.registries.hashed_list import HashSummary, hash_csv
+from adapters.registries.hashed_list import HashSummary, hash_rows
 from adapters.registries.registry import build_registries
 from cbi_service.dedup.documents import FieldError, normalize_document
 from cbi_service.dedup.normalize import DocumentKey, MatchRecord, build_record
 from cbi_service.kit.errors import AppError
+from cbi_service.kit.tabular import TableLimits, iter_rows, parse_date
 
 log = structlog.get_logger(__name__)
 
@@ -67,11 +67,20 @@ async def check_registries(registries: Sequence[RegistryAdapter], record: MatchR
     return matches
 
 
+#: The columns a caseload file must have for `registry hash`; the others of the import columns are optional.
+HASH_COLUMNS = frozenset({"given_names", "family_names", "date_of_birth"})
+
+
 def probe_from_row(row: Mapping[str, str]) -> RegistryProbe:
-    """A partner's CSV row (the bulk import columns) as a probe; ValueError when it cannot identify anyone."""
-    given, family, born = (row.get(c, "").strip() for c in ("given_names", "family_names", "date_of_birth"))
-    if not given or not family or not born:
-        raise ValueError("given_names, family_names and date_of_birth are required")
+    """A partner's caseload row (the bulk import columns) as a probe; ValueError, naming the column and what
+    is wrong with it but never its value, when it cannot identify anyone."""
+    for column in sorted(HASH_COLUMNS):
+        if not row.get(column, "").strip():
+            raise ValueError(f"{column}: is required")
+    try:
+        born = parse_date(row["date_of_birth"])
+    except ValueError as exc:
+        raise ValueError(f"date_of_birth: {exc}") from None
     documents: tuple[DocumentKey, ...] = ()
     doc_type, number, country = (
         row.get(c, "").strip() for c in ("document_type", "document_number", "document_country")
@@ -80,11 +89,11 @@ def probe_from_row(row: Mapping[str, str]) -> RegistryProbe:
         try:
             documents = (DocumentKey(doc_type, country.upper(), normalize_document(doc_type, number, country)),)
         except FieldError as exc:
-            raise ValueError(str(exc)) from exc
+            raise ValueError(f"document_{exc.field}: {exc.message}") from exc
     record = build_record(
-        given_names=given,
-        family_names=family,
-        date_of_birth=date.fromisoformat(born),
+        given_names=row["given_names"].strip(),
+        family_names=row["family_names"].strip(),
+        date_of_birth=born,
         sex=row.get("sex", "").strip() or "unknown",
         nationality=row.get("nationality", "").strip() or None,
         documents=documents,
@@ -92,6 +101,20 @@ def probe_from_row(row: Mapping[str, str]) -> RegistryProbe:
     return probe_of(record)
 
 
-def hash_registry_csv(source: Path, destination: Path, key: str) -> HashSummary:
-    """What `cbi-service registry hash --key K IN.csv OUT` runs: a partner's CSV -> a shareable hashed list."""
-    return hash_csv(source, destination, key, to_probe=probe_from_row)
+def hash_registry_file(source: Path, destination: Path, key: str, limits: TableLimits) -> HashSummary:
+    """What `cbi-service registry hash --key K IN OUT` runs: a partner's caseload (CSV or XLSX, read by
+    `kit.tabular` as imports read it) -> a shareable hashed list.
+
+    The list is written beside `destination` and moved there once the whole file has been read, so a file
+    that cannot be read (UnreadableFile) leaves nothing behind. Rows that cannot be hashed are counted in
+    the summary, not fatal.
+    """
+    file_format = "xlsx" if source.suffix.lower() == ".xlsx" else "csv"
+    partial = destination.with_name(destination.name + ".partial")
+    try:
+        with partial.open("w", newline="", encoding="utf-8") as out:
+            summary = hash_rows(iter_rows(source, file_format, HASH_COLUMNS, limits), out, key, to_probe=probe_from_row)
+        partial.replace(destination)
+    finally:
+        partial.unlink(missing_ok=True)
+    return summary

@@ -67,10 +67,13 @@ class Repository(Generic[M]):
         limit: int,
         *,
         key: ColumnElement[Any] | InstrumentedAttribute[Any] | None = None,
+        descending: bool = False,
     ) -> Sequence[R]:
-        """The rows of `stmt` after the cursor's `after`, in `key` order (the id by default), one more than
-        `limit`: `page_of` trims that one and makes the next cursor from the last row kept."""
+        """The rows of `stmt` after the cursor's `after`, in `key` order (the id by default; `descending` for
+        the newest first of time-ordered ids), one more than `limit`: `page_of` trims that one and makes the
+        next cursor from the last row kept."""
         column = self._id if key is None else key
         if after is not None:
-            stmt = stmt.where(column > after)
-        return (await self.session.execute(stmt.order_by(column).limit(limit + 1))).scalars().all()
+            stmt = stmt.where(column < after if descending else column > after)
+        order = column.desc() if descending else column
+        return (await self.session.execute(stmt.order_by(order).limit(limit + 1))).scalars().all()

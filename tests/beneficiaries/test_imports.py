@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import codecs
 import csv
 import io
 import random
@@ -16,8 +17,9 @@ from sqlalchemy import text
 
 from cbi_service.beneficiaries import imports
 from cbi_service.beneficiaries.imports import TEMPLATE_COLUMNS
-from cbi_service.beneficiaries.workbook import WorkbookRefused, check_workbook
 from cbi_service.jobs.worker import Worker
+from cbi_service.kit.tabular import TableLimits
+from cbi_service.kit.workbook import WorkbookRefused, check_workbook
 from tests.support import assert_problem, run_jobs
 
 ROW = {
@@ -142,21 +144,35 @@ async def test_xlsx_import(client, api_key_factory, session_factory, settings):
     assert report["counts"] == {"created": 1, "duplicate": 1}
 
 
-async def test_file_without_required_columns_fails_the_import(client, api_key_factory, session_factory, settings):
+async def test_a_csv_without_required_columns_is_refused_at_upload(client, api_key_factory, session_factory):
     registrar = await api_key_factory("registrar")
-    files = {"file": ("bad.csv", b"name,age\nAna,3\n", "text/csv")}
-    accepted = (await client.post("/v1/beneficiaries/imports", files=files, headers=registrar)).json()
-    await run_jobs(session_factory, settings)
-    report = (await client.get(f"/v1/beneficiaries/imports/{accepted['id']}", headers=registrar)).json()
-    assert report["status"] == "failed"
-    assert "missing columns" in report["error"]
+    files = {"file": ("bad.csv", b"name;age\nAna;3\n", "text/csv")}
+    problem = assert_problem(await client.post("/v1/beneficiaries/imports", files=files, headers=registrar), 422)
+    (error,) = problem["errors"]
+    assert error["field"] == "file"
+    assert error["message"].startswith("missing columns: consent_date, consent_given, consent_purpose, country")
+    assert "semicolon" in error["message"]
+    async with session_factory() as session:
+        stored = (await session.execute(text("SELECT count(*) FROM beneficiary_imports"))).scalar_one()
+    assert stored == 0
 
 
-async def test_template_and_unsupported_files(client, api_key_factory):
+async def test_template_and_unsupported_files(client, api_key_factory, session_factory, settings):
     registrar = await api_key_factory("registrar")
     template = await client.get("/v1/beneficiaries/imports/template", headers=registrar)
     assert template.status_code == 200
-    assert next(csv.reader(io.StringIO(template.text))) == list(TEMPLATE_COLUMNS)
+    assert template.headers["content-type"].startswith("text/csv")
+    assert template.content.startswith(codecs.BOM_UTF8)  # Excel reads the example's accents right
+    header, example = csv.reader(io.StringIO(template.content.decode("utf-8-sig")))
+    assert header == list(TEMPLATE_COLUMNS)
+    assert dict(zip(header, example, strict=True))["given_names"] == "María José"
+    # The template as it is downloaded imports: its example is a valid row.
+    files = {"file": ("template.csv", template.content, "text/csv")}
+    accepted = await client.post("/v1/beneficiaries/imports", files=files, headers=registrar)
+    assert accepted.status_code == 202, accepted.text
+    await run_jobs(session_factory, settings)
+    report = (await client.get(f"/v1/beneficiaries/imports/{accepted.json()['id']}", headers=registrar)).json()
+    assert report["counts"] == {"created": 1}
     files = {"file": ("photo.png", b"\x89PNG", "image/png")}
     assert_problem(await client.post("/v1/beneficiaries/imports", files=files, headers=registrar), 422)
 
@@ -370,7 +386,7 @@ def test_a_bomb_is_refused_before_its_string_is_unpacked(tmp_path, monkeypatch, 
 
     monkeypatch.setattr(zipfile.ZipExtFile, "read", counting)
     with pytest.raises(WorkbookRefused, match="unpacks to more than"):
-        check_workbook(path, imports.FileLimits.of(settings).workbook)
+        check_workbook(path, TableLimits.of(settings).workbook)
     assert unpacked < 1 << 20
 
 
@@ -393,7 +409,6 @@ async def test_a_cell_too_long_to_hold_fails_the_import_before_openpyxl_reads_it
 @pytest.mark.parametrize(
     ("content", "reason"),
     [
-        (b"given_names," + b"a" * 300_000, "line 1 is longer than 65536 characters"),
         (csv_bytes([ROW | {"admin1": "x" * 5_000}]), "line 2 has a field longer than 4096 characters"),
         (csv_bytes([ROW | {"external_ref": f"R-{i}"} for i in range(5)]), "the file has more than 3 rows"),
     ],
@@ -418,6 +433,13 @@ def letters(number: int) -> str:
         word += syllables[rest]
         if not number:
             return word
+
+
+async def test_a_header_over_the_limits_is_refused_at_upload(client, api_key_factory):
+    registrar = await api_key_factory("registrar")
+    files = {"file": ("people.csv", b"given_names," + b"a" * 300_000, "text/csv")}
+    problem = assert_problem(await client.post("/v1/beneficiaries/imports", files=files, headers=registrar), 422)
+    assert problem["errors"] == [{"field": "file", "message": "line 1 is longer than 65536 characters"}]
 
 
 async def test_a_stopped_worker_hands_the_import_back_and_the_next_one_finishes_it(

@@ -74,7 +74,7 @@ async def test_an_import_runs_to_its_end_and_prints_the_counts(
         "  pending_adjudication           0",
         "  duplicate                      1",
         "  invalid                        1",
-        f"rows refused, with their errors: GET /v1/beneficiaries/imports/{imp.id}?outcome=invalid",
+        f"rows refused, with their errors: GET /v1/beneficiaries/imports/{imp.id}/errors.csv",
     ]
     assert "importing people.csv" in result.stderr
     assert "4/4" in result.stderr
@@ -122,13 +122,15 @@ async def test_an_import_needs_a_registrars_key(tmp_path, database_url, api_key_
 
 async def test_a_file_the_upload_refuses_stores_nothing(tmp_path, database_url, api_key_factory, session_factory):
     key = raw_key(await api_key_factory("registrar"))
-    pdf, empty = tmp_path / "people.pdf", tmp_path / "empty.csv"
+    pdf, empty, columns = tmp_path / "people.pdf", tmp_path / "empty.csv", tmp_path / "columns.csv"
     pdf.write_bytes(b"%PDF-1.7")
     empty.write_bytes(b"")
+    columns.write_bytes(_csv(ROWS, columns=("given_names", "family_names")))
 
     not_a_table = await invoke("import", str(pdf), DATABASE_URL=database_url, CBI_API_KEY=key)
     nothing = await invoke("import", str(empty), DATABASE_URL=database_url, CBI_API_KEY=key)
     missing = await invoke("import", str(tmp_path / "absent.csv"), DATABASE_URL=database_url, CBI_API_KEY=key)
+    short = await invoke("import", str(columns), DATABASE_URL=database_url, CBI_API_KEY=key)
 
     assert not_a_table.exit_code == 1
     assert "importing" not in not_a_table.stderr
@@ -136,16 +138,18 @@ async def test_a_file_the_upload_refuses_stores_nothing(tmp_path, database_url, 
     assert nothing.exit_code == 1
     assert "the file is empty" in nothing.stderr
     assert missing.exit_code == 2
+    assert short.exit_code == 1
+    assert "file: missing columns: " in short.stderr
     assert await _imports(session_factory) == []
 
 
 async def test_a_file_the_import_cannot_read_fails_with_its_reason(tmp_path, database_url, api_key_factory):
-    path = tmp_path / "people.csv"
-    path.write_bytes(_csv(ROWS, columns=("given_names", "family_names")))
+    path = tmp_path / "people.xlsx"
+    path.write_bytes(b"PK\x03\x04 not really a workbook")
     key = raw_key(await api_key_factory("registrar"))
 
     result = await invoke("import", str(path), DATABASE_URL=database_url, CBI_API_KEY=key)
 
     assert result.exit_code == 1
     assert "failed, 0 rows" in result.stdout
-    assert "the import failed: missing columns: " in result.stderr
+    assert "the import failed: not a readable XLSX workbook" in result.stderr

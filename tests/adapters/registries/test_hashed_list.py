@@ -11,8 +11,9 @@ from adapters.registries.base import RegistryConfigError
 from adapters.registries.hashed_list import HashedListRegistry
 from adapters.registries.registry import build_registries
 from cbi_service.dedup.normalize import DocumentKey, build_record
-from cbi_service.dedup.registries import check_registries, hash_registry_csv, probe_of
+from cbi_service.dedup.registries import check_registries, hash_registry_file, probe_of
 from cbi_service.kit.settings import Settings
+from cbi_service.kit.tabular import TableLimits
 
 KEY = "agreed-between-agencies"
 PARTNER_ROWS = [
@@ -33,8 +34,9 @@ def hashed_list(tmp_path: Path) -> Path:
         writer.writeheader()
         writer.writerows(PARTNER_ROWS)
     out = tmp_path / "partner.hashes.csv"
-    summary = hash_registry_csv(source, out, KEY)
+    summary = hash_registry_file(source, out, KEY, TableLimits.of(Settings()))
     assert (summary.people, summary.skipped) == (2, 1)
+    assert summary.reasons == {"given_names: is required": (1, (4,))}
     return out
 
 

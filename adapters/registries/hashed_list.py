@@ -37,7 +37,7 @@ class KeyKind:
 
 
 # What a hit on each kind of key tells: an identical document of the same type and country is the rule
-# for "duplicate"; the name keys carry scores just under certainty, so they go to adjudication.
+# for "duplicate"; every other hit goes to adjudication, its score ranking the partner's records.
 KINDS: Mapping[str, KeyKind] = {
     "document": KeyKind(1.0, ("document",), same_document=True),
     "document_number": KeyKind(0.95, ("document",)),

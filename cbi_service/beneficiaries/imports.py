@@ -466,7 +466,6 @@ async def process_chunk(
         outcome = combine(
             decide(prepared.record, candidates, dedup_settings, model),
             await check_registries(registries, prepared.record),
-            dedup_settings,
         )
         matches = jsonable_matches(outcome.matches)
         if outcome.status == "duplicate":

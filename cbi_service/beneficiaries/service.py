@@ -42,7 +42,7 @@ from cbi_service.dedup.model import default_model
 from cbi_service.dedup.normalize import DocumentKey, MatchRecord, build_record
 from cbi_service.dedup.registries import check_registries, registries_for
 from cbi_service.dedup.scoring import Decision, DedupStatus, decide
-from cbi_service.dedup.settings import DedupSettings, get_dedup_settings
+from cbi_service.dedup.settings import get_dedup_settings
 from cbi_service.kit.errors import Conflict, Forbidden, UnprocessableEntity
 from cbi_service.kit.settings import Settings
 
@@ -118,7 +118,7 @@ class DedupOutcome:
         return DedupResult.model_validate({"status": self.status, "matches": self.matches})
 
 
-def combine(decision: Decision[uuid.UUID], external: Sequence[RegistryMatch], settings: DedupSettings) -> DedupOutcome:
+def combine(decision: Decision[uuid.UUID], external: Sequence[RegistryMatch]) -> DedupOutcome:
     outcome = DedupOutcome(status=decision.status)
     for match in decision.matches:
         outcome.matches.append(
@@ -133,13 +133,10 @@ def combine(decision: Decision[uuid.UUID], external: Sequence[RegistryMatch], se
         )
     if decision.status == "duplicate":
         outcome.existing_id = decision.matches[0].ident
+    # A partner registry's hit is weighed by the partner's keys, not by this registry's model: the same
+    # document is one person, anything else is for an adjudicator.
     for ext in external:
-        if ext.same_document or ext.score >= settings.auto_threshold:
-            status: DedupStatus = "duplicate"
-        elif ext.score >= settings.review_threshold:
-            status = "possible_duplicate"
-        else:
-            continue
+        status: DedupStatus = "duplicate" if ext.same_document else "possible_duplicate"
         outcome.matches.append(
             {
                 "registry_ref": ext.registry_ref,
@@ -160,7 +157,7 @@ async def run_dedup(
     candidates = await BeneficiaryRepository(session).candidates(prepared.keys, dedup_settings.max_candidates, exclude)
     decision = decide(prepared.record, candidates, dedup_settings, default_model())
     external = await check_registries(registries_for(settings.registries), prepared.record)
-    return combine(decision, external, dedup_settings)
+    return combine(decision, external)
 
 
 def duplicate_conflict(outcome: DedupOutcome) -> Conflict:

@@ -163,7 +163,15 @@ async def test_registration_meets_the_partners_person_by_document(client, api_ke
     problem = assert_problem(await client.post("/v1/beneficiaries", json=body, headers=registrar), 409)
     assert problem["dedup"]["status"] == "duplicate"
     assert problem["dedup"]["matches"] == [
-        {"beneficiary_id": None, "registry_ref": "NRC-501", "registry": "nrc", "score": 1.0, "matched_on": ["document"]}
+        {
+            "beneficiary_id": None,
+            "registry_ref": "NRC-501",
+            "registry": "nrc",
+            "score": 1.0,
+            "matched_on": ["document"],
+            "match_weight": None,
+            "explanation": [],
+        }
     ]
     assert (await client.get("/v1/beneficiaries", headers=registrar)).json()["items"] == []
 

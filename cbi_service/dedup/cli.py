@@ -122,7 +122,10 @@ def train_command(
             )
             typer.echo(f"  {comparison.name:14} {levels}")
 
+    from cbi_service.kit.logging import configure_logging
+
     with service_errors(), database(ctx) as settings:
+        configure_logging(settings.effective_log_format, "WARNING")
         asyncio.run(run(settings))
 
 
@@ -180,7 +183,10 @@ def sweep_command(
             async with sessions() as session:
                 return await SweepRepository(session).require(sweep.id)
 
+    from cbi_service.kit.logging import configure_logging
+
     with service_errors(), database(ctx) as settings:
+        configure_logging(settings.effective_log_format, "WARNING")
         sweep = asyncio.run(run(settings))
     typer.echo(
         f"sweep {sweep.id}: {sweep.status}; {sweep.records} records, {sweep.pairs_compared} pairs compared,"

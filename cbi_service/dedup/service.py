@@ -113,12 +113,13 @@ async def store_model(session: AsyncSession, actor: Actor | None, model: MatchMo
 
 
 async def model_by_version(session: AsyncSession, version: str) -> MatchModel:
+    """A stored model, or the shipped one, by version: a resumed sweep scores with the model it began with."""
+    artefact = await ModelRepository(session).artefact(version)
+    if artefact is not None:
+        return MatchModel.from_json(artefact)
     if version == default_model().version:
         return default_model()
-    artefact = await ModelRepository(session).artefact(version)
-    if artefact is None:
-        raise Conflict(f"The model {version} the sweep started with is no longer stored.")
-    return MatchModel.from_json(artefact)
+    raise Conflict(f"The model {version} the sweep started with is no longer stored.")
 
 
 async def matchable_profiles(

@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import os
+import sys
 import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -201,7 +202,7 @@ class Sweeper:
 
 def count_rows(frame: Any) -> int:
     """Rows of a Splink table, counted by its engine."""
-    if hasattr(frame, "as_spark_dataframe"):
+    if type(frame).__name__.startswith("Spark"):
         return int(frame.as_spark_dataframe().count())
     return int(frame.as_duckdbpyrelation().count("*").fetchall()[0][0])
 
@@ -257,19 +258,22 @@ class SparkSweeper(Sweeper):
 
         from cbi_service.dedup.training import prediction_settings
 
-        spark = (
+        builder = (
             SparkSession.builder.master(master)
             .appName("cbi-dedup-sweep")
             .config("spark.sql.shuffle.partitions", "8")
             .config("spark.ui.enabled", "false")
-            .getOrCreate()
         )
+        if master.startswith("local"):  # executors are this machine's: this interpreter, with the service
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        spark = builder.getOrCreate()
         spark.udf.register(LEVELS_FUNCTION, sql_levels, StringType())
         self.spark = spark
         local = pd.read_parquet(path)
         self._profiles: list[str] = local["profile"].tolist()
         ids = local["beneficiary_id"].tolist()
-        db_api = SparkAPI(spark_session=spark, register_udfs_automatically=False)
+        # Lineage broken by persisting: a checkpoint directory would have to be shared storage on a cluster.
+        db_api = SparkAPI(spark_session=spark, break_lineage_method="persist", register_udfs_automatically=False)
         frame = db_api.register(spark.createDataFrame(local.drop(columns=["beneficiary_id"])))
         del local
         settings = prediction_settings(model, "spark", levels_sql=SPARK_LEVELS_SQL)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import builtins
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
@@ -166,7 +167,7 @@ class BeneficiaryRepository(Repository[Beneficiary]):
 
     async def matchable_profiles(
         self, *, programme_id: uuid.UUID | None, after: uuid.UUID | None, limit: int
-    ) -> list[tuple[uuid.UUID, dict[str, Any]]]:
+    ) -> builtins.list[tuple[uuid.UUID, dict[str, Any]]]:
         """A page of matchable people's stored match profiles in id order (of one programme's enrolled
         people, if given): what models are trained on and sweeps compare."""
         stmt = select(Beneficiary.id, Beneficiary.match_profile).where(Beneficiary.status.in_(MATCHABLE_STATUSES))

@@ -75,9 +75,10 @@ async def open_sweep_adjudications(
     ]
     await repo.open_with_ids(new)
     events = [
-        AuditEntry("adjudication.opened", "beneficiary", row["beneficiary_id"], None,
-                   {"adjudication_id": str(row["id"]), "sweep_id": str(sweep_id), "matches": len(row["matches"])})
-        for row in new
+        AuditEntry("adjudication.opened", "beneficiary", person, None,
+                   {"adjudication_id": str(target[person]), "sweep_id": str(sweep_id), "matches": len(found)})
+        for person, found in matches.items()
+        if person not in existing
     ]  # fmt: skip
     for person, found in matches.items():
         if person in existing:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from collections.abc import Sequence
 from typing import Any, cast
@@ -22,7 +23,7 @@ class ModelRepository(Repository[DedupModel]):
     async def active_version(self) -> str | None:
         """The active model's version: one indexed probe (the partial unique index), no artefact read."""
         stmt = select(DedupModel.version).where(DedupModel.active)
-        return cast(str | None, (await self.session.execute(stmt)).scalar_one_or_none())
+        return (await self.session.execute(stmt)).scalar_one_or_none()
 
     async def artefact(self, version: str) -> dict[str, Any] | None:
         stmt = select(DedupModel.artefact).where(DedupModel.version == version)
@@ -70,7 +71,7 @@ class SweepRepository(Repository[DedupSweep]):
                 ],
             )
 
-    async def pairs(self, sweep_id: uuid.UUID) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    async def pairs(self, sweep_id: uuid.UUID) -> builtins.list[tuple[uuid.UUID, uuid.UUID]]:
         stmt = select(DedupSweepPair.low_id, DedupSweepPair.high_id).where(DedupSweepPair.sweep_id == sweep_id)
         return [(row.low_id, row.high_id) for row in await self.session.execute(stmt)]
 

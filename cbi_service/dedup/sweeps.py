@@ -25,7 +25,7 @@ import math
 import os
 import sys
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,11 +207,13 @@ def count_rows(frame: Any) -> int:
     return int(frame.as_duckdbpyrelation().count("*").fetchall()[0][0])
 
 
-def _register_tf(linker: Any, db_api: Any, model: MatchModel) -> None:
+def _register_tf(linker: Any, db_api: Any, model: MatchModel, spark: Any = None) -> None:
+    """The model's frequencies as Splink's lookups (Spark is told the schema: a table may be empty)."""
     from cbi_service.dedup.training import term_frequency_tables
 
     for column, frame in term_frequency_tables(model).items():
-        linker.table_management.register_term_frequency_lookup(db_api.register(frame), column)
+        table = frame if spark is None else spark.createDataFrame(frame, f"{column} string, tf_{column} double")
+        linker.table_management.register_term_frequency_lookup(db_api.register(table), column)
 
 
 class DuckDBSweeper(Sweeper):
@@ -227,10 +229,11 @@ class DuckDBSweeper(Sweeper):
         self._records = [MatchRecord.from_profile(json.loads(p)) for p in profiles]
         del profiles
         ids = table.column("beneficiary_id").to_pylist()
-        connection = duckdb.connect(config={"threads": threads})
+        connection: Any = duckdb.connect(config={"threads": threads})
+        levels: Any = PairLevels(self._records)
         connection.create_function(
             SWEEP_LEVELS_FUNCTION,
-            PairLevels(self._records),
+            levels,
             ["BIGINT", "BIGINT"],
             "VARCHAR",
             type="arrow",
@@ -273,12 +276,13 @@ class SparkSweeper(Sweeper):
         self._profiles: list[str] = local["profile"].tolist()
         ids = local["beneficiary_id"].tolist()
         # Lineage broken by persisting: a checkpoint directory would have to be shared storage on a cluster.
-        db_api = SparkAPI(spark_session=spark, break_lineage_method="persist", register_udfs_automatically=False)
+        api: Any = SparkAPI
+        db_api = api(spark_session=spark, break_lineage_method="persist", register_udfs_automatically=False)
         frame = db_api.register(spark.createDataFrame(local.drop(columns=["beneficiary_id"])))
         del local
         settings = prediction_settings(model, "spark", levels_sql=SPARK_LEVELS_SQL)
         linker = Linker(frame, settings, log_level=logging.WARNING)
-        _register_tf(linker, db_api, model)
+        _register_tf(linker, db_api, model, spark)
         super().__init__(linker, model, threshold, chunks, ids)
 
     def records(self, numbers: Iterable[int]) -> dict[int, MatchRecord]:
@@ -312,7 +316,7 @@ class SweepPlan:
     spark_master: str = "local[2]"
 
 
-def run_chunks(plan: SweepPlan, pending: list[int]) -> Iterator[ChunkResult]:
+def run_chunks(plan: SweepPlan, pending: list[int]) -> Generator[ChunkResult, None, None]:
     """Chunk results as they finish (in any order with several workers); a consumer that stops early
     leaves no worker behind."""
     if not pending:
@@ -367,7 +371,7 @@ def cluster_count(pairs: list[tuple[str, str]]) -> int:
     edges = pd.DataFrame(pairs, columns=["unique_id_l", "unique_id_r"])
     nodes = pd.DataFrame({"unique_id": pd.unique(edges[["unique_id_l", "unique_id_r"]].to_numpy().ravel())})
     connection = duckdb.connect()
-    clusters = cluster_pairwise_predictions_at_threshold(nodes, edges, DuckDBAPI(connection), "unique_id")
+    clusters: Any = cluster_pairwise_predictions_at_threshold(nodes, edges, DuckDBAPI(connection), "unique_id")
     # Every node is in a pair, so every cluster has two records or more.
     count = int(clusters.as_pandas_dataframe()["cluster_id"].nunique())
     connection.close()

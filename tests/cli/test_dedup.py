@@ -59,7 +59,7 @@ async def test_sweep_runs_with_progress_and_resumes(database_url, api_key_factor
     async with session_factory() as session:
         (sweep,) = (await session.execute(select(DedupSweep))).scalars().all()
         statuses = set((await session.execute(select(Beneficiary.status))).scalars())
-    assert sweep.status == "completed" and sweep.records == len(ids)
+    assert (sweep.status, sweep.records) == ("completed", len(ids))
     assert result.stdout.strip() == (
         f"sweep {sweep.id}: completed; 300 records, {sweep.pairs_compared} pairs compared, {sweep.pairs_matched}"
         f" at or above 0.6, {sweep.clusters} clusters, {sweep.adjudications_opened} adjudications opened"

@@ -51,10 +51,10 @@ async def test_storing_a_model_makes_it_the_only_active_one(session_factory, mon
 async def test_the_database_refuses_two_active_models(session_factory):
     async with session_factory.begin() as session:
         await service.store_model(session, None, hand_model("v1"))
-    with pytest.raises(IntegrityError):
-        async with session_factory.begin() as session:
-            artefact = hand_model("v2").to_json()
-            await ModelRepository(session).add(DedupModel(version="v2", artefact=artefact, trained={}, active=True))
+    second = DedupModel(version="v2", artefact=hand_model("v2").to_json(), trained={}, active=True)
+    async with session_factory() as session:
+        with pytest.raises(IntegrityError):
+            await ModelRepository(session).add(second)
 
 
 def test_splink_scores_pairs_with_the_models_own_weights(tmp_path):

@@ -23,7 +23,11 @@ def test_spark_finds_the_pairs_duckdb_finds(tmp_path):
         results = list(sweeps.run_chunks(plan, list(range(1, chunks + 1))))
         pairs = [pair for result in results for pair in result.pairs]
         found = {(str(p.low_id), str(p.high_id)): p.match_probability for p in pairs}
-        return found, sum(r.pairs_compared for r in results), {k: p.matched_on for k, p in zip(found, pairs)}
+        return (
+            found,
+            sum(r.pairs_compared for r in results),
+            {k: p.matched_on for k, p in zip(found, pairs, strict=True)},
+        )
 
     duckdb_pairs, duckdb_compared, duckdb_on = swept("duckdb")
     spark_pairs, spark_compared, spark_on = swept("spark")

@@ -227,10 +227,16 @@ async def run_sweep(sessions: async_sessionmaker[AsyncSession], sweep_id: uuid.U
 
 
 async def _write_records(session: AsyncSession, programme_id: uuid.UUID | None, path: Path) -> int:
+    """The next page is read while the last one is turned into Splink's rows (in a thread)."""
     writer = InputWriter(path)
+    writing: asyncio.Future[None] | None = None
     try:
         async for page in matchable_profiles(session, programme_id):
-            await asyncio.to_thread(writer.write, page)
+            if writing is not None:
+                await writing
+            writing = asyncio.ensure_future(asyncio.to_thread(writer.write, page))
+        if writing is not None:
+            await writing
     finally:
         await asyncio.to_thread(writer.close)
     return writer.records

@@ -19,6 +19,7 @@ rows; both compute the digits with the same `gammas`.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
@@ -27,7 +28,7 @@ import sys
 import uuid
 from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,8 @@ SWEEP_LEVELS_FUNCTION = "cbi_sweep_levels"
 # The newer record (right, higher number) is the probe, as in a registration.
 DUCKDB_LEVELS_SQL = f"{SWEEP_LEVELS_FUNCTION}(unique_id_r, unique_id_l)"
 SPARK_LEVELS_SQL = f"{LEVELS_FUNCTION}(profile_r, profile_l)"
+# DuckDB's own memory in a worker (its tables and the pairs of a chunk); past it, it spills to disk.
+DUCKDB_MEMORY_LIMIT = "768MiB"
 CHUNK_RECORDS = 50_000  # left-side records per chunk: a chunk's pairs fit in memory, progress moves often
 _PAIR_CACHE = 200_000
 
@@ -158,14 +161,16 @@ class PairLevels:
 class Sweeper:
     """Runs chunks of one sweep on one engine; `chunk(k)` returns chunk k's compared count and pairs."""
 
-    def __init__(self, linker: Any, model: MatchModel, threshold: float, chunks: int, ids: list[str]) -> None:
+    def __init__(self, linker: Any, model: MatchModel, threshold: float, chunks: int) -> None:
         self.linker = linker
         self.model = model
         self.threshold = threshold
         self.chunks = chunks
-        self.ids = ids
 
     def records(self, numbers: Iterable[int]) -> dict[int, MatchRecord]:
+        raise NotImplementedError
+
+    def beneficiary_id(self, number: int) -> str:
         raise NotImplementedError
 
     def chunk(self, number: int) -> ChunkResult:
@@ -190,8 +195,8 @@ class Sweeper:
             score = self.model.score(probe, candidate, gammas(probe, candidate))
             pairs.append(
                 FoundPair(
-                    low_id=uuid.UUID(self.ids[low]),
-                    high_id=uuid.UUID(self.ids[high]),
+                    low_id=uuid.UUID(self.beneficiary_id(low)),
+                    high_id=uuid.UUID(self.beneficiary_id(high)),
                     match_probability=float(probability),
                     match_weight=float(weight),
                     matched_on=tuple(score.agreeing),
@@ -217,37 +222,67 @@ def _register_tf(linker: Any, db_api: Any, model: MatchModel, spark: Any = None)
 
 
 class DuckDBSweeper(Sweeper):
-    def __init__(self, path: Path, model: MatchModel, threshold: float, chunks: int, *, threads: int = 1) -> None:
+    """Splink on an embedded DuckDB of its own; the records it scores held compactly in memory.
+
+    The input rows go straight from the Parquet file into a DuckDB table (no Python copy of them); the
+    match records are decoded a batch at a time, their name tokens interned (names repeat, so a million
+    records share a few thousand strings); DuckDB's memory is bounded and spills to disk beyond it.
+    """
+
+    def __init__(
+        self, path: Path, model: MatchModel, threshold: float, chunks: int, *, threads: int = 1,
+        memory_limit: str = DUCKDB_MEMORY_LIMIT,
+    ) -> None:  # fmt: skip
         import duckdb
         import pyarrow.parquet as pq
         from splink import DuckDBAPI, Linker
 
         from cbi_service.dedup.training import prediction_settings
 
-        table = pq.read_table(path)
-        profiles = table.column("profile").to_pylist()
-        self._records = [MatchRecord.from_profile(json.loads(p)) for p in profiles]
-        del profiles
-        ids = table.column("beneficiary_id").to_pylist()
-        connection: Any = duckdb.connect(config={"threads": threads})
+        source = pq.ParquetFile(path)
+        # A million long-lived objects: the cyclic collector would scan them again and again as they are
+        # made (it doubled the time), and after, in every collection; they hold no cycles.
+        gc.disable()
+        try:
+            self._records = [
+                _compact(MatchRecord.from_profile(json.loads(profile)))
+                for batch in source.iter_batches(batch_size=20_000, columns=["profile"])
+                for profile in batch.column(0).to_pylist()
+            ]
+        finally:
+            gc.enable()
+        gc.freeze()
+        self._ids = source.read(columns=["beneficiary_id"]).column(0).combine_chunks()
+        connection: Any = duckdb.connect(config={"threads": threads, "memory_limit": memory_limit})
+        connection.execute("SET enable_progress_bar = false")
         levels: Any = PairLevels(self._records)
         connection.create_function(
-            SWEEP_LEVELS_FUNCTION,
-            levels,
-            ["BIGINT", "BIGINT"],
-            "VARCHAR",
-            type="arrow",
-            side_effects=False,
+            SWEEP_LEVELS_FUNCTION, levels, ["BIGINT", "BIGINT"], "VARCHAR", type="arrow", side_effects=False
         )
+        columns = [name for name in source.schema_arrow.names if name not in {"profile", "beneficiary_id"}]
+        connection.read_parquet(str(path)).select(*columns).create("sweep_records")
         db_api = DuckDBAPI(connection)
-        frame = db_api.register(table.drop_columns(["profile", "beneficiary_id"]))
         settings = prediction_settings(model, "duckdb", levels_sql=DUCKDB_LEVELS_SQL)
-        linker = Linker(frame, settings, log_level=logging.WARNING)
+        linker = Linker(db_api.register("sweep_records"), settings, log_level=logging.WARNING)
         _register_tf(linker, db_api, model)
-        super().__init__(linker, model, threshold, chunks, ids)
+        super().__init__(linker, model, threshold, chunks)
 
     def records(self, numbers: Iterable[int]) -> dict[int, MatchRecord]:
         return {n: self._records[n] for n in numbers}
+
+    def beneficiary_id(self, number: int) -> str:
+        return str(self._ids[number].as_py())
+
+
+def _compact(record: MatchRecord) -> MatchRecord:
+    intern = sys.intern
+    return replace(
+        record,
+        given=tuple(intern(t) for t in record.given),
+        family=tuple(intern(t) for t in record.family),
+        sex=intern(record.sex),
+        nationality=intern(record.nationality) if record.nationality else None,
+    )
 
 
 class SparkSweeper(Sweeper):
@@ -266,6 +301,7 @@ class SparkSweeper(Sweeper):
             .appName("cbi-dedup-sweep")
             .config("spark.sql.shuffle.partitions", "8")
             .config("spark.ui.enabled", "false")
+            .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         )
         if master.startswith("local"):  # executors are this machine's: this interpreter, with the service
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -274,7 +310,7 @@ class SparkSweeper(Sweeper):
         self.spark = spark
         local = pd.read_parquet(path)
         self._profiles: list[str] = local["profile"].tolist()
-        ids = local["beneficiary_id"].tolist()
+        self._ids: list[str] = local["beneficiary_id"].tolist()
         # Lineage broken by persisting: a checkpoint directory would have to be shared storage on a cluster.
         api: Any = SparkAPI
         db_api = api(spark_session=spark, break_lineage_method="persist", register_udfs_automatically=False)
@@ -283,10 +319,13 @@ class SparkSweeper(Sweeper):
         settings = prediction_settings(model, "spark", levels_sql=SPARK_LEVELS_SQL)
         linker = Linker(frame, settings, log_level=logging.WARNING)
         _register_tf(linker, db_api, model, spark)
-        super().__init__(linker, model, threshold, chunks, ids)
+        super().__init__(linker, model, threshold, chunks)
 
     def records(self, numbers: Iterable[int]) -> dict[int, MatchRecord]:
         return {n: MatchRecord.from_profile(json.loads(self._profiles[n])) for n in numbers}
+
+    def beneficiary_id(self, number: int) -> str:
+        return self._ids[number]
 
 
 # Worker processes: each builds its DuckDB sweeper once, then runs the chunks it is handed.
@@ -339,24 +378,18 @@ def run_chunks(plan: SweepPlan, pending: list[int]) -> Generator[ChunkResult, No
 
 
 def _in_processes(plan: SweepPlan, pending: list[int], workers: int) -> Iterator[ChunkResult]:
+    """Every chunk queued at once, so a worker starts its next chunk while the caller commits a result."""
     import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, Future, wait
+    from concurrent.futures import as_completed
 
     context = multiprocessing.get_context("spawn")  # the caller runs an event loop and threads: no fork
     init = (str(plan.path), plan.model.to_json(), plan.threshold, plan.chunks)
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=init) as pool:
-        queue = list(pending)
-        running: set[Future[ChunkResult]] = set()
-        try:
-            while queue or running:
-                while queue and len(running) < workers:
-                    running.add(pool.submit(_run_in_worker, queue.pop(0)))
-                done, running = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    yield future.result()
-        finally:
-            for future in running:
-                future.cancel()
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=init)
+    try:
+        for future in as_completed([pool.submit(_run_in_worker, number) for number in pending]):
+            yield future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def cluster_count(pairs: list[tuple[str, str]]) -> int:
@@ -371,6 +404,7 @@ def cluster_count(pairs: list[tuple[str, str]]) -> int:
     edges = pd.DataFrame(pairs, columns=["unique_id_l", "unique_id_r"])
     nodes = pd.DataFrame({"unique_id": pd.unique(edges[["unique_id_l", "unique_id_r"]].to_numpy().ravel())})
     connection = duckdb.connect()
+    connection.execute("SET enable_progress_bar = false")
     clusters: Any = cluster_pairwise_predictions_at_threshold(nodes, edges, DuckDBAPI(connection), "unique_id")
     # Every node is in a pair, so every cluster has two records or more.
     count = int(clusters.as_pandas_dataframe()["cluster_id"].nunique())

@@ -245,6 +245,7 @@ async def _write_records(session: AsyncSession, programme_id: uuid.UUID | None, 
 async def _commit_chunk(
     sessions: async_sessionmaker[AsyncSession], sweep_id: uuid.UUID, result: ChunkResult, run: SweepRun
 ) -> None:
+    started = time.perf_counter()
     async with sessions.begin() as session:
         repo = SweepRepository(session)
         sweep = await repo.require(sweep_id, for_update=True)
@@ -258,6 +259,10 @@ async def _commit_chunk(
         sweep.adjudications_opened += opened
         sweep.pairs_sent_to_adjudication += sent
         run.on_progress(sweep)
+    log.info(
+        "sweep_chunk_committed", chunk=result.chunk, pairs=len(result.pairs), adjudications_opened=opened,
+        seconds=round(time.perf_counter() - started, 2),
+    )  # fmt: skip
 
 
 async def fail_sweep(session: AsyncSession, sweep_id: uuid.UUID, error: str) -> None:

@@ -26,6 +26,7 @@ import math
 import os
 import sys
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
@@ -158,7 +159,7 @@ class PairLevels:
         return pa.array(out, pa.string())
 
 
-class Sweeper:
+class Sweeper(ABC):
     """Runs chunks of one sweep on one engine; `chunk(k)` returns chunk k's compared count and pairs."""
 
     def __init__(self, linker: Any, model: MatchModel, threshold: float, chunks: int) -> None:
@@ -167,11 +168,13 @@ class Sweeper:
         self.threshold = threshold
         self.chunks = chunks
 
+    @abstractmethod
     def records(self, numbers: Iterable[int]) -> dict[int, MatchRecord]:
-        raise NotImplementedError
+        """The match records of these input rows (by number)."""
 
+    @abstractmethod
     def beneficiary_id(self, number: int) -> str:
-        raise NotImplementedError
+        """The id of the person an input row (by number) is."""
 
     def chunk(self, number: int) -> ChunkResult:
         inference = self.linker.inference

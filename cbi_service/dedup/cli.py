@@ -111,6 +111,9 @@ def train_command(
             except NotEnoughRecords as exc:
                 typer.echo(f"cbi-service: {exc}", err=True)
                 raise typer.Exit(1) from None
+            except ValueError as exc:  # Splink's estimation failed on these records (a probability underflowed)
+                typer.echo(f"cbi-service: training did not converge ({exc}); the active model is unchanged", err=True)
+                raise typer.Exit(1) from None
             seconds = time.perf_counter() - started
             async with sessions.begin() as session:
                 await service.store_model(session, principal, model)

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from cbi_service.dedup.comparisons import gammas, sql_levels
+from cbi_service.dedup.embedded_engine import duckdb_connection
 from cbi_service.dedup.model import MatchModel
 from cbi_service.dedup.normalize import MatchRecord
 from cbi_service.dedup.training import LEVELS_FUNCTION, splink_row
@@ -70,7 +71,8 @@ class ChunkResult:
 
 
 def chunk_count(records: int) -> int:
-    return max(1, math.ceil(records / CHUNK_RECORDS))
+    """Chunks of the left side for `records` (none for an empty registry: nothing to compare)."""
+    return math.ceil(records / CHUNK_RECORDS)
 
 
 def levels_digits(probe: MatchRecord, candidate: MatchRecord) -> str:
@@ -236,7 +238,6 @@ class DuckDBSweeper(Sweeper):
         self, path: Path, model: MatchModel, threshold: float, chunks: int, *, threads: int = 1,
         memory_limit: str = DUCKDB_MEMORY_LIMIT,
     ) -> None:  # fmt: skip
-        import duckdb
         import pyarrow.parquet as pq
         from splink import DuckDBAPI, Linker
 
@@ -256,8 +257,7 @@ class DuckDBSweeper(Sweeper):
             gc.enable()
         gc.freeze()
         self._ids = source.read(columns=["beneficiary_id"]).column(0).combine_chunks()
-        connection: Any = duckdb.connect(config={"threads": threads, "memory_limit": memory_limit})
-        connection.execute("SET enable_progress_bar = false")
+        connection = duckdb_connection(threads=threads, memory_limit=memory_limit)
         levels: Any = PairLevels(self._records)
         connection.create_function(
             SWEEP_LEVELS_FUNCTION, levels, ["BIGINT", "BIGINT"], "VARCHAR", type="arrow", side_effects=False
@@ -399,15 +399,13 @@ def cluster_count(pairs: list[tuple[str, str]]) -> int:
     """Connected components (of two records or more) among the pairs, by Splink's clustering on DuckDB."""
     if not pairs:
         return 0
-    import duckdb
     import pandas as pd
     from splink import DuckDBAPI
     from splink.clustering import cluster_pairwise_predictions_at_threshold
 
     edges = pd.DataFrame(pairs, columns=["unique_id_l", "unique_id_r"])
     nodes = pd.DataFrame({"unique_id": pd.unique(edges[["unique_id_l", "unique_id_r"]].to_numpy().ravel())})
-    connection = duckdb.connect()
-    connection.execute("SET enable_progress_bar = false")
+    connection = duckdb_connection()
     clusters: Any = cluster_pairwise_predictions_at_threshold(nodes, edges, DuckDBAPI(connection), "unique_id")
     # Every node is in a pair, so every cluster has two records or more.
     count = int(clusters.as_pandas_dataframe()["cluster_id"].nunique())

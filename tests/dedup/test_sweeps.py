@@ -238,6 +238,13 @@ async def test_a_programme_sweep_compares_its_enrolled_people_only(
     assert (report["status"], report["records"], report["programme_id"]) == ("completed", 100, programme["id"])
     assert all(a in people and b in people for a, b in await _sweep_pairs(session_factory, sweep_id))
 
+    nobody = await make_programme(client, admin, name="Nobody enrolled yet")
+    empty = await _start(client, admin, programme_id=nobody["id"])
+    await run_jobs(session_factory, settings)
+    report = (await client.get(f"/v1/dedup/sweeps/{empty}", headers=admin)).json()
+    assert (report["status"], report["records"], report["pairs_compared"], report["clusters"]) == ("completed", 0, 0, 0)
+    assert report["progress"] == {"chunks_done": 0, "chunks_total": 0}
+
 
 async def test_sweep_requests_are_checked(client, api_key_factory):
     admin = await api_key_factory("admin")

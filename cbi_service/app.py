@@ -19,6 +19,7 @@ from cbi_service.auth.roles import Role
 from cbi_service.batches.router import router as batches_router
 from cbi_service.beneficiaries.router import router as beneficiaries_router
 from cbi_service.dedup.registries import registries_for
+from cbi_service.dedup.router import router as dedup_router
 from cbi_service.entitlements.router import router as entitlements_router
 from cbi_service.exports.router import router as exports_router
 from cbi_service.health.metrics import GAUGES
@@ -134,6 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         programmes_router,
         enrolments_router,
         beneficiaries_router,
+        dedup_router,
         batches_router,
         entitlements_router,
         issuance_router,

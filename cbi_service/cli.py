@@ -19,7 +19,7 @@ import typer
 from adapters.simulator.cli import provider_sim
 from cbi_service.auth.roles import Role
 from cbi_service.beneficiaries.cli import import_file
-from cbi_service.dedup.cli import registry_app
+from cbi_service.dedup.cli import dedup_app, registry_app
 from cbi_service.exports.cli import ledger_app
 from cbi_service.jobs.cli import jobs_app
 from cbi_service.kit.settings import Settings
@@ -34,6 +34,7 @@ app = typer.Typer(
 apikey_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 app.add_typer(apikey_app, name="apikey")
 app.add_typer(registry_app, name="registry")
+app.add_typer(dedup_app, name="dedup")
 app.add_typer(ledger_app, name="ledger")
 
 

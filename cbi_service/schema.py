@@ -4,6 +4,7 @@ from cbi_service.audit import models as audit_models
 from cbi_service.auth import models as auth_models
 from cbi_service.batches import models as batch_models
 from cbi_service.beneficiaries import models as beneficiary_models
+from cbi_service.dedup import models as dedup_models
 from cbi_service.entitlements import models as entitlement_models
 from cbi_service.jobs import models as job_models
 from cbi_service.kit import idempotency
@@ -18,6 +19,7 @@ __all__ = [
     "auth_models",
     "batch_models",
     "beneficiary_models",
+    "dedup_models",
     "entitlement_models",
     "idempotency",
     "job_models",

@@ -46,10 +46,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCANNED = ("cbi_service", "adapters", "ledger", "migrations")
 
-#: Genuine exceptions to rule 1, each with its reason. Empty today: `cbi_service/migrate.py` and
-#: `cbi_service/embedded.py` drive Alembic and pgserver without building SQL themselves. An entry that no
+#: Genuine exceptions to rule 1, each with its reason (`cbi_service/migrate.py` and
+#: `cbi_service/embedded.py` drive Alembic and pgserver without building SQL themselves). An entry that no
 #: longer finds anything fails `test_every_allowance_is_still_needed`.
-SQL_ALLOWED: dict[str, str] = {}
+SQL_ALLOWED: dict[str, str] = {
+    "cbi_service/dedup/embedded_engine.py": "a session option of the embedded DuckDB sweeps compute in, settable "
+    "only in SQL; never the service's database",
+}
 #: Genuine exceptions to rule 2: (module path, table) -> reason. Empty today.
 WRITE_ALLOWED: dict[tuple[str, str], str] = {}
 #: Owners of the tables migrations create without a model, by schema.

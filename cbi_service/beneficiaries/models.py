@@ -101,6 +101,7 @@ class Adjudication(CreatedAt, Base):
             postgresql_where=text("status = 'open'"),
         ),
         Index("ix_adjudications_status_id", "status", "id"),
+        Index("ix_adjudications_beneficiary_id", "beneficiary_id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
@@ -111,6 +112,20 @@ class Adjudication(CreatedAt, Base):
     note: Mapped[str | None] = mapped_column(String(2000))
     decided_by: Mapped[uuid.UUID | None] = mapped_column()
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AdjudicationPair(CreatedAt, Base):
+    """A pair of people a registry-wide sweep put before an adjudicator (`low_id` < `high_id`): the
+    primary key is what makes a sweep, resumed or run again, never send the same pair twice."""
+
+    __tablename__ = "adjudication_pairs"
+
+    low_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("beneficiaries.id"), primary_key=True)
+    high_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("beneficiaries.id"), primary_key=True)
+    # Checked at commit: a sweep claims its pairs first, then opens the adjudications that hold them.
+    adjudication_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("adjudications.id", deferrable=True, initially="DEFERRED"), index=True
+    )
 
 
 class Enrolment(CreatedAt, Base):

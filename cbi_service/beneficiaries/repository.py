@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import builtins
 import uuid
 from collections.abc import AsyncGenerator, Iterable, Sequence
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, delete, func, insert, select, text, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.types import BigInteger, Integer, Text, Uuid
@@ -13,6 +14,7 @@ from sqlalchemy.types import BigInteger, Integer, Text, Uuid
 from cbi_service.beneficiaries.models import (
     MATCHABLE_STATUSES,
     Adjudication,
+    AdjudicationPair,
     Beneficiary,
     BeneficiaryImport,
     DedupKey,
@@ -36,6 +38,7 @@ ERROR_BATCH = 5000
 # several times more per row for the same statement.
 BENEFICIARIES = cast(Table, Beneficiary.__table__)
 ADJUDICATIONS = cast(Table, Adjudication.__table__)
+ADJUDICATION_PAIRS = cast(Table, AdjudicationPair.__table__)
 IMPORT_ROWS = cast(Table, ImportRow.__table__)
 
 
@@ -164,6 +167,25 @@ class BeneficiaryRepository(Repository[Beneficiary]):
             stmt = stmt.where(Beneficiary.id.in_(enrolled))
         return await self.page(stmt, after_id, limit)
 
+    async def matchable_profiles(
+        self, *, programme_id: uuid.UUID | None, after: uuid.UUID | None, limit: int
+    ) -> builtins.list[tuple[uuid.UUID, dict[str, Any]]]:
+        """A page of matchable people's stored match profiles in id order (of one programme's enrolled
+        people, if given): what models are trained on and sweeps compare."""
+        stmt = select(Beneficiary.id, Beneficiary.match_profile).where(Beneficiary.status.in_(MATCHABLE_STATUSES))
+        if programme_id is not None:
+            enrolled = select(Enrolment.beneficiary_id).where(Enrolment.programme_id == programme_id)
+            stmt = stmt.where(Beneficiary.id.in_(enrolled))
+        if after is not None:
+            stmt = stmt.where(Beneficiary.id > after)
+        rows = await self.session.execute(stmt.order_by(Beneficiary.id).limit(limit))
+        return [(row.id, row.match_profile) for row in rows]
+
+    async def programme_exists(self, programme_id: uuid.UUID) -> bool:
+        """Whether the programme exists (its table is programmes', read here, never written)."""
+        stmt = text("SELECT EXISTS (SELECT 1 FROM programmes WHERE id = :id)")
+        return bool((await self.session.execute(stmt, {"id": programme_id})).scalar_one())
+
     async def statuses_for_share(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
         """Statuses, locked against a concurrent deactivation until the enrolment (or the payment) commits."""
         stmt = select(Beneficiary.id, Beneficiary.status).where(Beneficiary.id.in_(ids)).with_for_update(read=True)
@@ -194,6 +216,74 @@ class AdjudicationRepository(Repository[Adjudication]):
                 ),
                 [{**row, "status": "open"} for row in rows],
             )
+
+    async def open_ids(self, beneficiary_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
+        """The open adjudication of each of these people that has one (person -> adjudication), locked
+        until the transaction ends, in id order as every locker of adjudications takes them."""
+        if not beneficiary_ids:
+            return {}
+        stmt = (
+            select(Adjudication.beneficiary_id, Adjudication.id)
+            .where(Adjudication.status == "open", Adjudication.beneficiary_id.in_(beneficiary_ids))
+            .order_by(Adjudication.id)
+            .with_for_update()
+        )
+        return {row.beneficiary_id: row.id for row in await self.session.execute(stmt)}
+
+    async def claim_pairs(
+        self, pairs: Sequence[tuple[uuid.UUID, uuid.UUID, uuid.UUID]]
+    ) -> list[tuple[uuid.UUID, uuid.UUID]]:
+        """Claim (low, high, adjudication) pairs for adjudication and return those claimed now: not claimed
+        before (the primary key decides, in one statement), both people still matchable, and no adjudication
+        of either already naming the other (one opened at registration)."""
+        if not pairs:
+            return []
+        stmt = text(
+            """
+            INSERT INTO adjudication_pairs (low_id, high_id, adjudication_id)
+            SELECT c.low_id, c.high_id, c.adjudication_id
+            FROM unnest(:lows, :highs, :adjudications) AS c(low_id, high_id, adjudication_id)
+            JOIN beneficiaries AS l ON l.id = c.low_id AND l.status = ANY(:statuses)
+            JOIN beneficiaries AS h ON h.id = c.high_id AND h.status = ANY(:statuses)
+            WHERE NOT EXISTS (
+                SELECT 1 FROM adjudications AS a
+                WHERE (a.beneficiary_id = c.high_id
+                       AND a.matches @> jsonb_build_array(jsonb_build_object('beneficiary_id', c.low_id::text)))
+                   OR (a.beneficiary_id = c.low_id
+                       AND a.matches @> jsonb_build_array(jsonb_build_object('beneficiary_id', c.high_id::text)))
+            )
+            ON CONFLICT DO NOTHING
+            RETURNING low_id, high_id
+            """
+        ).bindparams(
+            bindparam("lows", type_=ARRAY(Uuid)),
+            bindparam("highs", type_=ARRAY(Uuid)),
+            bindparam("adjudications", type_=ARRAY(Uuid)),
+            bindparam("statuses", type_=ARRAY(Text)),
+        )
+        rows = await self.session.execute(
+            stmt,
+            {
+                "lows": [p[0] for p in pairs],
+                "highs": [p[1] for p in pairs],
+                "adjudications": [p[2] for p in pairs],
+                "statuses": list(MATCHABLE_STATUSES),
+            },
+        )
+        return [(row.low_id, row.high_id) for row in rows]
+
+    async def open_with_ids(self, rows: Sequence[dict[str, Any]]) -> None:
+        """New open adjudications with their ids chosen by the caller (`id`, `beneficiary_id`, `matches`)."""
+        if rows:
+            await self.session.execute(insert(ADJUDICATIONS), [{**row, "status": "open"} for row in rows])
+
+    async def add_matches(self, adjudication_id: uuid.UUID, matches: list[dict[str, Any]]) -> None:
+        """More matches for an open adjudication, after those it lists."""
+        await self.session.execute(
+            update(Adjudication)
+            .where(Adjudication.id == adjudication_id)
+            .values(matches=Adjudication.matches.op("||")(bindparam("extra", matches, type_=JSONB)))
+        )
 
     async def withdraw_open(self, beneficiary_id: uuid.UUID) -> None:
         await self.session.execute(

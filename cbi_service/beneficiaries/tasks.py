@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cbi_service.audit.service import record_audit
+from cbi_service.beneficiaries import sweeps  # noqa: F401 - hands the registry to dedup's sweeps and training
 from cbi_service.beneficiaries.imports import (
     CHUNK_ROWS,
     JOB_KIND,

@@ -1,12 +1,25 @@
-"""`cbi-service registry hash`: what a partner agency runs on its own machine to share its caseload safely."""
+"""`cbi-service registry hash`: what a partner agency runs on its own machine to share its caseload safely;
+`cbi-service dedup train|sweep`: the match model learned from the registry, and registry-wide sweeps."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+from cbi_service.kit.commands import ApiKeyOption, database, service_errors
+from cbi_service.kit.settings import Settings
+
+if TYPE_CHECKING:
+    from cbi_service.dedup.models import DedupSweep
 
 registry_app = typer.Typer(help="Work with external registries shared between agencies.", no_args_is_help=True)
 
@@ -52,3 +65,153 @@ def hash_command(
             more = ", ..." if count > len(rows) else ""
             typer.echo(f"  {count} rows, {reason} (rows {', '.join(map(str, rows))}{more})", err=True)
         raise typer.Exit(1)
+
+
+dedup_app = typer.Typer(help="Train the match model and sweep the registry for duplicates.", no_args_is_help=True)
+
+
+class EngineChoice(StrEnum):
+    duckdb = "duckdb"
+    spark = "spark"
+
+
+@dedup_app.command("train")
+def train_command(
+    ctx: typer.Context,
+    api_key: ApiKeyOption,
+    version: Annotated[str | None, typer.Option(help="The new model's version (default: the time now).")] = None,
+) -> None:
+    """Learn the match model from every matchable record (Splink, without labels), store it as a new version
+    and make it the active one: registrations and sweeps score with it from then on.
+
+    Prints the records trained on, the time it took, and the weight learned for every comparison level.
+    Exits 1 when the registry is too small to learn from.
+    """
+    from cbi_service.dedup.comparisons import COMPARISONS
+    from cbi_service.dedup.training import MIN_RECORDS
+
+    async def run(settings: Settings) -> None:
+        from cbi_service.auth.roles import Role
+        from cbi_service.auth.service import authorize
+        from cbi_service.dedup import service
+        from cbi_service.dedup.normalize import MatchRecord
+        from cbi_service.dedup.training import NotEnoughRecords, train
+        from cbi_service.jobs.worker import load_handlers
+        from cbi_service.kit.db import standalone_sessions
+
+        load_handlers()  # the registry's side of dedup
+        async with standalone_sessions(settings) as sessions:
+            async with sessions() as session:
+                principal = await authorize(session, api_key, [Role.admin])
+                records = [
+                    (str(ident), MatchRecord.from_profile(profile))
+                    async for page in service.matchable_profiles(session)
+                    for ident, profile in page
+                ]
+            if len(records) < MIN_RECORDS:
+                typer.echo(
+                    f"cbi-service: a model needs at least {MIN_RECORDS} matchable records to learn from; the"
+                    f" registry has {len(records)}. The model shipped with the service stays in use.",
+                    err=True,
+                )
+                raise typer.Exit(1)
+            name = version or datetime.now(UTC).strftime("registry-%Y%m%dT%H%M%SZ")
+            started = time.perf_counter()
+            try:
+                model = await asyncio.to_thread(train, records, version=name)
+            except NotEnoughRecords as exc:
+                typer.echo(f"cbi-service: {exc}", err=True)
+                raise typer.Exit(1) from None
+            except ValueError as exc:  # Splink's estimation failed on these records (a probability underflowed)
+                typer.echo(f"cbi-service: training did not converge ({exc}); the active model is unchanged", err=True)
+                raise typer.Exit(1) from None
+            seconds = time.perf_counter() - started
+            async with sessions.begin() as session:
+                await service.store_model(session, principal, model)
+        typer.echo(f"trained model {model.version} on {len(records)} records in {seconds:.1f} s; now active")
+        typer.echo(f"prior (two records of the registry being one person): {model.prior:.3g}")
+        for comparison, weights in zip(COMPARISONS, model.weights, strict=True):
+            levels = ", ".join(
+                f"{label} {weight:+.2f}" for label, weight in zip(comparison.levels[1:], weights[1:], strict=True)
+            )
+            typer.echo(f"  {comparison.name:14} {levels}")
+
+    from cbi_service.kit.logging import configure_logging
+
+    with service_errors(), database(ctx) as settings:
+        configure_logging(settings.effective_log_format, "WARNING")
+        asyncio.run(run(settings))
+
+
+@dedup_app.command("sweep")
+def sweep_command(
+    ctx: typer.Context,
+    api_key: ApiKeyOption,
+    programme: Annotated[
+        uuid.UUID | None, typer.Option("--programme", help="Only the people enrolled in this programme.")
+    ] = None,
+    engine: Annotated[EngineChoice, typer.Option(help="Embedded DuckDB, or Spark.")] = EngineChoice.duckdb,
+    spark_master: Annotated[
+        str | None, typer.Option(help="Spark's master URL (default CBI_DEDUP_SPARK_MASTER, local[2]).")
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="DuckDB worker processes (default CBI_DEDUP_SWEEP_WORKERS, or one a core)."),
+    ] = None,
+    resume: Annotated[uuid.UUID | None, typer.Option(help="Go on with a sweep that stopped (its id).")] = None,
+) -> None:
+    """Compare every matchable record with every other, as POST /v1/dedup/sweeps does, here and now, with
+    progress; adjudications are opened for the pairs not already decided, and no status changes.
+
+    A sweep stopped part-way (Ctrl-C, a crash) keeps the chunks it finished: --resume ID goes on with it.
+    """
+
+    async def run(settings: Settings) -> DedupSweep:
+        from cbi_service.auth.roles import Role
+        from cbi_service.auth.service import authorize
+        from cbi_service.dedup import service
+        from cbi_service.dedup.repository import SweepRepository
+        from cbi_service.dedup.service import SweepRun
+        from cbi_service.dedup.settings import get_dedup_settings
+        from cbi_service.jobs.worker import load_handlers
+        from cbi_service.kit.db import standalone_sessions
+
+        load_handlers()
+        dedup_settings = get_dedup_settings()
+        async with standalone_sessions(settings) as sessions:
+            async with sessions.begin() as session:
+                principal = await authorize(session, api_key, [Role.admin, Role.registrar])
+                if resume is None:
+                    sweep = await service.start_sweep(
+                        session, principal, programme, engine=engine.value, enqueue_job=False
+                    )
+                else:
+                    sweep = await SweepRepository(session).require(resume)
+            typer.echo(f"sweep {sweep.id} ({sweep.engine})", err=True)
+            shown = SweepRun(
+                workers=workers or dedup_settings.sweep_workers or os.cpu_count() or 1,
+                spark_master=spark_master or dedup_settings.spark_master,
+                on_progress=_show_progress,
+            )
+            await service.run_sweep(sessions, sweep.id, shown)
+            async with sessions() as session:
+                return await SweepRepository(session).require(sweep.id)
+
+    from cbi_service.kit.logging import configure_logging
+
+    with service_errors(), database(ctx) as settings:
+        configure_logging(settings.effective_log_format, "WARNING")
+        sweep = asyncio.run(run(settings))
+    typer.echo(
+        f"sweep {sweep.id}: {sweep.status}; {sweep.records} records, {sweep.pairs_compared} pairs compared,"
+        f" {sweep.pairs_matched} at or above {sweep.review_threshold}, {sweep.clusters} clusters,"
+        f" {sweep.adjudications_opened} adjudications opened ({sweep.pairs_sent_to_adjudication} pairs sent)"
+    )
+
+
+def _show_progress(sweep: DedupSweep) -> None:
+    typer.echo(
+        f"  chunks {len(sweep.chunks_done)}/{sweep.chunks_total}: {sweep.pairs_compared} pairs compared,"
+        f" {sweep.pairs_matched} matched, {sweep.adjudications_opened} adjudications opened",
+        err=True,
+    )

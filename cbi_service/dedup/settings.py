@@ -1,4 +1,5 @@
-"""Dedup configuration: the two decision thresholds and the candidate cap, from CBI_DEDUP_* variables."""
+"""Dedup configuration from CBI_DEDUP_* variables: the two decision thresholds, the candidate cap, and how
+sweeps run."""
 
 from __future__ import annotations
 
@@ -24,6 +25,11 @@ class DedupSettings(BaseSettings):
     auto_threshold: float = Field(default=0.99999, gt=0, le=1)
     review_threshold: float = Field(default=0.99, gt=0, le=1)
     max_candidates: int = Field(default=200, ge=1, le=5000)
+    #: Worker processes a DuckDB sweep runs its chunks in (0: one per core); each holds the registry's
+    #: records in memory, some 600 MiB per million.
+    sweep_workers: int = Field(default=0, ge=0, le=64)
+    #: Where `engine: spark` sweeps run: `local[N]` on this machine, or a cluster's master URL.
+    spark_master: str = Field(default="local[2]", min_length=1, max_length=500)
 
     @model_validator(mode="after")
     def _ordered(self) -> DedupSettings:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -66,6 +67,7 @@ FIELD_COLUMNS = {
     "nationality": ("nationality",),
 }
 LEVELS_FUNCTION = "cbi_levels"
+LEVELS_SQL = f"{LEVELS_FUNCTION}(profile_l, profile_r)"
 
 # Levels whose m is stated, not learned: one person recorded with another sex or nationality is a clerk's
 # slip, rare enough that a registry's duplicate pairs may hold none, and EM would then make the level
@@ -73,13 +75,14 @@ LEVELS_FUNCTION = "cbi_levels"
 FIXED_M = {("sex", "different"): 0.01, ("nationality", "different"): 0.01}
 
 
-def comparison_settings() -> list[Any]:
-    """The comparisons as Splink sees them: one CASE per field, reading its digit of the pair's levels."""
+def comparison_settings(levels_sql: str = LEVELS_SQL) -> list[Any]:
+    """The comparisons as Splink sees them: one CASE per field, reading its digit of the pair's levels
+    (`levels_sql`, the SQL giving a pair's level digits)."""
     from splink.internals.comparison_library import CustomComparison
 
     settings: list[Any] = []
     for index, comparison in enumerate(COMPARISONS):
-        digit = f"substr({LEVELS_FUNCTION}(profile_l, profile_r), {index + 1}, 1)"
+        digit = f"substr({levels_sql}, {index + 1}, 1)"
         missing = " OR ".join(f"{c}_{side} IS NULL" for c in FIELD_COLUMNS[comparison.name] for side in "lr")
         levels: list[Any] = [
             {"sql_condition": f"{missing} OR {digit} = '0'", "label_for_charts": "missing", "is_null_level": True}
@@ -123,18 +126,57 @@ def prediction_rules() -> list[Any]:
     return [block_on("keys", arrays_to_explode=["keys"])]
 
 
-def settings_creator(prior: float | None = None) -> Any:
+def settings_creator(prior: float | None = None, *, levels_sql: str = LEVELS_SQL) -> Any:
     from splink import SettingsCreator
 
     return SettingsCreator(
         link_type="dedupe_only",
         unique_id_column_name="unique_id",
-        comparisons=comparison_settings(),
+        comparisons=comparison_settings(levels_sql),
         blocking_rules_to_generate_predictions=prediction_rules(),
         probability_two_random_records_match=prior if prior is not None else 0.0001,
         retain_matching_columns=False,
         retain_intermediate_calculation_columns=False,
     )
+
+
+def prediction_settings(model: MatchModel, dialect: str, *, levels_sql: str = LEVELS_SQL) -> dict[str, Any]:
+    """Splink settings that score pairs with `model` as it is, no training: its prior, and for every level
+    m and u whose log2(m/u) is the weight the model gives that level (bounded as the model bounds it; a
+    level the model has no parameters for weighs nothing), so Splink's match weight of a pair is the
+    model's. Term frequencies come from `term_frequency_tables(model)`, registered beside."""
+    settings: dict[str, Any] = settings_creator(model.prior, levels_sql=levels_sql).create_settings_dict(dialect)
+    for spec in settings["comparisons"]:
+        index, comparison = next((i, c) for i, c in enumerate(COMPARISONS) if c.name == spec["output_column_name"])
+        for level in spec["comparison_levels"]:
+            if level.get("is_null_level"):
+                continue
+            number = comparison.level(level["label_for_charts"])
+            m, u = model.m[comparison.name][number], model.u[comparison.name][number]
+            weight = model.weights[index][number]
+            if not m or not u:
+                m = u = 0.5
+                level.pop("tf_adjustment_column", None)  # the model adjusts nothing without a u
+                level.pop("tf_adjustment_weight", None)
+            elif weight != math.log2(m / u):  # bounded by the model: the same ratio, from the larger side
+                m, u = (m, m / 2**weight) if weight > 0 else (u * 2**weight, u)
+            level["m_probability"], level["u_probability"] = m, u
+    return settings
+
+
+def term_frequency_tables(model: MatchModel) -> dict[str, Any]:
+    """The model's name frequencies as Splink's lookup tables (input column -> frame with `tf_<column>`);
+    a name not listed gets no adjustment, as online."""
+    import pandas as pd
+
+    tables = {}
+    for name, column in TF_COLUMNS.items():
+        values = model.tf.get(name, {})
+        tables[column] = pd.DataFrame(
+            {column: list(values), f"tf_{column}": [float(v) for v in values.values()]},
+            columns=[column, f"tf_{column}"],
+        ).astype({column: "string", f"tf_{column}": "float64"})
+    return tables
 
 
 def train(records: Iterable[tuple[str, MatchRecord]], *, version: str, seed: int = 1) -> MatchModel:

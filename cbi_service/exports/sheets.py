@@ -182,4 +182,3 @@ class Workbook:
 
     def close(self) -> None:
         self.archive.close()
-

@@ -35,6 +35,7 @@ HANDLER_MODULES = (
     "cbi_service.entitlements.tasks",
     "cbi_service.webhooks.tasks",
     "cbi_service.reconciliation.tasks",
+    "cbi_service.dedup.tasks",
 )
 
 

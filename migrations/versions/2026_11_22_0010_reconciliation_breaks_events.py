@@ -58,7 +58,9 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_reconciliation_breaks")),
     )
-    op.create_index("uq_reconciliation_breaks_webhook_event", "reconciliation_breaks", ["webhook_event_id"], unique=True)
+    op.create_index(
+        "uq_reconciliation_breaks_webhook_event", "reconciliation_breaks", ["webhook_event_id"], unique=True
+    )
     op.create_index(
         "uq_reconciliation_breaks_issue",
         "reconciliation_breaks",

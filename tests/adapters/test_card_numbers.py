@@ -81,9 +81,7 @@ async def _provider_answering(body: dict[str, object]) -> AsyncIterator[str]:
         await server.wait_closed()
 
 
-@pytest.mark.parametrize(
-    ("card_token", "card_last4"), [("4111111111111111", "1111"), ("tok_1", "4111-1111-1111-1111")]
-)
+@pytest.mark.parametrize(("card_token", "card_last4"), [("4111111111111111", "1111"), ("tok_1", "4111-1111-1111-1111")])
 async def test_a_status_answer_with_a_card_number_loses_its_card_details(card_token, card_last4):
     entitlement_id = uuid4()
     answer = {

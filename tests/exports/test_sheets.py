@@ -31,7 +31,7 @@ def _workbook_pointing_past_its_shared_strings() -> io.BytesIO:
 
 def test_a_cell_naming_a_shared_string_that_is_not_there_is_not_a_workbook():
     workbook = Workbook(_workbook_pointing_past_its_shared_strings())
-    (_, part), = workbook.sheets
+    ((_, part),) = workbook.sheets
 
     with pytest.raises(NotAWorkbook):
         list(workbook.rows(part))

@@ -82,9 +82,7 @@ async def test_a_card_number_is_kept_for_review_redacted_and_stored_nowhere(
     logged = capfd.readouterr()
     assert PAN not in re.sub(r"[\s\-]", "", logged.out + logged.err)
 
-    listed = await client.get(
-        "/v1/webhooks/events", params={"status": "refused"}, headers=released.actors.auditor
-    )
+    listed = await client.get("/v1/webhooks/events", params={"status": "refused"}, headers=released.actors.auditor)
     assert listed.status_code == 200, listed.text
     (item,) = listed.json()["items"]
     assert (item["id"], item["entitlement_id"]) == (str(event.id), str(first.id))

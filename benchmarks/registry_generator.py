@@ -15,20 +15,15 @@ the person it belongs to: the labels precision and recall are counted on.
 from __future__ import annotations
 
 import random
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
-from pathlib import Path
 
 from faker.providers.person.es_CO import Provider as CO
 from faker.providers.person.es_ES import Provider as ES
 from faker.providers.person.es_MX import Provider as MX
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from dedup_quality import SPELLING, TODAY, Corruptor, strip_accents
-
+from benchmarks.datasets.spanish import SPELLING, TODAY, Corruptor, strip_accents
 from cbi_service.dedup.normalize import DocumentKey, MatchRecord, build_record
 
 

@@ -55,10 +55,10 @@ from cbi_service.beneficiaries.repository import (
 from cbi_service.beneficiaries.schemas import BeneficiaryCreate, ImportAccepted
 from cbi_service.beneficiaries.service import Prepared, columns_of, combine, jsonable_matches, prepare
 from cbi_service.dedup.blocking import MemoryIndex
-from cbi_service.dedup.model import default_model
 from cbi_service.dedup.normalize import MatchRecord
 from cbi_service.dedup.registries import check_registries, registries_for
 from cbi_service.dedup.scoring import decide
+from cbi_service.dedup.service import active_model
 from cbi_service.dedup.settings import get_dedup_settings
 from cbi_service.jobs.service import enqueue
 from cbi_service.kit.cells import SafeWriter
@@ -430,7 +430,7 @@ async def process_chunk(
 ) -> None:
     """Register one chunk of validated rows in the caller's transaction, together with the import's progress."""
     dedup_settings = get_dedup_settings()
-    model = default_model()
+    model = await active_model(session)
     registries = registries_for(settings.registries)
     principal = Principal(id=imp.created_by, name=f"beneficiary import {imp.id}", roles=frozenset({Role.registrar}))
     repo = BeneficiaryRepository(session)

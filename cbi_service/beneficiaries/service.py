@@ -38,10 +38,10 @@ from cbi_service.beneficiaries.schemas import (
 )
 from cbi_service.dedup.blocking import blocking_keys
 from cbi_service.dedup.documents import FieldError, check_birth_date, normalize_document, normalize_phone
-from cbi_service.dedup.model import default_model
 from cbi_service.dedup.normalize import DocumentKey, MatchRecord, build_record
 from cbi_service.dedup.registries import check_registries, registries_for
 from cbi_service.dedup.scoring import Decision, DedupStatus, decide
+from cbi_service.dedup.service import active_model
 from cbi_service.dedup.settings import get_dedup_settings
 from cbi_service.kit.errors import Conflict, Forbidden, UnprocessableEntity
 from cbi_service.kit.settings import Settings
@@ -155,7 +155,7 @@ async def run_dedup(
 ) -> DedupOutcome:
     dedup_settings = get_dedup_settings()
     candidates = await BeneficiaryRepository(session).candidates(prepared.keys, dedup_settings.max_candidates, exclude)
-    decision = decide(prepared.record, candidates, dedup_settings, default_model())
+    decision = decide(prepared.record, candidates, dedup_settings, await active_model(session))
     external = await check_registries(registries_for(settings.registries), prepared.record)
     return combine(decision, external)
 

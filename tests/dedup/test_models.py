@@ -93,3 +93,22 @@ def test_the_sweeps_level_function_gives_the_digits_of_sql_levels():
     profiles = [json.dumps(r.to_profile()) for r in records]
     assert digits == [sql_levels(profiles[p], profiles[c]) for p, c in zip(probes, candidates, strict=True)]
     assert len(set(digits)) > 10
+
+
+async def test_registrations_are_scored_by_the_active_model(client, api_key_factory, session_factory):
+    from dataclasses import replace
+
+    from cbi_service.dedup.model import default_model
+    from tests.beneficiaries.support import person_body
+
+    headers = await api_key_factory("registrar")
+    await client.post("/v1/beneficiaries", json=person_body(), headers=headers)
+    written_short = person_body(given_names="M. José", documents=[], phone=None, external_ref=None)
+    before = (await client.post("/v1/dedup/check", json=written_short, headers=headers)).json()
+    assert before["status"] != "unique"
+
+    sceptical = replace(default_model(), version="sceptical", prior=1e-12)  # hardly anyone is anyone else
+    async with session_factory.begin() as session:
+        await service.store_model(session, None, sceptical)
+    after = (await client.post("/v1/dedup/check", json=written_short, headers=headers)).json()
+    assert after == {"status": "unique", "matches": []}

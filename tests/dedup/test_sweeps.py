@@ -15,6 +15,7 @@ from cbi_service.beneficiaries.repository import AdjudicationRepository
 from cbi_service.dedup import service, sweeps
 from cbi_service.dedup.models import DedupSweep, DedupSweepPair
 from cbi_service.dedup.normalize import MatchRecord
+from cbi_service.dedup.settings import DedupSettings
 from cbi_service.jobs.service import JobInterrupted
 from tests.dedup.support import hand_model, insert_people, registry_records
 from tests.support import assert_problem, make_programme, run_jobs
@@ -91,7 +92,7 @@ async def test_a_sweep_opens_adjudications_for_duplicates_and_changes_no_status(
     assert report["records"] == len(registry)
     assert report["progress"] == {"chunks_done": 6, "chunks_total": 6}
     assert report["model_version"] == model.version
-    assert report["review_threshold"] == 0.6
+    assert report["review_threshold"] == DedupSettings().review_threshold
     assert await _statuses(session_factory) == before  # not one status (nor duplicate_of) changed
     pairs = await _sweep_pairs(session_factory, sweep_id)
     assert report["pairs_matched"] == len(pairs) > 0

@@ -111,6 +111,9 @@ async def store_model(url: str, sample: list[tuple[str, object]], train_records:
     )
 
 
+STDERR: list[Path] = []  # --stderr FILE: where the sweeps' own log goes
+
+
 def sweep(url: str, key: str, *args: str) -> tuple[float, int, str]:
     """`cbi-service dedup sweep` as its own process: (seconds, peak RSS of its tree in bytes, stdout)."""
     env = {**os.environ, "DATABASE_URL": url, "CBI_API_KEY": key, "CBI_LOG_FORMAT": "console"}
@@ -124,6 +127,9 @@ def sweep(url: str, key: str, *args: str) -> tuple[float, int, str]:
     out, err = process.communicate()
     memory.running = False
     seconds = time.perf_counter() - started
+    if STDERR:
+        with STDERR[0].open("a") as log:
+            log.write(err)
     if process.returncode != 0:
         raise SystemExit(f"dedup sweep failed ({process.returncode}):\n{err}")
     progress = [line for line in err.splitlines() if "chunks" in line]
@@ -210,7 +216,11 @@ def main() -> None:
     parser.add_argument("--train-records", type=int, default=5_000)
     parser.add_argument("--workers", type=int, default=2, help="DuckDB worker processes")
     parser.add_argument("--seed", type=int, default=2)
-    asyncio.run(run(parser.parse_args()))
+    parser.add_argument("--stderr", type=Path, help="append the sweeps' own log (per chunk timings) to this file")
+    args = parser.parse_args()
+    if args.stderr:
+        STDERR.append(args.stderr)
+    asyncio.run(run(args))
 
 
 if __name__ == "__main__":

@@ -95,7 +95,7 @@ def train_command(
         from cbi_service.auth.service import authorize
         from cbi_service.dedup import service
         from cbi_service.dedup.normalize import MatchRecord
-        from cbi_service.dedup.training import NotEnoughRecords, train
+        from cbi_service.dedup.training import NotEnoughRecords, TrainingFailed, train
         from cbi_service.jobs.worker import load_handlers
         from cbi_service.kit.db import standalone_sessions
 
@@ -122,7 +122,7 @@ def train_command(
             except NotEnoughRecords as exc:
                 typer.echo(f"cbi-service: {exc}", err=True)
                 raise typer.Exit(1) from None
-            except ValueError as exc:  # Splink's estimation failed on these records (a probability underflowed)
+            except (ValueError, TrainingFailed) as exc:  # Splink could not estimate a model from these records
                 typer.echo(f"cbi-service: training did not converge ({exc}); the active model is unchanged", err=True)
                 raise typer.Exit(1) from None
             seconds = time.perf_counter() - started

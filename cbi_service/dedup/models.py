@@ -63,6 +63,8 @@ class DedupSweep(CreatedAt, Base):
     records: Mapped[int | None] = mapped_column(Integer)
     chunks_total: Mapped[int | None] = mapped_column(Integer)
     chunks_done: Mapped[list[int]] = mapped_column(ARRAY(Integer), server_default="{}")
+    # SHA-256 of the swept ids in order: chunks are hashes of row numbers, valid only for the same records.
+    input_digest: Mapped[str | None] = mapped_column(String(64))
     pairs_compared: Mapped[int] = mapped_column(Integer, server_default="0")
     pairs_matched: Mapped[int] = mapped_column(Integer, server_default="0")
     adjudications_opened: Mapped[int] = mapped_column(Integer, server_default="0")

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import Table, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from cbi_service.dedup.models import DedupModel, DedupSweep, DedupSweepPair
@@ -36,9 +36,6 @@ class ModelRepository(Repository[DedupModel]):
             update(DedupModel).where(DedupModel.active, DedupModel.version != version).values(active=False)
         )
         await self.session.execute(update(DedupModel).where(DedupModel.version == version).values(active=True))
-
-    async def versions(self) -> Sequence[DedupModel]:
-        return (await self.session.execute(select(DedupModel).order_by(DedupModel.created_at.desc()))).scalars().all()
 
 
 class SweepRepository(Repository[DedupSweep]):
@@ -75,6 +72,7 @@ class SweepRepository(Repository[DedupSweep]):
         stmt = select(DedupSweepPair.low_id, DedupSweepPair.high_id).where(DedupSweepPair.sweep_id == sweep_id)
         return [(row.low_id, row.high_id) for row in await self.session.execute(stmt)]
 
-    async def count_pairs(self, sweep_id: uuid.UUID) -> int:
-        stmt = select(func.count()).select_from(DedupSweepPair).where(DedupSweepPair.sweep_id == sweep_id)
-        return int((await self.session.execute(stmt)).scalar_one())
+    async def clear_pairs(self, sweep_id: uuid.UUID) -> None:
+        """Forget what a sweep found so far (its records changed since): the pairs sent to adjudication stay
+        claimed, so starting again sends none of them twice."""
+        await self.session.execute(delete(DedupSweepPair).where(DedupSweepPair.sweep_id == sweep_id))

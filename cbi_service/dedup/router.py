@@ -16,8 +16,9 @@ from cbi_service.dedup.schemas import SweepAccepted, SweepIn, SweepOut, SweepSta
 from cbi_service.kit.db import SessionDep
 from cbi_service.kit.idempotency import IdempotencyDep
 from cbi_service.kit.pagination import Page, PageDep, page_of
+from cbi_service.kit.routing import StorableTextRoute
 
-router = APIRouter(tags=["dedup"])
+router = APIRouter(tags=["dedup"], route_class=StorableTextRoute)
 Sweeper = Annotated[Principal, Depends(require_roles(Role.admin, Role.registrar))]
 SweepReader = Annotated[Principal, Depends(require_roles(Role.admin, Role.registrar, Role.auditor))]
 

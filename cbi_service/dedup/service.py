@@ -198,12 +198,17 @@ async def run_sweep(sessions: async_sessionmaker[AsyncSession], sweep_id: uuid.U
         path = Path(tmp) / "records.parquet"
         started = time.perf_counter()
         async with sessions() as session:
-            records = await _write_records(session, programme_id, path)
+            records, digest = await _write_records(session, programme_id, path)
         log.info("sweep_records_read", records=records, seconds=round(time.perf_counter() - started, 1))
         async with sessions.begin() as session:
-            sweep = await SweepRepository(session).require(sweep_id, for_update=True)
-            if sweep.chunks_total is None:
-                sweep.records, sweep.chunks_total = records, chunk_count(records)
+            repo = SweepRepository(session)
+            sweep = await repo.require(sweep_id, for_update=True)
+            if sweep.input_digest != digest:  # first run, or records came or went since: start the chunks over
+                if sweep.input_digest is not None:
+                    await repo.clear_pairs(sweep_id)
+                sweep.records, sweep.chunks_total, sweep.chunks_done = records, chunk_count(records), []
+                sweep.pairs_compared = sweep.pairs_matched = 0
+                sweep.input_digest = digest
             chunks, done = sweep.chunks_total, set(sweep.chunks_done)
             run.on_progress(sweep)
         assert chunks is not None
@@ -226,8 +231,9 @@ async def run_sweep(sessions: async_sessionmaker[AsyncSession], sweep_id: uuid.U
         run.on_progress(sweep)
 
 
-async def _write_records(session: AsyncSession, programme_id: uuid.UUID | None, path: Path) -> int:
-    """The next page is read while the last one is turned into Splink's rows (in a thread)."""
+async def _write_records(session: AsyncSession, programme_id: uuid.UUID | None, path: Path) -> tuple[int, str]:
+    """The swept records and the digest of their ids; the next page is read while the last one is turned
+    into Splink's rows (in a thread)."""
     writer = InputWriter(path)
     writing: asyncio.Future[None] | None = None
     try:
@@ -239,7 +245,7 @@ async def _write_records(session: AsyncSession, programme_id: uuid.UUID | None, 
             await writing
     finally:
         await asyncio.to_thread(writer.close)
-    return writer.records
+    return writer.records, writer.digest.hexdigest()
 
 
 async def _commit_chunk(

@@ -20,6 +20,7 @@ rows; both compute the digits with the same `gammas`.
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
 import logging
 import math
@@ -87,6 +88,7 @@ class InputWriter:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.records = 0
+        self.digest = hashlib.sha256()
         self._writer: Any = None
 
     def write(self, page: list[tuple[uuid.UUID, dict[str, Any]]]) -> None:
@@ -97,6 +99,7 @@ class InputWriter:
         for ident, profile in page:
             row = splink_row(str(ident), MatchRecord.from_profile(profile))
             row["beneficiary_id"], row["unique_id"] = row["unique_id"], self.records
+            self.digest.update(ident.bytes)
             rows.append(row)
             self.records += 1
         table = pa.Table.from_pylist(rows, schema=input_schema())

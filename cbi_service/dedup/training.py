@@ -20,17 +20,24 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
+
 from cbi_service.dedup.blocking import blocking_keys
 from cbi_service.dedup.comparisons import COMPARISONS, KNOWN_SEXES, sql_levels
 from cbi_service.dedup.model import TF_MIN_COUNT, MatchModel
 from cbi_service.dedup.normalize import MatchRecord
 
 TF_COLUMNS = {"given_names": "given_tf", "family_names": "family_tf"}
+log = structlog.get_logger(__name__)
 MIN_RECORDS = 1000  # below this, EM has too few pairs of one person to learn from
 
 
 class NotEnoughRecords(ValueError):
     """Too small a registry to learn a model from."""
+
+
+class TrainingFailed(RuntimeError):
+    """Splink could not estimate the model from these records."""
 
 
 def splink_row(ident: str, record: MatchRecord) -> dict[str, Any]:
@@ -179,8 +186,11 @@ def term_frequency_tables(model: MatchModel) -> dict[str, Any]:
     return tables
 
 
-def train(records: Iterable[tuple[str, MatchRecord]], *, version: str, seed: int = 1) -> MatchModel:
-    """Estimate a model from the registry's records (ids and match records), in an embedded DuckDB."""
+def train(
+    records: Iterable[tuple[str, MatchRecord]], *, version: str, seed: int = 1, u_pairs: float = 5e5
+) -> MatchModel:
+    """Estimate a model from the registry's records (ids and match records), in an embedded DuckDB;
+    u from `u_pairs` record pairs drawn at random."""
     import duckdb
     import pandas as pd
     from splink import DuckDBAPI, Linker, block_on
@@ -196,9 +206,21 @@ def train(records: Iterable[tuple[str, MatchRecord]], *, version: str, seed: int
     training.estimate_probability_two_random_records_match(
         [block_on("document"), block_on("given_tf", "family_tf", "birth")], recall=0.8
     )
-    training.estimate_u_using_random_sampling(max_pairs=5e5, seed=seed)
-    for rule in (block_on("document"), block_on("given_code", "birth"), block_on("given_code", "family_code")):
-        training.estimate_parameters_using_expectation_maximisation(rule, record_sample_proportion=1.0)
+    training.estimate_u_using_random_sampling(max_pairs=u_pairs, seed=seed)
+    learned = 0
+    for columns in (("document",), ("given_code", "birth"), ("given_code", "family_code")):
+        try:
+            training.estimate_parameters_using_expectation_maximisation(
+                block_on(*columns), record_sample_proportion=1.0
+            )
+        except ValueError as exc:
+            # Splink refuses an m that EM drove to exactly 0 (a level only non-matches reach in that block);
+            # the session is then discarded whole and the other blocks still estimate the model.
+            log.warning("em_session_discarded", blocked_on=list(columns), reason=str(exc)[:200])
+            continue
+        learned += 1
+    if not learned:
+        raise TrainingFailed("expectation-maximisation did not converge on any blocking rule")
     saved = linker.misc.save_model_to_json()
     tf = {name: _frequencies(linker, column, len(frame)) for name, column in TF_COLUMNS.items()}
     connection.close()

@@ -44,6 +44,7 @@ def upgrade() -> None:
         sa.Column("records", sa.Integer(), nullable=True),
         sa.Column("chunks_total", sa.Integer(), nullable=True),
         sa.Column("chunks_done", sa.ARRAY(sa.Integer()), server_default="{}", nullable=False),
+        sa.Column("input_digest", sa.String(length=64), nullable=True),
         sa.Column("pairs_compared", sa.Integer(), server_default="0", nullable=False),
         sa.Column("pairs_matched", sa.Integer(), server_default="0", nullable=False),
         sa.Column("adjudications_opened", sa.Integer(), server_default="0", nullable=False),

@@ -8,7 +8,9 @@ from sqlalchemy import select
 
 from cbi_service.beneficiaries.models import Beneficiary
 from cbi_service.dedup import service
+from cbi_service.dedup.comparisons import COMPARISONS
 from cbi_service.dedup.models import DedupModel, DedupSweep
+from cbi_service.dedup.settings import DedupSettings
 from cbi_service.dedup.training import MIN_RECORDS
 from tests.cli.support import cli, cli_env, invoke, raw_key
 from tests.dedup.support import hand_model, insert_people, registry_records
@@ -61,7 +63,7 @@ async def test_train_learns_stores_and_activates_a_model(database_url, api_key_f
         f"  documents      same_number {weight:+.2f}, one_edit {hand_model().weights[3][2]:+.2f},"
         f" two_edits {hand_model().weights[3][3]:+.2f}, other_number_same_type {hand_model().weights[3][4]:+.2f}"
     )
-    assert len(lines) == 2 + 7
+    assert len(lines) == 2 + len(COMPARISONS)
     async with session_factory() as session:
         model = await service.active_model(session)
     assert (model.version, model.trained["records"]) == ("cli-1", MIN_RECORDS + 20)
@@ -83,7 +85,8 @@ async def test_sweep_runs_with_progress_and_resumes(database_url, api_key_factor
     assert (sweep.status, sweep.records) == ("completed", len(ids))
     assert result.stdout.strip() == (
         f"sweep {sweep.id}: completed; 300 records, {sweep.pairs_compared} pairs compared, {sweep.pairs_matched}"
-        f" at or above 0.6, {sweep.clusters} clusters, {sweep.adjudications_opened} adjudications opened"
+        f" at or above {DedupSettings().review_threshold}, {sweep.clusters} clusters,"
+        f" {sweep.adjudications_opened} adjudications opened"
         f" ({sweep.pairs_sent_to_adjudication} pairs sent)"
     )
     assert "chunks 1/1" in result.stderr

@@ -8,7 +8,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from cbi_service.beneficiaries.models import Adjudication, AdjudicationPair, Beneficiary
 from cbi_service.beneficiaries.repository import AdjudicationRepository
@@ -264,3 +264,31 @@ async def test_sweep_requests_are_checked(client, api_key_factory):
 class _Actor:
     id = uuid.UUID("00000000-0000-7000-8000-0000000000aa")
     name = "test operator"
+
+
+async def test_a_sweep_resumed_after_its_records_changed_starts_its_chunks_over(
+    client, api_key_factory, session_factory, settings, model, small_chunks, registry
+):
+    admin = await api_key_factory("admin")
+    async with session_factory.begin() as session:
+        sweep = await service.start_sweep(session, _Actor(), None, enqueue_job=False)
+
+    def stop_after_one() -> None:
+        raise JobInterrupted
+
+    with pytest.raises(JobInterrupted):
+        await service.run_sweep(session_factory, sweep.id, service.SweepRun(checkpoint=stop_after_one))
+    # Someone leaves the registry meanwhile: every later row number, and so every chunk, shifts.
+    async with session_factory.begin() as session:
+        first = (await session.execute(select(Beneficiary.id).order_by(Beneficiary.created_at).limit(1))).scalar_one()
+        await session.execute(update(Beneficiary).where(Beneficiary.id == first).values(status="inactive"))
+
+    await service.run_sweep(session_factory, sweep.id, service.SweepRun())
+    resumed = (await client.get(f"/v1/dedup/sweeps/{sweep.id}", headers=admin)).json()
+    clean = await _start(client, admin)
+    await run_jobs(session_factory, settings)
+    straight = (await client.get(f"/v1/dedup/sweeps/{clean}", headers=admin)).json()
+    assert resumed["records"] == len(registry) - 1
+    for field in ("records", "pairs_compared", "pairs_matched", "clusters"):
+        assert resumed[field] == straight[field], field
+    assert await _sweep_pairs(session_factory, str(sweep.id)) == await _sweep_pairs(session_factory, clean)

@@ -101,7 +101,11 @@ class MatchModel:
             return 0.0
         return max(-MAX_LEVEL_WEIGHT, min(MAX_LEVEL_WEIGHT, math.log2(m / u)))
 
-    def _tf_adjustment(self, index: int, level: int, probe: MatchRecord, candidate: MatchRecord) -> float:
+    def _tf_adjustment(
+        self, index: int, level: int, probe: MatchRecord, candidate: MatchRecord, exchanged: bool
+    ) -> float:
+        """Term-frequency adjustment of an exact name agreement: a common name agreeing proves less. With the
+        names exchanged, the probe's given name was compared with the candidate's family name and back."""
         comparison = COMPARISONS[index]
         if level != comparison.tf_level:
             return 0.0
@@ -110,7 +114,8 @@ class MatchModel:
         if not table or not u:
             return 0.0
         side = "given" if comparison is GIVEN else "family"
-        values = [" ".join(getattr(r, side)) for r in (probe, candidate)]
+        other = ("family" if side == "given" else "given") if exchanged else side
+        values = [" ".join(getattr(probe, side)), " ".join(getattr(candidate, other))]
         frequencies = [table[v] for v in values if v in table]
         if not frequencies:
             return 0.0
@@ -123,7 +128,8 @@ class MatchModel:
         for index, level in enumerate(gammas.levels):
             if level == 0:
                 continue
-            weight = self.weights[index][level] + self._tf_adjustment(index, level, probe, candidate)
+            exchanged = gammas.names_exchanged
+            weight = self.weights[index][level] + self._tf_adjustment(index, level, probe, candidate, exchanged)
             total += weight
             contributions.append(Contribution(COMPARISONS[index].name, COMPARISONS[index].levels[level], weight))
         return Score(total, _probability(total), tuple(contributions))

@@ -11,6 +11,7 @@ from sqlalchemy import Table, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from cbi_service.dedup.models import DedupModel, DedupSweep, DedupSweepPair
+from cbi_service.kit.ids import new_id
 from cbi_service.kit.repository import Repository
 
 SWEEP_PAIRS = cast(Table, DedupSweepPair.__table__)
@@ -28,6 +29,16 @@ class ModelRepository(Repository[DedupModel]):
     async def artefact(self, version: str) -> dict[str, Any] | None:
         stmt = select(DedupModel.artefact).where(DedupModel.version == version)
         return cast(dict[str, Any] | None, (await self.session.execute(stmt)).scalar_one_or_none())
+
+    async def insert_new(self, version: str, artefact: dict[str, Any], trained: dict[str, Any]) -> bool:
+        """Store a model under a version not taken yet; False (nothing written) when it is."""
+        stmt = (
+            pg_insert(DedupModel)
+            .values(id=new_id(), version=version, artefact=artefact, trained=trained)
+            .on_conflict_do_nothing()
+            .returning(DedupModel.version)
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none() is not None
 
     async def activate(self, version: str) -> None:
         """Make `version` the only active model, in this transaction (deactivating first keeps the partial

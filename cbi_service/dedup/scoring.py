@@ -81,7 +81,7 @@ def decide(
             Match(
                 ident,
                 1.0 if document else score.probability,
-                ["document", *score.agreeing] if document else score.agreeing,
+                ["document", *(f for f in score.agreeing if f != "documents")] if document else score.agreeing,
                 document,
                 explanation,
                 round(score.match_weight, 2),

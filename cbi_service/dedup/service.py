@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cbi_service.audit.service import Actor, record_audit
 from cbi_service.dedup.model import MatchModel, default_model
-from cbi_service.dedup.models import DedupModel, DedupSweep
+from cbi_service.dedup.models import DedupSweep
 from cbi_service.dedup.repository import ModelRepository, SweepRepository
 from cbi_service.dedup.settings import get_dedup_settings
 from cbi_service.dedup.sweeps import (
@@ -94,16 +94,17 @@ async def active_model(session: AsyncSession) -> MatchModel:
         artefact = await ModelRepository(session).artefact(version)
         if artefact is None:  # deactivated and removed since the probe: the next call sees the new state
             return default_model()
-        cached = _models[version] = MatchModel.from_json(artefact)
+        cached = MatchModel.from_json(artefact)
+        _models.clear()  # only the active version is ever asked for: the one before it is dropped
+        _models[version] = cached
     return cached
 
 
 async def store_model(session: AsyncSession, actor: Actor | None, model: MatchModel, *, activate: bool = True) -> None:
     """Keep a trained model under its version (a version is never overwritten) and make it the active one."""
     repo = ModelRepository(session)
-    if await repo.artefact(model.version) is not None:
+    if not await repo.insert_new(model.version, model.to_json(), model.trained):
         raise Conflict(f"A model with version {model.version} is already stored.")
-    await repo.add(DedupModel(version=model.version, artefact=model.to_json(), trained=model.trained))
     if activate:
         await repo.activate(model.version)
     await record_audit(

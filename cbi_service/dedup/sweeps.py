@@ -3,9 +3,10 @@
 The records are laid out once as Splink input rows (`training.splink_row`), numbered in the order of their
 ids (time-ordered, so the older record of a pair is always on the left). Splink compares the pairs the
 online blocking keys give (`training.prediction_rules`) and scores them with the active model's m and u
-as they are (`training.prediction_settings`): a sweep finds what registrations would have found, with
-the same weights. The left side is split into chunks by Splink's own hashing (`predict_chunk`), so the
-caller can commit each chunk's result before the next and a restarted sweep goes on where it stopped.
+as they are (`training.prediction_settings`): the same weights as registrations, without their rules
+on top (a shared document, two automatic candidates), since a sweep only opens adjudications. The left
+side is split into chunks by Splink's own hashing (`predict_chunk`), so the caller can commit each
+chunk's result before the next and a restarted sweep goes on where it stopped.
 
 Levels are the service's (`comparisons.gammas`), always with the newer record as the probe and the older
 as the candidate, as a registration compares them. On DuckDB the level function reads the records by
@@ -260,7 +261,7 @@ class DuckDBSweeper(Sweeper):
             gc.enable()
         gc.freeze()
         self._ids = source.read(columns=["beneficiary_id"]).column(0).combine_chunks()
-        connection = duckdb_connection(threads=threads, memory_limit=memory_limit)
+        connection = self._connection = duckdb_connection(threads=threads, memory_limit=memory_limit)
         levels: Any = PairLevels(self._records)
         connection.create_function(
             SWEEP_LEVELS_FUNCTION, levels, ["BIGINT", "BIGINT"], "VARCHAR", type="arrow", side_effects=False
@@ -278,6 +279,12 @@ class DuckDBSweeper(Sweeper):
 
     def beneficiary_id(self, number: int) -> str:
         return str(self._ids[number].as_py())
+
+    def close(self) -> None:
+        """Give the records back to the collector (a sweep run inside a long-lived process)."""
+        self._connection.close()
+        self._records = []
+        gc.unfreeze()
 
 
 def _compact(record: MatchRecord) -> MatchRecord:
@@ -377,8 +384,11 @@ def run_chunks(plan: SweepPlan, pending: list[int]) -> Generator[ChunkResult, No
     workers = min(plan.workers, len(pending))
     if workers <= 1:
         sweeper = DuckDBSweeper(plan.path, plan.model, plan.threshold, plan.chunks, threads=max(1, os.cpu_count() or 1))
-        for number in pending:
-            yield sweeper.chunk(number)
+        try:
+            for number in pending:
+                yield sweeper.chunk(number)
+        finally:
+            sweeper.close()
         return
     yield from _in_processes(plan, pending, workers)
 

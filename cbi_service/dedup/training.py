@@ -199,31 +199,33 @@ def train(
     if len(frame) < MIN_RECORDS:
         raise NotEnoughRecords(f"a model needs at least {MIN_RECORDS} records; the registry has {len(frame)}")
     connection = duckdb.connect()
-    register_duckdb_functions(connection)
-    table = DuckDBAPI(connection).register(frame)
-    linker = Linker(table, settings_creator(), log_level=logging.WARNING)
-    training = linker.training
-    training.estimate_probability_two_random_records_match(
-        [block_on("document"), block_on("given_tf", "family_tf", "birth")], recall=0.8
-    )
-    training.estimate_u_using_random_sampling(max_pairs=u_pairs, seed=seed)
-    learned = 0
-    for columns in (("document",), ("given_code", "birth"), ("given_code", "family_code")):
-        try:
-            training.estimate_parameters_using_expectation_maximisation(
-                block_on(*columns), record_sample_proportion=1.0
-            )
-        except ValueError as exc:
-            # Splink refuses an m that EM drove to exactly 0 (a level only non-matches reach in that block);
-            # the session is then discarded whole and the other blocks still estimate the model.
-            log.warning("em_session_discarded", blocked_on=list(columns), reason=str(exc)[:200])
-            continue
-        learned += 1
-    if not learned:
-        raise TrainingFailed("expectation-maximisation did not converge on any blocking rule")
-    saved = linker.misc.save_model_to_json()
-    tf = {name: _frequencies(linker, column, len(frame)) for name, column in TF_COLUMNS.items()}
-    connection.close()
+    try:
+        register_duckdb_functions(connection)
+        table = DuckDBAPI(connection).register(frame)
+        linker = Linker(table, settings_creator(), log_level=logging.WARNING)
+        training = linker.training
+        training.estimate_probability_two_random_records_match(
+            [block_on("document"), block_on("given_tf", "family_tf", "birth")], recall=0.8
+        )
+        training.estimate_u_using_random_sampling(max_pairs=u_pairs, seed=seed)
+        learned = 0
+        for columns in (("document",), ("given_code", "birth"), ("given_code", "family_code")):
+            try:
+                training.estimate_parameters_using_expectation_maximisation(
+                    block_on(*columns), record_sample_proportion=1.0
+                )
+            except ValueError as exc:
+                # Splink refuses an m that EM drove to exactly 0 (a level only non-matches reach in that block);
+                # the session is then discarded whole and the other blocks still estimate the model.
+                log.warning("em_session_discarded", blocked_on=list(columns), reason=str(exc)[:200])
+                continue
+            learned += 1
+        if not learned:
+            raise TrainingFailed("expectation-maximisation did not converge on any blocking rule")
+        saved = linker.misc.save_model_to_json()
+        tf = {name: _frequencies(linker, column, len(frame)) for name, column in TF_COLUMNS.items()}
+    finally:
+        connection.close()
     return model_from_splink(saved, tf, version=version, records=len(frame))
 
 

@@ -47,6 +47,19 @@ def test_a_common_name_agreeing_proves_less_than_a_rare_one():
     assert weight["given_names"] == pytest.approx(math.log2(0.9 / 0.01) + math.log2(0.01 / 0.05))
 
 
+def test_names_typed_into_the_wrong_boxes_weigh_by_the_frequency_of_the_names_compared():
+    model = MatchModel.from_json(
+        artefact(tf={"given_names": {"juan": 0.001, "perez": 0.2}, "family_names": {"perez": 0.04}})
+    )
+    probe, exchanged = person(), person(given="Pérez", family="Juan")
+    levels = gammas(probe, exchanged)
+    assert levels.names_exchanged
+    weights = {c.comparison: c.weight for c in model.score(probe, exchanged, levels).contributions}
+    straight = {c.comparison: c.weight for c in model.score(probe, probe, gammas(probe, probe)).contributions}
+    assert weights["given_names"] == pytest.approx(straight["given_names"])
+    assert weights["family_names"] == pytest.approx(straight["family_names"])
+
+
 def test_a_level_seen_a_handful_of_times_cannot_decide_alone():
     data = artefact()
     data["u"]["given_names"][1] = 1e-30

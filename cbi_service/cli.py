@@ -22,6 +22,7 @@ from cbi_service.beneficiaries.cli import import_file
 from cbi_service.dedup.cli import dedup_app, registry_app
 from cbi_service.exports.cli import ledger_app
 from cbi_service.jobs.cli import jobs_app
+from cbi_service.keys.cli import keys_app
 from cbi_service.kit.settings import Settings
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ app.add_typer(apikey_app, name="apikey")
 app.add_typer(registry_app, name="registry")
 app.add_typer(dedup_app, name="dedup")
 app.add_typer(ledger_app, name="ledger")
+app.add_typer(keys_app, name="keys")
 
 
 @dataclass(frozen=True)

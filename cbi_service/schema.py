@@ -7,7 +7,8 @@ from cbi_service.beneficiaries import models as beneficiary_models
 from cbi_service.dedup import models as dedup_models
 from cbi_service.entitlements import models as entitlement_models
 from cbi_service.jobs import models as job_models
-from cbi_service.kit import idempotency
+from cbi_service.keys import models as key_models
+from cbi_service.kit import crypto, idempotency
 from cbi_service.kit.models import Base
 from cbi_service.programmes import models as programme_models
 from cbi_service.reconciliation import models as reconciliation_models
@@ -19,10 +20,12 @@ __all__ = [
     "auth_models",
     "batch_models",
     "beneficiary_models",
+    "crypto",
     "dedup_models",
     "entitlement_models",
     "idempotency",
     "job_models",
+    "key_models",
     "programme_models",
     "reconciliation_models",
     "webhook_models",

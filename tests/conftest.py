@@ -26,6 +26,10 @@ from cbi_service.embedded import embedded_postgres
 from cbi_service.kit.settings import Settings, to_asyncpg_url
 from cbi_service.migrate import upgrade
 
+# One master key for every process the tests start (the service, workers, commands): personal data
+# sealed by one of them must open in the others. Tests of key handling set their own.
+TEST_MASTER_KEY = "q5m0Vc3dTz8P1yYl7fX2c9Jr4KbN6wHs0AeUiGoD3tM="
+os.environ.setdefault("CBI_MASTER_KEY", TEST_MASTER_KEY)
 TEST_WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 TEST_PROVIDERS: dict[str, dict[str, Any]] = {
     "cards": {

@@ -144,7 +144,7 @@ def test_production_without_a_database_refuses_at_once_and_leaves_nothing_behind
     result = subprocess.run(
         [sys.executable, "-m", "cbi_service", *command],
         cwd=tmp_path,
-        env=_unconfigured(CBI_ENV="production", CBI_VOUCHER_SIGNING_KEY=VOUCHER_KEY),
+        env=_unconfigured(CBI_ENV="production", CBI_VOUCHER_SIGNING_KEY=VOUCHER_KEY, CBI_MASTER_KEY=VOUCHER_KEY),
         capture_output=True,
         text=True,
         timeout=60,
@@ -176,6 +176,7 @@ def test_production_refuses_default_secrets_naming_the_variable(tmp_path, comman
     env = _unconfigured(
         CBI_ENV="production",
         CBI_VOUCHER_SIGNING_KEY=VOUCHER_KEY,
+        CBI_MASTER_KEY=VOUCHER_KEY,
         DATABASE_URL="postgresql://cbi@127.0.0.1:9/never-reached",
         CBI_PROVIDERS=json.dumps({"cards": provider}),
     )
@@ -207,7 +208,7 @@ def test_the_domains_commands_refuse_production_without_a_database_in_one_line(t
     result = subprocess.run(
         [sys.executable, "-m", "cbi_service", *(arg.format(people=people) for arg in command)],
         cwd=folder,
-        env=_unconfigured(CBI_ENV="production", CBI_VOUCHER_SIGNING_KEY=VOUCHER_KEY),
+        env=_unconfigured(CBI_ENV="production", CBI_VOUCHER_SIGNING_KEY=VOUCHER_KEY, CBI_MASTER_KEY=VOUCHER_KEY),
         capture_output=True,
         text=True,
         timeout=60,

@@ -62,6 +62,7 @@ from cbi_service.dedup.service import active_model
 from cbi_service.dedup.settings import get_dedup_settings
 from cbi_service.jobs.service import enqueue
 from cbi_service.kit.cells import SafeWriter
+from cbi_service.kit.crypto import keyring
 from cbi_service.kit.errors import AppError, UnprocessableEntity, field_errors
 from cbi_service.kit.ids import new_id
 from cbi_service.kit.settings import Settings
@@ -450,6 +451,8 @@ async def process_chunk(
         for key in shared_keys:
             owners.setdefault(key, []).append(ident)
     in_chunk: MemoryIndex[uuid.UUID] = MemoryIndex()
+    ring = await keyring(session)
+    version = await ring.active(session)
     beneficiaries: list[dict[str, Any]] = []
     keys: list[tuple[str, uuid.UUID]] = []
     adjudications: list[dict[str, Any]] = []
@@ -480,7 +483,7 @@ async def process_chunk(
                 "consent_date": prepared.data.consent.date,
                 "consent_purpose": prepared.data.consent.purpose,
                 "registered_by": imp.created_by,
-                **columns_of(prepared),
+                **columns_of(ring, version, beneficiary_id, prepared),
             }
         )
         keys.extend((k, beneficiary_id) for k in prepared.keys)
@@ -503,7 +506,7 @@ async def process_chunk(
     import_ref = str(imp.id)
     events = [
         AuditEntry("beneficiary.registered", "beneficiary", row["id"], None,
-                   {"status": row["status"], "external_ref": row["external_ref"], "import_id": import_ref})
+                   {"status": row["status"], "import_id": import_ref})
         for row in beneficiaries
     ]  # fmt: skip
     await record_audit_many(session, principal, events)

@@ -13,6 +13,7 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
+    SmallInteger,
     String,
     UniqueConstraint,
     Uuid,
@@ -25,7 +26,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from cbi_service.kit.ids import new_id
 from cbi_service.kit.models import Base, CreatedAt, one_of
 
-STATUSES = ("active", "pending_adjudication", "duplicate", "inactive")
+STATUSES = ("active", "pending_adjudication", "duplicate", "inactive", "erased")
 # Records dedup compares against: a `duplicate` points at its original, an `inactive` one is never paid.
 MATCHABLE_STATUSES = ("active", "pending_adjudication")
 SEXES = ("female", "male", "other", "unknown")
@@ -36,7 +37,11 @@ ROW_OUTCOMES = ("created", "duplicate", "pending_adjudication", "invalid")
 
 
 class Beneficiary(CreatedAt, Base):
-    """A registered person. `match_profile` is the normalised form dedup scores candidates with."""
+    """A registered person. Their personal data is sealed (`kit.crypto`) under a data key of their own,
+    stored wrapped beside it: `personal` (names, birth date, phone, documents, external_ref) and `profile`
+    (the normalised form dedup scores candidates with). `external_ref_index` is a keyed digest to find a
+    record by its reference. What stays in clear is what reports count and says nobody's name: sex,
+    birth year, nationality, location, household size. Erasure clears the sealed columns and the key."""
 
     __tablename__ = "beneficiaries"
     __table_args__ = (
@@ -45,32 +50,43 @@ class Beneficiary(CreatedAt, Base):
         CheckConstraint("household_size >= 1", name="household_size"),
         CheckConstraint("nationality ~ '^[A-Z]{2}$'", name="nationality"),
         CheckConstraint("location_country ~ '^[A-Z]{2}$'", name="location_country"),
+        CheckConstraint("birth_year BETWEEN 1900 AND 2200", name="birth_year"),
+        CheckConstraint(
+            "(status = 'erased') = (personal IS NULL) AND (personal IS NULL) = (data_key IS NULL)"
+            " AND (personal IS NULL) = (key_version IS NULL) AND (personal IS NULL) = (profile IS NULL)",
+            name="sealed_unless_erased",
+        ),
         Index("ix_beneficiaries_status_id", "status", "id"),
-        Index("ix_beneficiaries_external_ref", "external_ref", postgresql_where=text("external_ref IS NOT NULL")),
+        Index(
+            "ix_beneficiaries_external_ref_index",
+            "external_ref_index",
+            postgresql_where=text("external_ref_index IS NOT NULL"),
+        ),
+        Index("ix_beneficiaries_key_version", "key_version", "id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     status: Mapped[str] = mapped_column(String(24))
-    given_names: Mapped[str] = mapped_column(String(200))
-    family_names: Mapped[str] = mapped_column(String(200))
-    date_of_birth: Mapped[date] = mapped_column(Date)
     sex: Mapped[str] = mapped_column(String(10))
+    birth_year: Mapped[int] = mapped_column(SmallInteger)
     nationality: Mapped[str] = mapped_column(String(2))
-    phone: Mapped[str | None] = mapped_column(String(20))
     location_country: Mapped[str] = mapped_column(String(2))
     location_admin1: Mapped[str | None] = mapped_column(String(200))
     location_admin2: Mapped[str | None] = mapped_column(String(200))
     household_size: Mapped[int] = mapped_column(Integer)
-    external_ref: Mapped[str | None] = mapped_column(String(100))
     consent_date: Mapped[date] = mapped_column(Date)
     consent_purpose: Mapped[str] = mapped_column(String(500))
-    documents: Mapped[list[dict[str, str]]] = mapped_column(JSONB, default=list)
-    match_profile: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    key_version: Mapped[int | None] = mapped_column(ForeignKey("crypto_keys.version"))
+    data_key: Mapped[bytes | None] = mapped_column(LargeBinary)
+    personal: Mapped[bytes | None] = mapped_column(LargeBinary)
+    profile: Mapped[bytes | None] = mapped_column(LargeBinary)
+    external_ref_index: Mapped[bytes | None] = mapped_column(LargeBinary)
     registered_by: Mapped[uuid.UUID] = mapped_column()
     # Everyone who corrected the record: like its registrar, none of them may adjudicate it (four eyes).
     corrected_by: Mapped[list[uuid.UUID]] = mapped_column(ARRAY(Uuid), server_default="{}")
     duplicate_of: Mapped[uuid.UUID | None] = mapped_column()
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class DedupKey(Base):
@@ -163,7 +179,8 @@ class BeneficiaryImport(CreatedAt, Base):
 
 
 class ImportChunk(Base):
-    """The uploaded file, stored in pieces so neither upload nor processing holds it whole in memory."""
+    """The uploaded file, stored in pieces so neither upload nor processing holds it whole in memory,
+    each sealed under a key version (it is people's data) until the import is done with it."""
 
     __tablename__ = "beneficiary_import_chunks"
 
@@ -171,6 +188,7 @@ class ImportChunk(Base):
         ForeignKey("beneficiary_imports.id", ondelete="CASCADE"), primary_key=True
     )
     seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key_version: Mapped[int] = mapped_column(ForeignKey("crypto_keys.version"), index=True)
     data: Mapped[bytes] = mapped_column(LargeBinary)
 
 

@@ -9,7 +9,7 @@ from sqlalchemy import Table, bindparam, delete, func, insert, select, text, upd
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
-from sqlalchemy.types import BigInteger, Integer, Text, Uuid
+from sqlalchemy.types import BigInteger, Integer, LargeBinary, Text, Uuid
 
 from cbi_service.beneficiaries.models import (
     MATCHABLE_STATUSES,
@@ -22,8 +22,10 @@ from cbi_service.beneficiaries.models import (
     ImportChunk,
     ImportRow,
 )
+from cbi_service.beneficiaries.personal import external_ref_index, open_profile, profile_dict
 from cbi_service.dedup.blocking import key_hash
 from cbi_service.dedup.normalize import MatchRecord
+from cbi_service.kit.crypto import keyring
 from cbi_service.kit.db import read_snapshot
 from cbi_service.kit.repository import Repository
 
@@ -40,6 +42,10 @@ BENEFICIARIES = cast(Table, Beneficiary.__table__)
 ADJUDICATIONS = cast(Table, Adjudication.__table__)
 ADJUDICATION_PAIRS = cast(Table, AdjudicationPair.__table__)
 IMPORT_ROWS = cast(Table, ImportRow.__table__)
+
+
+def chunk_aad(import_id: uuid.UUID, seq: int) -> bytes:
+    return b"beneficiary_import_chunks:" + import_id.bytes + seq.to_bytes(4, "big")
 
 
 def lock_bucket(key: str) -> int:
@@ -73,7 +79,7 @@ class BeneficiaryRepository(Repository[Beneficiary]):
             return []
         stmt = text(
             """
-            SELECT b.id, b.match_profile
+            SELECT b.id, b.key_version, b.data_key, b.profile
             FROM (
                 SELECT beneficiary_id, count(*) AS shared FROM dedup_keys
                 WHERE key = ANY(:keys) GROUP BY beneficiary_id ORDER BY shared DESC LIMIT :limit
@@ -83,26 +89,31 @@ class BeneficiaryRepository(Repository[Beneficiary]):
             ORDER BY k.shared DESC
             """
         ).bindparams(bindparam("keys", type_=ARRAY(BigInteger)), bindparam("statuses", type_=ARRAY(Text)))
-        rows = await self.session.execute(
-            stmt,
-            {
-                "keys": [key_hash(k) for k in keys],
-                "limit": limit,
-                "statuses": list(MATCHABLE_STATUSES),
-                "exclude": exclude,
-            },
-        )
-        return [(row.id, MatchRecord.from_profile(row.match_profile)) for row in rows]
+        ring = await keyring(self.session)
+        rows = (
+            await self.session.execute(
+                stmt,
+                {
+                    "keys": [ring.key_hash(k) for k in keys],
+                    "limit": limit,
+                    "statuses": list(MATCHABLE_STATUSES),
+                    "exclude": exclude,
+                },
+            )
+        ).all()
+        await ring.require(self.session, {row.key_version for row in rows})
+        return [(row.id, open_profile(ring, row.id, row.key_version, row.data_key, row.profile)) for row in rows]
 
     async def filed_under(self, keys: Sequence[str]) -> dict[uuid.UUID, tuple[MatchRecord, list[str]]]:
         """Every matchable person filed under any of `keys`, with the ones they share: a bulk chunk's
         candidates in one query (one row per person, so no profile is sent or decoded twice)."""
         if not keys:
             return {}
-        by_hash = {key_hash(k): k for k in keys}
+        ring = await keyring(self.session)
+        by_hash = {ring.key_hash(k): k for k in keys}
         stmt = text(
             """
-            SELECT b.id, b.match_profile, k.keys
+            SELECT b.id, b.key_version, b.data_key, b.profile, k.keys
             FROM (
                 SELECT beneficiary_id, array_agg(key) AS keys FROM dedup_keys
                 WHERE key = ANY(:keys) GROUP BY beneficiary_id
@@ -111,9 +122,13 @@ class BeneficiaryRepository(Repository[Beneficiary]):
             WHERE b.status = ANY(:statuses)
             """
         ).bindparams(bindparam("keys", type_=ARRAY(BigInteger)), bindparam("statuses", type_=ARRAY(Text)))
-        rows = await self.session.execute(stmt, {"keys": list(by_hash), "statuses": list(MATCHABLE_STATUSES)})
+        rows = (await self.session.execute(stmt, {"keys": list(by_hash), "statuses": list(MATCHABLE_STATUSES)})).all()
+        await ring.require(self.session, {row.key_version for row in rows})
         return {
-            row.id: (MatchRecord.from_profile(row.match_profile), [by_hash[h] for h in row.keys if h in by_hash])
+            row.id: (
+                open_profile(ring, row.id, row.key_version, row.data_key, row.profile),
+                [by_hash[h] for h in row.keys if h in by_hash],
+            )
             for row in rows
         }
 
@@ -134,8 +149,9 @@ class BeneficiaryRepository(Repository[Beneficiary]):
         await self._file([(k, beneficiary_id) for k in keys])
 
     async def _file(self, keys: Sequence[tuple[str, uuid.UUID]]) -> None:
-        """File people under their keys in one statement, whatever their number."""
-        pairs = list(dict.fromkeys((key_hash(k), i) for k, i in keys))  # a hash collision must not repeat a row
+        """File people under their keys (keyed digests) in one statement, whatever their number."""
+        ring = await keyring(self.session)
+        pairs = list(dict.fromkeys((ring.key_hash(k), i) for k, i in keys))  # a hash collision must not repeat a row
         if pairs:
             await self.session.execute(
                 text("INSERT INTO dedup_keys (key, beneficiary_id) SELECT * FROM unnest(:keys, :ids)").bindparams(
@@ -161,7 +177,9 @@ class BeneficiaryRepository(Repository[Beneficiary]):
         if status is not None:
             stmt = stmt.where(Beneficiary.status == status)
         if external_ref is not None:
-            stmt = stmt.where(Beneficiary.external_ref == external_ref)
+            stmt = stmt.where(
+                Beneficiary.external_ref_index == external_ref_index(await keyring(self.session), external_ref)
+            )
         if programme_id is not None:
             enrolled = select(Enrolment.beneficiary_id).where(Enrolment.programme_id == programme_id)
             stmt = stmt.where(Beneficiary.id.in_(enrolled))
@@ -172,19 +190,69 @@ class BeneficiaryRepository(Repository[Beneficiary]):
     ) -> builtins.list[tuple[uuid.UUID, dict[str, Any]]]:
         """A page of matchable people's stored match profiles in id order (of one programme's enrolled
         people, if given): what models are trained on and sweeps compare."""
-        stmt = select(Beneficiary.id, Beneficiary.match_profile).where(Beneficiary.status.in_(MATCHABLE_STATUSES))
+        stmt = select(Beneficiary.id, Beneficiary.key_version, Beneficiary.data_key, Beneficiary.profile).where(
+            Beneficiary.status.in_(MATCHABLE_STATUSES)
+        )
         if programme_id is not None:
             enrolled = select(Enrolment.beneficiary_id).where(Enrolment.programme_id == programme_id)
             stmt = stmt.where(Beneficiary.id.in_(enrolled))
         if after is not None:
             stmt = stmt.where(Beneficiary.id > after)
-        rows = await self.session.execute(stmt.order_by(Beneficiary.id).limit(limit))
-        return [(row.id, row.match_profile) for row in rows]
+        rows = (await self.session.execute(stmt.order_by(Beneficiary.id).limit(limit))).all()
+        ring = await keyring(self.session)
+        await ring.require(self.session, {row.key_version for row in rows})
+        return [(row.id, profile_dict(ring, row.id, row.key_version, row.data_key, row.profile)) for row in rows]
 
     async def programme_exists(self, programme_id: uuid.UUID) -> bool:
         """Whether the programme exists (its table is programmes', read here, never written)."""
         stmt = text("SELECT EXISTS (SELECT 1 FROM programmes WHERE id = :id)")
         return bool((await self.session.execute(stmt, {"id": programme_id})).scalar_one())
+
+    async def sealed_under_other(self, version: int, limit: int) -> builtins.list[Any]:
+        """People whose data a version other than `version` seals, locked; those a registration or a
+        correction holds are skipped and found by a later pass."""
+        stmt = (
+            select(
+                Beneficiary.id, Beneficiary.key_version, Beneficiary.data_key, Beneficiary.personal, Beneficiary.profile
+            )
+            .where(Beneficiary.key_version != version)
+            .order_by(Beneficiary.key_version, Beneficiary.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return builtins.list((await self.session.execute(stmt)).all())
+
+    async def count_sealed_under_other(self, version: int) -> int:
+        stmt = select(func.count()).select_from(Beneficiary).where(Beneficiary.key_version != version)
+        return int((await self.session.execute(stmt)).scalar_one())
+
+    async def reseal(self, version: int, rows: Sequence[tuple[uuid.UUID, bytes, bytes | None, bytes | None]]) -> None:
+        """(id, data key, personal, profile) sealed again under `version`, in one statement."""
+        if not rows:
+            return
+        stmt = text(
+            """
+            UPDATE beneficiaries AS b
+               SET key_version = :version, data_key = u.data_key, personal = u.personal, profile = u.profile
+              FROM unnest(:ids, :keys, :personals, :profiles) AS u(id, data_key, personal, profile)
+             WHERE b.id = u.id
+            """
+        ).bindparams(
+            bindparam("ids", type_=ARRAY(Uuid)),
+            bindparam("keys", type_=ARRAY(LargeBinary)),
+            bindparam("personals", type_=ARRAY(LargeBinary)),
+            bindparam("profiles", type_=ARRAY(LargeBinary)),
+        )
+        await self.session.execute(
+            stmt,
+            {
+                "version": version,
+                "ids": [r[0] for r in rows],
+                "keys": [r[1] for r in rows],
+                "personals": [r[2] for r in rows],
+                "profiles": [r[3] for r in rows],
+            },
+        )
 
     async def statuses_for_share(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
         """Statuses, locked against a concurrent deactivation until the enrolment (or the payment) commits."""
@@ -324,11 +392,24 @@ class ImportRepository(Repository[BeneficiaryImport]):
     server_set = ("created_at", "status", "rows_done")
 
     async def add_chunk(self, import_id: uuid.UUID, seq: int, data: bytes) -> None:
-        await self.session.execute(insert(ImportChunk).values(import_id=import_id, seq=seq, data=data))
+        """Store a piece of the file sealed under the active key version."""
+        ring = await keyring(self.session)
+        version = await ring.active(self.session)
+        sealed = ring.seal(version, data, chunk_aad(import_id, seq))
+        await self.session.execute(
+            insert(ImportChunk).values(import_id=import_id, seq=seq, key_version=version, data=sealed)
+        )
 
     async def chunk(self, import_id: uuid.UUID, seq: int) -> bytes | None:
-        stmt = select(ImportChunk.data).where(ImportChunk.import_id == import_id, ImportChunk.seq == seq)
-        return (await self.session.execute(stmt)).scalar_one_or_none()
+        stmt = select(ImportChunk.key_version, ImportChunk.data).where(
+            ImportChunk.import_id == import_id, ImportChunk.seq == seq
+        )
+        row = (await self.session.execute(stmt)).one_or_none()
+        if row is None:
+            return None
+        ring = await keyring(self.session)
+        await ring.require(self.session, [row.key_version])
+        return ring.open(row.key_version, row.data, chunk_aad(import_id, seq))
 
     async def add_rows(self, rows: Sequence[dict[str, Any]]) -> None:
         if rows:
@@ -353,6 +434,26 @@ class ImportRepository(Repository[BeneficiaryImport]):
         """The last row with an outcome (0 for none): where a resumed import goes on from."""
         stmt = select(func.coalesce(func.max(ImportRow.row_number), 0)).where(ImportRow.import_id == import_id)
         return int((await self.session.execute(stmt)).scalar_one())
+
+    async def chunks_under_other(self, version: int, limit: int) -> Sequence[Any]:
+        stmt = (
+            select(ImportChunk.import_id, ImportChunk.seq, ImportChunk.key_version, ImportChunk.data)
+            .where(ImportChunk.key_version != version)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return (await self.session.execute(stmt)).all()
+
+    async def count_chunks_under_other(self, version: int) -> int:
+        stmt = select(func.count()).select_from(ImportChunk).where(ImportChunk.key_version != version)
+        return int((await self.session.execute(stmt)).scalar_one())
+
+    async def reseal_chunk(self, import_id: uuid.UUID, seq: int, version: int, data: bytes) -> None:
+        await self.session.execute(
+            update(ImportChunk)
+            .where(ImportChunk.import_id == import_id, ImportChunk.seq == seq)
+            .values(key_version=version, data=data)
+        )
 
     async def drop_file(self, import_id: uuid.UUID) -> None:
         """The uploaded file holds PII; it is not kept once every row has its outcome."""

@@ -73,7 +73,7 @@ async def list_beneficiaries(
         external_ref=external_ref,
     )
     items, cursor = page_of(rows, page.limit, lambda b: [b.id])
-    return Page(items=[BeneficiaryOut.of(b) for b in items], next_cursor=cursor)
+    return Page(items=await service.out_many(session, items), next_cursor=cursor)
 
 
 class CsvResponse(PlainTextResponse):
@@ -168,7 +168,7 @@ async def import_errors(
 
 @router.get("/v1/beneficiaries/{beneficiary_id}", response_model=BeneficiaryOut)
 async def get_beneficiary(beneficiary_id: uuid.UUID, session: SessionDep, _: Reader) -> BeneficiaryOut:
-    return BeneficiaryOut.of(await BeneficiaryRepository(session).require(beneficiary_id))
+    return await service.out_one(session, await BeneficiaryRepository(session).require(beneficiary_id))
 
 
 @router.patch("/v1/beneficiaries/{beneficiary_id}", response_model=BeneficiaryRegistered)

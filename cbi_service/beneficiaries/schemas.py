@@ -7,13 +7,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from cbi_service.beneficiaries.models import Adjudication, Beneficiary, BeneficiaryImport, ImportRow
+from cbi_service.beneficiaries.personal import Personal
 from cbi_service.kit.countries import CountryCode
 from cbi_service.kit.pagination import Page
 from cbi_service.kit.timeutil import IsoDate
 
 Sex = Literal["female", "male", "other", "unknown"]
 DocumentType = Literal["national_id", "passport", "residence_permit", "birth_certificate", "other"]
-Status = Literal["active", "pending_adjudication", "duplicate", "inactive"]
+Status = Literal["active", "pending_adjudication", "duplicate", "inactive", "erased"]
 DedupStatus = Literal["unique", "duplicate", "possible_duplicate"]
 Name = Field(min_length=1, max_length=200)
 
@@ -104,11 +105,14 @@ class DedupResult(BaseModel):
 
 
 class BeneficiaryOut(BaseModel):
+    """A registered person. After erasure (§13) the personal fields are null and only what reports count
+    remains."""
+
     id: uuid.UUID
     status: Status
-    given_names: str
-    family_names: str
-    date_of_birth: date
+    given_names: str | None
+    family_names: str | None
+    date_of_birth: date | None
     sex: Sex
     nationality: str
     documents: list[DocumentIn]
@@ -122,23 +126,23 @@ class BeneficiaryOut(BaseModel):
     updated_at: datetime
 
     @classmethod
-    def of(cls, b: Beneficiary) -> BeneficiaryOut:
+    def of(cls, b: Beneficiary, personal: Personal | None) -> BeneficiaryOut:
         return cls(
             id=b.id,
             status=b.status,
-            given_names=b.given_names,
-            family_names=b.family_names,
-            date_of_birth=b.date_of_birth,
+            given_names=personal.given_names if personal else None,
+            family_names=personal.family_names if personal else None,
+            date_of_birth=personal.date_of_birth if personal else None,
             sex=b.sex,
             nationality=b.nationality,
             documents=[
                 DocumentIn(type=d["type"], number=d["number"], issuing_country=d["issuing_country"])
-                for d in b.documents
+                for d in (personal.documents if personal else [])
             ],
-            phone=b.phone,
+            phone=personal.phone if personal else None,
             location=Location(country=b.location_country, admin1=b.location_admin1, admin2=b.location_admin2),
             household_size=b.household_size,
-            external_ref=b.external_ref,
+            external_ref=personal.external_ref if personal else None,
             consent=Consent(given=True, date=b.consent_date, purpose=b.consent_purpose),
             duplicate_of=b.duplicate_of,
             created_at=b.created_at,

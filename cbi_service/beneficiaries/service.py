@@ -19,10 +19,13 @@ from adapters.registries.base import RegistryMatch
 from cbi_service.audit.service import record_audit
 from cbi_service.auth.roles import Principal
 from cbi_service.beneficiaries.models import MATCHABLE_STATUSES, Beneficiary
+from cbi_service.beneficiaries.personal import Personal, open_personal, sealed_columns
 from cbi_service.beneficiaries.repository import (
     AdjudicationRepository,
     BeneficiaryRepository,
     EnrolmentRepository,
+    ImportRepository,
+    chunk_aad,
 )
 from cbi_service.beneficiaries.schemas import (
     AdjudicationOut,
@@ -43,7 +46,9 @@ from cbi_service.dedup.registries import check_registries, registries_for
 from cbi_service.dedup.scoring import Decision, DedupStatus, decide
 from cbi_service.dedup.service import active_model
 from cbi_service.dedup.settings import get_dedup_settings
+from cbi_service.kit.crypto import Keyring, keyring
 from cbi_service.kit.errors import Conflict, Forbidden, UnprocessableEntity
+from cbi_service.kit.ids import new_id
 from cbi_service.kit.settings import Settings
 
 SEVERITY: dict[DedupStatus, int] = {"unique": 0, "possible_duplicate": 1, "duplicate": 2}
@@ -168,28 +173,92 @@ def duplicate_conflict(outcome: DedupOutcome) -> Conflict:
     return Conflict("This person is already registered.", extra=extra)
 
 
-def columns_of(prepared: Prepared) -> dict[str, Any]:
+def personal_of(prepared: Prepared) -> Personal:
+    data = prepared.data
+    return Personal(
+        given_names=data.given_names.strip(),
+        family_names=data.family_names.strip(),
+        date_of_birth=data.date_of_birth,
+        phone=prepared.phone,
+        external_ref=data.external_ref,
+        documents=prepared.documents,
+    )
+
+
+def columns_of(ring: Keyring, version: int, beneficiary_id: uuid.UUID, prepared: Prepared) -> dict[str, Any]:
+    """A registration's columns: what reports count in clear, the rest sealed under the person's key."""
     data = prepared.data
     return {
-        "given_names": data.given_names.strip(),
-        "family_names": data.family_names.strip(),
-        "date_of_birth": data.date_of_birth,
         "sex": data.sex,
         "nationality": data.nationality,
-        "phone": prepared.phone,
         "location_country": data.location.country,
         "location_admin1": data.location.admin1,
         "location_admin2": data.location.admin2,
         "household_size": data.household_size,
-        "external_ref": data.external_ref,
-        "documents": prepared.documents,
-        "match_profile": prepared.record.to_profile(),
+        **sealed_columns(ring, version, beneficiary_id, personal_of(prepared), prepared.record),
     }
+
+
+async def personal_data(session: AsyncSession, people: Sequence[Beneficiary]) -> dict[uuid.UUID, Personal]:
+    """The personal data of these people, opened (the erased have none)."""
+    ring = await keyring(session)
+    await ring.require(session, {b.key_version for b in people})
+    return {
+        b.id: open_personal(ring, b.id, b.key_version, b.data_key, b.personal)
+        for b in people
+        if b.personal is not None and b.data_key is not None and b.key_version is not None
+    }
+
+
+async def out_many(session: AsyncSession, people: Sequence[Beneficiary]) -> list[BeneficiaryOut]:
+    opened = await personal_data(session, people)
+    return [BeneficiaryOut.of(b, opened.get(b.id)) for b in people]
+
+
+async def out_one(session: AsyncSession, beneficiary: Beneficiary) -> BeneficiaryOut:
+    return (await out_many(session, [beneficiary]))[0]
+
+
+async def reseal_people(session: AsyncSession, version: int, limit: int) -> int:
+    """Up to `limit` people's data opened and sealed again under a fresh data key wrapped by `version`
+    (key rotation); returns how many."""
+    repo = BeneficiaryRepository(session)
+    ring = await keyring(session)
+    rows = await repo.sealed_under_other(version, limit)
+    await ring.require(session, {r.key_version for r in rows})
+    resealed = []
+    for r in rows:
+        key = ring.subject_key(r.id, r.key_version, r.data_key)
+        fields = {name: ring.open_field(key, r.id, name, getattr(r, name)) for name in ("personal", "profile")}
+        sealed = ring.seal_subject(r.id, fields, version)
+        resealed.append((r.id, sealed.data_key, sealed.fields["personal"], sealed.fields["profile"]))
+    await repo.reseal(version, resealed)
+    return len(rows)
+
+
+async def reseal_import_files(session: AsyncSession, version: int, limit: int) -> int:
+    """Pieces of uploaded files not yet processed, sealed again under `version`."""
+    repo = ImportRepository(session)
+    ring = await keyring(session)
+    rows = await repo.chunks_under_other(version, limit)
+    await ring.require(session, {r.key_version for r in rows})
+    for r in rows:
+        aad = chunk_aad(r.import_id, r.seq)
+        await repo.reseal_chunk(
+            r.import_id, r.seq, version, ring.seal(version, ring.open(r.key_version, r.data, aad), aad)
+        )
+    return len(rows)
+
+
+async def sealed_under_other(session: AsyncSession, version: int) -> int:
+    """How many people and file pieces a version other than `version` seals."""
+    people = await BeneficiaryRepository(session).count_sealed_under_other(version)
+    return people + await ImportRepository(session).count_chunks_under_other(version)
 
 
 def _summary(b: Beneficiary, **extra: Any) -> dict[str, Any]:
     """Audit summary without personal data: the trail must be shareable with auditors."""
-    return {"status": b.status, "external_ref": b.external_ref, **extra}
+    return {"status": b.status, **extra}
 
 
 async def check(session: AsyncSession, settings: Settings, data: BeneficiaryCreate) -> DedupResult:
@@ -206,12 +275,15 @@ async def register(
     outcome = await run_dedup(session, settings, prepared)
     if outcome.status == "duplicate":
         raise duplicate_conflict(outcome)
+    ring = await keyring(session)
+    beneficiary_id = new_id()
     beneficiary = Beneficiary(
+        id=beneficiary_id,
         status="active" if outcome.status == "unique" else "pending_adjudication",
         consent_date=data.consent.date,
         consent_purpose=data.consent.purpose,
         registered_by=principal.id,
-        **columns_of(prepared),
+        **columns_of(ring, await ring.active(session), beneficiary_id, prepared),
     )
     await repo.add(beneficiary, prepared.keys)
     if outcome.status == "possible_duplicate":
@@ -220,15 +292,17 @@ async def register(
         session, principal, "beneficiary.registered", "beneficiary", beneficiary.id, None,
         _summary(beneficiary, dedup=outcome.status),
     )  # fmt: skip
-    return BeneficiaryRegistered(**BeneficiaryOut.of(beneficiary).model_dump(), dedup=outcome.result())
+    return BeneficiaryRegistered(
+        **BeneficiaryOut.of(beneficiary, personal_of(prepared)).model_dump(), dedup=outcome.result()
+    )
 
 
 def jsonable_matches(matches: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: str(v) if isinstance(v, uuid.UUID) else v for k, v in m.items()} for m in matches]
 
 
-def _merged(b: Beneficiary, patch: BeneficiaryPatch) -> BeneficiaryCreate:
-    current = BeneficiaryOut.of(b).model_dump()
+def _merged(current_out: BeneficiaryOut, patch: BeneficiaryPatch) -> BeneficiaryCreate:
+    current = current_out.model_dump()
     changes = patch.model_dump(exclude_unset=True)
     required = ("given_names", "family_names", "date_of_birth", "sex", "nationality", "location", "household_size")
     if removed := [name for name in required if name in changes and changes[name] is None]:
@@ -259,13 +333,14 @@ async def correct(
     beneficiary = await repo.require(beneficiary_id, for_update=True)
     if beneficiary.status not in MATCHABLE_STATUSES:
         raise Conflict(f"A {beneficiary.status} beneficiary cannot be corrected.")
-    prepared = prepare(_merged(beneficiary, patch))
+    prepared = prepare(_merged(await out_one(session, beneficiary), patch))
     await repo.lock_keys(prepared.keys)
     outcome = await run_dedup(session, settings, prepared, exclude=beneficiary.id)
     if outcome.status == "duplicate":
         raise duplicate_conflict(outcome)
     before = _summary(beneficiary)
-    for name, value in columns_of(prepared).items():
+    ring = await keyring(session)
+    for name, value in columns_of(ring, await ring.active(session), beneficiary.id, prepared).items():
         setattr(beneficiary, name, value)
     if principal.id not in beneficiary.corrected_by:
         beneficiary.corrected_by = [*beneficiary.corrected_by, principal.id]
@@ -280,14 +355,16 @@ async def correct(
         session, principal, "beneficiary.corrected", "beneficiary", beneficiary.id, before,
         _summary(beneficiary, fields=changed, dedup=outcome.status),
     )  # fmt: skip
-    return BeneficiaryRegistered(**BeneficiaryOut.of(beneficiary).model_dump(), dedup=outcome.result())
+    return BeneficiaryRegistered(
+        **BeneficiaryOut.of(beneficiary, personal_of(prepared)).model_dump(), dedup=outcome.result()
+    )
 
 
 async def deactivate(session: AsyncSession, principal: Principal, beneficiary_id: uuid.UUID) -> BeneficiaryOut:
     repo = BeneficiaryRepository(session)
     beneficiary = await repo.require(beneficiary_id, for_update=True)
     if beneficiary.status == "inactive":
-        return BeneficiaryOut.of(beneficiary)
+        return await out_one(session, beneficiary)
     before = _summary(beneficiary)
     beneficiary.status = "inactive"
     beneficiary.updated_at = datetime.now(UTC)
@@ -297,7 +374,7 @@ async def deactivate(session: AsyncSession, principal: Principal, beneficiary_id
     await record_audit(
         session, principal, "beneficiary.deactivated", "beneficiary", beneficiary.id, before, _summary(beneficiary)
     )
-    return BeneficiaryOut.of(beneficiary)
+    return await out_one(session, beneficiary)
 
 
 async def decide_adjudication(

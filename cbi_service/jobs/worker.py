@@ -36,6 +36,7 @@ HANDLER_MODULES = (
     "cbi_service.webhooks.tasks",
     "cbi_service.reconciliation.tasks",
     "cbi_service.dedup.tasks",
+    "cbi_service.keys.tasks",
 )
 
 

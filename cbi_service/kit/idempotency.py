@@ -29,11 +29,12 @@ from fastapi import Depends, Header, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
-from sqlalchemy import DateTime, Integer, String, Text, delete, func, select, text
+from sqlalchemy import DateTime, ForeignKey, Integer, LargeBinary, String, delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from cbi_service.kit.crypto import keyring
 from cbi_service.kit.db import SessionDep
 from cbi_service.kit.errors import PROBLEM_JSON, AppError, Conflict, UnprocessableEntity, problem_of
 from cbi_service.kit.models import Base, CreatedAt
@@ -43,14 +44,23 @@ KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
 
 
 class IdempotencyRecord(CreatedAt, Base):
+    """A key's first response, sealed (a registration's response is a person's data, §13) under a key
+    version; `subject_id` is what the response created, so erasing a person forgets their responses."""
+
     __tablename__ = "idempotency_keys"
 
     principal_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     request_hash: Mapped[str] = mapped_column(String(64))
     response_status: Mapped[int] = mapped_column(Integer)
-    response_body: Mapped[str] = mapped_column(Text)
+    key_version: Mapped[int] = mapped_column(ForeignKey("crypto_keys.version"), index=True)
+    response_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    subject_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+def response_aad(principal_id: uuid.UUID, key: str) -> bytes:
+    return b"idempotency_keys:" + principal_id.bytes + key.encode()
 
 
 class IdempotencyRepository:
@@ -70,24 +80,69 @@ class IdempotencyRepository:
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
     async def store(
-        self, principal_id: uuid.UUID, key: str, request_hash: str, status: int, body: str, ttl_hours: int
+        self,
+        principal_id: uuid.UUID,
+        key: str,
+        request_hash: str,
+        status: int,
+        body: str,
+        ttl_hours: int,
+        subject_id: uuid.UUID | None = None,
     ) -> None:
         """Insert, or take over an expired row with the same key (the advisory lock excludes races)."""
+        ring = await keyring(self.session)
+        version = await ring.active(self.session)
         values = {
             "principal_id": principal_id,
             "key": key,
             "request_hash": request_hash,
             "response_status": status,
-            "response_body": body,
+            "key_version": version,
+            "response_sealed": ring.seal(version, body.encode(), response_aad(principal_id, key)),
+            "subject_id": subject_id,
             "expires_at": func.now() + text(f"interval '{int(ttl_hours)} hours'"),
         }
         stmt = insert(IdempotencyRecord).values(**values)
+        replaced = ("request_hash", "response_status", "key_version", "response_sealed", "subject_id", "expires_at")
         stmt = stmt.on_conflict_do_update(
             index_elements=["principal_id", "key"],
-            set_={k: stmt.excluded[k] for k in ("request_hash", "response_status", "response_body", "expires_at")},
+            set_={k: stmt.excluded[k] for k in replaced},
             where=IdempotencyRecord.expires_at <= func.now(),
         )
         await self.session.execute(stmt)
+
+    async def response_body(self, record: IdempotencyRecord) -> str:
+        ring = await keyring(self.session)
+        await ring.require(self.session, [record.key_version])
+        return ring.open(
+            record.key_version, record.response_sealed, response_aad(record.principal_id, record.key)
+        ).decode()
+
+    async def forget_subject(self, subject_id: uuid.UUID) -> None:
+        """Drop the stored responses about a subject (an erased person): nothing of them may survive."""
+        await self.session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.subject_id == subject_id))
+
+    async def reseal(self, version: int, limit: int) -> int:
+        """Seal again under `version` up to `limit` stored responses sealed under another (key rotation)."""
+        stmt = (
+            select(IdempotencyRecord)
+            .where(IdempotencyRecord.key_version != version)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        records = (await self.session.execute(stmt)).scalars().all()
+        ring = await keyring(self.session)
+        await ring.require(self.session, {r.key_version for r in records})
+        for record in records:
+            aad = response_aad(record.principal_id, record.key)
+            record.response_sealed = ring.seal(version, ring.open(record.key_version, record.response_sealed, aad), aad)
+            record.key_version = version
+        await self.session.flush()
+        return len(records)
+
+    async def count_sealed_under_other(self, version: int) -> int:
+        stmt = select(func.count()).select_from(IdempotencyRecord).where(IdempotencyRecord.key_version != version)
+        return int((await self.session.execute(stmt)).scalar_one())
 
     async def purge_expired(self) -> None:
         await self.session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.expires_at <= func.now()))
@@ -142,20 +197,24 @@ class Idempotency:
                     "This Idempotency-Key was used with a different request.",
                     errors=[{"field": "Idempotency-Key", "message": "reused with a different request body"}],
                 )
-            response = _json(previous.response_status, previous.response_body)
+            response = _json(previous.response_status, await repo.response_body(previous))
             response.headers[REPLAY_HEADER] = "true"
             return response
         ttl = self.request.app.state.settings.idempotency_ttl_hours
         try:
             async with self.session.begin_nested():
-                body = _encode(await effect())
+                result = await effect()
+                body = _encode(result)
         except AppError as exc:
             if exc.status >= 500:
                 raise
             refusal = problem_of(exc)
             await repo.store(caller, self.key, request_hash, exc.status, bytes(refusal.body).decode(), ttl)
             return refusal
-        await repo.store(caller, self.key, request_hash, status_code, body, ttl)
+        subject = getattr(result, "id", None)
+        await repo.store(
+            caller, self.key, request_hash, status_code, body, ttl, subject if isinstance(subject, uuid.UUID) else None
+        )
         return _json(status_code, body)
 
 

@@ -55,6 +55,14 @@ class Settings(BaseSettings):
     # rotation (PEM, or the base64url of the 32 raw bytes) keep the vouchers they signed verifiable.
     voucher_signing_key: SecretStr | None = None
     voucher_previous_keys: list[str] = Field(default_factory=list)
+    # Personal data is sealed under keys this master key wraps (`kit.crypto`): the base64 of 32 random
+    # bytes, or a file holding it; a KMS adapter ("module:factory") instead. Development without any
+    # generates one into `data_dir`; production refuses to start without one.
+    master_key: SecretStr | None = None
+    master_key_file: Path | None = None
+    kms_adapter: str | None = None
+    # Personal data of people inactive this long is erased by a periodic job (§13); unset keeps it.
+    personal_data_retention_days: int | None = Field(default=None, ge=1)
 
     @field_validator("providers", "registries", mode="before")
     @classmethod
@@ -79,6 +87,10 @@ class Settings(BaseSettings):
                     raise ValueError(f"CBI_REGISTRIES: registry {name!r} needs a key outside development")
             if self.voucher_signing_key is None or not self.voucher_signing_key.get_secret_value().strip():
                 raise ValueError("set CBI_VOUCHER_SIGNING_KEY outside development: paper vouchers are signed with it")
+            if self.master_key is None and self.master_key_file is None and not self.kms_adapter:
+                raise ValueError(
+                    "set CBI_MASTER_KEY or CBI_MASTER_KEY_FILE outside development: personal data is encrypted under it"
+                )
         return self
 
     @property

@@ -14,6 +14,8 @@ AGE_GROUPS = ("0-5", "6-11", "12-17", "18-59", "60+")
 # A person is reached when one of their entitlements was issued in the window; `issued` holds every such
 # issue. `ages` fixes the age group at the person's first issue in the period (month NULL) and in each
 # month, one grouping set each. Every scope counts distinct people, however many payments they received.
+# The age is the one reached in the calendar year of that issue (year - birth year): the full birth date
+# is sealed (§13), and an erased person keeps only the year, so the count stays the same after erasure.
 PEOPLE_REACHED_SQL = """
 WITH issued AS (
     SELECT e.beneficiary_id, p.sector, e.issued_at,
@@ -37,7 +39,7 @@ WITH issued AS (
       FROM firsts f
       JOIN beneficiaries b ON b.id = f.beneficiary_id
      CROSS JOIN LATERAL (
-           SELECT date_part('year', age((f.at AT TIME ZONE 'UTC')::date, b.date_of_birth))::int AS age
+           SELECT date_part('year', (f.at AT TIME ZONE 'UTC'))::int - b.birth_year AS age
      ) years
 )
 SELECT 'period' AS scope, NULL AS month, a.country, a.admin1, i.sector, a.sex, a.age_group,

@@ -53,7 +53,8 @@ def test_the_same_document_is_one_person_whatever_else_differs():
     assert decision.status == "duplicate"
     assert decision.matches[0].matched_on[0] == "document"
     same = decide(person(), [("x", person())], SETTINGS, MODEL).matches[0]
-    assert same.matched_on.count("document") == 1 and "documents" not in same.matched_on
+    assert same.matched_on.count("document") == 1
+    assert "documents" not in same.matched_on
 
 
 @pytest.mark.parametrize(

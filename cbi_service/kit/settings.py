@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     # rotation (PEM, or the base64url of the 32 raw bytes) keep the vouchers they signed verifiable.
     voucher_signing_key: SecretStr | None = None
     voucher_previous_keys: list[str] = Field(default_factory=list)
+    # Ledger export manifests are signed with this Ed25519 key, a key of its own (same forms and rotation).
+    ledger_signing_key: SecretStr | None = None
+    ledger_previous_keys: list[str] = Field(default_factory=list)
 
     @field_validator("providers", "registries", mode="before")
     @classmethod
@@ -79,6 +82,8 @@ class Settings(BaseSettings):
                     raise ValueError(f"CBI_REGISTRIES: registry {name!r} needs a key outside development")
             if self.voucher_signing_key is None or not self.voucher_signing_key.get_secret_value().strip():
                 raise ValueError("set CBI_VOUCHER_SIGNING_KEY outside development: paper vouchers are signed with it")
+            if self.ledger_signing_key is None or not self.ledger_signing_key.get_secret_value().strip():
+                raise ValueError("set CBI_LEDGER_SIGNING_KEY outside development: export manifests are signed with it")
         return self
 
     @property

@@ -343,3 +343,11 @@ async def test_a_manifest_carries_no_personal_data(client, api_key_factory, sess
     text = (await client.get("/v1/ledger/export/manifest", headers=staff.auditor)).text
     for personal in ("Inés", "Paredes", "Luna", "1980-02-02", person):
         assert personal not in text
+
+
+def test_an_unreadable_ledger_signing_key_stops_start_up(settings):
+    from cbi_service.app import create_app
+    from cbi_service.kit.signing import SigningKeyError
+
+    with pytest.raises(SigningKeyError, match="CBI_LEDGER_SIGNING_KEY"):
+        create_app(settings.model_copy(update={"ledger_signing_key": SecretStr("not a key")}))

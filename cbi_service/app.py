@@ -21,6 +21,7 @@ from cbi_service.beneficiaries.router import router as beneficiaries_router
 from cbi_service.dedup.registries import registries_for
 from cbi_service.dedup.router import router as dedup_router
 from cbi_service.entitlements.router import router as entitlements_router
+from cbi_service.exports.keys import manifest_keys
 from cbi_service.exports.router import router as exports_router
 from cbi_service.health.metrics import GAUGES
 from cbi_service.health.router import router as health_router
@@ -54,7 +55,7 @@ API_DESCRIPTION = (
     "tamper-evident ledger. Errors are RFC 9457 problem+json."
 )
 #: Paths that answer without the database (no 503 when it is down).
-PATHS_WITHOUT_DATABASE = frozenset({"/healthz", "/metrics", "/v1/vouchers/keys"})
+PATHS_WITHOUT_DATABASE = frozenset({"/healthz", "/metrics", "/v1/vouchers/keys", "/v1/ledger/export/manifest/keys"})
 
 UPLOAD_ROUTES = ("/v1/beneficiaries/imports", "/v1/reconciliations")
 SIGNED_ROUTES = frozenset({"/v1/webhooks/{provider}"})
@@ -70,8 +71,9 @@ def body_limits(settings: Settings) -> BodyLimits:
 def check_adapters(settings: Settings) -> None:
     """Every CBI_REGISTRIES entry builds, every CBI_PROVIDERS entry names an installed adapter under a name of
     its own (not a built-in provider's) and has webhook secrets its environment accepts, and the configured
-    voucher keys read, or start-up stops with a `RegistryConfigError` / `ProviderConfigError` saying what is
-    wrong (a `VoucherKeyError` naming the variable), instead of the first request that needs one failing.
+    voucher and ledger signing keys read, or start-up stops with a `RegistryConfigError` /
+    `ProviderConfigError` saying what is wrong (a `SigningKeyError` naming the variable), instead of the first
+    request that needs one failing.
     (Providers are built, their options checked, when the webhook routes start.)"""
     registries_for(settings.registries)
     check_provider_names(settings)
@@ -79,6 +81,8 @@ def check_adapters(settings: Settings) -> None:
         PROVIDER_ADAPTERS.check(name, config)
     if settings.voucher_signing_key is not None:
         voucher_keys(settings)
+    if settings.ledger_signing_key is not None:
+        manifest_keys(settings)
     build_verifiers(settings.providers, production=settings.env == "production")
 
 

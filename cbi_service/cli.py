@@ -77,7 +77,7 @@ def refusing_to_start() -> Iterator[None]:
     from adapters.registries.base import RegistryConfigError
     from cbi_service.embedded import EmbeddedNotRunning
     from cbi_service.first_run import SimulatorsGone
-    from cbi_service.vouchers.keys import VoucherKeyError
+    from cbi_service.kit.signing import SigningKeyError
 
     try:
         yield
@@ -87,7 +87,7 @@ def refusing_to_start() -> Iterator[None]:
     except RegistryConfigError as exc:
         typer.echo(f"cbi-service: CBI_REGISTRIES: {exc}", err=True)
         raise typer.Exit(2) from None
-    except (StartupRefused, EmbeddedNotRunning, SimulatorsGone, VoucherKeyError) as exc:
+    except (StartupRefused, EmbeddedNotRunning, SimulatorsGone, SigningKeyError) as exc:
         typer.echo(f"cbi-service: {exc}", err=True)
         raise typer.Exit(2) from None
 

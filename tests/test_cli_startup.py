@@ -29,7 +29,9 @@ from tests.support import free_port, running_serve
 ROOT = Path(__file__).resolve().parents[1]
 UNKNOWN_ADAPTER = '{"elsewhere": {"adapter": "no_such_adapter"}}'
 SHORT_SECRET = "whsec_c2VjcmV0"
-VOUCHER_KEY = base64.b64encode(secrets.token_bytes(32)).decode()  # so production refuses for the reason tested
+# Signing keys, so that production refuses for the reason tested.
+VOUCHER_KEY = base64.b64encode(secrets.token_bytes(32)).decode()
+LEDGER_KEY = base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 def _env(tmp_path, **extra: str) -> dict[str, str]:
@@ -144,7 +146,12 @@ def test_production_without_a_database_refuses_at_once_and_leaves_nothing_behind
     result = subprocess.run(
         [sys.executable, "-m", "cbi_service", *command],
         cwd=tmp_path,
-        env=_unconfigured(CBI_ENV="production", CBI_VOUCHER_SIGNING_KEY=VOUCHER_KEY, CBI_MASTER_KEY=VOUCHER_KEY),
+        env=_unconfigured(
+            CBI_ENV="production",
+            CBI_VOUCHER_SIGNING_KEY=VOUCHER_KEY,
+            CBI_MASTER_KEY=VOUCHER_KEY,
+            CBI_LEDGER_SIGNING_KEY=LEDGER_KEY,
+        ),
         capture_output=True,
         text=True,
         timeout=60,
@@ -177,6 +184,7 @@ def test_production_refuses_default_secrets_naming_the_variable(tmp_path, comman
         CBI_ENV="production",
         CBI_VOUCHER_SIGNING_KEY=VOUCHER_KEY,
         CBI_MASTER_KEY=VOUCHER_KEY,
+        CBI_LEDGER_SIGNING_KEY=LEDGER_KEY,
         DATABASE_URL="postgresql://cbi@127.0.0.1:9/never-reached",
         CBI_PROVIDERS=json.dumps({"cards": provider}),
     )
@@ -208,7 +216,12 @@ def test_the_domains_commands_refuse_production_without_a_database_in_one_line(t
     result = subprocess.run(
         [sys.executable, "-m", "cbi_service", *(arg.format(people=people) for arg in command)],
         cwd=folder,
-        env=_unconfigured(CBI_ENV="production", CBI_VOUCHER_SIGNING_KEY=VOUCHER_KEY, CBI_MASTER_KEY=VOUCHER_KEY),
+        env=_unconfigured(
+            CBI_ENV="production",
+            CBI_VOUCHER_SIGNING_KEY=VOUCHER_KEY,
+            CBI_MASTER_KEY=VOUCHER_KEY,
+            CBI_LEDGER_SIGNING_KEY=LEDGER_KEY,
+        ),
         capture_output=True,
         text=True,
         timeout=60,

@@ -77,6 +77,7 @@ def filled_example() -> dict[str, str]:
     values["POSTGRES_PASSWORD"] = secrets.token_hex(16)
     values["CBI_VOUCHER_SIGNING_KEY"] = base64.b64encode(secrets.token_bytes(32)).decode()
     values["CBI_MASTER_KEY"] = base64.b64encode(secrets.token_bytes(32)).decode()
+    values["CBI_LEDGER_SIGNING_KEY"] = base64.b64encode(secrets.token_bytes(32)).decode()
     providers = json.loads(values["CBI_PROVIDERS"])
     for config in providers.values():
         for key, value in config.items():

@@ -244,6 +244,7 @@ def test_a_worker_refuses_the_providers_of_a_serve_that_is_gone(tmp_path: Path) 
             "env": "production",
             "voucher_signing_key": base64.b64encode(secrets.token_bytes(32)).decode(),
             "master_key": base64.b64encode(secrets.token_bytes(32)).decode(),
+            "ledger_signing_key": base64.b64encode(secrets.token_bytes(32)).decode(),
         },
     ],
     ids=["configured", "configured_none", "production"],

@@ -69,6 +69,25 @@ _TOUCHING = """EXISTS (
      WHERE x.tx_id = t.id AND starts_with(y.code, ${}))"""
 _ORDER = " ORDER BY t.posted_at, t.chain, t.seq, e.idx"
 
+# What an export of the same filters holds, for its manifest: its transactions in export order, and its
+# entries' totals per currency.
+_HEADS = """
+SELECT t.id::text, t.chain, t.seq,
+       to_char(t.posted_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+       encode(t.prev_hash, 'hex'), encode(t.hash, 'hex')
+  FROM ledger.transactions t{where}
+ ORDER BY t.posted_at, t.chain, t.seq
+"""
+_TOTALS = """
+SELECT e.currency, count(*),
+       coalesce(sum(-e.amount) FILTER (WHERE e.amount < 0), 0)::text,
+       coalesce(sum(e.amount) FILTER (WHERE e.amount > 0), 0)::text
+  FROM ledger.transactions t
+  JOIN ledger.entries e ON e.tx_id = t.id{where}
+ GROUP BY e.currency
+"""
+_NOW = "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+
 
 @dataclass(frozen=True)
 class ExportQuery:
@@ -83,14 +102,19 @@ class ExportQuery:
     def sql(self) -> tuple[str, list[Any]]:
         """The statement and its arguments after the three digits arrays."""
         select = _SELECT.format(**{c: neutralised_sql(e) if self.for_spreadsheets else e for c, e in _TEXT.items()})
+        where, args = self.where(first=4)
+        return select + where + _ORDER, args
+
+    def where(self, *, first: int) -> tuple[str, list[Any]]:
+        """The WHERE clause on `ledger.transactions t` (empty without filters), its parameters numbered from
+        `$first`, and their values."""
         conditions: list[str] = []
         args: list[Any] = []
         for fragment, value in ((_FROM, self.start), (_TO, self.end), (_TOUCHING, self.account_prefix)):
             if value is not None:
+                conditions.append(fragment.format(first + len(args)))
                 args.append(value)
-                conditions.append(fragment.format(3 + len(args)))
-        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-        return select + where + _ORDER, args
+        return (f" WHERE {' AND '.join(conditions)}" if conditions else ""), args
 
 
 @contextlib.asynccontextmanager
@@ -156,3 +180,34 @@ async def fetch_batches(engine: AsyncEngine, query: ExportQuery) -> AsyncGenerat
         cursor = await driver.cursor(sql, *digits, *args)
         while batch := await cursor.fetch(BATCH_ROWS):
             yield batch
+
+
+@dataclass(frozen=True)
+class WindowReader:
+    """The manifest's reads of one snapshot: when it was taken, the transactions and the totals."""
+
+    driver: asyncpg.Connection
+    taken_at: str
+    query: ExportQuery
+
+    async def transaction_batches(self) -> AsyncGenerator[list[asyncpg.Record], None]:
+        """(id, chain, seq, posted_at, prev_hash, hash) of each transaction, in export order."""
+        where, args = self.query.where(first=1)
+        cursor = await self.driver.cursor(_HEADS.format(where=where), *args)
+        while batch := await cursor.fetch(BATCH_ROWS):
+            yield batch
+
+    async def currency_totals(self) -> list[asyncpg.Record]:
+        """(currency, entries, debits, credits) with the sums as decimal text (they may pass 64 bits)."""
+        where, args = self.query.where(first=1)
+        return list(await self.driver.fetch(_TOTALS.format(where=where), *args))
+
+
+@contextlib.asynccontextmanager
+async def window_snapshot(engine: AsyncEngine, query: ExportQuery) -> AsyncIterator[WindowReader]:
+    async with read_snapshot(engine) as conn:
+        taken_at = (await conn.execute(text(_NOW))).scalar_one()  # begins the transaction on the driver connection
+        raw = await conn.get_raw_connection()
+        driver = raw.driver_connection
+        assert isinstance(driver, asyncpg.Connection)
+        yield WindowReader(driver, taken_at, query)

@@ -1,18 +1,22 @@
-"""The ledger's read API for auditors and finance (contract §9): its accounts, an account's entries, the
-trial balance (read through accounting) and the export of every entry (streamed by `exports.service`)."""
+"""The ledger's read API for auditors and finance (contract §9, §10): its accounts, an account's entries, the
+trial balance (read through accounting), the export of every entry (streamed by `exports.service`), and the
+signed manifest of an export with the keys that verify it."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse
 
 from cbi_service.accounting import service as accounting
 from cbi_service.accounting.schemas import LedgerAccountOut, LedgerEntryOut, TrialBalanceOut
 from cbi_service.auth.dependencies import require_roles
 from cbi_service.auth.roles import Principal, Role
 from cbi_service.exports import service
+from cbi_service.exports.keys import manifest_keys
+from cbi_service.exports.schemas import ManifestJwks, SignedExportManifest
 from cbi_service.exports.writers import MEDIA_TYPES, ExportFormat
 from cbi_service.kit.db import SessionDep
 from cbi_service.kit.money import CurrencyCode
@@ -84,6 +88,51 @@ async def export_ledger(
         media_type=MEDIA_TYPES[fmt],
         headers={"Content-Disposition": f'attachment; filename="{plan.filename}"'},
     )
+
+
+MANIFEST_DESCRIPTION = """
+A signed statement of what an export with the same `from`, `to` and `programme_id` must contain (any
+format): its first and last transaction, the numbers of transactions and entries, the debits and credits
+per currency, each chain stripe's first and last transaction, and the SHA-256 of every transaction's hash
+in export order. `cbi-service ledger verify FILE --manifest M.json --keys K.json` checks an export
+against it offline and names what differs: a transaction cut from either end or the middle fails.
+
+Read from one snapshot at `generated_at`. An export holds the same transactions when nothing was posted
+into its window in between: ask for a window that has ended (`to` in the past), or the export may hold
+later transactions the manifest does not. Signed with the ledger's Ed25519 key (`key_id`), whose public
+half `GET /v1/ledger/export/manifest/keys` publishes; no personal data. Every manifest is recorded in the
+audit trail.
+"""
+
+MANIFEST_KEYS_MAX_AGE_SECONDS = 300
+
+
+@router.get(
+    "/export/manifest",
+    tags=["auditors"],
+    response_model=SignedExportManifest,
+    description=MANIFEST_DESCRIPTION,
+)
+async def export_manifest(
+    request: Request,
+    session: SessionDep,
+    principal: Auditor,
+    start: Annotated[AwareDatetimeQuery | None, Query(alias="from")] = None,
+    end: Annotated[AwareDatetimeQuery | None, Query(alias="to")] = None,
+    programme_id: uuid.UUID | None = None,
+) -> Response:
+    window = await service.plan_manifest(session, principal, start, end, programme_id)
+    keys = manifest_keys(request.app.state.settings)
+    # Served as signed, not re-serialised through the model (which documents it).
+    return JSONResponse(await service.signed_manifest(request.app.state.engine, keys, window))
+
+
+@router.get("/export/manifest/keys", tags=["auditors"], response_model=ManifestJwks)
+async def manifest_public_keys(request: Request, response: Response) -> ManifestJwks:
+    """The JWKS export manifests verify against: pick the key by the manifest's `key_id`. No
+    authentication: an auditor saves it from the service and verifies offline with it."""
+    response.headers["Cache-Control"] = f"public, max-age={MANIFEST_KEYS_MAX_AGE_SECONDS}"
+    return ManifestJwks.model_validate(manifest_keys(request.app.state.settings).jwks())
 
 
 @router.get("/accounts", tags=["ledger"], response_model=Page[LedgerAccountOut])

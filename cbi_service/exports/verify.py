@@ -15,6 +15,10 @@ rows of a window is therefore undetectable from the file alone: compare with ano
 them). An export filtered by programme holds whole transactions but not whole chain stripes: verify it with
 `allow_gaps`, which checks every hash and balance and the links between consecutive transactions
 present, and accepts the missing sequence numbers.
+
+With the window's signed manifest (`exports.manifest`, signature checked by the caller) a pass proves
+more: the file tallies to the manifest's statement, so nothing was cut from either end or the middle. A
+manifest of a programme's window implies `allow_gaps` (its digest of every hash stands in for the links).
 """
 
 from __future__ import annotations
@@ -25,9 +29,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 
+from cbi_service.exports.manifest import Tally, TransactionHead, differences
 from cbi_service.exports.rows import SPREADSHEET_TEXT_COLUMNS, amount_exponent
 from cbi_service.exports.sheets import NotAWorkbook, Workbook
 from cbi_service.kit.cells import restore
@@ -55,20 +61,29 @@ class VerificationReport:
     location: str | None = None
     transaction_id: str | None = None
     reason: str | None = None
+    #: Against a manifest: what the file lacks or adds, most telling first (empty when it matches).
+    differences: tuple[str, ...] = ()
 
 
 class UnreadableExport(Exception):
     """The file is not an export this tool can read (wrong format, or columns missing)."""
 
 
-def verify_file(path: Path, *, allow_gaps: bool = False) -> VerificationReport:
+def verify_file(
+    path: Path, *, allow_gaps: bool = False, manifest: Mapping[str, Any] | None = None
+) -> VerificationReport:
+    """Check the file, and against `manifest` (one whose signature was checked) when given."""
     with path.open("rb") as file:
         magic = file.read(4)
     if magic == ZIP_MAGIC:
-        return _verify(_xlsx_records(path), allow_gaps=allow_gaps)
-    if magic == PARQUET_MAGIC:
-        return _verify(_parquet_records(path), allow_gaps=allow_gaps)
-    return _verify(_csv_records(path), allow_gaps=allow_gaps)
+        records = _xlsx_records(path)
+    elif magic == PARQUET_MAGIC:
+        records = _parquet_records(path)
+    else:
+        records = _csv_records(path)
+    if manifest is not None and manifest["window"]["programme_id"] is not None:
+        allow_gaps = True
+    return _verify(records, allow_gaps=allow_gaps, manifest=manifest)
 
 
 def _missing_columns(names: list[str]) -> None:
@@ -216,8 +231,9 @@ def _amount_problem(record: Mapping[str, object]) -> str | None:
     return None
 
 
-def _verify(records: Records, *, allow_gaps: bool) -> VerificationReport:
+def _verify(records: Records, *, allow_gaps: bool, manifest: Mapping[str, Any] | None) -> VerificationReport:
     verifier = Verifier(allow_gaps=allow_gaps)
+    tally = Tally()
     #: Position in the file of the first row of the last two transactions (the verifier names one of them).
     starts: dict[int, str] = {}
     current: str | None = None
@@ -237,6 +253,13 @@ def _verify(records: Records, *, allow_gaps: bool) -> VerificationReport:
             starts[index] = position
             if len(starts) > 2:
                 del starts[min(starts)]
+            tally.add_transaction(
+                TransactionHead(
+                    row.transaction_id, row.chain, row.seq, row.posted_at, row.prev_hash.hex(), row.hash.hex()
+                )
+            )
+        debit = -row.amount_minor if row.amount_minor < 0 else 0
+        tally.add_entries(row.currency, 1, debit, max(row.amount_minor, 0))
         mismatch = _amount_problem(record)
         if not verifier.add(row):
             break
@@ -248,8 +271,9 @@ def _verify(records: Records, *, allow_gaps: bool) -> VerificationReport:
         found = report.problem
         found_at = starts.get(found.row, f"entry {found.row}")
     chains = report.chains
+    missing = tuple(differences(dict(manifest), tally.statement())) if manifest is not None and found is None else ()
     return VerificationReport(
-        ok=found is None,
+        ok=found is None and not missing,
         rows=report.rows,
         transactions=report.transactions,
         stripes=len(chains),
@@ -257,4 +281,5 @@ def _verify(records: Records, *, allow_gaps: bool) -> VerificationReport:
         location=None if found is None else found_at,
         transaction_id=None if found is None else found.transaction_id,
         reason=None if found is None else found.reason,
+        differences=missing,
     )

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     kms_adapter: str | None = None
     # Personal data of people inactive this long is erased by a periodic job (§13); unset keeps it.
     personal_data_retention_days: int | None = Field(default=None, ge=1)
+    # Ledger export manifests are signed with this Ed25519 key, a key of its own (same forms and rotation).
+    ledger_signing_key: SecretStr | None = None
+    ledger_previous_keys: list[str] = Field(default_factory=list)
 
     @field_validator("providers", "registries", mode="before")
     @classmethod
@@ -91,6 +94,8 @@ class Settings(BaseSettings):
                 raise ValueError(
                     "set CBI_MASTER_KEY or CBI_MASTER_KEY_FILE outside development: personal data is encrypted under it"
                 )
+            if self.ledger_signing_key is None or not self.ledger_signing_key.get_secret_value().strip():
+                raise ValueError("set CBI_LEDGER_SIGNING_KEY outside development: export manifests are signed with it")
         return self
 
     @property

@@ -25,8 +25,9 @@ from adapters.providers.base import (
     StatusOutcome,
 )
 from cbi_service.kit.settings import Settings
+from cbi_service.kit.signing import SigningKeys
 from cbi_service.vouchers.codes import new_code
-from cbi_service.vouchers.keys import VoucherKeys, voucher_keys
+from cbi_service.vouchers.keys import voucher_keys
 from cbi_service.vouchers.tokens import sign_voucher
 
 NAME = "paper_voucher"
@@ -34,7 +35,7 @@ CHUNK_SIZE = 500
 
 
 class PaperVoucherProvider:
-    def __init__(self, keys: VoucherKeys) -> None:
+    def __init__(self, keys: SigningKeys) -> None:
         self._keys = keys
 
     @classmethod

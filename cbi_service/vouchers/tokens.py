@@ -17,11 +17,11 @@ from datetime import datetime
 
 import jwt
 
-from cbi_service.vouchers.keys import ALGORITHM, VoucherKeys
+from cbi_service.kit.signing import ALGORITHM, SigningKeys
 
 
 def sign_voucher(
-    keys: VoucherKeys,
+    keys: SigningKeys,
     *,
     voucher_id: uuid.UUID,
     programme_id: uuid.UUID,

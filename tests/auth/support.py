@@ -2,7 +2,7 @@
 
 Every `/v1` route of the app must appear here; tests/auth/test_authorization.py checks every route × role.
 Webhook routes authenticate by signature and are listed in SIGNATURE_ROUTES instead; routes anyone may call
-(the vouchers' public keys) in PUBLIC_ROUTES.
+(the public keys of vouchers and of export manifests) in PUBLIC_ROUTES.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/v1/adjudications/{adjudication_id}/decision"): frozenset({"registrar", "admin"}),
     ("POST", "/v1/programmes/{programme_id}/enrolments"): frozenset({"programme_officer", "registrar"}),
     ("GET", "/v1/ledger/export"): frozenset({"auditor", "finance"}),
+    ("GET", "/v1/ledger/export/manifest"): frozenset({"auditor", "finance"}),
     ("POST", "/v1/reconciliations"): frozenset({"finance", "auditor"}),
     ("GET", "/v1/reconciliations/{reconciliation_id}"): frozenset({"finance", "auditor"}),
     ("GET", "/v1/reconciliations/breaks"): frozenset({"finance", "auditor"}),
@@ -61,4 +62,4 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
 }
 
 SIGNATURE_ROUTES: set[tuple[str, str]] = {("POST", "/v1/webhooks/{provider}")}
-PUBLIC_ROUTES: set[tuple[str, str]] = {("GET", "/v1/vouchers/keys")}
+PUBLIC_ROUTES: set[tuple[str, str]] = {("GET", "/v1/vouchers/keys"), ("GET", "/v1/ledger/export/manifest/keys")}

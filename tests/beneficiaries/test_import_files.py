@@ -76,7 +76,7 @@ async def test_a_file_reads_the_same_in_every_encoding_and_separator(
     assert accepted.status_code == 202, accepted.text
     # The upload is kept decoded, as UTF-8 (and sealed): what the job reads is what the upload was checked as.
     (chunk,) = await stored(session_factory, "SELECT import_id, seq, data FROM beneficiary_import_chunks")
-    assert "Mar".encode() not in bytes(chunk.data)
+    assert b"Mar" not in bytes(chunk.data)
     async with session_factory() as session:
         kept = await ImportRepository(session).chunk(chunk.import_id, chunk.seq)
     assert kept is not None

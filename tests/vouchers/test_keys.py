@@ -20,7 +20,8 @@ from pydantic import SecretStr, ValidationError
 
 from cbi_service.app import create_app
 from cbi_service.kit.settings import Settings
-from cbi_service.vouchers.keys import DEV_KEY_FILE, VoucherKeyError, thumbprint, voucher_keys
+from cbi_service.kit.signing import SigningKeyError, thumbprint
+from cbi_service.vouchers.keys import DEV_KEY_FILE, voucher_keys
 from cbi_service.vouchers.tokens import sign_voucher
 from tests.vouchers.support import fetch_jwks, paper_voucher_batch, verify
 
@@ -75,10 +76,11 @@ def test_development_generates_one_private_key_per_data_folder(tmp_path):
 
 
 def test_production_refuses_to_start_without_a_signing_key():
+    ledger_key = SecretStr(_seed(Ed25519PrivateKey.generate()))
     with pytest.raises(ValidationError, match="CBI_VOUCHER_SIGNING_KEY"):
-        Settings(env="production")
-    key = Ed25519PrivateKey.generate()
-    assert Settings(env="production", voucher_signing_key=SecretStr(_seed(key))).voucher_signing_key is not None
+        Settings(env="production", ledger_signing_key=ledger_key)
+    key = SecretStr(_seed(Ed25519PrivateKey.generate()))
+    assert Settings(env="production", voucher_signing_key=key, ledger_signing_key=ledger_key).voucher_signing_key
 
 
 def test_a_pem_key_and_its_seed_are_the_same_key(tmp_path):
@@ -94,7 +96,7 @@ def test_a_pem_key_and_its_seed_are_the_same_key(tmp_path):
 
 @pytest.mark.parametrize("value", ["not a key", base64.b64encode(b"short").decode(), "-----BEGIN PRIVATE KEY-----"])
 def test_an_unreadable_signing_key_stops_start_up(settings, value):
-    with pytest.raises(VoucherKeyError, match="CBI_VOUCHER_SIGNING_KEY"):
+    with pytest.raises(SigningKeyError, match="CBI_VOUCHER_SIGNING_KEY"):
         create_app(settings.model_copy(update={"voucher_signing_key": SecretStr(value)}))
 
 

@@ -32,7 +32,6 @@ sys.path.insert(0, str(ROOT))
 from adapters.simulator import SimulatorProcess  # noqa: E402
 from benchmarks.common import (  # noqa: E402
     ENROL,
-    SEED_PEOPLE,
     PeakMemory,
     free_port,
     libpq,
@@ -40,6 +39,7 @@ from benchmarks.common import (  # noqa: E402
     ok,
     process_cpu_seconds,
     scratch_database,
+    seed_people,
     staff_headers,
     start_service,
     start_worker,
@@ -112,7 +112,7 @@ async def measure(size: int, db_url: str) -> None:
             )
             conn = await asyncpg.connect(db_url)
             started = time.perf_counter()
-            await conn.execute(SEED_PEOPLE, uuid.UUID(int=1), size)
+            await seed_people(db_url, conn, uuid.UUID(int=1), size)
             await conn.execute(ENROL, uuid.UUID(pid), uuid.UUID(int=1))
             seeded = time.perf_counter() - started
             started = time.perf_counter()

@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import csv
 import io
-import json
 import os
 import pickle
 import platform
@@ -46,27 +45,30 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import (
+    SEALED_COLUMNS,
     admin_execute,
+    bench_keyring,
     free_port,
     libpq,
     new_api_key,
     scratch_database,
+    sealed_values,
     stop_processes,
     wait_http,
 )
 from benchmarks.datasets.spanish import Corruptor, Generator, Person
 from cbi_service.auth.roles import Role
 from cbi_service.beneficiaries.imports import TEMPLATE_COLUMNS
-from cbi_service.dedup.blocking import blocking_keys, key_hash
+from cbi_service.beneficiaries.personal import Personal
+from cbi_service.dedup.blocking import blocking_keys
 from cbi_service.dedup.documents import FieldError, normalize_document, normalize_phone
 from cbi_service.dedup.normalize import DocumentKey, MatchRecord, build_record
 from cbi_service.kit.ids import new_id
 from cbi_service.migrate import upgrade
 
 BENEFICIARY_COLUMNS = (
-    "id", "status", "given_names", "family_names", "date_of_birth", "sex", "nationality", "phone",
-    "location_country", "location_admin1", "location_admin2", "household_size", "external_ref", "consent_date",
-    "consent_purpose", "documents", "match_profile", "registered_by",
+    "id", "status", "sex", "nationality", "location_country", "household_size", "consent_date", "consent_purpose",
+    "registered_by", *SEALED_COLUMNS,
 )  # fmt: skip
 COPY_BATCH = 20_000
 
@@ -103,6 +105,7 @@ def doc_json(person: Person) -> list[dict[str, str]]:
 
 async def load_population(url: str, people: list[Person], registrar: uuid.UUID) -> float:
     started = time.perf_counter()
+    ring = await bench_keyring(url)
     conn = await asyncpg.connect(url)
     try:
         for start in range(0, len(people), COPY_BATCH):
@@ -112,12 +115,14 @@ async def load_population(url: str, people: list[Person], registrar: uuid.UUID) 
                 record = to_record(person)
                 ident = new_id()
                 docs = [{**d, "normalised": k.number} for d, k in zip(doc_json(person), record.documents, strict=False)]
+                personal = Personal(
+                    person.given_names, person.family_names, person.date_of_birth, record.phone, None, docs
+                )
                 rows.append((
-                    ident, "active", person.given_names, person.family_names, person.date_of_birth, person.sex,
-                    person.nationality, record.phone, person.country, None, None, 3, None, date(2026, 1, 15),
-                    "benchmark", json.dumps(docs), json.dumps(record.to_profile()), registrar,
+                    ident, "active", person.sex, person.nationality, person.country, 3, date(2026, 1, 15),
+                    "benchmark", registrar, *sealed_values(ring, ident, personal, record),
                 ))  # fmt: skip
-                keys.extend((key_hash(key), ident) for key in blocking_keys(record))
+                keys.extend((ring.key_hash(key), ident) for key in blocking_keys(record))
             await conn.copy_records_to_table("beneficiaries", records=rows, columns=BENEFICIARY_COLUMNS)
             await conn.copy_records_to_table(
                 "dedup_keys", records=list(dict.fromkeys(keys)), columns=("key", "beneficiary_id")

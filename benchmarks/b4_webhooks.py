@@ -59,13 +59,13 @@ sys.path.insert(0, str(ROOT))
 from adapters.simulator import SimulatorProcess  # noqa: E402
 from benchmarks.common import (  # noqa: E402
     ENROL,
-    SEED_PEOPLE,
     free_port,
     libpq,
     machine,
     ok,
     process_cpu_seconds,
     scratch_database,
+    seed_people,
     staff_headers,
     start_service,
     start_worker,
@@ -214,13 +214,13 @@ async def _issue_vouchers(
     """Programme → funding → people → batch → approvals → release, then wait for the simulator's webhooks."""
     conn = await asyncpg.connect(db_url)
     try:
-        return await _release_and_wait(http, conn, keys, vouchers)
+        return await _release_and_wait(http, conn, db_url, keys, vouchers)
     finally:
         await conn.close()
 
 
 async def _release_and_wait(
-    http: httpx.AsyncClient, conn: asyncpg.Connection, keys: dict[str, dict[str, str]], vouchers: int
+    http: httpx.AsyncClient, conn: asyncpg.Connection, db_url: str, keys: dict[str, dict[str, str]], vouchers: int
 ) -> tuple[str, float]:
     programme = await ok(
         await http.post(
@@ -245,7 +245,7 @@ async def _release_and_wait(
             json={"amount": {"amount": "100000000000.00", "currency": "COP"}, "source": "bench", "reference": "B4"},
         )
     )
-    await conn.execute(SEED_PEOPLE, uuid.UUID(int=1), vouchers)
+    await seed_people(db_url, conn, uuid.UUID(int=1), vouchers)
     await conn.execute(ENROL, uuid.UUID(pid), uuid.UUID(int=1))
     batch = await ok(
         await http.post(

@@ -1,8 +1,8 @@
 """B5 sweep: a registry-wide dedup sweep of a labelled synthetic registry, time, memory, precision/recall.
 
 1. Creates a database, migrates it and COPYs `--records` labelled synthetic people (registry_generator:
-   households, a share registered twice with corruptions) into `beneficiaries` with their match profiles,
-   as registration stores them; the person each record belongs to is kept in `external_ref`, the label.
+   households, a share registered twice with corruptions) into `beneficiaries`, sealed as registration
+   stores them; the person each record belongs to is kept beside them in `bench_labels`, the label.
 2. Stores the match model the sweep scores with: the shipped one if the service has it, else one trained
    with `training.train` on the first `--train-records` records, its prior scaled to the registry's size
    (the chance that two records picked at random are one person falls as the registry grows).
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import subprocess
 import sys
@@ -38,14 +37,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from registry_generator import FastRegistry
 
-from benchmarks.common import ROOT, PeakMemory, libpq, machine, new_api_key, scratch_database
+from benchmarks.common import (
+    ROOT,
+    SEALED_COLUMNS,
+    PeakMemory,
+    bench_keyring,
+    libpq,
+    machine,
+    new_api_key,
+    scratch_database,
+    sealed_values,
+)
 from cbi_service.auth.roles import Role
+from cbi_service.beneficiaries.personal import Personal
 from cbi_service.kit.ids import new_id
 
 COLUMNS = (
-    "id", "status", "given_names", "family_names", "date_of_birth", "sex", "nationality", "phone",
-    "location_country", "household_size", "external_ref", "consent_date", "consent_purpose", "documents",
-    "match_profile", "registered_by",
+    "id", "status", "sex", "nationality", "location_country", "household_size", "consent_date", "consent_purpose",
+    "registered_by", *SEALED_COLUMNS,
 )  # fmt: skip
 COPY_BATCH = 50_000
 
@@ -54,23 +63,33 @@ async def load(url: str, records: int, seed: int, registrar: uuid.UUID) -> tuple
     """COPY the registry in; returns the seconds it took and the first records (for training)."""
     started = time.perf_counter()
     sample: list[tuple[str, object]] = []
+    ring = await bench_keyring(url)
     conn = await asyncpg.connect(url)
     try:
+        # The labels beside the registry (its references are sealed): who each record really is.
+        await conn.execute("CREATE TABLE bench_labels (id uuid PRIMARY KEY, person text NOT NULL)")
+        labels: list[tuple[object, str]] = []
         rows: list[tuple[object, ...]] = []
         for person, record in FastRegistry(seed).records(records):
             ident = new_id()
             if len(sample) < 20_000:
                 sample.append((str(ident), record))
+            personal = Personal(
+                " ".join(record.given) or "x", " ".join(record.family) or "x", record.date_of_birth, record.phone,
+                f"p{person}", [],
+            )  # fmt: skip
             rows.append((
-                ident, "active", " ".join(record.given) or "x", " ".join(record.family) or "x",
-                record.date_of_birth, record.sex, record.nationality, record.phone, "CO", 1, f"p{person}",
-                date(2026, 11, 1), "benchmark", "[]", json.dumps(record.to_profile()), registrar,
+                ident, "active", record.sex, record.nationality or "VE", "CO", 1, date(2026, 11, 1), "benchmark",
+                registrar, *sealed_values(ring, ident, personal, record),
             ))  # fmt: skip
+            labels.append((ident, f"p{person}"))
             if len(rows) == COPY_BATCH:
                 await conn.copy_records_to_table("beneficiaries", records=rows, columns=COLUMNS)
-                rows = []
+                await conn.copy_records_to_table("bench_labels", records=labels, columns=("id", "person"))
+                rows, labels = [], []
         if rows:
             await conn.copy_records_to_table("beneficiaries", records=rows, columns=COLUMNS)
+            await conn.copy_records_to_table("bench_labels", records=labels, columns=("id", "person"))
         await conn.execute("VACUUM (ANALYZE) beneficiaries")
     finally:
         await conn.close()
@@ -146,12 +165,13 @@ async def quality(url: str, sweep_id: uuid.UUID) -> tuple[int, int, int]:
         right = await conn.fetchval(
             """SELECT count(*) FROM dedup_sweep_pairs AS p
                JOIN beneficiaries AS l ON l.id = p.low_id JOIN beneficiaries AS h ON h.id = p.high_id
-               WHERE p.sweep_id = $1 AND l.external_ref = h.external_ref""",
+               JOIN bench_labels AS lp ON lp.id = l.id JOIN bench_labels AS hp ON hp.id = h.id
+               WHERE p.sweep_id = $1 AND lp.person = hp.person""",
             sweep_id,
         )
         true = await conn.fetchval(
             "SELECT coalesce(sum(n * (n - 1) / 2), 0) FROM"
-            " (SELECT count(*) AS n FROM beneficiaries GROUP BY external_ref) AS people"
+            " (SELECT count(*) AS n FROM bench_labels GROUP BY person) AS people"
         )
     finally:
         await conn.close()

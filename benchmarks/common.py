@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import platform
 import socket
 import subprocess
@@ -17,6 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -28,8 +30,12 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from cbi_service.auth.roles import Role
 from cbi_service.auth.service import create_api_key
+from cbi_service.beneficiaries.personal import Personal, sealed_columns
+from cbi_service.dedup.normalize import MatchRecord, build_record
+from cbi_service.kit.crypto import Keyring, load_keyring, master_key, new_master_key
 from cbi_service.kit.db import make_session_factory
-from cbi_service.kit.settings import to_asyncpg_url
+from cbi_service.kit.ids import new_id
+from cbi_service.kit.settings import get_settings, to_asyncpg_url
 from cbi_service.migrate import upgrade
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -203,14 +209,45 @@ class PeakMemory(threading.Thread):
             time.sleep(self.interval)
 
 
-# Seed rows for the disbursement benchmarks: active, enrolled people made in SQL (no dedup work to measure).
-SEED_PEOPLE = """
-    INSERT INTO beneficiaries (id, status, given_names, family_names, date_of_birth, sex, nationality,
-        location_country, household_size, consent_date, consent_purpose, documents, match_profile, registered_by)
-    SELECT cbi_uuid7(), 'active', 'Persona ' || i, 'Prueba', DATE '1980-01-01' + (i % 9000), 'female', 'VE',
-           'CO', 1 + i % 6, DATE '2026-11-01', 'assistance', '[]', '{}', $1
-      FROM generate_series(1, $2) AS i
-"""
+# The benchmark and every service process it starts seal and open personal data under one master key.
+os.environ.setdefault("CBI_MASTER_KEY", new_master_key())
+SEALED_COLUMNS = ("key_version", "data_key", "personal", "profile", "external_ref_index", "birth_year")
+SEED_COLUMNS = (
+    "id", "status", "sex", "nationality", "location_country", "household_size", "consent_date", "consent_purpose",
+    "registered_by", *SEALED_COLUMNS,
+)  # fmt: skip
+
+
+async def bench_keyring(url: str) -> Keyring:
+    """The database's keys (created on first use), as the service will load them."""
+    engine = create_async_engine(to_asyncpg_url(url))
+    try:
+        return await load_keyring(engine, master_key(get_settings()))
+    finally:
+        await engine.dispose()
+
+
+def sealed_values(ring: Keyring, ident: uuid.UUID, personal: Personal, record: MatchRecord) -> tuple[Any, ...]:
+    """A person's sealed columns in `SEALED_COLUMNS` order, as registration stores them."""
+    columns = sealed_columns(ring, ring.active_version, ident, personal, record)
+    return tuple(columns[name] for name in SEALED_COLUMNS)
+
+
+async def seed_people(url: str, conn: asyncpg.Connection, registrar: uuid.UUID, count: int) -> None:
+    """Active people for the disbursement benchmarks (no dedup work to measure), sealed as registered."""
+    ring = await bench_keyring(url)
+    rows = []
+    for i in range(count):
+        ident = new_id()
+        born = date(1980, 1, 1) + timedelta(days=i % 9000)
+        record = build_record(given_names=f"Persona {i}", family_names="Prueba", date_of_birth=born)
+        personal = Personal(f"Persona {i}", "Prueba", born, None, None, [])
+        rows.append((ident, "active", "female", "VE", "CO", 1 + i % 6, date(2026, 11, 1), "assistance", registrar,
+                     *sealed_values(ring, ident, personal, record)))  # fmt: skip
+    for start in range(0, len(rows), 20_000):
+        await conn.copy_records_to_table("beneficiaries", records=rows[start : start + 20_000], columns=SEED_COLUMNS)
+
+
 ENROL = """
     INSERT INTO enrolments (id, programme_id, beneficiary_id, enrolled_by)
     SELECT cbi_uuid7(), $1, id, $2 FROM beneficiaries

@@ -38,6 +38,7 @@ from cbi_service.kit.logging import configure_logging
 from cbi_service.kit.middleware import RequestContextMiddleware
 from cbi_service.kit.settings import Settings, get_settings
 from cbi_service.kit.telemetry import instrument_app, instrument_engine
+from cbi_service.privacy.router import router as privacy_router
 from cbi_service.programmes.router import enrolments_router
 from cbi_service.programmes.router import router as programmes_router
 from cbi_service.reconciliation.router import router as reconciliation_router
@@ -150,6 +151,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         reconciliation_router,
         reports_router,
         vouchers_router,
+        privacy_router,
     ):
         app.include_router(router)
     app.include_router(audit_router, dependencies=[Depends(require_roles(Role.auditor, Role.admin))])

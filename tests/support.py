@@ -9,8 +9,10 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -167,3 +169,18 @@ def revealed(options: dict[str, dict[str, Any]]) -> str:
         return value
 
     return json.dumps({name: {k: plain(v) for k, v in entry.items()} for name, entry in options.items()})
+
+
+async def sealed_person(
+    session: Any, ident: uuid.UUID, given: str, family: str, born: date, *, phone: str | None = None, record: Any = None
+) -> dict[str, Any]:
+    """The sealed columns of a person written straight into the registry (seeding many people at once)."""
+    from cbi_service.beneficiaries.personal import Personal, sealed_columns
+    from cbi_service.dedup.normalize import build_record
+    from cbi_service.kit.crypto import keyring
+
+    ring = await keyring(session)
+    record = record or build_record(given_names=given, family_names=family, date_of_birth=born)
+    return sealed_columns(
+        ring, await ring.active(session), ident, Personal(given, family, born, phone, None, []), record
+    )

@@ -4,7 +4,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import ARRAY, String, Text, Uuid, bindparam, select, text
+from sqlalchemy import ARRAY, String, Text, Uuid, bindparam, func, or_, select, text
 
 from cbi_service.audit.models import AuditEvent
 from cbi_service.kit.repository import Repository
@@ -56,6 +56,22 @@ class AuditRepository(Repository[AuditEvent]):
                 "afters": afters,
             },
         )
+
+    async def about_beneficiary(self, beneficiary_id: uuid.UUID) -> Sequence[AuditEvent]:
+        """Every event about a person: changes of their record, and the responses that showed it in full."""
+        ident = str(beneficiary_id)
+        mentioned = AuditEvent.after["beneficiary_ids"].op("@>")(func.jsonb_build_array(ident))
+        stmt = (
+            select(AuditEvent)
+            .where(
+                or_(
+                    (AuditEvent.resource_type == "beneficiary") & (AuditEvent.resource_id == ident),
+                    (AuditEvent.action == "beneficiary.personal_data_viewed") & mentioned,
+                )
+            )
+            .order_by(AuditEvent.id)
+        )
+        return (await self.session.execute(stmt)).scalars().all()
 
     async def search(
         self,

@@ -85,3 +85,8 @@ async def record_audit_many(session: AsyncSession, principal: Actor | None, even
             for event in events
         ],
     )
+
+
+async def events_about_beneficiary(session: AsyncSession, beneficiary_id: uuid.UUID) -> Sequence[AuditEvent]:
+    """Who registered, changed, decided on or viewed one person, oldest first."""
+    return await AuditRepository(session).about_beneficiary(beneficiary_id)

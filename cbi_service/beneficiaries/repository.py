@@ -3,6 +3,7 @@ from __future__ import annotations
 import builtins
 import uuid
 from collections.abc import AsyncGenerator, Iterable, Sequence
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, delete, func, insert, select, text, update
@@ -254,6 +255,25 @@ class BeneficiaryRepository(Repository[Beneficiary]):
             },
         )
 
+    async def inactive_since(self, cutoff: datetime, limit: int) -> builtins.list[uuid.UUID]:
+        """People not erased with no activity since `cutoff` (registration, correction, enrolment, a change
+        of one of their entitlements) and no entitlement that can still move, locked (skipping those locked)."""
+        stmt = text(
+            """
+            SELECT b.id FROM beneficiaries AS b
+             WHERE b.status <> 'erased' AND greatest(b.created_at, b.updated_at) < :cutoff
+               AND NOT EXISTS (SELECT 1 FROM enrolments AS e WHERE e.beneficiary_id = b.id AND e.created_at >= :cutoff)
+               AND NOT EXISTS (
+                   SELECT 1 FROM entitlements AS t
+                    WHERE t.beneficiary_id = b.id AND (t.updated_at >= :cutoff OR t.status IN ('pending', 'submitted'))
+               )
+             ORDER BY b.id LIMIT :limit
+               FOR UPDATE OF b SKIP LOCKED
+            """
+        )
+        rows = await self.session.execute(stmt, {"cutoff": cutoff, "limit": limit})
+        return [row.id for row in rows]
+
     async def statuses_for_share(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
         """Statuses, locked against a concurrent deactivation until the enrolment (or the payment) commits."""
         stmt = select(Beneficiary.id, Beneficiary.status).where(Beneficiary.id.in_(ids)).with_for_update(read=True)
@@ -370,6 +390,10 @@ class AdjudicationRepository(Repository[Adjudication]):
 class EnrolmentRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
+
+    async def of_beneficiary(self, beneficiary_id: uuid.UUID) -> Sequence[Enrolment]:
+        stmt = select(Enrolment).where(Enrolment.beneficiary_id == beneficiary_id).order_by(Enrolment.id)
+        return (await self.session.execute(stmt)).scalars().all()
 
     async def enrol(self, programme_id: uuid.UUID, ids: Sequence[uuid.UUID], by: uuid.UUID) -> set[uuid.UUID]:
         """Insert enrolments; those already there are left alone. Returns who was newly enrolled."""

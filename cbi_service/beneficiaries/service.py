@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.registries.base import RegistryMatch
-from cbi_service.audit.service import record_audit
+from cbi_service.audit.service import Actor, record_audit
 from cbi_service.auth.roles import Principal
 from cbi_service.beneficiaries.models import MATCHABLE_STATUSES, Beneficiary
 from cbi_service.beneficiaries.personal import Personal, open_personal, sealed_columns
@@ -48,6 +48,7 @@ from cbi_service.dedup.service import active_model
 from cbi_service.dedup.settings import get_dedup_settings
 from cbi_service.kit.crypto import Keyring, keyring
 from cbi_service.kit.errors import Conflict, Forbidden, UnprocessableEntity
+from cbi_service.kit.idempotency import IdempotencyRepository
 from cbi_service.kit.ids import new_id
 from cbi_service.kit.settings import Settings
 
@@ -375,6 +376,46 @@ async def deactivate(session: AsyncSession, principal: Principal, beneficiary_id
         session, principal, "beneficiary.deactivated", "beneficiary", beneficiary.id, before, _summary(beneficiary)
     )
     return await out_one(session, beneficiary)
+
+
+async def get(session: AsyncSession, beneficiary_id: uuid.UUID) -> Beneficiary:
+    return await BeneficiaryRepository(session).require(beneficiary_id)
+
+
+async def lock(session: AsyncSession, beneficiary_id: uuid.UUID) -> Beneficiary:
+    """The person's row, locked until the transaction ends: a batch takes it shared before paying them."""
+    return await BeneficiaryRepository(session).require(beneficiary_id, for_update=True)
+
+
+async def erase_locked(session: AsyncSession, actor: Actor | None, beneficiary: Beneficiary, reason: str) -> None:
+    """Destroy a person's personal data (§13): the sealed columns and the key that opened them, their
+    blocking keys, the stored responses that showed them; what reports count stays. The caller locked the
+    row (`lock`) and checked that no money can still move."""
+    before = _summary(beneficiary)
+    for column in ("key_version", "data_key", "personal", "profile", "external_ref_index"):
+        setattr(beneficiary, column, None)
+    beneficiary.status = "erased"
+    beneficiary.erased_at = beneficiary.updated_at = datetime.now(UTC)
+    await BeneficiaryRepository(session).drop_keys(beneficiary.id)
+    await AdjudicationRepository(session).withdraw_open(beneficiary.id)
+    await IdempotencyRepository(session).forget_subject(beneficiary.id)
+    await session.flush()
+    await record_audit(
+        session, actor, "beneficiary.erased", "beneficiary", beneficiary.id, before,
+        {"status": "erased", "reason": reason},
+    )  # fmt: skip
+
+
+async def inactive_since(session: AsyncSession, cutoff: datetime, limit: int) -> list[uuid.UUID]:
+    """People whose personal data retention has run out (`BeneficiaryRepository.inactive_since`), locked."""
+    return await BeneficiaryRepository(session).inactive_since(cutoff, limit)
+
+
+async def enrolments_of(session: AsyncSession, beneficiary_id: uuid.UUID) -> list[dict[str, Any]]:
+    return [
+        {"programme_id": e.programme_id, "enrolled_at": e.created_at, "enrolled_by": e.enrolled_by}
+        for e in await EnrolmentRepository(session).of_beneficiary(beneficiary_id)
+    ]
 
 
 async def decide_adjudication(

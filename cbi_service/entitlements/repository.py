@@ -25,7 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import CursorResult
 
-from cbi_service.entitlements.models import LIVE_PREDICATE, Entitlement, EntitlementEvent
+from cbi_service.entitlements.models import LIVE_PREDICATE, OPEN_STATUSES, Entitlement, EntitlementEvent
 from cbi_service.kit.repository import Repository
 from cbi_service.programmes.models import VOUCHER_MECHANISMS, Programme
 
@@ -189,6 +189,17 @@ class EntitlementRepository(Repository[Entitlement]):
         if status is not None:
             stmt = stmt.where(Entitlement.status == status)
         return await self.page(stmt, after_id, limit)
+
+    async def of_beneficiary(self, beneficiary_id: uuid.UUID) -> Sequence[Entitlement]:
+        stmt = select(Entitlement).where(Entitlement.beneficiary_id == beneficiary_id).order_by(Entitlement.id)
+        return (await self.session.execute(stmt)).scalars().all()
+
+    async def open_of_beneficiary(self, beneficiary_id: uuid.UUID) -> int:
+        """How many of the person's entitlements are pending or submitted: money that can still move."""
+        stmt = select(func.count()).where(
+            Entitlement.beneficiary_id == beneficiary_id, Entitlement.status.in_(OPEN_STATUSES)
+        )
+        return int((await self.session.execute(stmt)).scalar_one())
 
     async def history(self, entitlement_id: uuid.UUID) -> Sequence[EntitlementEvent]:
         stmt = (

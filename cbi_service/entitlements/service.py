@@ -644,3 +644,13 @@ def _summary(entitlement: Entitlement) -> dict[str, Any]:
         "redeemed_minor": entitlement.redeemed_minor,
         "provider_ref": entitlement.provider_ref,
     }
+
+
+async def of_beneficiary(session: AsyncSession, beneficiary_id: uuid.UUID) -> list[EntitlementOut]:
+    """Every entitlement of one person, oldest first (what a request for their data shows)."""
+    return [EntitlementOut.of(e) for e in await EntitlementRepository(session).of_beneficiary(beneficiary_id)]
+
+
+async def can_still_move(session: AsyncSession, beneficiary_id: uuid.UUID) -> bool:
+    """Whether one of the person's entitlements is pending or submitted."""
+    return await EntitlementRepository(session).open_of_beneficiary(beneficiary_id) > 0

@@ -37,6 +37,7 @@ HANDLER_MODULES = (
     "cbi_service.reconciliation.tasks",
     "cbi_service.dedup.tasks",
     "cbi_service.keys.tasks",
+    "cbi_service.privacy.tasks",
 )
 
 

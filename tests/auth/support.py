@@ -27,6 +27,8 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/v1/beneficiaries/{beneficiary_id}"): READERS,
     ("PATCH", "/v1/beneficiaries/{beneficiary_id}"): frozenset({"registrar"}),
     ("POST", "/v1/beneficiaries/{beneficiary_id}/deactivate"): frozenset({"registrar"}),
+    ("GET", "/v1/beneficiaries/{beneficiary_id}/personal-data"): frozenset({"admin", "registrar"}),
+    ("POST", "/v1/beneficiaries/{beneficiary_id}/erasure"): frozenset({"admin"}),
     ("POST", "/v1/beneficiaries/imports"): frozenset({"registrar"}),
     ("GET", "/v1/beneficiaries/imports/template"): READERS,
     ("GET", "/v1/beneficiaries/imports"): frozenset({"registrar", "admin", "auditor"}),

@@ -13,6 +13,7 @@ from cbi_service.dedup.comparisons import COMPARISONS
 from cbi_service.dedup.model import MatchModel
 from cbi_service.dedup.normalize import MatchRecord
 from cbi_service.kit.ids import new_id
+from tests.support import sealed_person
 
 # m and u per level after "missing", strongest agreement first: plausible, not learned.
 HAND_M = {
@@ -61,26 +62,25 @@ async def insert_people(
     from cbi_service.dedup.blocking import blocking_keys
 
     ids = [new_id() for _ in records]
-    rows = [
-        {
-            "id": ident,
-            "status": status,
-            "given_names": " ".join(record.given) or "x",
-            "family_names": " ".join(record.family) or "x",
-            "date_of_birth": record.date_of_birth,
-            "sex": record.sex,
-            "nationality": record.nationality or "VE",
-            "phone": record.phone,
-            "location_country": "CO",
-            "household_size": 1,
-            "consent_date": date(2026, 11, 1),
-            "consent_purpose": "test",
-            "documents": [],
-            "match_profile": record.to_profile(),
-            "registered_by": REGISTRAR,
-        }
-        for ident, record in zip(ids, records, strict=True)
-    ]
+    async with session_factory() as session:
+        rows = [
+            {
+                "id": ident,
+                "status": status,
+                "sex": record.sex,
+                "nationality": record.nationality or "VE",
+                "location_country": "CO",
+                "household_size": 1,
+                "consent_date": date(2026, 11, 1),
+                "consent_purpose": "test",
+                "registered_by": REGISTRAR,
+                **await sealed_person(
+                    session, ident, " ".join(record.given) or "x", " ".join(record.family) or "x",
+                    record.date_of_birth, phone=record.phone, record=record,
+                ),
+            }
+            for ident, record in zip(ids, records, strict=True)
+        ]  # fmt: skip
     keys = [(key, ident) for ident, record in zip(ids, records, strict=True) for key in blocking_keys(record)]
     async with session_factory.begin() as session:
         await BeneficiaryRepository(session).add_many(rows, keys)

@@ -11,12 +11,13 @@ import pytest
 from sqlalchemy import func, select, update
 
 from cbi_service.beneficiaries.models import Adjudication, AdjudicationPair, Beneficiary
+from cbi_service.beneficiaries.personal import open_profile
 from cbi_service.beneficiaries.repository import AdjudicationRepository
 from cbi_service.dedup import service, sweeps
 from cbi_service.dedup.models import DedupSweep, DedupSweepPair
-from cbi_service.dedup.normalize import MatchRecord
 from cbi_service.dedup.settings import DedupSettings
 from cbi_service.jobs.service import JobInterrupted
+from cbi_service.kit.crypto import keyring
 from tests.dedup.support import hand_model, insert_people, registry_records
 from tests.support import assert_problem, make_programme, run_jobs
 
@@ -144,8 +145,11 @@ async def test_decided_pairs_and_people_no_longer_matchable_are_not_sent(
     assert decided.status_code == 200, decided.text
     # A new record identical to the reviewed one: its pair with the person judged different is new.
     async with session_factory() as session:
-        profile = (await session.get(Beneficiary, adjudication.beneficiary_id)).match_profile  # type: ignore[union-attr]
-    (copy,) = await insert_people(session_factory, [MatchRecord.from_profile(profile)])
+        person = await session.get(Beneficiary, adjudication.beneficiary_id)
+        assert person is not None
+        ring = await keyring(session)
+        record = open_profile(ring, person.id, person.key_version, person.data_key, person.profile)  # type: ignore[arg-type]
+    (copy,) = await insert_people(session_factory, [record])
     second = await _start(client, admin)
     await run_jobs(session_factory, settings)
     found = await _sweep_pairs(session_factory, second)

@@ -20,7 +20,7 @@ from cbi_service.issuance.service import poll_overdue
 from cbi_service.jobs.worker import Worker
 from cbi_service.kit.ids import new_id
 from cbi_service.kit.settings import Settings
-from tests.support import Actors, approve_batch, make_actors, make_programme, release_batch
+from tests.support import Actors, approve_batch, make_actors, make_programme, release_batch, sealed_person
 
 REGISTRAR_ID = uuid.UUID(int=1)
 
@@ -35,25 +35,23 @@ async def seed_beneficiaries(
 ) -> list[uuid.UUID]:
     """Registered (and, with a programme, enrolled) people; household sizes cycle 1..5 unless fixed."""
     rows: list[dict[str, Any]] = []
-    for i in range(count):
-        rows.append(
-            {
-                "id": new_id(),
-                "status": status,
-                "given_names": f"Persona {i}",
-                "family_names": "Prueba",
-                "date_of_birth": date(1990, 1, 1 + i % 28),
-                "sex": "female" if i % 2 else "male",
-                "nationality": "VE",
-                "location_country": "CO",
-                "household_size": household_size or 1 + i % 5,
-                "consent_date": date(2026, 11, 1),
-                "consent_purpose": "assistance",
-                "documents": [],
-                "match_profile": {},
-                "registered_by": REGISTRAR_ID,
-            }
-        )
+    async with session_factory() as session:
+        for i in range(count):
+            ident = new_id()
+            rows.append(
+                {
+                    "id": ident,
+                    "status": status,
+                    "sex": "female" if i % 2 else "male",
+                    "nationality": "VE",
+                    "location_country": "CO",
+                    "household_size": household_size or 1 + i % 5,
+                    "consent_date": date(2026, 11, 1),
+                    "consent_purpose": "assistance",
+                    "registered_by": REGISTRAR_ID,
+                    **await sealed_person(session, ident, f"Persona {i}", "Prueba", date(1990, 1, 1 + i % 28)),
+                }
+            )
     async with session_factory.begin() as session:
         for start in range(0, count, 5000):
             await session.execute(insert(Beneficiary), rows[start : start + 5000])

@@ -3,7 +3,8 @@
 Programme A (multipurpose cash) pays in October and November, programme B (food, vouchers) in November:
 - Lucía, girl born 2022-06-01, Norte de Santander: A in Oct and Nov, B in Nov (two sectors, paid thrice);
 - Jorge, man born 1960-01-15, Norte de Santander: A in Oct; his November entitlement is never issued;
-- Valentina, born 2008-11-20, Norte de Santander: A on 5 Oct (aged 17) and 25 Nov (aged 18);
+- Valentina, born 2008-11-20, Norte de Santander: A on 5 Oct and 25 Nov, 18 both times: ages are counted
+  by birth year (the year is what stays in clear, §13), so 17 until her birthday does not count;
 - Alex, sex "other", born 1990-05-05, Arauca: A in Oct, B in Nov;
 - Samuel, born 2016-02-02, Arauca: B, but the provider failed: not reached;
 - Pedro, born 1985-03-03, no admin1: A in September, before the period: not reached.
@@ -77,13 +78,13 @@ PERIOD_ROWS = [
     ("CO", "Arauca", "multipurpose_cash", "other", "18-59", 1),
     ("CO", NDS, "food_security", "female", "0-5", 1),
     ("CO", NDS, "multipurpose_cash", "female", "0-5", 1),
-    ("CO", NDS, "multipurpose_cash", "female", "12-17", 1),
+    ("CO", NDS, "multipurpose_cash", "female", "18-59", 1),
     ("CO", NDS, "multipurpose_cash", "male", "60+", 1),
 ]
 MONTHLY_ROWS = [
     ("2026-10", "CO", "Arauca", "multipurpose_cash", "other", "18-59", 1),
     ("2026-10", "CO", NDS, "multipurpose_cash", "female", "0-5", 1),
-    ("2026-10", "CO", NDS, "multipurpose_cash", "female", "12-17", 1),
+    ("2026-10", "CO", NDS, "multipurpose_cash", "female", "18-59", 1),
     ("2026-10", "CO", NDS, "multipurpose_cash", "male", "60+", 1),
     ("2026-11", "CO", "Arauca", "food_security", "other", "18-59", 1),
     ("2026-11", "CO", NDS, "food_security", "female", "0-5", 1),

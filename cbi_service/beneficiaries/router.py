@@ -9,6 +9,7 @@ from fastapi.responses import PlainTextResponse, Response
 from cbi_service.auth.dependencies import require_roles
 from cbi_service.auth.roles import Principal, Role
 from cbi_service.beneficiaries import imports, service
+from cbi_service.beneficiaries.masking import present
 from cbi_service.beneficiaries.repository import AdjudicationRepository, BeneficiaryRepository, ImportRepository
 from cbi_service.beneficiaries.schemas import (
     AdjudicationOut,
@@ -53,13 +54,18 @@ async def register(
     request: Request, body: BeneficiaryCreate, session: SessionDep, principal: Registrar, idem: IdempotencyDep
 ) -> Response:
     settings = request.app.state.settings
-    return await idem.run(body, lambda: service.register(session, settings, principal, body), status_code=201)
+
+    async def register_and_show() -> BeneficiaryRegistered:
+        registered = await service.register(session, settings, principal, body)
+        return (await present(session, principal, "POST /v1/beneficiaries", [registered]))[0]
+
+    return await idem.run(body, register_and_show, status_code=201)
 
 
 @router.get("/v1/beneficiaries", response_model=Page[BeneficiaryOut])
 async def list_beneficiaries(
     session: SessionDep,
-    _: Reader,
+    principal: Reader,
     page: PageDep,
     status: Status | None = None,
     programme_id: uuid.UUID | None = None,
@@ -73,7 +79,8 @@ async def list_beneficiaries(
         external_ref=external_ref,
     )
     items, cursor = page_of(rows, page.limit, lambda b: [b.id])
-    return Page(items=await service.out_many(session, items), next_cursor=cursor)
+    shown = await present(session, principal, "GET /v1/beneficiaries", await service.out_many(session, items))
+    return Page(items=shown, next_cursor=cursor)
 
 
 class CsvResponse(PlainTextResponse):
@@ -167,20 +174,23 @@ async def import_errors(
 
 
 @router.get("/v1/beneficiaries/{beneficiary_id}", response_model=BeneficiaryOut)
-async def get_beneficiary(beneficiary_id: uuid.UUID, session: SessionDep, _: Reader) -> BeneficiaryOut:
-    return await service.out_one(session, await BeneficiaryRepository(session).require(beneficiary_id))
+async def get_beneficiary(beneficiary_id: uuid.UUID, session: SessionDep, principal: Reader) -> BeneficiaryOut:
+    person = await service.out_one(session, await BeneficiaryRepository(session).require(beneficiary_id))
+    return (await present(session, principal, "GET /v1/beneficiaries/{beneficiary_id}", [person]))[0]
 
 
 @router.patch("/v1/beneficiaries/{beneficiary_id}", response_model=BeneficiaryRegistered)
 async def correct(
     request: Request, beneficiary_id: uuid.UUID, body: BeneficiaryPatch, session: SessionDep, principal: Registrar
 ) -> BeneficiaryRegistered:
-    return await service.correct(session, request.app.state.settings, principal, beneficiary_id, body)
+    corrected = await service.correct(session, request.app.state.settings, principal, beneficiary_id, body)
+    return (await present(session, principal, "PATCH /v1/beneficiaries/{beneficiary_id}", [corrected]))[0]
 
 
 @router.post("/v1/beneficiaries/{beneficiary_id}/deactivate", response_model=BeneficiaryOut)
 async def deactivate(beneficiary_id: uuid.UUID, session: SessionDep, principal: Registrar) -> BeneficiaryOut:
-    return await service.deactivate(session, principal, beneficiary_id)
+    person = await service.deactivate(session, principal, beneficiary_id)
+    return (await present(session, principal, "POST /v1/beneficiaries/{beneficiary_id}/deactivate", [person]))[0]
 
 
 @router.post("/v1/dedup/check", response_model=DedupResult, summary="Dedup outcome of a registration, stored nowhere")

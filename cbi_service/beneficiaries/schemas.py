@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -110,9 +110,14 @@ class BeneficiaryOut(BaseModel):
 
     id: uuid.UUID
     status: Status
+    personal_data: Literal["full", "masked"] = Field(
+        default="full",
+        description="Masked for roles without full access: names as initials, the birth date as its year, "
+        "phone, document numbers and external_ref but their last two characters as '*' (§13).",
+    )
     given_names: str | None
     family_names: str | None
-    date_of_birth: date | None
+    date_of_birth: date | Annotated[str, Field(pattern=r"^[0-9]{4}$")] | None
     sex: Sex
     nationality: str
     documents: list[DocumentIn]

@@ -26,39 +26,47 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.b3_dedup import populate
-from benchmarks.common import ROOT, libpq, machine, scratch_database
+from benchmarks.common import ROOT, admin_execute, libpq, machine, scratch_database
 
 LATENCY = re.compile(r"p50 ([\d.]+) ms, p95 ([\d.]+) ms, p99 ([\d.]+) ms")
 
 
-def b3(checkout: Path, people: int, singles: int) -> tuple[float, float, float]:
-    """One B3 run from `checkout`: (p50, p95, p99) of single registrations."""
+def b3(checkout: Path, people: int, singles: int, registry: str) -> tuple[float, float, float]:
+    """One B3 run from `checkout` on a copy of database `registry` (loaded on first use): (p50, p95, p99)
+    of single registrations."""
     env = os.environ | {"PYTHONPATH": str(checkout)}
     command = [sys.executable, str(checkout / "benchmarks" / "b3_dedup.py"), "--people", str(people),
-               "--singles", str(singles), "--bulk", "0"]  # fmt: skip
+               "--singles", str(singles), "--bulk", "0", "--reuse-db", registry]  # fmt: skip
     out = subprocess.run(command, cwd=checkout, env=env, capture_output=True, text=True, check=True).stdout
     found = LATENCY.search(out)
     if found is None:
         raise SystemExit(f"no latency line in B3's output:\n{out}")
-    print("   ", found.group(0), f"(load average {os.getloadavg()[0]:.1f})", flush=True)
+    cpu = next((line.strip() for line in out.splitlines() if "CPU per request" in line), "")
+    print("   ", found.group(0), "|", cpu, flush=True)
     p50, p95, p99 = (float(v) for v in found.groups())
     return p50, p95, p99
 
 
-def side_by_side(baseline: str, people: int, singles: int, rounds: int) -> None:
+def side_by_side(baseline: str, people: int, singles: int, rounds: int, keep: bool) -> None:
+    """The rounds alternate on two loaded registries (one per schema), each run on a fresh copy."""
     with tempfile.TemporaryDirectory(prefix="cbi-b6-") as tmp:
         worktree = Path(tmp) / "baseline"
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(worktree), baseline], check=True,
                        capture_output=True)  # fmt: skip
         try:
             runs: dict[str, list[tuple[float, float, float]]] = {"clear": [], "sealed": []}
+            registries = {"clear": f"cbi_b6_clear_{people}", "sealed": f"cbi_b6_sealed_{people}"}
             for n in range(rounds):
                 print(f"round {n + 1}: baseline {baseline} (personal data in clear)", flush=True)
-                runs["clear"].append(b3(worktree, people, singles))
+                runs["clear"].append(b3(worktree, people, singles, registries["clear"]))
                 print(f"round {n + 1}: this checkout (personal data sealed)", flush=True)
-                runs["sealed"].append(b3(ROOT, people, singles))
+                runs["sealed"].append(b3(ROOT, people, singles, registries["sealed"]))
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(worktree)], check=False)
+            if not keep:
+                admin_url = libpq(os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
+                for name in registries.values():
+                    asyncio.run(admin_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     best = {name: [min(r[i] for r in values) for i in range(3)] for name, values in runs.items()}
     clear, sealed = best["clear"], best["sealed"]
     print(
@@ -116,11 +124,12 @@ def main() -> None:
     parser.add_argument("--people", type=int, default=1_000_000)
     parser.add_argument("--singles", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--keep", action="store_true", help="keep the two loaded registries for another run")
     parser.add_argument("--rotate", type=int, default=1_000_000, help="people to rotate (0: no rotation)")
     args = parser.parse_args()
     print(machine(), flush=True)
     if args.baseline:
-        side_by_side(args.baseline, args.people, args.singles, args.rounds)
+        side_by_side(args.baseline, args.people, args.singles, args.rounds, args.keep)
     if args.rotate:
         asyncio.run(rotation(args.rotate))
 

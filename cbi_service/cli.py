@@ -23,7 +23,7 @@ from cbi_service.dedup.cli import dedup_app, registry_app
 from cbi_service.exports.cli import ledger_app
 from cbi_service.jobs.cli import jobs_app
 from cbi_service.keys.cli import keys_app
-from cbi_service.kit.settings import Settings
+from cbi_service.kit.settings import DatabaseUrl, Settings
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -133,7 +133,7 @@ def database(settings: Settings | None = None, *, migrate: bool = True, attach: 
         )
     with (running_embedded_postgres if attach else embedded_postgres)(settings.data_dir) as url:
         os.environ["DATABASE_URL"] = url
-        settings = settings.model_copy(update={"database_url": url})
+        settings = settings.model_copy(update={"database_url": DatabaseUrl(url)})
         if migrate:
             upgrade(url)
         yield settings
@@ -298,7 +298,7 @@ def migrate(revision: Annotated[str, typer.Argument(help="Target revision.")] = 
 
     with refusing_to_start(), database(migrate=False) as settings:
         assert settings.database_url
-        upgrade(settings.database_url, revision)
+        upgrade(settings.database_url.get_secret_value(), revision)
         typer.echo(f"migrated to {revision}")
 
 
@@ -365,7 +365,7 @@ def demo(people: Annotated[int, typer.Option(min=1, max=500, help="Synthetic peo
             raise StartupRefused("the demo pays synthetic people through the simulator: unset CBI_ENV=production")
         with database(settings) as settings:
             assert settings.database_url
-            upgrade(settings.database_url)
+            upgrade(settings.database_url.get_secret_value())
             asyncio.run(run_demo(settings, people, typer.echo))
 
 

@@ -27,7 +27,7 @@ from cbi_service.app import create_app
 from cbi_service.auth.roles import Role
 from cbi_service.auth.service import create_api_key
 from cbi_service.kit.db import make_engine, make_session_factory
-from cbi_service.kit.settings import Settings
+from cbi_service.kit.settings import Settings, hidden_secrets
 
 PROVIDER = "demo-cards"
 GIVEN = (
@@ -172,9 +172,9 @@ async def run_demo(settings: Settings, people: int, say: Callable[[str], None]) 
     try:
         settings = settings.model_copy(
             update={
-                "providers": {
-                    PROVIDER: {"adapter": "prepaid_card", "base_url": simulator.base_url, "webhook_secret": secret}
-                },
+                "providers": hidden_secrets(
+                    {PROVIDER: {"adapter": "prepaid_card", "base_url": simulator.base_url, "webhook_secret": secret}}
+                ),
                 "run_worker": True,
                 "worker_poll_seconds": 0.2,
                 "provider_status_poll_seconds": 5.0,

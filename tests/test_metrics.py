@@ -61,6 +61,20 @@ async def test_every_route_is_labelled_by_its_template_never_by_its_path(app, cl
     assert not [route for _, route in seen if PLACEHOLDER in route or "nothing" in route]
 
 
+async def test_a_method_the_client_made_up_is_labelled_other_never_by_its_text(client):
+    """The method is the one label a client writes itself: anything it sends there (a secret pasted into the
+    wrong place) would otherwise be served to every scraper, each as a new series."""
+    made_up = "WHSEC_C2VJCMV0IG9MIHRHZSB3ZWJOB29R"
+    await client.request(made_up, "/healthz")
+    await client.get("/healthz")
+
+    exposition = (await client.get("/metrics")).text
+
+    assert made_up not in exposition
+    assert ("other", "/healthz") in labelled(exposition)
+    assert ("GET", "/healthz") in labelled(exposition)
+
+
 async def test_gauges_show_the_queue_failed_jobs_entitlements_and_imports(client, session_factory):
     load_handlers()
     async with session_factory.begin() as session:

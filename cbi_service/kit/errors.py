@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cbi_service.kit.outage import RETRY_AFTER_SECONDS, OutageLog, unavailable_kind
+from cbi_service.kit.redaction import redact, redact_text
 from cbi_service.kit.routing import allowed_methods
 
 PROBLEM_JSON = "application/problem+json"
@@ -156,7 +157,15 @@ def problem_of(exc: AppError) -> JSONResponse:
 
 
 def problem(status: int, title: str, detail: str, type_: str, **extra: Any) -> JSONResponse:
-    body = {"type": type_, "title": title, "status": status, "detail": detail, **extra}
+    """The one place a problem body is made: a secret-shaped string in its detail or fields (a validator's
+    message quoting what it was given, an exception's text) is hidden there, whatever raised it."""
+    body = {
+        "type": type_,
+        "title": title,
+        "status": status,
+        "detail": redact_text(detail),
+        **redact(extra, by_name=False),
+    }
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 

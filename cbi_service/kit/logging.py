@@ -1,4 +1,5 @@
-"""structlog set-up: JSON in production, console in development, request ids bound, PII scrubbed."""
+"""structlog set-up: JSON in production, console in development, request ids bound, PII scrubbed, secrets
+redacted."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import structlog
+
+from cbi_service.kit.redaction import REDACTED, redact
 
 PII_KEYS = frozenset(
     {
@@ -41,7 +44,14 @@ PII_KEYS = frozenset(
         "location",
     }
 )
-REDACTED = "[redacted]"
+
+
+def redact_secrets(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Hide every secret, at any depth and in any text (an exception's included): the value of a field named
+    like one (`webhook_secret`, `authorization`, `master_key`, …) and whatever looks like one (`whsec_…`,
+    `Bearer …`, an API key, a URL's password). Runs after exceptions are rendered, so their text is covered."""
+    redacted: MutableMapping[str, Any] = redact(event_dict, by_name=True)
+    return redacted
 
 
 def _scrub(value: Any) -> Any:
@@ -89,6 +99,8 @@ def configure_logging(log_format: str, level: str = "INFO") -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         scrub_pii,
     ]
+    # Exceptions become text (or dicts of text) here rather than in the renderer, so that their secrets are
+    # redacted like the rest of the event.
     if log_format == "json":
         renderer: Any = structlog.processors.JSONRenderer()
         shared.append(
@@ -98,6 +110,8 @@ def configure_logging(log_format: str, level: str = "INFO") -> None:
         renderer = structlog.dev.ConsoleRenderer(
             colors=stderr_in_colour(), exception_formatter=structlog.dev.plain_traceback
         )
+        shared.append(structlog.processors.format_exc_info)
+    shared.append(redact_secrets)
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),

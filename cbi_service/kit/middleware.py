@@ -1,7 +1,8 @@
 """Pure-ASGI middleware: request id binding and Prometheus request metrics (cheaper than BaseHTTPMiddleware).
 
 Requests are labelled by the template of the route that answered (`/v1/payment-batches/{batch_id}`), never by
-the path asked for, and a path no route matches by `UNMATCHED`: the label set stays small and holds no ids.
+the path asked for, and a path no route matches by `UNMATCHED`; a method outside HTTP's own by `OTHER_METHOD`:
+no label holds what a client typed, so the label set stays small and holds no ids (nor secrets).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from cbi_service.kit.ids import new_id
 
 REQUEST_ID_HEADER = b"x-request-id"
 UNMATCHED = "unmatched"
+OTHER_METHOD = "other"
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
 
 REQUESTS = Counter("cbi_http_requests_total", "HTTP requests", ["method", "route", "status"])
@@ -57,7 +60,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             template = route_template(scope)
-            method = scope["method"]
+            method = scope["method"] if scope["method"] in _METHODS else OTHER_METHOD
             REQUESTS.labels(method, template, str(status)).inc()
             LATENCY.labels(method, template).observe(time.perf_counter() - started)
 

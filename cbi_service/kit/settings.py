@@ -13,24 +13,42 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from cbi_service.kit.bounded import TextLimits
+from cbi_service.kit.redaction import is_secret_name
+
+
+class DatabaseUrl(SecretStr):
+    """A database URL, held as a secret because it may carry the password: its repr and str keep the rest,
+    as SQLAlchemy renders it (`postgresql://cbi:***@db/cbi`), without any secret query option (`sslpassword=`)."""
+
+    def _display(self) -> str:
+        from sqlalchemy.engine import make_url  # not at import: the CLI starts without SQLAlchemy
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            url = make_url(self.get_secret_value())
+        except (ArgumentError, ValueError):  # not a URL SQLAlchemy reads (a bad port): nothing of it is shown
+            return "**********"
+        shown = url.difference_update_query([name for name in url.query if is_secret_name(name)])
+        return shown.render_as_string(hide_password=True)
 
 
 class Settings(BaseSettings):
     """Every knob of the service; `CBI_` prefix except `DATABASE_URL`, which tooling shares."""
 
-    model_config = SettingsConfigDict(env_prefix="CBI_", env_file=".env", extra="ignore")
+    # Errors name the setting, never its value: a value may be a secret, or a JSON document holding one.
+    model_config = SettingsConfigDict(env_prefix="CBI_", env_file=".env", extra="ignore", hide_input_in_errors=True)
 
     env: Literal["development", "production"] = "development"
     log_format: Literal["json", "console"] | None = None
     log_level: str = "INFO"
-    # Kept out of repr: the URL may carry the database password.
-    database_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("DATABASE_URL", "CBI_DATABASE_URL"), repr=False
+    database_url: DatabaseUrl | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "CBI_DATABASE_URL")
     )
     data_dir: Path = Path(".cbi")
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)
-    # Adapter options by name; those holding secrets (`is_secret_option`) are SecretStr, shown as '**********'.
+    # Adapter options by name; those holding secrets (`is_secret_name`, at any depth) are SecretStr, shown as
+    # '**********'.
     providers: Annotated[dict[str, dict[str, Any]], NoDecode] = Field(default_factory=dict)
     registries: Annotated[dict[str, dict[str, Any]], NoDecode] = Field(default_factory=dict)
     idempotency_ttl_hours: int = Field(default=48, ge=24)
@@ -110,32 +128,37 @@ class Settings(BaseSettings):
 
     @property
     def async_database_url(self) -> str | None:
-        return to_asyncpg_url(self.database_url) if self.database_url else None
+        return to_asyncpg_url(self.database_url.get_secret_value()) if self.database_url else None
 
 
 def hidden_secrets(options: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """Adapter options by name with each secret option as SecretStr, as the settings hold them (also for
     providers configured after the settings were read, such as the first run's simulators)."""
-    return {
-        name: {k: _secret(v) if is_secret_option(k) else v for k, v in entry.items()} for name, entry in options.items()
-    }
+    return {name: _hidden(entry) for name, entry in options.items()}
 
 
-def is_secret_option(name: str) -> bool:
-    """An adapter option holding a secret: `webhook_secret`, `api_key`, a registry's `key`, and any option of
-    an installed adapter named like them (`*_key`, `*secret*`, `*password*`, `*token*`)."""
-    name = name.lower()
-    return name == "key" or name.endswith("_key") or any(word in name for word in ("secret", "password", "token"))
+def _hidden(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Secret options (`webhook_secret`, `api_key`, a registry's `key`, and any option of an installed adapter
+    named like them) as SecretStr, also inside nested options (`{"oauth": {"client_secret": ...}}`)."""
+    return {name: _secret(value) if is_secret_name(str(name)) else _nested(value) for name, value in options.items()}
+
+
+def _nested(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return _hidden(value)
+    if isinstance(value, list):
+        return [_nested(item) for item in value]
+    return value
 
 
 def _secret(value: Any) -> Any:
-    """A string (or each string of a list: secrets being rotated) as SecretStr; anything else is left for the
-    adapter to refuse with its own message."""
+    """A string (or each string of a list: secrets being rotated) as SecretStr, the options of a mapping as
+    `_hidden` holds them; anything else is left for the adapter to refuse with its own message."""
     if isinstance(value, str):
         return SecretStr(value)
     if isinstance(value, list):
-        return [SecretStr(item) if isinstance(item, str) else item for item in value]
-    return value
+        return [SecretStr(item) if isinstance(item, str) else _nested(item) for item in value]
+    return _nested(value)
 
 
 def to_asyncpg_url(url: str) -> str:

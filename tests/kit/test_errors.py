@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
 
-from cbi_service.kit.errors import field_path
+from cbi_service.kit.errors import UnprocessableEntity, field_path, problem_of
 from tests.support import assert_problem, programme_body
+from tests.webhooks.support import deliver
 
 
 async def test_unknown_route_is_404(client):
@@ -182,3 +184,32 @@ async def test_a_correction_removing_required_fields_names_each(client, api_key_
 )
 def test_field_paths(loc, field):
     assert field_path(loc) == field
+
+
+API_KEY = "cbi_" + "Zq9-_x" * 7 + "w"
+WEBHOOK_SECRET = "whsec_c2VjcmV0IG9mIHRoZSB3ZWJob29rIHNpZ25lcg=="
+
+
+def test_a_problem_hides_the_secrets_its_error_quotes():
+    error = UnprocessableEntity(
+        "The provider at https://agency:pa55word@provider.example refused the call.",
+        errors=[{"field": "api_key", "message": f"{API_KEY} is not accepted (Authorization: Bearer {API_KEY})"}],
+    )
+
+    body = problem_of(error).body.decode()
+
+    assert "pa55word" not in body
+    assert API_KEY not in body
+    assert "https://agency:***@provider.example" in body, "the rest of the message is kept"
+    assert json.loads(body)["errors"][0]["field"] == "api_key"
+
+
+async def test_a_validation_message_quoting_a_secret_does_not_echo_it(client):
+    """pydantic quotes an unknown union tag back; a provider that sent its signing secret there gets it hidden."""
+    body = json.dumps({"type": WEBHOOK_SECRET, "timestamp": "2026-01-01T00:00:00Z", "data": {}}).encode()
+
+    response = await deliver(client, "cards", body)
+
+    problem = assert_problem(response, 422)
+    assert WEBHOOK_SECRET not in response.text
+    assert problem["errors"][0]["field"] == "type"

@@ -1,4 +1,4 @@
-"""PII never reaches the logs; request ids do."""
+"""PII and secrets never reach the logs; request ids do."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 import structlog
 
 from cbi_service.kit.logging import REDACTED, configure_logging, scrub_pii
+from cbi_service.kit.settings import hidden_secrets
 
 PERSON = {
     "given_names": "María José",
@@ -84,3 +85,45 @@ def test_console_logs_are_coloured_only_for_a_terminal(monkeypatch, stream, env,
 
     assert "disk_nearly_full" in out.getvalue()
     assert ("\x1b[" in out.getvalue()) is coloured
+
+
+API_KEY = "cbi_" + "Zq9-_x" * 7 + "w"  # the shape `auth` hands out: cbi_ and 43 characters of base64url
+WEBHOOK_SECRET = "whsec_c2VjcmV0IG9mIHRoZSB3ZWJob29rIHNpZ25lcg=="
+OLD_WEBHOOK_SECRET = "whsec_b2xkIHNlY3JldCBiZWluZyByb3RhdGVk"
+DATABASE_URL = "postgresql://cbi:db-pa55word@db.internal:5432/cbi"
+PROVIDERS = {
+    "cards": {
+        "adapter": "prepaid_card",
+        "base_url": "http://p",
+        "webhook_secret": [WEBHOOK_SECRET, OLD_WEBHOOK_SECRET],
+        "api_key": "sk_live_123",
+    }
+}
+LOGGED_SECRETS = (API_KEY, WEBHOOK_SECRET, OLD_WEBHOOK_SECRET, "db-pa55word", "sk_live_123", "master-key-1")
+
+
+@pytest.mark.parametrize("log_format", ["json", "console"])
+def test_secrets_are_redacted_from_logs_by_name_and_by_shape(capsys, log_format):
+    configure_logging(log_format)
+    log = structlog.get_logger("test")
+    log.info(
+        "provider_configured", config=PROVIDERS["cards"], hidden=hidden_secrets(PROVIDERS), master_key="master-key-1"
+    )
+    log.info("calling_provider", headers={"Authorization": f"Bearer {API_KEY}"}, database=DATABASE_URL)
+    log.warning(f"webhook refused, secret {WEBHOOK_SECRET} tried, key {API_KEY} given")
+    try:
+        raise ConnectionError(f"cannot reach {DATABASE_URL} with Authorization: Bearer {API_KEY}")
+    except ConnectionError:
+        log.exception("provider_call_failed")
+        logging.getLogger("stdlib").exception("stdlib saw %s", DATABASE_URL)
+    log.info("voucher_printed", note="a bearer voucher, token of aid", key_id="k-2026", module="cbi_service.kit.errors")
+    err = capsys.readouterr().err
+
+    for secret in LOGGED_SECRETS:
+        assert secret not in err
+    assert "postgresql://cbi:***@db.internal:5432/cbi" in err, "a URL keeps all but its password"
+    assert "provider_call_failed" in err
+    assert "ConnectionError" in err, "the exception is still told"
+    assert REDACTED in err
+    for kept in ("a bearer voucher, token of aid", "k-2026", "cbi_service.kit.errors"):
+        assert kept in err, "what only resembles a secret is logged as it is"

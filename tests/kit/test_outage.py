@@ -20,6 +20,7 @@ from cbi_service.jobs.worker import Worker
 from cbi_service.kit.db import make_session_factory
 from cbi_service.kit.logging import configure_logging
 from cbi_service.kit.outage import OutageLog, unavailable_kind
+from cbi_service.kit.settings import DatabaseUrl
 from tests.beneficiaries.support import person_body
 from tests.support import assert_problem, free_port
 
@@ -77,7 +78,8 @@ def test_the_outage_log_writes_one_line_per_interval_and_counts_the_rest(caplog)
 @pytest.fixture
 async def dead_app(settings) -> AsyncIterator[FastAPI]:
     """The app against a port where no PostgreSQL listens: every connection attempt is refused."""
-    down = settings.model_copy(update={"database_url": f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/x"})
+    down_url = DatabaseUrl(f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/x")
+    down = settings.model_copy(update={"database_url": down_url})
     application = create_app(down)
     async with application.router.lifespan_context(application):
         yield application

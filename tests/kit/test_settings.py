@@ -79,7 +79,7 @@ def test_secret_options_are_secret_types_shown_nowhere(monkeypatch):
     assert (wallet["signing_token"], wallet["client_password"]) == (SecretStr(token), SecretStr(password))
     assert partner["key"] == SecretStr("kk1")
     assert (cards["base_url"], wallet["retries"], partner["path"]) == ("http://p", 3, "/p.csv")
-    shown = repr(settings) + str(settings) + settings.model_dump_json(exclude={"database_url"})
+    shown = repr(settings) + str(settings) + settings.model_dump_json()
     for secret in (*SECRETS, "kk1", "db-password"):
         assert secret not in shown
 
@@ -89,3 +89,94 @@ def test_production_refuses_an_empty_secret():
         Settings(env="production", providers={"cards": {"adapter": "prepaid_card", "webhook_secret": ""}})
     with pytest.raises(ValidationError, match="needs a key"):
         Settings(env="production", registries={"partner": {"adapter": "hashed_list", "key": ""}})
+
+
+DATABASE_PASSWORD = "db-pa55word"
+SECRET_VALUES = (
+    "whsec_bmV3IHNlY3JldCBvZiB0aGUgd2ViaG9vaw==",
+    "whsec_b2xkIHNlY3JldA==",
+    "sk_live_456",
+    "oauth-client-secret",
+    "header-token-789",
+    "registry-key-1",
+    "voucher-seed-2",
+    "master-key-3",
+    DATABASE_PASSWORD,
+    "query-password-4",
+)
+
+
+@pytest.fixture
+def secret_environment(monkeypatch, tmp_path):
+    new, old, api_key, client_secret, header_token, registry_key, voucher_key, master_key, _, query_password = (
+        SECRET_VALUES
+    )
+    providers = {
+        "cards": {"adapter": "prepaid_card", "base_url": "http://p", "webhook_secret": [new, old], "api_key": api_key},
+        "wallet": {
+            "adapter": "mobile_money",
+            "oauth": {"client_id": "cbi", "client_secret": client_secret},
+            "headers": [{"Authorization": f"Bearer {header_token}"}],
+        },
+    }
+    monkeypatch.setenv("CBI_PROVIDERS", json.dumps(providers))
+    monkeypatch.setenv("CBI_REGISTRIES", json.dumps({"partner": {"adapter": "hashed_list", "key": registry_key}}))
+    monkeypatch.setenv("CBI_VOUCHER_SIGNING_KEY", voucher_key)
+    monkeypatch.setenv("CBI_MASTER_KEY", master_key)
+    monkeypatch.setenv("CBI_MASTER_KEY_FILE", str(tmp_path / "master.key"))
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://cbi:{DATABASE_PASSWORD}@db:5432/cbi?sslpassword={query_password}")
+
+
+def test_settings_printed_or_dumped_show_no_secret(secret_environment):
+    settings = Settings()
+
+    shown = "\n".join(
+        (
+            repr(settings),
+            str(settings),
+            str(settings.model_dump()),
+            settings.model_dump_json(),
+            repr(settings.providers),
+            repr(settings.database_url),
+        )
+    )
+    for secret in SECRET_VALUES:
+        assert secret not in shown
+    assert "DatabaseUrl('postgresql://cbi:***@db:5432/cbi')" in repr(settings), "all but its secrets"
+    assert "'client_secret': SecretStr('**********')" in repr(settings.providers)
+    assert "'client_id': 'cbi'" in repr(settings.providers), "options that are no secret stay readable"
+
+
+def test_secrets_are_held_as_secret_types_at_any_depth_and_still_read(secret_environment, tmp_path):
+    settings = Settings()
+
+    wallet = settings.providers["wallet"]
+    assert wallet["oauth"]["client_secret"] == SecretStr("oauth-client-secret")
+    assert wallet["headers"][0]["Authorization"] == SecretStr("Bearer header-token-789")
+    assert settings.master_key == SecretStr("master-key-3")
+    assert settings.master_key_file == tmp_path / "master.key"
+    assert settings.database_url is not None
+    assert settings.database_url.get_secret_value().startswith(f"postgresql://cbi:{DATABASE_PASSWORD}@db:5432/")
+    assert settings.async_database_url is not None
+    assert DATABASE_PASSWORD in settings.async_database_url, "the engine still gets the password"
+
+
+def test_a_refused_setting_never_echoes_its_value(secret_environment, monkeypatch):
+    monkeypatch.setenv("CBI_ENV", "production")
+    monkeypatch.setenv("CBI_PROVIDERS", json.dumps({"cards": {"adapter": "prepaid_card", "api_key": "sk_live_456"}}))
+    with pytest.raises(ValidationError) as refused_by_rule:
+        Settings()
+    monkeypatch.setenv("CBI_PROVIDERS", json.dumps({"cards": "whsec_bmV3IHNlY3JldCBvZiB0aGUgd2ViaG9vaw=="}))
+    with pytest.raises(ValidationError) as refused_by_type:
+        Settings()
+
+    messages = f"{refused_by_rule.value}\n{refused_by_type.value}"
+    assert "needs a webhook_secret" in messages
+    assert "providers.cards" in messages
+    for secret in SECRET_VALUES:
+        assert secret not in messages
+
+
+@pytest.mark.parametrize("url", ["postgresql://cbi:db-pa55word@db:port/cbi", "db-pa55word"])
+def test_a_database_url_that_cannot_be_read_shows_nothing_of_itself(url):
+    assert "db-pa55word" not in repr(Settings(database_url=url))

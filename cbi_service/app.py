@@ -30,7 +30,7 @@ from cbi_service.issuance.router import providers_router
 from cbi_service.issuance.router import router as issuance_router
 from cbi_service.jobs.worker import Worker, load_handlers
 from cbi_service.kit.body_limits import BodyGuardMiddleware, BodyLimits
-from cbi_service.kit.crypto import install_keyring
+from cbi_service.kit.crypto import use_master_key
 from cbi_service.kit.db import make_engine, make_session_factory
 from cbi_service.kit.errors import PROBLEM_RESPONSES, document_problems, install_error_handlers
 from cbi_service.kit.heap import settle_after_startup
@@ -102,7 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         instrument_engine(engine)
         GAUGES.attach(engine)
         app.state.engine = engine
-        await install_keyring(engine, settings)
+        use_master_key(engine, settings)
         app.state.session_factory = make_session_factory(engine)
         stop = asyncio.Event()
         worker_task = None

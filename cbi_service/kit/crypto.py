@@ -307,25 +307,26 @@ def _unwrap(master: MasterKey, purpose: str, version: int, wrapped: bytes) -> by
         ) from None
 
 
+_masters: weakref.WeakKeyDictionary[object, MasterKey] = weakref.WeakKeyDictionary()
 _rings: weakref.WeakKeyDictionary[object, Keyring] = weakref.WeakKeyDictionary()
 
 
-async def install_keyring(engine: AsyncEngine, settings: Settings) -> Keyring:
-    """Load (creating them on first use) the database's keys with the configured master key, for every
-    session on `engine`."""
-    ring = await load_keyring(engine, master_key(settings))
-    _rings[engine.sync_engine] = ring
-    return ring
+def use_master_key(engine: AsyncEngine, settings: Settings) -> None:
+    """Read the configured master key now (a bad one stops start-up) for every session on `engine`; the
+    database's keys are loaded at first use, so a service started while the database is down still
+    answers (503) and recovers with it."""
+    _masters[engine.sync_engine] = master_key(settings)
 
 
 async def keyring(session: AsyncSession) -> Keyring:
-    """The keyring of the session's database; loaded with the environment's settings if no one
-    installed it (commands and scripts with engines of their own)."""
+    """The keyring of the session's database, loaded on first use (and its first keys created) with the
+    master key given by `use_master_key`, or else the environment's (commands, scripts)."""
     engine = session.bind
     assert isinstance(engine, AsyncEngine), "sessions are bound to one engine"
     ring = _rings.get(engine.sync_engine)
     if ring is None:
-        ring = await install_keyring(engine, get_settings())
+        master = _masters.get(engine.sync_engine) or master_key(get_settings())
+        ring = _rings[engine.sync_engine] = await load_keyring(engine, master)
     return ring
 
 

@@ -10,10 +10,11 @@ from cbi_service.auth.roles import Principal, Role
 from cbi_service.beneficiaries.masking import present
 from cbi_service.beneficiaries.schemas import BeneficiaryOut
 from cbi_service.kit.db import SessionDep
+from cbi_service.kit.routing import StorableTextRoute
 from cbi_service.privacy import service
 from cbi_service.privacy.schemas import ErasureIn, PersonalDataOut
 
-router = APIRouter(tags=["personal data"])
+router = APIRouter(tags=["personal data"], route_class=StorableTextRoute)
 Keeper = Annotated[Principal, Depends(require_roles(Role.admin, Role.registrar))]
 Eraser = Annotated[Principal, Depends(require_roles(Role.admin))]
 

@@ -2,13 +2,16 @@
 
 Full to `admin`, `registrar` and `programme_officer` (a caller with any of them); every other role sees
 names as initials ("María José" → "M. J."), the birth date as its year ("1990"), phone, document numbers
-and the external reference with all but their last two characters as `*`. Each response reads
-`personal_data: "full" | "masked"`. A response showing people in full writes one audit event,
-`beneficiary.personal_data_viewed`, naming them and the route, in the request's transaction.
+and the external reference with all but their last two characters as `*` (the length kept). Each response
+reads `personal_data: "full" | "masked"`. A response showing people in full writes one audit event,
+`beneficiary.personal_data_viewed`, naming them and the route, in the request's transaction. An erased
+person shows nothing personal and is not named. A replayed Idempotency-Key response writes none: only the
+key's own caller gets it back, and the first response's event already names them.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from datetime import date
 from typing import TypeVar
@@ -29,9 +32,11 @@ def sees_in_full(principal: Principal) -> bool:
 
 
 def initials(name: str | None) -> str | None:
+    """The first letter of each word and a dot; composed first (NFC), so that an accent typed as a separate
+    mark stays on its letter."""
     if name is None:
         return None
-    return " ".join(f"{word[0]}." for word in name.split())
+    return " ".join(f"{word[0]}." for word in unicodedata.normalize("NFC", name).split())
 
 
 def tail(value: str) -> str:

@@ -108,16 +108,24 @@ class BeneficiaryOut(BaseModel):
     """A registered person. After erasure (§13) the personal fields are null and only what reports count
     remains."""
 
+    # `personal_data` has a default so that `of()` builds a record before the router decides how it is shown,
+    # yet every response carries it: required in the response schema.
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
     id: uuid.UUID
     status: Status
     personal_data: Literal["full", "masked"] = Field(
         default="full",
-        description="Masked for roles without full access: names as initials, the birth date as its year, "
-        "phone, document numbers and external_ref but their last two characters as '*' (§13).",
+        description="`masked` for roles without full access (all but admin, registrar, programme_officer): "
+        "names as initials ('María José' → 'M. J.'), the birth date as its year ('1990'), phone, document "
+        "numbers and external_ref with all but their last two characters as '*', the length kept (§13).",
     )
     given_names: str | None
     family_names: str | None
-    date_of_birth: date | Annotated[str, Field(pattern=r"^[0-9]{4}$")] | None
+    date_of_birth: date | Annotated[str, Field(pattern=r"^[0-9]{4}$")] | None = Field(
+        description="A date (YYYY-MM-DD) when `personal_data` is `full`, the year alone (YYYY) when `masked`, "
+        "null after erasure."
+    )
     sex: Sex
     nationality: str
     documents: list[DocumentIn]

@@ -38,6 +38,7 @@ from cbi_service.kit.logging import configure_logging
 from cbi_service.kit.middleware import RequestContextMiddleware
 from cbi_service.kit.settings import Settings, get_settings
 from cbi_service.kit.telemetry import instrument_app, instrument_engine
+from cbi_service.merchants.router import router as merchants_router
 from cbi_service.privacy.router import router as privacy_router
 from cbi_service.programmes.router import enrolments_router
 from cbi_service.programmes.router import router as programmes_router
@@ -151,6 +152,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         reconciliation_router,
         reports_router,
         vouchers_router,
+        merchants_router,
         privacy_router,
     ):
         app.include_router(router)

@@ -13,6 +13,7 @@ from cbi_service.kit.models import Base
 from cbi_service.merchants import models as merchant_models
 from cbi_service.programmes import models as programme_models
 from cbi_service.reconciliation import models as reconciliation_models
+from cbi_service.redemptions import models as redemption_models
 from cbi_service.webhooks import models as webhook_models
 
 __all__ = [
@@ -30,5 +31,6 @@ __all__ = [
     "merchant_models",
     "programme_models",
     "reconciliation_models",
+    "redemption_models",
     "webhook_models",
 ]

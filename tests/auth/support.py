@@ -66,6 +66,9 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/v1/merchants"): frozenset({"admin"}),
     ("GET", "/v1/merchants"): frozenset({"admin", "finance", "auditor"}),
     ("GET", "/v1/merchants/{merchant_id}"): frozenset({"admin", "finance", "auditor", "merchant"}),
+    ("POST", "/v1/voucher-redemptions"): frozenset({"merchant"}),
+    ("POST", "/v1/voucher-redemptions/sync"): frozenset({"merchant"}),
+    ("GET", "/v1/voucher-redemptions"): frozenset({"admin", "finance", "auditor", "merchant"}),
 }
 
 SIGNATURE_ROUTES: set[tuple[str, str]] = {("POST", "/v1/webhooks/{provider}")}

@@ -38,10 +38,12 @@ from cbi_service.kit.logging import configure_logging
 from cbi_service.kit.middleware import RequestContextMiddleware
 from cbi_service.kit.settings import Settings, get_settings
 from cbi_service.kit.telemetry import instrument_app, instrument_engine
+from cbi_service.merchants.router import router as merchants_router
 from cbi_service.privacy.router import router as privacy_router
 from cbi_service.programmes.router import enrolments_router
 from cbi_service.programmes.router import router as programmes_router
 from cbi_service.reconciliation.router import router as reconciliation_router
+from cbi_service.redemptions.router import router as redemptions_router
 from cbi_service.reports.router import router as reports_router
 from cbi_service.vouchers.keys import voucher_keys
 from cbi_service.vouchers.router import router as vouchers_router
@@ -60,11 +62,14 @@ PATHS_WITHOUT_DATABASE = frozenset({"/healthz", "/metrics", "/v1/vouchers/keys",
 
 UPLOAD_ROUTES = ("/v1/beneficiaries/imports", "/v1/reconciliations")
 SIGNED_ROUTES = frozenset({"/v1/webhooks/{provider}"})
+SYNC_ROUTE = "/v1/voucher-redemptions/sync"
 
 
 def body_limits(settings: Settings) -> BodyLimits:
-    """JSON bodies are small; uploads larger; webhooks, signed rather than keyed, small again."""
+    """JSON bodies are small, but for a merchant's offline sync; uploads larger; webhooks, signed rather than
+    keyed, small again."""
     by_route = dict.fromkeys(UPLOAD_ROUTES, settings.max_upload_body_bytes)
+    by_route[SYNC_ROUTE] = settings.max_sync_body_bytes
     by_route.update(dict.fromkeys(SIGNED_ROUTES, settings.max_webhook_body_bytes))
     return BodyLimits(default=settings.max_json_body_bytes, by_route=by_route, signed_routes=SIGNED_ROUTES)
 
@@ -151,6 +156,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         reconciliation_router,
         reports_router,
         vouchers_router,
+        merchants_router,
+        redemptions_router,
         privacy_router,
     ):
         app.include_router(router)

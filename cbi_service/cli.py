@@ -306,13 +306,27 @@ def migrate(revision: Annotated[str, typer.Argument(help="Target revision.")] = 
 def apikey_create(
     name: Annotated[str, typer.Option(help="Who or what uses the key.")],
     role: Annotated[list[Role], typer.Option(help="A role; repeat for several.")],
+    merchant: Annotated[
+        str | None, typer.Option(help="The merchant a `--role merchant` key acts for (its id); that role alone.")
+    ] = None,
 ) -> None:
     """Create a key; it is printed once, alone on the last line, and stored only as a hash."""
-    from cbi_service.auth.service import create_api_key
+    import uuid
+
+    from cbi_service.auth.service import check_key_roles, create_api_key
+    from cbi_service.merchants.service import exists
+
+    try:
+        merchant_id = uuid.UUID(merchant) if merchant is not None else None
+        check_key_roles(role, merchant_id)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
     async def run(settings: Settings) -> str:
         async with _session(settings) as session:
-            key, raw = await create_api_key(session, name, role)
+            if merchant_id is not None and not await exists(session, merchant_id):
+                raise typer.BadParameter(f"no merchant {merchant_id}", param_hint="--merchant")
+            key, raw = await create_api_key(session, name, role, merchant_id=merchant_id)
             typer.echo(f"created key {key.id} ({', '.join(key.roles)}); store it now, it is not shown again:")
             return raw
 

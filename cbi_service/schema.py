@@ -10,8 +10,10 @@ from cbi_service.jobs import models as job_models
 from cbi_service.keys import models as key_models
 from cbi_service.kit import crypto, idempotency
 from cbi_service.kit.models import Base
+from cbi_service.merchants import models as merchant_models
 from cbi_service.programmes import models as programme_models
 from cbi_service.reconciliation import models as reconciliation_models
+from cbi_service.redemptions import models as redemption_models
 from cbi_service.webhooks import models as webhook_models
 
 __all__ = [
@@ -26,7 +28,9 @@ __all__ = [
     "idempotency",
     "job_models",
     "key_models",
+    "merchant_models",
     "programme_models",
     "reconciliation_models",
+    "redemption_models",
     "webhook_models",
 ]

@@ -95,6 +95,20 @@ class Reads(Room):
             for row in await self._conn.execute(stmt)
         }
 
+    async def balances_by_code_prefix(self, code_prefix: str) -> dict[str, Balance]:
+        """Current balances of every account whose code starts with `code_prefix`, by code, in one statement
+        (one snapshot: balances that move together are read together). Found through the unique index on
+        codes, which compare bytewise."""
+        a = schema.accounts
+        low, high = _key_range(code_prefix)
+        stmt = select(a.c.id, a.c.code, a.c.currency, a.c.posted, a.c.pending_debits, a.c.pending_credits).where(
+            a.c.code >= low, a.c.code < high
+        )
+        return {
+            row.code: Balance(row.id, row.currency, row.posted, row.pending_debits, row.pending_credits)
+            for row in await self._conn.execute(stmt)
+        }
+
     async def sum_posted(self, account_id: UUID, *, key_prefix: str, kind: str | None = None) -> int:
         """Sum of the account's posted entries in the transactions whose key starts with `key_prefix` (and,
         if given, of this `kind`).

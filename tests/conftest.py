@@ -144,11 +144,15 @@ ApiKeyFactory = Callable[..., Awaitable[dict[str, str]]]
 
 @pytest.fixture
 def api_key_factory(session_factory: async_sessionmaker[AsyncSession]) -> ApiKeyFactory:
-    """`await api_key_factory("admin", "finance")` → Authorization headers of a new key with those roles."""
+    """`await api_key_factory("admin", "finance")` → Authorization headers of a new key with those roles;
+    `api_key_factory("merchant", merchant_id=...)` a merchant's key."""
 
-    async def make(*roles: str, name: str | None = None) -> dict[str, str]:
+    async def make(*roles: str, name: str | None = None, merchant_id: uuid.UUID | str | None = None) -> dict[str, str]:
+        merchant = uuid.UUID(str(merchant_id)) if merchant_id is not None else None
         async with session_factory.begin() as session:
-            _, raw = await create_api_key(session, name or f"test-{'-'.join(roles)}", [Role(r) for r in roles])
+            _, raw = await create_api_key(
+                session, name or f"test-{'-'.join(roles)}", [Role(r) for r in roles], merchant_id=merchant
+            )
         return {"Authorization": f"Bearer {raw}"}
 
     return make

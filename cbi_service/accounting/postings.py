@@ -18,6 +18,8 @@ other event:
     issued                              disbursement:{entitlement}:issued
     redemption when n minor units       redemption:{entitlement}:after-{n}
     were already redeemed
+    redemption at a merchant the        redemption:{entitlement}:at-{redemption}
+    agency pays (a paper voucher)
     expired or cancelled voucher        return:{entitlement}:expired | cancelled
 
 k counts the entitlement's status changes to `failed` in its history, which the caller (the entitlement's
@@ -35,7 +37,9 @@ from typing import Protocol
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cbi_service.accounting import service as ledger
-from cbi_service.accounting.service import ProgrammeRef
+from cbi_service.accounting.service import MerchantRedemption, ProgrammeRef
+
+__all__ = ["MerchantRedemption"]
 
 
 class PaidEntitlement(Protocol):
@@ -102,6 +106,12 @@ async def redeem_entitlement(
     session: AsyncSession, programme: ProgrammeRef, entitlement: PaidEntitlement, amount: int
 ) -> None:
     await ledger.redeem(session, programme, entitlement.id, amount, event=f"after-{entitlement.redeemed_minor}")
+
+
+async def redeem_at_merchants(session: AsyncSession, redemptions: Sequence[MerchantRedemption]) -> None:
+    """Paper vouchers spent at merchants: disbursed -> each merchant's payable, one bulk posting. The
+    redemption's own id names the event: the caller records each redemption once, under the voucher's lock."""
+    await ledger.redeem_at_merchants(session, redemptions)
 
 
 async def return_entitlement(

@@ -9,9 +9,16 @@ in its currency, codes `prog:{programme_id}:{name}`:
     disbursed    liability  issued to beneficiaries, not yet spent; never negative
     redeemed     liability  spent at merchants
 
-Every posting moves money between these five accounts and balances to zero, so at all times
-`-donor_funds = available + committed + disbursed + redeemed`, i.e. funded = available + committed +
-disbursed (where `disbursed`, as §3 reports it, includes the redeemed part).
+and one more per merchant serving the programme (`open_merchant_accounts`, when the merchant is created):
+
+    payable:{merchant_id}  liability  redeemed at that merchant, not yet paid to it; never negative
+
+A provider-run voucher's redemption moves money disbursed -> redeemed; a paper voucher's, at a merchant the
+agency pays itself, disbursed -> that merchant's payable. Every posting moves money between the programme's
+accounts and balances to zero, so at all times `-donor_funds = available + committed + disbursed + redeemed +
+Σ payable`, i.e. funded = available + committed + disbursed, where `disbursed` as §3 reports it includes
+`redeemed`, and `redeemed` is the redeemed account plus the payables. The balances are read in one statement
+(one snapshot), so the identity holds in every read, whatever commits meanwhile.
 
 Reservations are plain transfers available -> committed, not two-phase pending transfers: a batch is
 reserved as a whole on its last approval and then consumed entitlement by entitlement (issued, or
@@ -78,6 +85,7 @@ RELEASE = "release"
 DISBURSEMENT = "disbursement"
 REDEMPTION = "redemption"
 RETURN = "return"
+PAYABLE = "payable"
 
 #: The event of a disbursement: an entitlement is issued at most once.
 ISSUED = "issued"
@@ -105,6 +113,11 @@ class MissingChart(RuntimeError):
 
 def account_code(programme_id: uuid.UUID, name: str) -> str:
     return f"prog:{programme_id}:{name}"
+
+
+def payable_code(programme_id: uuid.UUID, merchant_id: uuid.UUID) -> str:
+    """The account of what the programme owes a merchant for the vouchers redeemed there."""
+    return account_code(programme_id, f"{PAYABLE}:{merchant_id}")
 
 
 def programme_prefix(programme_id: uuid.UUID) -> str:
@@ -167,27 +180,101 @@ async def programme_accounts(session: AsyncSession, programme: ProgrammeRef) -> 
     return ProgrammeAccounts(**{name: found[code].id for name, code in codes.items()})
 
 
-async def programme_balances(
-    session: AsyncSession, programme: ProgrammeRef, accounts: ProgrammeAccounts | None = None
-) -> ProgrammeBalances:
-    """The §3 balances, read from the ledger's counters and, for `returned`, from its return postings
-    (`accounts`: the programme's chart, when the caller has it already)."""
-    accounts = accounts or await programme_accounts(session, programme)
+async def programme_balances(session: AsyncSession, programme: ProgrammeRef) -> ProgrammeBalances:
+    """The §3 balances: every account of the programme read in one statement (so the identity holds in any
+    read, whatever commits meanwhile), and `returned` from its return postings."""
     ledger = await _ledger(session)
-    ids = [accounts.donor_funds, accounts.available, accounts.committed, accounts.disbursed, accounts.redeemed]
-    posted = {account_id: balance.posted for account_id, balance in (await ledger.balances(ids)).items()}
-    returned = await ledger.sum_posted(
-        accounts.available, key_prefix=f"{programme_prefix(programme.id)}{RETURN}:", kind=RETURN
-    )
+    prefix = programme_prefix(programme.id)
+    found = await ledger.balances_by_code_prefix(prefix)
+    missing = sorted(name for name in CHART if account_code(programme.id, name) not in found)
+    if missing:
+        raise MissingChart(f"programme {programme.id} has no ledger account(s) {', '.join(missing)}")
+    chart = {name: found[account_code(programme.id, name)].posted for name in CHART}
+    payables = sum(balance.posted for code, balance in found.items() if code.startswith(f"{prefix}{PAYABLE}:"))
+    available = found[account_code(programme.id, "available")].account_id
+    returned = await ledger.sum_posted(available, key_prefix=f"{prefix}{RETURN}:", kind=RETURN)
+    redeemed = chart["redeemed"] + payables
     return ProgrammeBalances(
         currency=programme.currency,
-        funded=-posted[accounts.donor_funds],
-        available=posted[accounts.available],
-        committed=posted[accounts.committed],
-        disbursed=posted[accounts.disbursed] + posted[accounts.redeemed],
-        redeemed=posted[accounts.redeemed],
+        funded=-chart["donor_funds"],
+        available=chart["available"],
+        committed=chart["committed"],
+        disbursed=chart["disbursed"] + redeemed,
+        redeemed=redeemed,
         returned=returned,
     )
+
+
+async def open_merchant_accounts(
+    session: AsyncSession, programmes: Sequence[ProgrammeRef], merchant_id: uuid.UUID
+) -> None:
+    """A payable account in each programme the merchant serves (idempotent)."""
+    ledger = await _ledger(session)
+    for programme in programmes:
+        await ledger.create_account(
+            payable_code(programme.id, merchant_id),
+            programme.currency,
+            AccountKind.LIABILITY,
+            flags=NON_NEGATIVE,
+            metadata={"programme_id": str(programme.id), "merchant_id": str(merchant_id), "role": PAYABLE},
+        )
+
+
+async def merchant_payable(session: AsyncSession, programmes: Sequence[ProgrammeRef], merchant_id: uuid.UUID) -> int:
+    """What the programmes owe the merchant: the sum of its payable accounts."""
+    ledger = await _ledger(session)
+    found = await ledger.get_accounts_by_code([payable_code(p.id, merchant_id) for p in programmes])
+    balances = await ledger.balances([account.id for account in found.values()])
+    return sum(balance.posted for balance in balances.values())
+
+
+@dataclass(frozen=True, slots=True)
+class MerchantRedemption:
+    """One voucher redemption at a merchant: `redemption_id` names the event (a redemption happens once)."""
+
+    programme: ProgrammeRef
+    entitlement_id: uuid.UUID
+    merchant_id: uuid.UUID
+    redemption_id: uuid.UUID
+    amount: int
+
+
+async def redeem_at_merchants(session: AsyncSession, items: Sequence[MerchantRedemption]) -> list[Transaction]:
+    """Vouchers spent at merchants the agency pays: disbursed -> each merchant's payable, in one bulk posting
+    (accounts looked up and locked once), keyed `redemption:{entitlement}:at-{redemption}`."""
+    if not items:
+        return []
+    codes = {account_code(i.programme.id, "disbursed") for i in items}
+    codes |= {payable_code(i.programme.id, i.merchant_id) for i in items}
+    found = await (await _ledger(session)).get_accounts_by_code(sorted(codes))
+    missing = sorted(codes - set(found))
+    if missing:
+        raise MissingChart(f"no ledger account(s) {', '.join(missing)}")
+    specs = []
+    for item in items:
+        if item.amount <= 0:
+            raise UnprocessableEntity("Amount must be positive.")
+        disbursed = found[account_code(item.programme.id, "disbursed")].id
+        payable = found[payable_code(item.programme.id, item.merchant_id)].id
+        specs.append(
+            TransactionSpec(
+                key=posting_key(item.programme.id, REDEMPTION, item.entitlement_id, f"at-{item.redemption_id}"),
+                entries=[EntrySpec(disbursed, -item.amount), EntrySpec(payable, item.amount)],
+                kind=REDEMPTION,
+                references={
+                    "programme_id": str(item.programme.id),
+                    "entitlement_id": str(item.entitlement_id),
+                    "merchant_id": str(item.merchant_id),
+                    "redemption_id": str(item.redemption_id),
+                },
+            )
+        )
+    try:
+        return [_fresh(tx) for tx in await (await _ledger(session)).post_many(specs)]
+    except InsufficientFunds as exc:
+        raise _insufficient("disbursed") from exc
+    except IdempotencyConflict as exc:
+        raise LedgerOutOfStep(f"ledger transaction {exc.key!r} was already posted with other content") from exc
 
 
 def _fresh(tx: Transaction) -> Transaction:

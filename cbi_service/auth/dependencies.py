@@ -9,7 +9,7 @@ import structlog
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from cbi_service.auth.roles import Principal, Role
+from cbi_service.auth.roles import STAFF_ROLES, Principal, Role
 from cbi_service.auth.service import authenticate
 from cbi_service.kit.db import SessionDep
 from cbi_service.kit.errors import Forbidden, Unauthorized
@@ -48,4 +48,5 @@ def require_roles(*roles: Role) -> Callable[..., Awaitable[Principal]]:
     return _check
 
 
-READ_ANY = tuple(Role)
+READ_ANY = tuple(role for role in Role if role in STAFF_ROLES)
+"""Who may read what any staff role may read (§2): every role but `merchant`."""

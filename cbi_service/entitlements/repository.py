@@ -12,10 +12,12 @@ from typing import Any, cast
 
 from sqlalchemy import (
     ARRAY,
+    BigInteger,
     DateTime,
     Row,
     Text,
     Uuid,
+    any_,
     bindparam,
     func,
     insert,
@@ -141,6 +143,15 @@ _ISSUE_MANY = text(
     bindparam("source", type_=Text()),
 )
 """One statement moves a chunk to `issued` and writes its history rows."""
+_SPEND = text(
+    """
+    UPDATE entitlements AS e
+       SET redeemed_minor = e.redeemed_minor + v.spent, status = 'redeemed', updated_at = now()
+      FROM unnest(:ids, :spent) AS v(id, spent)
+     WHERE e.id = v.id AND e.id = ANY (:ids)
+    """
+).bindparams(bindparam("ids", type_=_UUIDS), bindparam("spent", type_=ARRAY(BigInteger())))
+"""One statement records what a set of vouchers' redemptions spent (rows locked by the caller)."""
 _OVERDUE = text(
     """
     WITH due AS (
@@ -311,6 +322,40 @@ class EntitlementRepository(Repository[Entitlement]):
             .with_for_update(skip_locked=True)
         )
         return list((await self.session.execute(stmt)).scalars())
+
+    async def lock_vouchers(self, entitlement_ids: Sequence[uuid.UUID]) -> Sequence[Entitlement]:
+        """Lock the rows in id order (two merchants' redemptions of overlapping vouchers never deadlock), the ids
+        bound as one array however many there are (an offline sync brings thousands)."""
+        ids = bindparam("ids", list(entitlement_ids), type_=_UUIDS)
+        stmt = (
+            select(Entitlement)
+            .where(Entitlement.id == any_(ids))
+            .order_by(Entitlement.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        return (await self.session.execute(stmt)).scalars().all()
+
+    async def spend(self, spent: dict[uuid.UUID, int]) -> None:
+        """Raise each voucher's `redeemed_minor` by what was spent of it, marking it redeemed."""
+        if spent:
+            await self.session.execute(_SPEND, {"ids": list(spent), "spent": list(spent.values())})
+
+    async def signed_vouchers(self, entitlement_ids: Sequence[uuid.UUID]) -> Sequence[Row[uuid.UUID, uuid.UUID, str]]:
+        """(id, programme_id, currency) of those of the ids that are vouchers the agency signed."""
+        ids = bindparam("ids", list(entitlement_ids), type_=_UUIDS)
+        stmt = select(Entitlement.id, Entitlement.programme_id, Entitlement.currency).where(
+            Entitlement.id == any_(ids), Entitlement.voucher_token.is_not(None)
+        )
+        return (await self.session.execute(stmt)).all()
+
+    async def signed_voucher_by_code(self, code: str) -> Row[uuid.UUID, uuid.UUID, str] | None:
+        """(id, programme_id, currency) of the signed voucher with this code (codes of signed vouchers are
+        unique)."""
+        stmt = select(Entitlement.id, Entitlement.programme_id, Entitlement.currency).where(
+            Entitlement.voucher_code == code, Entitlement.voucher_token.is_not(None)
+        )
+        return (await self.session.execute(stmt)).one_or_none()
 
     async def programme(self, programme_id: uuid.UUID) -> Programme | None:
         return await self.session.get(Programme, programme_id)

@@ -11,6 +11,8 @@ inbox, scheduled jobs, API routes) — the caller owns the transaction, these on
                 source="provider") -> Transition
     mark_redeemed(session, entitlement_id, amount_minor, merchant, *, source="provider") -> Transition
     mark_expired(session, entitlement_id, *, source="provider") -> Transition
+    spend_vouchers(session, spends: Sequence[Spend], *, actor, source) -> list[Spent]
+        (the agency's own vouchers redeemed at merchants, set-based, in the order given)
     mark_issued_many(session, events: Sequence[Issued], *, source="provider") -> dict[UUID, Transition]
         (a chunk of confirmations in a few statements; unknown ids are absent from the answer; a chunk
         of signed vouchers one of whose codes is taken raises `VoucherCodeTaken`)
@@ -44,7 +46,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -304,6 +306,177 @@ async def mark_redeemed(
     entitlement.status = "redeemed"
     await _changed(session, entitlement, previous, source, {"amount_minor": amount_minor, "merchant": merchant})
     return Transition(entitlement_id, "applied", previous, entitlement.status)
+
+
+@dataclass(frozen=True)
+class VoucherRef:
+    """A voucher the agency signed, as found before any lock: its programme and currency never change."""
+
+    id: uuid.UUID
+    programme_id: uuid.UUID
+    currency: str
+
+
+async def signed_vouchers(session: AsyncSession, voucher_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, VoucherRef]:
+    """Those of the ids that are paper vouchers (entitlements holding a signed token), by id."""
+    rows = await EntitlementRepository(session).signed_vouchers(voucher_ids)
+    return {row.id: VoucherRef(row.id, row.programme_id, row.currency) for row in rows}
+
+
+async def signed_voucher_by_code(session: AsyncSession, code: str) -> VoucherRef | None:
+    row = await EntitlementRepository(session).signed_voucher_by_code(code)
+    return None if row is None else VoucherRef(row.id, row.programme_id, row.currency)
+
+
+SpendRefusal = Literal["fully_redeemed", "exceeds_remaining", "expired", "cancelled", "not_issued", "unknown"]
+
+
+@dataclass(frozen=True)
+class Spend:
+    """A voucher presented at a merchant: `amount_minor` of it spent there at `at` (the scan, offline), the
+    redemption named `redemption_id` (the caller's record of it, and the event its ledger posting records)."""
+
+    voucher_id: uuid.UUID
+    amount_minor: int
+    merchant_id: uuid.UUID
+    redemption_id: uuid.UUID
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Spent:
+    """What became of one `Spend`: applied, or refused and why; `remaining_minor` is the voucher's value left
+    after it (after the spends before it, if refused)."""
+
+    spend: Spend
+    refusal: SpendRefusal | None
+    remaining_minor: int
+
+    @property
+    def applied(self) -> bool:
+        return self.refusal is None
+
+
+async def spend_vouchers(
+    session: AsyncSession, spends: Sequence[Spend], *, actor: Principal | None, source: str
+) -> list[Spent]:
+    """Redeem the agency's own vouchers at merchants, in the order given (offline scans come in scan order, so
+    the earliest wins a voucher spent twice), each applied only if the voucher is issued, not expired at the
+    spend's time and holds at least its amount.
+
+    The rows are locked in id order, so two merchants spending one voucher at once take turns and the second
+    sees what the first spent: exactly one wins the last of its value. What is applied is written in a few
+    statements whatever the count: the vouchers' redeemed amounts, a history row and an audit event per
+    spend, and one ledger posting per spend from the programme's disbursed money to the merchant's payable.
+    """
+    if not spends:
+        return []
+    repo = EntitlementRepository(session)
+    locked = {e.id: e for e in await repo.lock_vouchers(sorted({s.voucher_id for s in spends}))}
+    remaining = {e.id: e.remaining_minor for e in locked.values()}
+    status = {e.id: e.status for e in locked.values()}
+    outcomes: list[Spent] = []
+    applied: list[tuple[Spend, str]] = []
+    for spend in spends:
+        if spend.amount_minor <= 0:
+            raise ValueError("a redemption amount must be positive")
+        entitlement = locked.get(spend.voucher_id)
+        refusal = _spend_refusal(entitlement, status, remaining, spend)
+        if refusal is None:
+            applied.append((spend, status[spend.voucher_id]))
+            remaining[spend.voucher_id] -= spend.amount_minor
+            status[spend.voucher_id] = "redeemed"
+        outcomes.append(Spent(spend, refusal, remaining.get(spend.voucher_id, 0)))
+    if applied:
+        await _record_spends(session, locked, applied, actor=actor, source=source)
+    return outcomes
+
+
+def _spend_refusal(
+    entitlement: Entitlement | None, status: dict[uuid.UUID, str], remaining: dict[uuid.UUID, int], spend: Spend
+) -> SpendRefusal | None:
+    if entitlement is None or entitlement.voucher_token is None:
+        return "unknown"
+    current = status[entitlement.id]
+    if current in ("expired", "cancelled"):
+        return cast(SpendRefusal, current)
+    if current not in ("issued", "redeemed"):
+        return "not_issued"
+    if entitlement.expires_at is not None and entitlement.expires_at <= spend.at:
+        return "expired"
+    if remaining[entitlement.id] == 0:
+        return "fully_redeemed"
+    if spend.amount_minor > remaining[entitlement.id]:
+        return "exceeds_remaining"
+    return None
+
+
+async def _record_spends(
+    session: AsyncSession,
+    locked: dict[uuid.UUID, Entitlement],
+    applied: Sequence[tuple[Spend, str]],
+    *,
+    actor: Principal | None,
+    source: str,
+) -> None:
+    repo = EntitlementRepository(session)
+    programmes: dict[uuid.UUID, Programme] = {}
+    for spend, _ in applied:
+        entitlement = locked[spend.voucher_id]
+        if entitlement.programme_id not in programmes:
+            programmes[entitlement.programme_id] = await _programme(session, entitlement)
+    await postings.redeem_at_merchants(
+        session,
+        [
+            postings.MerchantRedemption(
+                programmes[locked[spend.voucher_id].programme_id],
+                spend.voucher_id,
+                spend.merchant_id,
+                spend.redemption_id,
+                spend.amount_minor,
+            )
+            for spend, _ in applied
+        ],
+    )
+    spent: dict[uuid.UUID, int] = {}
+    for spend, _ in applied:
+        spent[spend.voucher_id] = spent.get(spend.voucher_id, 0) + spend.amount_minor
+    await repo.spend(spent)
+    details = [
+        {
+            "amount_minor": spend.amount_minor,
+            "merchant_id": str(spend.merchant_id),
+            "redemption_id": str(spend.redemption_id),
+        }
+        for spend, _ in applied
+    ]
+    await repo.add_events(
+        {
+            "id": new_id(),
+            "entitlement_id": spend.voucher_id,
+            "from_status": previous,
+            "to_status": "redeemed",
+            "actor": source,
+            "detail": detail,
+        }
+        for (spend, previous), detail in zip(applied, details, strict=True)
+    )
+    await record_audit_many(
+        session,
+        actor,
+        [
+            AuditEntry(
+                "entitlement.redeemed",
+                "entitlement",
+                spend.voucher_id,
+                {"status": previous},
+                {"status": "redeemed", **detail, "source": source},
+            )
+            for (spend, previous), detail in zip(applied, details, strict=True)
+        ],
+    )
+    for entitlement_id in spent:
+        session.expire(locked[entitlement_id])
 
 
 async def mark_expired(session: AsyncSession, entitlement_id: uuid.UUID, *, source: str = "provider") -> Transition:

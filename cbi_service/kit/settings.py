@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     max_json_body_bytes: int = Field(default=1 << 20, ge=1024)
     max_upload_body_bytes: int = Field(default=64 << 20, ge=1024)
     max_webhook_body_bytes: int = Field(default=64 << 10, ge=1024)
+    # An offline sync of up to 10,000 scanned vouchers (a token is under 0.5 KB).
+    max_sync_body_bytes: int = Field(default=16 << 20, ge=1024)
     # Paper vouchers are signed with this Ed25519 key (PKCS#8 PEM, or the base64 of its 32-byte seed); in
     # development with none set, one is generated into `data_dir`. The public halves of keys used before a
     # rotation (PEM, or the base64url of the 32 raw bytes) keep the vouchers they signed verifiable.

@@ -103,7 +103,7 @@ async def fund_programme(
     programme = await get_programme(session, programme_id)
     amount = require_currency(body.amount, programme.currency)
     accounts = await accounting.programme_accounts(session, programme)
-    before = await accounting.programme_balances(session, programme, accounts)
+    before = await accounting.programme_balances(session, programme)
     tx = await accounting.fund(
         session,
         programme,
@@ -113,7 +113,7 @@ async def fund_programme(
         request_key=f"{principal.id}:{request_key}",
         accounts=accounts,
     )
-    after = await accounting.programme_balances(session, programme, accounts)
+    after = await accounting.programme_balances(session, programme)
     out = FundingOut(
         transaction_id=tx.id,
         programme_id=programme.id,

@@ -22,3 +22,14 @@ def new_code() -> str:
     body = "".join(secrets.choice(ALPHABET) for _ in range(RANDOM_SYMBOLS))
     compact = body + luhn.calc_check_digit(body, alphabet=ALPHABET)
     return "-".join(compact[start : start + GROUP] for start in range(0, len(compact), GROUP))
+
+
+def normalize_code(text: str) -> str:
+    """A typed code in its printed form (upper case, grouped by four), or ValueError if it cannot be one: wrong
+    length, a symbol outside the alphabet, or a check symbol that does not match (a mistyped code)."""
+    compact = "".join(text.split()).replace("-", "").upper()
+    if len(compact) != RANDOM_SYMBOLS + 1 or any(symbol not in ALPHABET for symbol in compact):
+        raise ValueError(f"a voucher code is {RANDOM_SYMBOLS + 1} symbols of {ALPHABET}")
+    if not luhn.is_valid(compact, alphabet=ALPHABET):
+        raise ValueError("the check symbol does not match: a symbol was mistyped")
+    return "-".join(compact[start : start + GROUP] for start in range(0, len(compact), GROUP))

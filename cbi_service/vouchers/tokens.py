@@ -12,10 +12,15 @@ QR code and free of personal data:
 
 from __future__ import annotations
 
+import base64
+import json
+import re
 import uuid
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import jwt
+from cryptography.exceptions import InvalidSignature
 
 from cbi_service.kit.signing import ALGORITHM, SigningKeys
 
@@ -37,3 +42,64 @@ def sign_voucher(
         "exp": int(expires_at.timestamp()),
     }
     return jwt.encode(claims, keys.signing, algorithm=ALGORITHM, headers={"kid": keys.kid})
+
+
+@dataclass(frozen=True)
+class VoucherClaims:
+    """What a voucher's token says, once its signature holds."""
+
+    voucher_id: uuid.UUID
+    programme_id: uuid.UUID
+    amount_minor: int
+    currency: str
+    expires_at: datetime
+
+
+class InvalidVoucherToken(ValueError):
+    """A token that is not one of ours: malformed, signed by no key of the ring, or altered after signing."""
+
+
+_SEGMENTS = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
+
+
+def verify_voucher(keys: SigningKeys, token: str) -> VoucherClaims:
+    """The claims of a token signed by a key of the ring (the one its `kid` names), whatever its expiry: when a
+    voucher was still valid is the caller's to judge (an offline scan is judged at its scan time).
+
+    Checked directly with `cryptography` (Ed25519 over the token's first two segments, RFC 7515 §5.2) rather
+    than through PyJWT, whose per-character checks of each segment cost ten times the signature check: an
+    offline sync checks ten thousand tokens at once. Tokens are still made by PyJWT (`sign_voucher`).
+    """
+    if not _SEGMENTS.match(token):
+        raise InvalidVoucherToken("not a compact JWS")
+    header_text, claims_text, signature_text = token.split(".")
+    try:
+        header = json.loads(_unb64(header_text))
+        if not isinstance(header, dict) or header.get("alg") != ALGORITHM:
+            raise InvalidVoucherToken("not an EdDSA token")
+        kid = header.get("kid")
+        key = dict(keys.verifying).get(kid) if isinstance(kid, str) else None
+        if key is None:
+            raise InvalidVoucherToken("signed by no key of this service")
+        key.verify(_unb64(signature_text), f"{header_text}.{claims_text}".encode("ascii"))
+        claims = json.loads(_unb64(claims_text))
+        amount, currency, expiry = claims["amt"], claims["cur"], claims["exp"]
+        if not isinstance(amount, int) or not isinstance(currency, str) or not isinstance(expiry, int):
+            raise InvalidVoucherToken("claims of the wrong type")
+        return VoucherClaims(
+            voucher_id=uuid.UUID(claims["vid"]),
+            programme_id=uuid.UUID(claims["prg"]),
+            amount_minor=amount,
+            currency=currency,
+            expires_at=datetime.fromtimestamp(expiry, UTC),
+        )
+    except InvalidSignature:
+        raise InvalidVoucherToken("the signature does not verify") from None
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+        if isinstance(exc, InvalidVoucherToken):
+            raise
+        raise InvalidVoucherToken("unreadable header or claims") from None
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))

@@ -8,6 +8,8 @@ Webhook routes authenticate by signature and are listed in SIGNATURE_ROUTES inst
 from __future__ import annotations
 
 ALL = frozenset({"admin", "registrar", "programme_officer", "approver", "finance", "auditor"})
+"""Every staff role: "any staff role" of §2. A merchant's key is not staff and reaches merchant routes only."""
+ROLES = ALL | {"merchant"}
 # Who may read beneficiary records: personal data stays away from approvers and finance.
 READERS = frozenset({"registrar", "programme_officer", "admin", "auditor"})
 
@@ -61,6 +63,12 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/v1/entitlements/{entitlement_id}/cancel"): frozenset({"finance", "programme_officer"}),
     ("GET", "/v1/webhooks/unmatched"): frozenset({"auditor", "finance"}),
     ("GET", "/v1/webhooks/events"): frozenset({"auditor", "finance"}),
+    ("POST", "/v1/merchants"): frozenset({"admin"}),
+    ("GET", "/v1/merchants"): frozenset({"admin", "finance", "auditor"}),
+    ("GET", "/v1/merchants/{merchant_id}"): frozenset({"admin", "finance", "auditor", "merchant"}),
+    ("POST", "/v1/voucher-redemptions"): frozenset({"merchant"}),
+    ("POST", "/v1/voucher-redemptions/sync"): frozenset({"merchant"}),
+    ("GET", "/v1/voucher-redemptions"): frozenset({"admin", "finance", "auditor", "merchant"}),
 }
 
 SIGNATURE_ROUTES: set[tuple[str, str]] = {("POST", "/v1/webhooks/{provider}")}

@@ -29,14 +29,16 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from cbi_service.app import create_app
-from cbi_service.auth.roles import Role
+from cbi_service.auth.roles import STAFF_ROLES, Role
 from cbi_service.auth.service import create_api_key
 from cbi_service.kit.db import make_engine, make_session_factory
 from cbi_service.kit.settings import Settings, to_asyncpg_url
 from tests.auth.support import MATRIX
 from tests.beneficiaries.support import person_body
 from tests.conftest import TEST_PROVIDERS, _admin, _in_thread, with_database
+from tests.merchants.support import merchant_body
 from tests.support import programme_body
+from tests.vouchers.support import PAPER
 
 pytestmark = pytest.mark.slow
 
@@ -149,11 +151,23 @@ async def _keys(settings: Settings) -> dict[str, str]:
         async with make_session_factory(engine).begin() as session:
             keys = {}
             for role in Role:
-                _, raw = await create_api_key(session, f"fuzz-{role.value}", [role])
-                keys[role.value] = f"Bearer {raw}"
+                if role in STAFF_ROLES:
+                    _, raw = await create_api_key(session, f"fuzz-{role.value}", [role])
+                    keys[role.value] = f"Bearer {raw}"
     finally:
         await engine.dispose()
     return keys
+
+
+async def _merchant_key(settings: Settings, merchant_id: str) -> str:
+    assert settings.async_database_url
+    engine = make_engine(settings.async_database_url, settings)
+    try:
+        async with make_session_factory(engine).begin() as session:
+            _, raw = await create_api_key(session, "fuzz-merchant", [Role.merchant], merchant_id=uuid.UUID(merchant_id))
+    finally:
+        await engine.dispose()
+    return f"Bearer {raw}"
 
 
 def _seed(client: Any, keys: dict[str, str]) -> dict[str, str]:
@@ -174,7 +188,10 @@ def _seed(client: Any, keys: dict[str, str]) -> dict[str, str]:
     batch = call("POST", "/v1/payment-batches", "programme_officer", json={**BATCH, "programme_id": programme})["id"]
     entitlement = call("GET", "/v1/entitlements", "admin", params={"batch_id": batch})["items"][0]["id"]
     account = call("GET", "/v1/ledger/accounts", "admin")["items"][0]["id"]
+    paper = call("POST", "/v1/programmes", "admin", json=programme_body(**PAPER))["id"]
+    merchant = call("POST", "/v1/merchants", "admin", json=merchant_body([paper]))["id"]
     return {
+        "merchant_id": merchant,
         "programme_id": programme,
         "beneficiary_id": beneficiary,
         "batch_id": batch,
@@ -204,6 +221,7 @@ def fuzz_target(
         schema = schemathesis.openapi.from_asgi("/openapi.json", app)
         with asgi.get_client(app) as client:
             known = _seed(client, keys)
+        keys["merchant"] = _in_thread(asyncio.run, _merchant_key(settings, known["merchant_id"]))
         yield schema, keys, known
     finally:
         asgi.shutdown_lifespans()

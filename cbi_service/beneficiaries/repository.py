@@ -186,6 +186,10 @@ class BeneficiaryRepository(Repository[Beneficiary]):
             stmt = stmt.where(Beneficiary.id.in_(enrolled))
         return await self.page(stmt, after_id, limit)
 
+    async def many(self, ids: Sequence[uuid.UUID]) -> Sequence[Beneficiary]:
+        stmt = select(Beneficiary).where(Beneficiary.id.in_(ids)).order_by(Beneficiary.id)
+        return (await self.session.execute(stmt)).scalars().all()
+
     async def matchable_profiles(
         self, *, programme_id: uuid.UUID | None, after: uuid.UUID | None, limit: int
     ) -> builtins.list[tuple[uuid.UUID, dict[str, Any]]]:

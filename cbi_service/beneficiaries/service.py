@@ -211,6 +211,19 @@ async def personal_data(session: AsyncSession, people: Sequence[Beneficiary]) ->
     }
 
 
+async def holder_names(session: AsyncSession, beneficiary_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """Given names and family initial ("María José G."), how a paper voucher names its holder: enough for a
+    merchant to match the person in front of them, while the family name and documents stay here. The
+    erased have none."""
+    people = await BeneficiaryRepository(session).many(beneficiary_ids)
+    return {ident: holder_name(personal) for ident, personal in (await personal_data(session, people)).items()}
+
+
+def holder_name(personal: Personal) -> str:
+    family = personal.family_names.strip()
+    return f"{personal.given_names} {family[0].upper()}." if family else personal.given_names
+
+
 async def out_many(session: AsyncSession, people: Sequence[Beneficiary]) -> list[BeneficiaryOut]:
     opened = await personal_data(session, people)
     return [BeneficiaryOut.of(b, opened.get(b.id)) for b in people]

@@ -357,6 +357,28 @@ class EntitlementRepository(Repository[Entitlement]):
         )
         return (await self.session.execute(stmt)).one_or_none()
 
+    async def printable_vouchers(
+        self, batch_id: uuid.UUID, after_id: uuid.UUID | None, limit: int
+    ) -> builtins.list[Any]:
+        """The batch's issued vouchers the agency signed, in id order after `after_id`: (id, beneficiary_id,
+        voucher_code, voucher_token, amount_minor, currency, expires_at)."""
+        stmt = select(
+            Entitlement.id,
+            Entitlement.beneficiary_id,
+            Entitlement.voucher_code,
+            Entitlement.voucher_token,
+            Entitlement.amount_minor,
+            Entitlement.currency,
+            Entitlement.expires_at,
+        ).where(
+            Entitlement.batch_id == batch_id,
+            Entitlement.status == "issued",
+            Entitlement.voucher_token.is_not(None),
+        )
+        if after_id is not None:
+            stmt = stmt.where(Entitlement.id > after_id)
+        return list((await self.session.execute(stmt.order_by(Entitlement.id).limit(limit))).all())
+
     async def programme(self, programme_id: uuid.UUID) -> Programme | None:
         return await self.session.get(Programme, programme_id)
 

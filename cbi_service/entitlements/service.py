@@ -676,6 +676,27 @@ async def counts_by_batch(session: AsyncSession, batch_ids: Sequence[uuid.UUID])
     return await EntitlementRepository(session).counts_by_batch(batch_ids)
 
 
+@dataclass(frozen=True, slots=True)
+class SignedVoucher:
+    """An issued paper voucher as its sheet shows it."""
+
+    id: uuid.UUID
+    beneficiary_id: uuid.UUID
+    code: str
+    token: str
+    amount_minor: int
+    currency: str
+    expires_at: datetime
+
+
+async def printable_vouchers(
+    session: AsyncSession, batch_id: uuid.UUID, *, after_id: uuid.UUID | None, limit: int
+) -> list[SignedVoucher]:
+    """Up to `limit` of the batch's issued paper vouchers, in id order after `after_id`."""
+    rows = await EntitlementRepository(session).printable_vouchers(batch_id, after_id, limit)
+    return [SignedVoucher(*row) for row in rows]
+
+
 async def to_follow_up(session: AsyncSession, batch_id: uuid.UUID) -> list[uuid.UUID]:
     """Who a follow-up of the batch may pay again: the beneficiaries of its failed and expired entitlements."""
     return await EntitlementRepository(session).to_follow_up(batch_id)

@@ -57,6 +57,7 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/v1/payment-batches/{batch_id}/release"): frozenset({"finance"}),
     ("POST", "/v1/payment-batches/{batch_id}/cancel"): frozenset({"programme_officer"}),
     ("POST", "/v1/payment-batches/{batch_id}/follow-up"): frozenset({"programme_officer"}),
+    ("GET", "/v1/payment-batches/{batch_id}/vouchers.pdf"): frozenset({"programme_officer"}),
     ("GET", "/v1/entitlements"): ALL,
     ("GET", "/v1/entitlements/{entitlement_id}"): ALL,
     ("POST", "/v1/entitlements/{entitlement_id}/retry"): frozenset({"finance", "programme_officer"}),

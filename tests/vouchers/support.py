@@ -3,6 +3,7 @@ app would, with nothing but the JWKS."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -24,16 +25,33 @@ async def paper_voucher_batch(
     session_factory: async_sessionmaker[AsyncSession],
     settings: Settings,
     count: int,
+    *,
+    people: Sequence[dict[str, Any]] = (),
+    release_it: bool = True,
 ) -> tuple[Actors, dict[str, Any], dict[str, Any]]:
-    """A funded paper-voucher programme, `count` enrolled people, their batch approved and released, and the
-    worker run until it has nothing left to do: (actors, programme, batch)."""
+    """A funded paper-voucher programme, `count` enrolled people (and `people`, registration bodies,
+    registered and enrolled over the API), their batch approved and released, and the worker run until it
+    has nothing left to do: (actors, programme, batch). `release_it=False` stops at approved."""
     actors = await make_actors(api_key_factory)
     programme = await make_programme(client, actors, **PAPER)
     await fund(client, actors, programme["id"], "10000000.00")
     await seed_beneficiaries(session_factory, programme["id"], count)
+    registered = []
+    for person in people:
+        response = await client.post("/v1/beneficiaries", json=person, headers=actors.registrar)
+        assert response.status_code == 201, response.text
+        registered.append(response.json()["id"])
+    if registered:
+        response = await client.post(
+            f"/v1/programmes/{programme['id']}/enrolments",
+            json={"beneficiary_ids": registered},
+            headers=actors.registrar,
+        )
+        assert response.status_code == 200, response.text
     batch = await approved_batch(client, actors, programme["id"], amount=AMOUNT)
-    assert (await release(client, actors, batch["id"])).status_code == 200
-    await run_jobs(session_factory, settings)
+    if release_it:
+        assert (await release(client, actors, batch["id"])).status_code == 200
+        await run_jobs(session_factory, settings)
     return actors, programme, batch
 
 

@@ -58,6 +58,7 @@ def collector() -> Iterator[Collector]:
 
 def _env(tmp_path, database_url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CBI_", "OTEL_"))}
+    env["CBI_MASTER_KEY"] = os.environ["CBI_MASTER_KEY"]  # the test's own process opens what they seal
     return env | {
         "DATABASE_URL": libpq_url(database_url),
         "CBI_DATA_DIR": str(tmp_path / "data"),

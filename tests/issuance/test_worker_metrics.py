@@ -37,6 +37,7 @@ COUNTERS = (
 
 def _env(tmp_path: Path, database_url: str, simulator_url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CBI_", "OTEL_"))}
+    env["CBI_MASTER_KEY"] = os.environ["CBI_MASTER_KEY"]  # the test's own process opens what they seal
     providers = {"cards": {"adapter": "prepaid_card", "base_url": simulator_url, "webhook_secret": TEST_WEBHOOK_SECRET}}
     return env | {
         "DATABASE_URL": libpq_url(database_url),

@@ -23,12 +23,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hashlib
 import hmac
 import importlib
 import os
-import tempfile
 import time
 import uuid
 import weakref
@@ -59,6 +57,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cbi_service.kit.models import Base
+from cbi_service.kit.secretfiles import made_once
 from cbi_service.kit.settings import Settings, get_settings
 
 KEY_BYTES = 32
@@ -154,22 +153,9 @@ def new_master_key() -> str:
 
 
 def _development_key(data_dir: Path) -> bytes:
-    """The data folder's key, generated on first use, written privately and linked into place so two
-    processes starting together agree on one key."""
+    """The data folder's key, generated on first use (`made_once`)."""
     path = data_dir / DEV_KEY_FILE
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(dir=data_dir, prefix=".master-key-")  # mode 0600
-        try:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(new_master_key())
-                handle.flush()
-                os.fsync(handle.fileno())
-            with contextlib.suppress(FileExistsError):
-                os.link(temporary, path)
-        finally:
-            os.unlink(temporary)
-    return _decode(path.read_text(), str(path))
+    return _decode(made_once(path, lambda: new_master_key().encode()).decode(), str(path))
 
 
 class CryptoKey(Base):

@@ -14,11 +14,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -27,6 +24,8 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import SecretStr
+
+from cbi_service.kit.secretfiles import made_once
 
 ALGORITHM = "EdDSA"
 
@@ -131,25 +130,15 @@ def _public_key(source: KeySource, text: str) -> Ed25519PublicKey:
 
 
 def _development_key(source: KeySource, data_dir: Path) -> Ed25519PrivateKey:
-    """The data folder's key, generated on first use. Written to a private temporary file and linked into
-    place, so two processes starting together agree on one key and neither reads a half-written file."""
+    """The data folder's key, generated on first use (`made_once`)."""
     path = data_dir / source.development_file
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        pem = Ed25519PrivateKey.generate().private_bytes(
+    pem = made_once(
+        path,
+        lambda: Ed25519PrivateKey.generate().private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        fd, temporary = tempfile.mkstemp(dir=data_dir, prefix=f".{source.development_file}-")  # mode 0600
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(pem)
-                handle.flush()
-                os.fsync(handle.fileno())
-            with contextlib.suppress(FileExistsError):
-                os.link(temporary, path)
-        finally:
-            os.unlink(temporary)
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        ),
+    )
+    key = serialization.load_pem_private_key(pem, password=None)
     if not isinstance(key, Ed25519PrivateKey):
         raise SigningKeyError(f"{path} is not an Ed25519 key")
     return key

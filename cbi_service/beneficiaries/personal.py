@@ -82,11 +82,6 @@ def open_personal(ring: Keyring, beneficiary_id: uuid.UUID, version: int, data_k
     return Personal.from_bytes(ring.open_field(key, beneficiary_id, "personal", sealed))
 
 
-def open_profile(ring: Keyring, beneficiary_id: uuid.UUID, version: int, data_key: bytes, sealed: bytes) -> MatchRecord:
-    key = ring.subject_key(beneficiary_id, version, data_key)
-    return MatchRecord.from_profile(json.loads(ring.open_field(key, beneficiary_id, "profile", sealed)))
-
-
 def profile_dict(
     ring: Keyring, beneficiary_id: uuid.UUID, version: int, data_key: bytes, sealed: bytes
 ) -> dict[str, Any]:
@@ -94,3 +89,7 @@ def profile_dict(
     key = ring.subject_key(beneficiary_id, version, data_key)
     value: dict[str, Any] = json.loads(ring.open_field(key, beneficiary_id, "profile", sealed))
     return value
+
+
+def open_profile(ring: Keyring, beneficiary_id: uuid.UUID, version: int, data_key: bytes, sealed: bytes) -> MatchRecord:
+    return MatchRecord.from_profile(profile_dict(ring, beneficiary_id, version, data_key, sealed))

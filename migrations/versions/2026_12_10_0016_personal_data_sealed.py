@@ -22,9 +22,11 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 from cbi_service.beneficiaries.personal import Personal, external_ref_index, open_personal, profile_dict
+from cbi_service.beneficiaries.repository import chunk_aad
 from cbi_service.dedup.blocking import blocking_keys, key_hash
 from cbi_service.dedup.normalize import MatchRecord
 from cbi_service.kit.crypto import Keyring, load_keyring_sync, master_key
+from cbi_service.kit.idempotency import response_aad
 from cbi_service.kit.settings import get_settings
 
 revision: str = "0016_personal_data_sealed"
@@ -208,14 +210,6 @@ def _seal_beneficiaries(bind: sa.Connection, ring: Keyring) -> None:
         after = rows[-1].id
 
 
-def _chunk_aad(import_id: uuid.UUID, seq: int) -> bytes:
-    return b"beneficiary_import_chunks:" + import_id.bytes + seq.to_bytes(4, "big")
-
-
-def _response_aad(principal_id: uuid.UUID, key: str) -> bytes:
-    return b"idempotency_keys:" + principal_id.bytes + key.encode()
-
-
 def _seal_chunks(bind: sa.Connection, ring: Keyring) -> None:
     version = ring.active_version
     for row in bind.execute(sa.text("SELECT import_id, seq, data FROM beneficiary_import_chunks")).all():
@@ -225,7 +219,7 @@ def _seal_chunks(bind: sa.Connection, ring: Keyring) -> None:
             ),
             {
                 "v": version,
-                "d": ring.seal(version, bytes(row.data), _chunk_aad(row.import_id, row.seq)),
+                "d": ring.seal(version, bytes(row.data), chunk_aad(row.import_id, row.seq)),
                 "i": row.import_id,
                 "s": row.seq,
             },
@@ -235,7 +229,7 @@ def _seal_chunks(bind: sa.Connection, ring: Keyring) -> None:
 def _seal_responses(bind: sa.Connection, ring: Keyring) -> None:
     version = ring.active_version
     for row in bind.execute(sa.text("SELECT principal_id, key, response_body FROM idempotency_keys")).all():
-        sealed = ring.seal(version, row.response_body.encode(), _response_aad(row.principal_id, row.key))
+        sealed = ring.seal(version, row.response_body.encode(), response_aad(row.principal_id, row.key))
         bind.execute(
             sa.text(
                 "UPDATE idempotency_keys SET key_version = :v, response_sealed = :r WHERE principal_id = :p AND key = :k"
@@ -265,7 +259,7 @@ def downgrade() -> None:
         for row in bind.execute(
             sa.text("SELECT import_id, seq, key_version, data FROM beneficiary_import_chunks")
         ).all():
-            data = ring.open(row.key_version, bytes(row.data), _chunk_aad(row.import_id, row.seq))
+            data = ring.open(row.key_version, bytes(row.data), chunk_aad(row.import_id, row.seq))
             bind.execute(
                 sa.text("UPDATE beneficiary_import_chunks SET data = :d WHERE import_id = :i AND seq = :s"),
                 {"d": data, "i": row.import_id, "s": row.seq},
@@ -273,7 +267,7 @@ def downgrade() -> None:
         for row in bind.execute(
             sa.text("SELECT principal_id, key, key_version, response_sealed FROM idempotency_keys")
         ).all():
-            body = ring.open(row.key_version, bytes(row.response_sealed), _response_aad(row.principal_id, row.key))
+            body = ring.open(row.key_version, bytes(row.response_sealed), response_aad(row.principal_id, row.key))
             bind.execute(
                 sa.text("UPDATE idempotency_keys SET response_body = :b WHERE principal_id = :p AND key = :k"),
                 {"b": body.decode(), "p": row.principal_id, "k": row.key},

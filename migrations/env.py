@@ -15,7 +15,8 @@ target_metadata = Base.metadata
 
 
 def _url() -> str:
-    url = config.get_main_option("sqlalchemy.url") or get_settings().database_url
+    configured = get_settings().database_url
+    url = config.get_main_option("sqlalchemy.url") or (configured.get_secret_value() if configured else None)
     if not url:
         raise RuntimeError("no database URL: set DATABASE_URL or pass one to the migration")
     return to_asyncpg_url(url)

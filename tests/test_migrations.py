@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -13,6 +17,8 @@ from cbi_service.migrate import alembic_config, head_revisions
 from cbi_service.schema import Base
 from ledger import AccountKind, Ledger
 from tests.ledger.support import transfer
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_one_head():
@@ -45,3 +51,20 @@ async def test_every_migration_downgrades_and_upgrades_again(engine, database_ur
         await ledger.post(transfer("after-round-trip", source, target, 5))
         await ledger.post_many([transfer(f"bulk-{i}", target, source, 1) for i in range(3)])
         assert await ledger.verify_balances() == []
+
+
+def test_the_plain_alembic_command_reads_database_url_from_the_environment(database_url):
+    """`alembic current` as an operator types it (alembic.ini, DATABASE_URL in the environment): the URL is a
+    secret type in the settings, and the environment must read its value, not its masked form."""
+    env = os.environ | {"DATABASE_URL": database_url, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "alembic", "current"],
+        check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert next(iter(head_revisions())) in done.stdout

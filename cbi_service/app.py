@@ -45,6 +45,7 @@ from cbi_service.programmes.router import router as programmes_router
 from cbi_service.reconciliation.router import router as reconciliation_router
 from cbi_service.redemptions.router import router as redemptions_router
 from cbi_service.reports.router import router as reports_router
+from cbi_service.settlements.router import router as settlements_router
 from cbi_service.vouchers.keys import voucher_keys
 from cbi_service.vouchers.router import router as vouchers_router
 from cbi_service.webhooks.router import router as webhooks_router
@@ -158,6 +159,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         vouchers_router,
         merchants_router,
         redemptions_router,
+        settlements_router,
         privacy_router,
     ):
         app.include_router(router)

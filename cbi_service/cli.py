@@ -369,7 +369,7 @@ def apikey_revoke(key_id: Annotated[str, typer.Argument(help="The key's id.")]) 
 
 @app.command()
 def demo(people: Annotated[int, typer.Option(min=1, max=500, help="Synthetic people to register.")] = 36) -> None:
-    """Run one payment cycle end to end against the provider simulator (migrates the database first)."""
+    """Run a card cycle against the provider simulator and a paper-voucher cycle to a paid merchant settlement, end to end (migrates the database first)."""
     from cbi_service.demo import run_demo
     from cbi_service.migrate import upgrade
 

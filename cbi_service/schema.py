@@ -14,6 +14,7 @@ from cbi_service.merchants import models as merchant_models
 from cbi_service.programmes import models as programme_models
 from cbi_service.reconciliation import models as reconciliation_models
 from cbi_service.redemptions import models as redemption_models
+from cbi_service.settlements import models as settlement_models
 from cbi_service.webhooks import models as webhook_models
 
 __all__ = [
@@ -32,5 +33,6 @@ __all__ = [
     "programme_models",
     "reconciliation_models",
     "redemption_models",
+    "settlement_models",
     "webhook_models",
 ]

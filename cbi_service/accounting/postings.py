@@ -21,6 +21,7 @@ other event:
     redemption at a merchant the        redemption:{entitlement}:at-{redemption}
     agency pays (a paper voucher)
     expired or cancelled voucher        return:{entitlement}:expired | cancelled
+    merchant settlement paid            settlement:{settlement}:paid
 
 k counts the entitlement's status changes to `failed` in its history, which the caller (the entitlement's
 owner) passes as `failures`; n is its `redeemed_minor`, which every redemption raises. The functions taking
@@ -37,9 +38,9 @@ from typing import Protocol
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cbi_service.accounting import service as ledger
-from cbi_service.accounting.service import MerchantRedemption, ProgrammeRef
+from cbi_service.accounting.service import MerchantPayment, MerchantRedemption, ProgrammeRef
 
-__all__ = ["MerchantRedemption"]
+__all__ = ["MerchantPayment", "MerchantRedemption"]
 
 
 class PaidEntitlement(Protocol):
@@ -112,6 +113,18 @@ async def redeem_at_merchants(session: AsyncSession, redemptions: Sequence[Merch
     """Paper vouchers spent at merchants: disbursed -> each merchant's payable, one bulk posting. The
     redemption's own id names the event: the caller records each redemption once, under the voucher's lock."""
     await ledger.redeem_at_merchants(session, redemptions)
+
+
+async def pay_merchant(
+    session: AsyncSession,
+    payments: Sequence[MerchantPayment],
+    merchant_id: uuid.UUID,
+    settlement_id: uuid.UUID,
+    bank_reference: str,
+) -> None:
+    """A merchant settlement paid by the bank: each programme's payable -> bank. The caller moves the
+    settlement to `paid` under its row lock, once."""
+    await ledger.pay_merchant(session, payments, merchant_id, settlement_id, bank_reference)
 
 
 async def return_entitlement(

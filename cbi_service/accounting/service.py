@@ -13,11 +13,17 @@ and one more per merchant serving the programme (`open_merchant_accounts`, when 
 
     payable:{merchant_id}  liability  redeemed at that merchant, not yet paid to it; never negative
 
+and, from the first merchant settlement paid (`pay_merchant`):
+
+    bank                   liability  redeemed at merchants and paid to them from the agency's bank
+
 A provider-run voucher's redemption moves money disbursed -> redeemed; a paper voucher's, at a merchant the
-agency pays itself, disbursed -> that merchant's payable. Every posting moves money between the programme's
-accounts and balances to zero, so at all times `-donor_funds = available + committed + disbursed + redeemed +
-Σ payable`, i.e. funded = available + committed + disbursed, where `disbursed` as §3 reports it includes
-`redeemed`, and `redeemed` is the redeemed account plus the payables. The balances are read in one statement
+agency pays itself, disbursed -> that merchant's payable, and its settlement payable -> bank. Every posting
+moves money between the programme's accounts and balances to zero, so at all times `-donor_funds = available +
+committed + disbursed + redeemed + Σ payable + bank`, i.e. funded = available + committed + disbursed, where
+`disbursed` as §3 reports it includes `redeemed`, and `redeemed` is the redeemed account plus the payables
+and the bank account (a voucher spent is redeemed whether or not its merchant has been paid yet). The
+balances are read in one statement
 (one snapshot), so the identity holds in every read, whatever commits meanwhile.
 
 Reservations are plain transfers available -> committed, not two-phase pending transfers: a batch is
@@ -86,6 +92,8 @@ DISBURSEMENT = "disbursement"
 REDEMPTION = "redemption"
 RETURN = "return"
 PAYABLE = "payable"
+SETTLEMENT = "settlement"
+BANK = "bank"
 
 #: The event of a disbursement: an entitlement is issued at most once.
 ISSUED = "issued"
@@ -191,9 +199,10 @@ async def programme_balances(session: AsyncSession, programme: ProgrammeRef) -> 
         raise MissingChart(f"programme {programme.id} has no ledger account(s) {', '.join(missing)}")
     chart = {name: found[account_code(programme.id, name)].posted for name in CHART}
     payables = sum(balance.posted for code, balance in found.items() if code.startswith(f"{prefix}{PAYABLE}:"))
+    bank = found.get(account_code(programme.id, BANK))
     available = found[account_code(programme.id, "available")].account_id
     returned = await ledger.sum_posted(available, key_prefix=f"{prefix}{RETURN}:", kind=RETURN)
-    redeemed = chart["redeemed"] + payables
+    redeemed = chart["redeemed"] + payables + (bank.posted if bank is not None else 0)
     return ProgrammeBalances(
         currency=programme.currency,
         funded=-chart["donor_funds"],
@@ -226,6 +235,59 @@ async def merchant_payable(session: AsyncSession, programmes: Sequence[Programme
     found = await ledger.get_accounts_by_code([payable_code(p.id, merchant_id) for p in programmes])
     balances = await ledger.balances([account.id for account in found.values()])
     return sum(balance.posted for balance in balances.values())
+
+
+@dataclass(frozen=True, slots=True)
+class MerchantPayment:
+    """What one programme pays a merchant in a settlement."""
+
+    programme: ProgrammeRef
+    amount: int
+
+
+async def pay_merchant(
+    session: AsyncSession,
+    payments: Sequence[MerchantPayment],
+    merchant_id: uuid.UUID,
+    settlement_id: uuid.UUID,
+    bank_reference: str,
+) -> list[Transaction]:
+    """A settlement paid: each programme's payable to the merchant -> its bank account, keyed
+    `settlement:{settlement}:paid` (a settlement is paid once). The bank account opens with the first."""
+    ledger = await _ledger(session)
+    specs = []
+    for payment in payments:
+        programme = payment.programme
+        bank = await ledger.create_account(
+            account_code(programme.id, BANK),
+            programme.currency,
+            AccountKind.LIABILITY,
+            flags=NON_NEGATIVE,
+            metadata={"programme_id": str(programme.id), "role": BANK},
+        )
+        found = await ledger.get_accounts_by_code([payable_code(programme.id, merchant_id)])
+        payable = found.get(payable_code(programme.id, merchant_id))
+        if payable is None:
+            raise MissingChart(f"no ledger account {payable_code(programme.id, merchant_id)}")
+        specs.append(
+            TransactionSpec(
+                key=posting_key(programme.id, SETTLEMENT, settlement_id, "paid"),
+                entries=[EntrySpec(payable.id, -payment.amount), EntrySpec(bank.id, payment.amount)],
+                kind=SETTLEMENT,
+                references={
+                    "programme_id": str(programme.id),
+                    "merchant_id": str(merchant_id),
+                    "settlement_id": str(settlement_id),
+                    "bank_reference": bank_reference,
+                },
+            )
+        )
+    try:
+        return [_fresh(tx) for tx in await ledger.post_many(specs)]
+    except InsufficientFunds as exc:
+        raise LedgerOutOfStep("a settlement pays more than the merchant's payable account holds") from exc
+    except IdempotencyConflict as exc:
+        raise LedgerOutOfStep(f"ledger transaction {exc.key!r} was already posted with other content") from exc
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from cbi_service.kit.bank_accounts import SettlementAccount
 from cbi_service.kit.bounded import TextLimits
 from cbi_service.kit.redaction import is_secret_name
 
@@ -86,6 +87,11 @@ class Settings(BaseSettings):
     # Ledger export manifests are signed with this Ed25519 key, a key of its own (same forms and rotation).
     ledger_signing_key: SecretStr | None = None
     ledger_previous_keys: list[str] = Field(default_factory=list)
+    # The agency's bank account merchant settlements are paid from (JSON: name with iban and bic, or with
+    # account_number and bank_code): the debtor of their pain.001 files. Unset, settlements cannot be released.
+    settlement_account: SettlementAccount | None = None
+    # The agency as its bank knows it: the initiating party of pain.001 files.
+    agency_name: str = Field(default="cbi-service", min_length=1, max_length=140)
 
     @field_validator("providers", "registries", mode="before")
     @classmethod

@@ -7,13 +7,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ModelWrapValidatorHandler, model_validator
 from pydantic_core import InitErrorDetails
 
+from cbi_service.kit.bank_accounts import ACCOUNT_TEXT, compact_bic, compact_iban, uses_iban
 from cbi_service.kit.countries import CountryCode
 from cbi_service.kit.money import Money
 from cbi_service.kit.validation import field_error, validate_with
 from cbi_service.merchants.models import Merchant
-from cbi_service.merchants.payout import compact_bic, compact_iban, uses_iban
-
-ACCOUNT_TEXT = r"^[A-Za-z0-9][A-Za-z0-9 -]*$"
 
 
 class PayoutIn(BaseModel):

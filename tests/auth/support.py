@@ -70,6 +70,17 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/v1/voucher-redemptions"): frozenset({"merchant"}),
     ("POST", "/v1/voucher-redemptions/sync"): frozenset({"merchant"}),
     ("GET", "/v1/voucher-redemptions"): frozenset({"admin", "finance", "auditor", "merchant"}),
+    ("POST", "/v1/merchant-settlements"): frozenset({"finance"}),
+    ("GET", "/v1/merchant-settlements"): frozenset({"admin", "finance", "approver", "auditor", "merchant"}),
+    ("GET", "/v1/merchant-settlements/{settlement_id}"): frozenset(
+        {"admin", "finance", "approver", "auditor", "merchant"}
+    ),
+    ("POST", "/v1/merchant-settlements/{settlement_id}/submit"): frozenset({"finance"}),
+    ("POST", "/v1/merchant-settlements/{settlement_id}/approvals"): frozenset({"approver"}),
+    ("POST", "/v1/merchant-settlements/{settlement_id}/release"): frozenset({"finance"}),
+    ("POST", "/v1/merchant-settlements/{settlement_id}/cancel"): frozenset({"finance"}),
+    ("POST", "/v1/merchant-settlements/{settlement_id}/paid"): frozenset({"finance"}),
+    ("GET", "/v1/merchant-settlements/{settlement_id}/pain001.xml"): frozenset({"finance", "auditor"}),
 }
 
 SIGNATURE_ROUTES: set[tuple[str, str]] = {("POST", "/v1/webhooks/{provider}")}

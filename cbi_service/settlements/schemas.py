@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cbi_service.kit.money import Money
+from cbi_service.settlements.models import MerchantSettlement, SettlementApproval
+
+
+class SettlementCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    merchant_id: uuid.UUID
+
+
+class SettlementDecision(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    decision: Literal["approve", "reject"]
+    comment: str | None = Field(default=None, max_length=2000)
+
+
+class SettlementPaid(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    bank_reference: str = Field(
+        min_length=1,
+        max_length=35,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9 /._-]*$",
+        description="The bank's reference for the credit transfer, as on its statement.",
+    )
+
+
+class SettlementApprovalOut(BaseModel):
+    approver_id: uuid.UUID
+    approver_name: str
+    decision: str
+    comment: str | None
+    at: datetime
+
+    @classmethod
+    def of(cls, row: SettlementApproval) -> SettlementApprovalOut:
+        return cls(
+            approver_id=row.approver_id,
+            approver_name=row.approver_name,
+            decision=row.decision,
+            comment=row.comment,
+            at=row.created_at,
+        )
+
+
+class ProgrammeShare(BaseModel):
+    programme_id: uuid.UUID
+    total: Money = Field(description="What this programme's payable account owes in the settlement.")
+
+
+class SettlementOut(BaseModel):
+    id: uuid.UUID
+    merchant_id: uuid.UUID
+    status: str = Field(description="draft, pending_approval, approved, released, paid, rejected or cancelled.")
+    total: Money
+    redemption_count: int
+    programmes: list[ProgrammeShare]
+    approvals_needed: int | None = Field(description="Set on submit, from the programmes' approval bands.")
+    approvals: list[SettlementApprovalOut]
+    bank_reference: str | None
+    created_by: uuid.UUID
+    created_at: datetime
+    submitted_at: datetime | None
+    approved_at: datetime | None
+    released_at: datetime | None
+    paid_at: datetime | None
+    closed_at: datetime | None
+
+    @classmethod
+    def of(
+        cls,
+        settlement: MerchantSettlement,
+        *,
+        programmes: list[tuple[uuid.UUID, int]],
+        approvals: list[SettlementApproval],
+    ) -> SettlementOut:
+        currency = settlement.currency
+        return cls(
+            id=settlement.id,
+            merchant_id=settlement.merchant_id,
+            status=settlement.status,
+            total=Money.of(settlement.total_minor, currency),
+            redemption_count=settlement.redemption_count,
+            programmes=[ProgrammeShare(programme_id=p, total=Money.of(t, currency)) for p, t in programmes],
+            approvals_needed=settlement.approvals_needed,
+            approvals=[SettlementApprovalOut.of(a) for a in approvals],
+            bank_reference=settlement.bank_reference,
+            created_by=settlement.created_by,
+            created_at=settlement.created_at,
+            submitted_at=settlement.submitted_at,
+            approved_at=settlement.approved_at,
+            released_at=settlement.released_at,
+            paid_at=settlement.paid_at,
+            closed_at=settlement.closed_at,
+        )

@@ -103,7 +103,7 @@ async def test_a_worker_joins_the_embedded_database_serve_runs(tmp_path):
 
 
 def test_an_unknown_registry_adapter_stops_the_app_from_being_built(settings):
-    with pytest.raises(RegistryConfigError, match="available: hashed_list"):
+    with pytest.raises(RegistryConfigError, match="available: dci, hashed_list"):
         create_app(settings.model_copy(update={"registries": {"elsewhere": {"adapter": "no_such_adapter"}}}))
 
 
@@ -114,7 +114,7 @@ def test_an_unknown_provider_adapter_stops_the_app_from_being_built(settings, co
 
 
 @pytest.mark.parametrize(
-    ("variable", "available"), [("CBI_REGISTRIES", "hashed_list"), ("CBI_PROVIDERS", "prepaid_card, voucher")]
+    ("variable", "available"), [("CBI_REGISTRIES", "dci, hashed_list"), ("CBI_PROVIDERS", "prepaid_card, voucher")]
 )
 @pytest.mark.parametrize("command", ["serve", "worker"])
 def test_serve_and_worker_refuse_an_unknown_adapter(tmp_path, database_url, command, variable, available):

@@ -123,6 +123,20 @@ def test_serve_and_worker_refuse_an_unknown_adapter(tmp_path, database_url, comm
     _refused(cli(*args, env=env, timeout=60), "no_such_adapter", f"available: {available}")
 
 
+@pytest.mark.parametrize("command", [["migrate"], ["apikey", "create", "--name", "ops", "--role", "admin"]])
+def test_every_command_refuses_an_unknown_registry_adapter_before_it_starts(tmp_path, command):
+    result = cli(*command, env=_env(tmp_path, CBI_REGISTRIES='{"partner": {"adapter": "dcii", "base_url": "x"}}'))
+    _refused(result, "CBI_REGISTRIES: unknown registry adapter 'dcii'; available: dci, hashed_list")
+    assert not (tmp_path / "data" / "pgdata").exists(), "nothing was started"
+
+
+def test_serve_refuses_a_dci_registry_it_could_not_ask(tmp_path, database_url):
+    registries = '{"partner": {"adapter": "dci", "timeout_seconds": -1}}'
+    env = _env(tmp_path, DATABASE_URL=database_url, CBI_REGISTRIES=registries)
+    result = cli("serve", "--port", str(free_port()), env=env, timeout=60)
+    _refused(result, "CBI_REGISTRIES: registry 'partner':", "'base_url' Field required", "'timeout_seconds'")
+
+
 def _unconfigured(**extra: str) -> dict[str, str]:
     """No DATABASE_URL and no CBI_* variable, as on a fresh machine; this checkout's code from any folder."""
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL" and not k.startswith("CBI_")}

@@ -27,7 +27,7 @@ from typing import Any, Literal
 import httpx
 from circuitbreaker import CircuitBreaker
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 from unidecode import unidecode
 
 from adapters.registries.base import (
@@ -338,7 +338,7 @@ class DciRegistry:
             async with asyncio.timeout(self.timeout_seconds):
                 retrying = AsyncRetrying(
                     stop=stop_after_attempt(self.options.retries + 1),
-                    wait=wait_exponential_jitter(initial=0.05, max=1.0),
+                    wait=wait_random_exponential(multiplier=0.05, max=1.0),
                     retry=retry_if_exception(_transient),
                     reraise=True,
                 )

@@ -3,7 +3,8 @@
 It matches as a real registry would, not as this service does: a document by its identifier type and its
 number with spaces, dashes, dots, case and leading zeros ignored; a person by birth date and at least one
 given and one family name in common, accents and case folded. `GET /admin/stats` counts the messages and
-queries it was sent, so tests can prove what the service did (or did not) ask.
+queries it was sent, so tests can prove what the service did (or did not) ask; `PUT /admin/outage` makes
+it answer the next searches 503.
 """
 
 from __future__ import annotations
@@ -192,7 +193,8 @@ def _errors(status: int, code: str, message: str) -> JSONResponse:
 
 def create_app(records: list[SimRecord], *, api_key: str | None = None, name: str = "registry-sim") -> FastAPI:
     caseload = Caseload(records)
-    stats = {"messages": 0, "queries": 0}
+    stats = {"messages": 0, "queries": 0, "refused": 0, "unauthorized": 0}
+    outage = {"failures": 0}
     app = FastAPI(title="DCI registry simulator", openapi_url=None, docs_url=None, redoc_url=None)
 
     @app.get("/healthz")
@@ -203,10 +205,22 @@ def create_app(records: list[SimRecord], *, api_key: str | None = None, name: st
     async def admin_stats() -> dict[str, int]:
         return stats
 
+    @app.put("/admin/outage")
+    async def admin_outage(request: Request) -> dict[str, int]:
+        """`{"failures": n}`: the next n searches are answered 503, as a registry in trouble would."""
+        body = await request.json()
+        outage["failures"] = int(body.get("failures", 0))
+        return outage
+
     @app.post(SEARCH_PATH)
     async def sync_search(request: Request) -> JSONResponse:
         if api_key is not None and request.headers.get("authorization") != f"Bearer {api_key}":
+            stats["unauthorized"] += 1
             return _errors(401, "err.request.unauthorized", "a bearer token is required")
+        if outage["failures"] > 0:
+            outage["failures"] -= 1
+            stats["refused"] += 1
+            return _errors(503, "err.service.unavailable", "the registry is unavailable")
         try:
             search = SearchMessage.model_validate_json(await request.body())
         except ValidationError:

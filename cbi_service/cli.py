@@ -19,7 +19,7 @@ import typer
 from adapters.simulator.cli import provider_sim
 from cbi_service.auth.roles import Role
 from cbi_service.beneficiaries.cli import import_file
-from cbi_service.dedup.cli import dedup_app, registry_app
+from cbi_service.dedup.cli import dedup_app, registry_app, registry_sim
 from cbi_service.exports.cli import ledger_app
 from cbi_service.jobs.cli import jobs_app
 from cbi_service.keys.cli import keys_app
@@ -368,8 +368,9 @@ def apikey_revoke(key_id: Annotated[str, typer.Argument(help="The key's id.")]) 
 
 
 @app.command()
-def demo(people: Annotated[int, typer.Option(min=1, max=500, help="Synthetic people to register.")] = 36) -> None:
-    """Run a card cycle against the provider simulator and a paper-voucher cycle to a paid merchant settlement, end to end (migrates the database first)."""
+def demo(people: Annotated[int, typer.Option(min=8, max=500, help="Synthetic people to register.")] = 36) -> None:
+    """Run a card cycle against the provider simulator and a paper-voucher cycle to a paid merchant settlement,
+    end to end (migrates the database first)."""
     from cbi_service.demo import run_demo
     from cbi_service.migrate import upgrade
 
@@ -387,6 +388,7 @@ def demo(people: Annotated[int, typer.Option(min=1, max=500, help="Synthetic peo
 app.command("import")(import_file)
 app.add_typer(jobs_app, name="jobs")
 app.command("provider-sim")(provider_sim)
+app.command("registry-sim")(registry_sim)
 
 
 @app.command()

@@ -103,7 +103,7 @@ async def test_a_worker_joins_the_embedded_database_serve_runs(tmp_path):
 
 
 def test_an_unknown_registry_adapter_stops_the_app_from_being_built(settings):
-    with pytest.raises(RegistryConfigError, match="available: hashed_list"):
+    with pytest.raises(RegistryConfigError, match="available: dci, hashed_list"):
         create_app(settings.model_copy(update={"registries": {"elsewhere": {"adapter": "no_such_adapter"}}}))
 
 
@@ -114,13 +114,27 @@ def test_an_unknown_provider_adapter_stops_the_app_from_being_built(settings, co
 
 
 @pytest.mark.parametrize(
-    ("variable", "available"), [("CBI_REGISTRIES", "hashed_list"), ("CBI_PROVIDERS", "prepaid_card, voucher")]
+    ("variable", "available"), [("CBI_REGISTRIES", "dci, hashed_list"), ("CBI_PROVIDERS", "prepaid_card, voucher")]
 )
 @pytest.mark.parametrize("command", ["serve", "worker"])
 def test_serve_and_worker_refuse_an_unknown_adapter(tmp_path, database_url, command, variable, available):
     env = _env(tmp_path, DATABASE_URL=database_url, **{variable: UNKNOWN_ADAPTER})
     args = [command, "--port", str(free_port())] if command == "serve" else [command]
     _refused(cli(*args, env=env, timeout=60), "no_such_adapter", f"available: {available}")
+
+
+@pytest.mark.parametrize("command", [["migrate"], ["apikey", "create", "--name", "ops", "--role", "admin"]])
+def test_every_command_refuses_an_unknown_registry_adapter_before_it_starts(tmp_path, command):
+    result = cli(*command, env=_env(tmp_path, CBI_REGISTRIES='{"partner": {"adapter": "dcii", "base_url": "x"}}'))
+    _refused(result, "CBI_REGISTRIES: unknown registry adapter 'dcii'; available: dci, hashed_list")
+    assert not (tmp_path / "data" / "pgdata").exists(), "nothing was started"
+
+
+def test_serve_refuses_a_dci_registry_it_could_not_ask(tmp_path, database_url):
+    registries = '{"partner": {"adapter": "dci", "timeout_seconds": -1}}'
+    env = _env(tmp_path, DATABASE_URL=database_url, CBI_REGISTRIES=registries)
+    result = cli("serve", "--port", str(free_port()), env=env, timeout=60)
+    _refused(result, "CBI_REGISTRIES: registry 'partner':", "'base_url' Field required", "'timeout_seconds'")
 
 
 def _unconfigured(**extra: str) -> dict[str, str]:

@@ -16,6 +16,12 @@ class RegistryConfigError(ValueError):
     """A CBI_REGISTRIES entry that cannot be turned into an adapter."""
 
 
+class RegistryUnavailable(Exception):
+    """A registry that could not answer a check (down, slow, refusing, answering nonsense). Its message names
+    the registry and what went wrong, never the person asked about. Dedup reports the registry `unavailable`
+    for any exception an adapter raises; this is the one the built-ins raise."""
+
+
 @dataclass(frozen=True, slots=True)
 class RegistryDocument:
     type: str

@@ -13,6 +13,7 @@ from typing import Any
 
 from adapters.plugins import PluginKind
 from adapters.registries.base import RegistryAdapter, RegistryConfigError
+from adapters.registries.dci import DciRegistry
 from adapters.registries.hashed_list import HashedListRegistry
 
 ENTRY_POINT_GROUP = "cbi_service.registries"
@@ -20,7 +21,7 @@ ENTRY_POINT_GROUP = "cbi_service.registries"
 REGISTRY_ADAPTERS = PluginKind[RegistryAdapter](
     noun="registry",
     group=ENTRY_POINT_GROUP,
-    builtins=MappingProxyType({"hashed_list": HashedListRegistry.from_config}),
+    builtins=MappingProxyType({"dci": DciRegistry.from_config, "hashed_list": HashedListRegistry.from_config}),
     interface=RegistryAdapter,
     error=RegistryConfigError,
 )

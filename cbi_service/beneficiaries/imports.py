@@ -56,7 +56,7 @@ from cbi_service.beneficiaries.schemas import BeneficiaryCreate, ImportAccepted
 from cbi_service.beneficiaries.service import Prepared, columns_of, combine, jsonable_matches, prepare
 from cbi_service.dedup.blocking import MemoryIndex
 from cbi_service.dedup.normalize import MatchRecord
-from cbi_service.dedup.registries import check_registries, registries_for
+from cbi_service.dedup.registries import check_many, defer_rechecks, registries_for
 from cbi_service.dedup.scoring import decide
 from cbi_service.dedup.service import active_model
 from cbi_service.dedup.settings import get_dedup_settings
@@ -439,10 +439,15 @@ async def process_chunk(
     valid: list[tuple[int, Prepared]] = []
     for number, checked in rows:
         if isinstance(checked, list):
-            results.append({"row_number": number, "outcome": "invalid", "errors": checked, "matches": []})
+            results.append(
+                {"row_number": number, "outcome": "invalid", "errors": checked, "matches": [],
+                 "registries_unavailable": []}
+            )  # fmt: skip
         else:
             valid.append((number, checked))
 
+    # Asked before any lock is taken: a slow registry keeps no other registration waiting.
+    external = await check_many(registries, [prepared.record for _, prepared in valid])
     all_keys = sorted({k for _, p in valid for k in p.keys})
     await repo.lock_keys(all_keys)
     filed = await repo.filed_under(all_keys)
@@ -456,7 +461,8 @@ async def process_chunk(
     beneficiaries: list[dict[str, Any]] = []
     keys: list[tuple[str, uuid.UUID]] = []
     adjudications: list[dict[str, Any]] = []
-    for number, prepared in valid:
+    rechecks: list[tuple[uuid.UUID, str]] = []
+    for (number, prepared), checks in zip(valid, external, strict=True):
         shared: dict[uuid.UUID, int] = {}
         for key in prepared.keys:
             for owner in owners.get(key, ()):
@@ -466,13 +472,14 @@ async def process_chunk(
             (i, filed[i][0]) for i in ranked[: dedup_settings.max_candidates]
         ]
         candidates += in_chunk.candidates(prepared.record, prepared.keys)
-        outcome = combine(
-            decide(prepared.record, candidates, dedup_settings, model),
-            await check_registries(registries, prepared.record),
-        )
+        outcome = combine(decide(prepared.record, candidates, dedup_settings, model), checks)
         matches = jsonable_matches(outcome.matches)
+        unavailable = [name for name in checks.asked if name in checks.unavailable]
         if outcome.status == "duplicate":
-            results.append({"row_number": number, "outcome": "duplicate", "errors": [], "matches": matches})
+            results.append(
+                {"row_number": number, "outcome": "duplicate", "errors": [], "matches": matches,
+                 "registries_unavailable": unavailable}
+            )  # fmt: skip
             continue
         beneficiary_id = new_id()
         status = "active" if outcome.status == "unique" else "pending_adjudication"
@@ -487,6 +494,7 @@ async def process_chunk(
             }
         )
         keys.extend((k, beneficiary_id) for k in prepared.keys)
+        rechecks.extend(outcome.unchecked(beneficiary_id))
         in_chunk.add(beneficiary_id, prepared.record, prepared.keys)
         if status == "pending_adjudication":
             adjudications.append({"beneficiary_id": beneficiary_id, "matches": matches})
@@ -497,11 +505,13 @@ async def process_chunk(
                 "beneficiary_id": beneficiary_id,
                 "errors": [],
                 "matches": matches,
+                "registries_unavailable": unavailable,
             }
         )
 
     await repo.add_many(beneficiaries, keys)
     await AdjudicationRepository(session).open_many(adjudications)
+    await defer_rechecks(session, rechecks)
     await ImportRepository(session).add_rows([{"import_id": imp.id, "beneficiary_id": None, **r} for r in results])
     import_ref = str(imp.id)
     events = [

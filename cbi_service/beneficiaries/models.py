@@ -207,3 +207,5 @@ class ImportRow(Base):
     beneficiary_id: Mapped[uuid.UUID | None] = mapped_column()
     matches: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)
     errors: Mapped[list[dict[str, str]]] = mapped_column(JSONB, default=list)
+    # External registries that could not answer for this row (the person is asked about again later).
+    registries_unavailable: Mapped[list[str]] = mapped_column(ARRAY(String(100)), server_default="{}")

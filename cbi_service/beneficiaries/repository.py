@@ -208,6 +208,30 @@ class BeneficiaryRepository(Repository[Beneficiary]):
         await ring.require(self.session, {row.key_version for row in rows})
         return [(row.id, profile_dict(ring, row.id, row.key_version, row.data_key, row.profile)) for row in rows]
 
+    async def match_records(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, MatchRecord]:
+        """The stored match records of those of these people who are matchable."""
+        if not ids:
+            return {}
+        stmt = select(Beneficiary.id, Beneficiary.key_version, Beneficiary.data_key, Beneficiary.profile).where(
+            Beneficiary.id.in_(ids), Beneficiary.status.in_(MATCHABLE_STATUSES)
+        )
+        rows = (await self.session.execute(stmt)).all()
+        ring = await keyring(self.session)
+        await ring.require(self.session, {row.key_version for row in rows})
+        return {row.id: open_profile(ring, row.id, row.key_version, row.data_key, row.profile) for row in rows}
+
+    async def hold_for_adjudication(self, ids: Sequence[uuid.UUID]) -> builtins.list[uuid.UUID]:
+        """Active people among these become `pending_adjudication`; returns whose status changed."""
+        if not ids:
+            return []
+        stmt = (
+            update(Beneficiary)
+            .where(Beneficiary.id.in_(ids), Beneficiary.status == "active")
+            .values(status="pending_adjudication", updated_at=func.now())
+            .returning(Beneficiary.id)
+        )
+        return list((await self.session.execute(stmt)).scalars())
+
     async def programme_exists(self, programme_id: uuid.UUID) -> bool:
         """Whether the programme exists (its table is programmes', read here, never written)."""
         stmt = text("SELECT EXISTS (SELECT 1 FROM programmes WHERE id = :id)")

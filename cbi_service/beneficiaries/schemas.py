@@ -99,9 +99,19 @@ class DedupMatch(BaseModel):
     )
 
 
+class RegistryStatus(BaseModel):
+    registry: str = Field(description="`internal` (every beneficiary of every programme) or a CBI_REGISTRIES name.")
+    status: Literal["checked", "unavailable"] = Field(
+        description="`unavailable`: the registry could not answer in time, so its matches, if any, are unknown "
+        '(never a "no match"); the person is checked against it again once it answers, and goes to '
+        "adjudication if it knows them."
+    )
+
+
 class DedupResult(BaseModel):
     status: DedupStatus
     matches: list[DedupMatch]
+    registries: list[RegistryStatus] = Field(description="Every registry consulted, the internal one first.")
 
 
 class BeneficiaryOut(BaseModel):
@@ -226,6 +236,10 @@ class ImportRowOut(BaseModel):
     beneficiary_id: uuid.UUID | None
     matches: list[dict[str, Any]]
     errors: list[dict[str, str]]
+    registries_unavailable: list[str] = Field(
+        description="External registries that could not answer for this row: the person is checked against "
+        "them again once they do."
+    )
 
     @classmethod
     def of(cls, row: ImportRow) -> ImportRowOut:
@@ -236,6 +250,7 @@ class ImportRowOut(BaseModel):
                 "beneficiary_id": row.beneficiary_id,
                 "matches": row.matches,
                 "errors": row.errors,
+                "registries_unavailable": row.registries_unavailable,
             }
         )
 

@@ -15,7 +15,6 @@ from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from adapters.registries.base import RegistryMatch
 from cbi_service.audit.service import Actor, record_audit
 from cbi_service.auth.roles import Principal
 from cbi_service.beneficiaries.models import MATCHABLE_STATUSES, Beneficiary
@@ -42,7 +41,13 @@ from cbi_service.beneficiaries.schemas import (
 from cbi_service.dedup.blocking import blocking_keys
 from cbi_service.dedup.documents import FieldError, check_birth_date, normalize_document, normalize_phone
 from cbi_service.dedup.normalize import DocumentKey, MatchRecord, build_record
-from cbi_service.dedup.registries import check_registries, registries_for
+from cbi_service.dedup.registries import (
+    RegistryChecks,
+    check_registries,
+    defer_rechecks,
+    registries_for,
+    settle_rechecks,
+)
 from cbi_service.dedup.scoring import Decision, DedupStatus, decide
 from cbi_service.dedup.service import active_model
 from cbi_service.dedup.settings import get_dedup_settings
@@ -114,18 +119,25 @@ def prepare(data: BeneficiaryCreate) -> Prepared:
 
 @dataclass
 class DedupOutcome:
-    """Internal and external matches merged into the contract's `dedup` object."""
+    """Internal and external matches merged into the contract's `dedup` object, with the registries asked."""
 
     status: DedupStatus = "unique"
     matches: list[dict[str, Any]] = field(default_factory=list)
     existing_id: uuid.UUID | None = None
+    checks: RegistryChecks = field(default_factory=RegistryChecks)
 
     def result(self) -> DedupResult:
-        return DedupResult.model_validate({"status": self.status, "matches": self.matches})
+        return DedupResult.model_validate(
+            {"status": self.status, "matches": self.matches, "registries": self.checks.statuses()}
+        )
+
+    def unchecked(self, beneficiary_id: uuid.UUID) -> list[tuple[uuid.UUID, str]]:
+        """(person, registry) for each external registry that could not answer: to ask again later."""
+        return [(beneficiary_id, name) for name in self.checks.asked if name in self.checks.unavailable]
 
 
-def combine(decision: Decision[uuid.UUID], external: Sequence[RegistryMatch]) -> DedupOutcome:
-    outcome = DedupOutcome(status=decision.status)
+def combine(decision: Decision[uuid.UUID], checks: RegistryChecks) -> DedupOutcome:
+    outcome = DedupOutcome(status=decision.status, checks=checks)
     for match in decision.matches:
         outcome.matches.append(
             {
@@ -141,7 +153,7 @@ def combine(decision: Decision[uuid.UUID], external: Sequence[RegistryMatch]) ->
         outcome.existing_id = decision.matches[0].ident
     # A partner registry's hit is weighed by the partner's keys, not by this registry's model: the same
     # document is one person, anything else is for an adjudicator.
-    for ext in external:
+    for ext in checks.matches:
         status: DedupStatus = "duplicate" if ext.same_document else "possible_duplicate"
         outcome.matches.append(
             {
@@ -156,14 +168,19 @@ def combine(decision: Decision[uuid.UUID], external: Sequence[RegistryMatch]) ->
     return outcome
 
 
+async def external_checks(settings: Settings, prepared: Prepared) -> RegistryChecks:
+    """The external registries' answers, asked before the registration's locks are taken: a slow registry
+    keeps no other registration waiting."""
+    return await check_registries(registries_for(settings.registries), prepared.record)
+
+
 async def run_dedup(
-    session: AsyncSession, settings: Settings, prepared: Prepared, *, exclude: uuid.UUID | None = None
+    session: AsyncSession, prepared: Prepared, checks: RegistryChecks, *, exclude: uuid.UUID | None = None
 ) -> DedupOutcome:
     dedup_settings = get_dedup_settings()
     candidates = await BeneficiaryRepository(session).candidates(prepared.keys, dedup_settings.max_candidates, exclude)
     decision = decide(prepared.record, candidates, dedup_settings, await active_model(session))
-    external = await check_registries(registries_for(settings.registries), prepared.record)
-    return combine(decision, external)
+    return combine(decision, checks)
 
 
 def duplicate_conflict(outcome: DedupOutcome) -> Conflict:
@@ -275,18 +292,26 @@ def _summary(b: Beneficiary, **extra: Any) -> dict[str, Any]:
     return {"status": b.status, **extra}
 
 
+def _unavailable(outcome: DedupOutcome) -> dict[str, Any]:
+    """For the audit trail: the external registries a decision was taken without (to be asked again)."""
+    names = [name for name in outcome.checks.asked if name in outcome.checks.unavailable]
+    return {"registries_unavailable": names} if names else {}
+
+
 async def check(session: AsyncSession, settings: Settings, data: BeneficiaryCreate) -> DedupResult:
     """The dedup outcome a registration would get; reads only."""
-    return (await run_dedup(session, settings, prepare(data))).result()
+    prepared = prepare(data)
+    return (await run_dedup(session, prepared, await external_checks(settings, prepared))).result()
 
 
 async def register(
     session: AsyncSession, settings: Settings, principal: Principal, data: BeneficiaryCreate
 ) -> BeneficiaryRegistered:
     prepared = prepare(data)
+    checks = await external_checks(settings, prepared)
     repo = BeneficiaryRepository(session)
     await repo.lock_keys(prepared.keys)
-    outcome = await run_dedup(session, settings, prepared)
+    outcome = await run_dedup(session, prepared, checks)
     if outcome.status == "duplicate":
         raise duplicate_conflict(outcome)
     ring = await keyring(session)
@@ -302,9 +327,10 @@ async def register(
     await repo.add(beneficiary, prepared.keys)
     if outcome.status == "possible_duplicate":
         await AdjudicationRepository(session).open(beneficiary.id, jsonable_matches(outcome.matches))
+    await defer_rechecks(session, outcome.unchecked(beneficiary.id))
     await record_audit(
         session, principal, "beneficiary.registered", "beneficiary", beneficiary.id, None,
-        _summary(beneficiary, dedup=outcome.status),
+        _summary(beneficiary, dedup=outcome.status, **_unavailable(outcome)),
     )  # fmt: skip
     return BeneficiaryRegistered(
         **BeneficiaryOut.of(beneficiary, personal_of(prepared)).model_dump(), dedup=outcome.result()
@@ -348,8 +374,9 @@ async def correct(
     if beneficiary.status not in MATCHABLE_STATUSES:
         raise Conflict(f"A {beneficiary.status} beneficiary cannot be corrected.")
     prepared = prepare(_merged(await out_one(session, beneficiary), patch))
+    checks = await external_checks(settings, prepared)
     await repo.lock_keys(prepared.keys)
-    outcome = await run_dedup(session, settings, prepared, exclude=beneficiary.id)
+    outcome = await run_dedup(session, prepared, checks, exclude=beneficiary.id)
     if outcome.status == "duplicate":
         raise duplicate_conflict(outcome)
     before = _summary(beneficiary)
@@ -363,11 +390,12 @@ async def correct(
         await AdjudicationRepository(session).open(beneficiary.id, jsonable_matches(outcome.matches))
     beneficiary.updated_at = datetime.now(UTC)
     await repo.replace_keys(beneficiary.id, prepared.keys)
+    await settle_rechecks(session, beneficiary.id, outcome.checks)
     await session.flush()
     changed = sorted(patch.model_dump(exclude_unset=True))
     await record_audit(
         session, principal, "beneficiary.corrected", "beneficiary", beneficiary.id, before,
-        _summary(beneficiary, fields=changed, dedup=outcome.status),
+        _summary(beneficiary, fields=changed, dedup=outcome.status, **_unavailable(outcome)),
     )  # fmt: skip
     return BeneficiaryRegistered(
         **BeneficiaryOut.of(beneficiary, personal_of(prepared)).model_dump(), dedup=outcome.result()

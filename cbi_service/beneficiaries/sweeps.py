@@ -1,5 +1,5 @@
-"""The registry as dedup's sweeps and training see it: matchable people's profiles, and adjudications
-opened for the pairs a sweep found.
+"""The registry as dedup's sweeps, training and registry re-checks see it: matchable people's profiles,
+adjudications opened for the pairs a sweep found, and for the people an external registry turned out to know.
 
 A sweep never changes a person's status: it only puts pairs before adjudicators, and their decision
 (`service.decide_adjudication`) is what makes someone `duplicate` or `active`. Of a pair, the newer record
@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from adapters.registries.base import RegistryMatch
 from cbi_service.audit.service import AuditEntry, record_audit_many
+from cbi_service.beneficiaries.models import MATCHABLE_STATUSES
 from cbi_service.beneficiaries.repository import AdjudicationRepository, BeneficiaryRepository
 from cbi_service.dedup import service as dedup
+from cbi_service.dedup.normalize import MatchRecord
 from cbi_service.dedup.sweeps import FoundPair
 from cbi_service.kit.ids import new_id
 
@@ -43,6 +46,52 @@ class BeneficiaryRegistry:
         self, session: AsyncSession, sweep_id: uuid.UUID, pairs: Sequence[FoundPair]
     ) -> tuple[int, int]:
         return await open_sweep_adjudications(session, sweep_id, pairs)
+
+    async def match_records(self, session: AsyncSession, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, MatchRecord]:
+        return await BeneficiaryRepository(session).match_records(ids)
+
+    async def flag_registry_matches(
+        self, session: AsyncSession, registry: str, found: Mapping[uuid.UUID, Sequence[RegistryMatch]]
+    ) -> int:
+        return await flag_registry_matches(session, registry, found)
+
+
+async def flag_registry_matches(
+    session: AsyncSession, registry: str, found: Mapping[uuid.UUID, Sequence[RegistryMatch]]
+) -> int:
+    """People an external registry knew, learnt on a re-check after it could not answer at registration: each
+    gets the registry's matches in an adjudication (opened, or added to the one already open) and, if active,
+    is held as `pending_adjudication` until an adjudicator decides, as the registration would have been (a
+    document the registry holds too would have refused it, which can no longer be). Returns how many people
+    were flagged; the still matchable only."""
+    repo = AdjudicationRepository(session)
+    people = sorted(found)
+    existing = await repo.open_ids(people)
+    statuses = await BeneficiaryRepository(session).statuses_for_share(people)
+    people = [p for p in people if statuses.get(p) in MATCHABLE_STATUSES]
+    held = set(await BeneficiaryRepository(session).hold_for_adjudication(people))
+    events: list[AuditEntry] = []
+    for person in people:
+        matches = [
+            {"registry_ref": m.registry_ref, "registry": m.registry, "score": round(m.score, 4),
+             "matched_on": list(m.matched_on)}
+            for m in found[person]
+        ]  # fmt: skip
+        summary = {"registry": registry, "matches": len(matches)}
+        if person in existing:
+            await repo.add_matches(existing[person], matches)
+            events.append(AuditEntry("adjudication.matches_added", "beneficiary", person, None,
+                                     {"adjudication_id": str(existing[person]), **summary}))  # fmt: skip
+        else:
+            adjudication_id = new_id()
+            await repo.open_with_ids([{"id": adjudication_id, "beneficiary_id": person, "matches": matches}])
+            events.append(AuditEntry("adjudication.opened", "beneficiary", person, None,
+                                     {"adjudication_id": str(adjudication_id), **summary}))  # fmt: skip
+        if person in held:
+            events.append(AuditEntry("beneficiary.registry_match", "beneficiary", person, {"status": "active"},
+                                     {"status": "pending_adjudication", **summary}))  # fmt: skip
+    await record_audit_many(session, None, events)
+    return len(people)
 
 
 async def open_sweep_adjudications(

@@ -1,4 +1,5 @@
 """`cbi-service registry hash`: what a partner agency runs on its own machine to share its caseload safely;
+`cbi-service registry-sim`: a DCI registry answering from a caseload, for tests and demos;
 `cbi-service dedup train|sweep`: the match model learned from the registry, and registry-wide sweeps."""
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from cbi_service.kit.commands import ApiKeyOption, database, service_errors
 from cbi_service.kit.settings import Settings
 
 if TYPE_CHECKING:
+    from adapters.registries.dci_simulator import SimRecord
     from cbi_service.dedup.models import DedupSweep
 
 registry_app = typer.Typer(help="Work with external registries shared between agencies.", no_args_is_help=True)
@@ -65,6 +67,76 @@ def hash_command(
             more = ", ..." if count > len(rows) else ""
             typer.echo(f"  {count} rows, {reason} (rows {', '.join(map(str, rows))}{more})", err=True)
         raise typer.Exit(1)
+
+
+def registry_sim(
+    records: Annotated[
+        Path,
+        typer.Option(
+            exists=True, dir_okay=False, readable=True, help="The caseload it holds (CSV or XLSX, the import columns)."
+        ),
+    ],
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on; 0 picks a free one (printed on stdout).")] = 8950,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="CBI_SIM_API_KEY", show_envvar=True, help="Require 'Authorization: Bearer <key>' on searches."
+        ),
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn's log level.")] = "warning",
+) -> None:
+    """A DCI social registry answering POST /registry/sync/search from a caseload file, for tests and demos.
+    Configure it as `{"adapter": "dci", "base_url": "http://HOST:PORT"}` in CBI_REGISTRIES.
+
+    Rows without given names, family names or a readable birth date are left out (counted on stderr, never
+    shown). Exit status 2 when the file cannot be read.
+    """
+    from adapters.registries.dci_simulator import serve
+    from cbi_service.kit.tabular import UnreadableFile
+
+    if os.environ.get("CBI_ENV") == "production":
+        typer.echo("registry-sim: the simulator is for development and tests: unset CBI_ENV=production", err=True)
+        raise typer.Exit(2)
+    try:
+        people, skipped = _caseload(records)
+    except UnreadableFile as exc:
+        typer.echo(f"registry-sim: {records.name} cannot be read: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"registry-sim: {len(people)} records loaded, {skipped} rows left out", err=True)
+    try:
+        serve(people, host=host, port=port, api_key=api_key, log_level=log_level)
+    except OSError as exc:
+        typer.echo(f"registry-sim: cannot listen on {host}:{port}: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _caseload(source: Path) -> tuple[list[SimRecord], int]:
+    """The simulator's records from a caseload file read as imports read it; (records, rows left out)."""
+    from adapters.registries.dci_simulator import SimDocument, SimRecord
+    from cbi_service.dedup.registries import HASH_COLUMNS
+    from cbi_service.kit.tabular import TableLimits, iter_rows, parse_date
+
+    limits = TableLimits.of(Settings(), max_rows=sys.maxsize)
+    file_format = "xlsx" if source.suffix.lower() == ".xlsx" else "csv"
+    people: list[SimRecord] = []
+    skipped = 0
+    for number, row in iter_rows(source, file_format, HASH_COLUMNS, limits):
+        given, family = row.get("given_names", ""), row.get("family_names", "")
+        try:
+            born = parse_date(row.get("date_of_birth", ""))
+        except ValueError:
+            born = None
+        if not given or not family or born is None:
+            skipped += 1
+            continue
+        documents: tuple[SimDocument, ...] = ()
+        if row.get("document_number"):
+            kind = row.get("document_type") or "other"
+            documents = (SimDocument(kind, row["document_number"], (row.get("document_country") or "").upper()),)
+        ref = row.get("external_ref") or f"row-{number}"
+        people.append(SimRecord(ref, given, family, born, row.get("sex") or "unknown", documents))
+    return people, skipped
 
 
 dedup_app = typer.Typer(help="Train the match model and sweep the registry for duplicates.", no_args_is_help=True)

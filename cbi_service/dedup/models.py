@@ -1,4 +1,5 @@
-"""Dedup's own tables: the trained match models and the registry-wide sweeps with the pairs they found."""
+"""Dedup's own tables: the trained match models, the registry-wide sweeps with the pairs they found, and
+the people still to be checked against an external registry that could not answer."""
 
 from __future__ import annotations
 
@@ -88,3 +89,20 @@ class DedupSweepPair(Base):
     chunk: Mapped[int] = mapped_column(Integer)
     match_probability: Mapped[float] = mapped_column(Float)
     match_weight: Mapped[float] = mapped_column(Float)
+
+
+class RegistryRecheck(CreatedAt, Base):
+    """A person registered or corrected while an external registry could not answer, to be asked about again
+    once it does (ids and the registry's name only). `claimed_at` is set when a re-check round takes the row
+    (it asks outside any transaction, then settles only the rows still carrying its claim) and counts as an
+    attempt; a correction meanwhile re-defers the row, clearing the claim."""
+
+    __tablename__ = "dedup_registry_rechecks"
+    __table_args__ = (Index("ix_dedup_registry_rechecks_registry_created", "registry_name", "created_at"),)
+
+    beneficiary_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("beneficiaries.id", ondelete="CASCADE"), primary_key=True
+    )
+    registry_name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,41 +1,58 @@
-"""Bridge between the service's normalisation and the external registry adapters in `adapters/registries`."""
+"""Bridge between the service's normalisation and the external registry adapters in `adapters/registries`:
+checks at registration, re-checks of people a registry could not answer for, and caseload hashing."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
-from collections.abc import Mapping, Sequence
-from functools import lru_cache
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import structlog
+from pydantic import SecretStr
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.registries.base import RegistryAdapter, RegistryDocument, RegistryMatch, RegistryProbe
 from adapters.registries.hashed_list import HashSummary, hash_rows
 from adapters.registries.registry import build_registries
 from cbi_service.dedup.documents import FieldError, normalize_document
 from cbi_service.dedup.normalize import DocumentKey, MatchRecord, build_record
-from cbi_service.kit.errors import AppError
+from cbi_service.dedup.repository import RecheckRepository
+from cbi_service.dedup.service import registry
 from cbi_service.kit.tabular import TableLimits, iter_rows, parse_date
 
 log = structlog.get_logger(__name__)
 
 
-class RegistryUnavailable(AppError):
-    """An external registry could not be asked: registering without it could pay someone twice."""
+#: Adapters built per configuration, the most recently used last; a few configurations at most.
+_BUILT: OrderedDict[str, tuple[RegistryAdapter, ...]] = OrderedDict()
+_BUILT_KEPT = 8
 
-    status, title, slug = 503, "Service Unavailable", "registry-unavailable"
 
-
-@lru_cache(maxsize=8)
-def _registries(config_json: str) -> tuple[RegistryAdapter, ...]:
-    return tuple(build_registries(json.loads(config_json)))
+def _fingerprint(value: Any) -> str:
+    """A secret option in the cache key: its digest, so the key tells configurations apart without holding it."""
+    if isinstance(value, SecretStr):
+        return "secret:" + hashlib.sha256(value.get_secret_value().encode()).hexdigest()
+    raise TypeError(f"{type(value).__name__} is not a configuration value")
 
 
 def registries_for(configs: Mapping[str, Mapping[str, Any]]) -> tuple[RegistryAdapter, ...]:
-    """Adapters of CBI_REGISTRIES, built once per configuration (hashed lists load their file once)."""
-    return _registries(json.dumps(configs, sort_keys=True))
+    """Adapters of CBI_REGISTRIES, built once per configuration and process: hashed lists load their file
+    once, and a DCI registry's circuit breaker and connections outlive a request."""
+    key = json.dumps(configs, sort_keys=True, default=_fingerprint)
+    built = _BUILT.get(key)
+    if built is None:
+        built = tuple(build_registries(configs))
+        _BUILT[key] = built
+        while len(_BUILT) > _BUILT_KEPT:
+            _BUILT.popitem(last=False)
+    _BUILT.move_to_end(key)
+    return built
 
 
 def probe_of(record: MatchRecord) -> RegistryProbe:
@@ -52,19 +69,143 @@ def probe_of(record: MatchRecord) -> RegistryProbe:
     )
 
 
-async def check_registries(registries: Sequence[RegistryAdapter], record: MatchRecord) -> list[RegistryMatch]:
-    """Ask every external registry at once; any failure refuses the decision rather than guessing."""
+#: The internal registry's name in `dedup.registries` and in matches.
+INTERNAL = "internal"
+CHECKED, UNAVAILABLE = "checked", "unavailable"
+
+#: External checks in flight at once for a bulk import chunk or a re-check round.
+CONCURRENCY = 16
+
+
+@dataclass(frozen=True)
+class RegistryChecks:
+    """What the external registries said of one person: their matches, and which of them could not answer
+    (reported `unavailable`, to be asked again later, never read as "no match")."""
+
+    matches: list[RegistryMatch] = field(default_factory=list)
+    #: Every registry asked, in configuration order, and those of them that could not answer.
+    asked: tuple[str, ...] = ()
+    unavailable: frozenset[str] = frozenset()
+
+    def statuses(self) -> list[dict[str, str]]:
+        """`dedup.registries`: the internal registry, then each external one in configuration order."""
+        return [{"registry": INTERNAL, "status": CHECKED}] + [
+            {"registry": name, "status": UNAVAILABLE if name in self.unavailable else CHECKED} for name in self.asked
+        ]
+
+    @property
+    def checked(self) -> list[str]:
+        return [name for name in self.asked if name not in self.unavailable]
+
+
+async def check_registries(registries: Sequence[RegistryAdapter], record: MatchRecord) -> RegistryChecks:
+    """Ask every external registry at once. One that fails, whatever the reason, is `unavailable`: the
+    registration goes on and the person is asked about again once it answers (`defer_rechecks`)."""
     if not registries:
-        return []
+        return RegistryChecks()
     probe = probe_of(record)
     results = await asyncio.gather(*(r.check(probe) for r in registries), return_exceptions=True)
     matches: list[RegistryMatch] = []
-    for registry, result in zip(registries, results, strict=True):
+    unavailable: set[str] = set()
+    for adapter, result in zip(registries, results, strict=True):
         if isinstance(result, BaseException):
-            log.warning("registry_check_failed", registry=registry.name, error=type(result).__name__)
-            raise RegistryUnavailable(f"External registry {registry.name!r} could not be checked.")
+            if not isinstance(result, Exception):  # cancellation and exits are not a registry's answer
+                raise result
+            # The type alone: an adapter's message or its cause may hold what was asked.
+            log.warning("registry_unavailable", registry=adapter.name, error=type(result).__name__)
+            unavailable.add(adapter.name)
+            continue
         matches.extend(result)
-    return matches
+    return RegistryChecks(matches, tuple(r.name for r in registries), frozenset(unavailable))
+
+
+async def check_many(registries: Sequence[RegistryAdapter], records: Sequence[MatchRecord]) -> list[RegistryChecks]:
+    """`check_registries` for many people, CONCURRENCY at a time, in their order."""
+    if not registries:
+        return [RegistryChecks() for _ in records]
+    gate = asyncio.Semaphore(CONCURRENCY)
+
+    async def one(record: MatchRecord) -> RegistryChecks:
+        async with gate:
+            return await check_registries(registries, record)
+
+    return list(await asyncio.gather(*(one(r) for r in records)))
+
+
+# Re-checks -------------------------------------------------------------------------------------------------
+
+#: People asked about per transaction of a re-check round, and how long a round's claim on them holds
+#: (a round that died leaves them to the next one after this).
+RECHECK_BATCH = 200
+RECHECK_LEASE_SECONDS = 300.0
+
+
+async def defer_rechecks(session: AsyncSession, pairs: Sequence[tuple[uuid.UUID, str]]) -> None:
+    """(person, registry) pairs a registration or an import could not check: asked again by the re-check job."""
+    await RecheckRepository(session).defer(pairs)
+
+
+async def settle_rechecks(session: AsyncSession, beneficiary_id: uuid.UUID, checks: RegistryChecks) -> None:
+    """After a correction re-ran dedup: what answered need not be asked again, what did not is asked anew."""
+    repo = RecheckRepository(session)
+    await repo.forget(beneficiary_id, checks.checked)
+    await repo.defer([(beneficiary_id, name) for name in checks.asked if name in checks.unavailable])
+
+
+@dataclass
+class RecheckRound:
+    """What a round of re-checks did: people asked about, answered for, flagged for adjudication, and those
+    still waiting for each registry that did not answer."""
+
+    asked: int = 0
+    answered: int = 0
+    flagged: int = 0
+    unavailable: dict[str, int] = field(default_factory=dict)
+
+
+async def recheck_registries(
+    session_factory: async_sessionmaker[AsyncSession],
+    registries: Sequence[RegistryAdapter],
+    *,
+    checkpoint: Callable[[], None] = lambda: None,
+    batch: int = RECHECK_BATCH,
+) -> RecheckRound:
+    """Ask each registry again about the people it could not answer for, a batch at a time, until it fails
+    again or nobody is left. No transaction is open while a registry is being asked: a batch is claimed,
+    asked, then settled, and only the rows still carrying the claim are (a correction meanwhile re-defers
+    its person, and that newer check wins). A person someone found in the registry goes to adjudication."""
+    summary = RecheckRound()
+    for adapter in registries:
+        while True:
+            async with session_factory.begin() as session:
+                claimed_at, ids = await RecheckRepository(session).claim(adapter.name, batch, RECHECK_LEASE_SECONDS)
+                records = await registry().match_records(session, ids) if ids else {}
+            if not ids:
+                break
+            people = [i for i in ids if i in records]
+            results = await check_many([adapter], [records[i] for i in people])
+            answered = {
+                person: result.matches
+                for person, result in zip(people, results, strict=True)
+                if adapter.name not in result.unavailable
+            }
+            failed = [person for person in people if person not in answered]
+            async with session_factory.begin() as session:
+                repo = RecheckRepository(session)
+                # People no longer matchable (erased, deactivated, found duplicate) need no answer.
+                settled = set(await repo.settle(adapter.name, claimed_at, [i for i in ids if i not in failed]))
+                await repo.release(adapter.name, claimed_at, failed)
+                found = {person: matches for person, matches in answered.items() if matches and person in settled}
+                flagged = await registry().flag_registry_matches(session, adapter.name, found) if found else 0
+            summary.asked += len(people)
+            summary.answered += len(answered)
+            summary.flagged += flagged
+            if failed:
+                summary.unavailable[adapter.name] = summary.unavailable.get(adapter.name, 0) + len(failed)
+            checkpoint()
+            if failed or len(ids) < batch:  # down again, or nobody left: the next round goes on
+                break
+    return summary
 
 
 #: The columns a caseload file must have for `registry hash`; the others of the import columns are optional.

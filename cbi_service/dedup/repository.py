@@ -1,16 +1,18 @@
-"""Queries of the dedup domain: stored models, sweeps and the pairs sweeps found."""
+"""Queries of the dedup domain: stored models, sweeps and the pairs sweeps found, registry re-checks."""
 
 from __future__ import annotations
 
 import builtins
 import uuid
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, select, update
+from sqlalchemy import Table, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from cbi_service.dedup.models import DedupModel, DedupSweep, DedupSweepPair
+from cbi_service.dedup.models import DedupModel, DedupSweep, DedupSweepPair, RegistryRecheck
 from cbi_service.kit.ids import new_id
 from cbi_service.kit.repository import Repository
 
@@ -87,3 +89,85 @@ class SweepRepository(Repository[DedupSweep]):
         """Forget what a sweep found so far (its records changed since): the pairs sent to adjudication stay
         claimed, so starting again sends none of them twice."""
         await self.session.execute(delete(DedupSweepPair).where(DedupSweepPair.sweep_id == sweep_id))
+
+
+class RecheckRepository:
+    """People to ask an external registry about again (`RegistryRecheck`)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def defer(self, pairs: Sequence[tuple[uuid.UUID, str]]) -> None:
+        """(person, registry) to ask again, as new: a pair already waiting starts over (its data may have
+        changed) and loses any claim on it, so the round holding it settles nothing."""
+        if not pairs:
+            return
+        stmt = pg_insert(RegistryRecheck).values(
+            [{"beneficiary_id": person, "registry_name": registry} for person, registry in dict.fromkeys(pairs)]
+        )
+        await self.session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["beneficiary_id", "registry_name"], set_={"attempts": 0, "claimed_at": None}
+            )
+        )
+
+    async def forget(self, beneficiary_id: uuid.UUID, registries: Sequence[str]) -> None:
+        """The registries that just answered for this person need not be asked again."""
+        if registries:
+            await self.session.execute(
+                delete(RegistryRecheck).where(
+                    RegistryRecheck.beneficiary_id == beneficiary_id, RegistryRecheck.registry_name.in_(registries)
+                )
+            )
+
+    async def claim(self, registry: str, limit: int, lease_seconds: float) -> tuple[datetime, list[uuid.UUID]]:
+        """Up to `limit` people waiting for `registry`, oldest first, not claimed in the last `lease_seconds`
+        (a round that died leaves its claims to expire); they carry this transaction's time as their claim."""
+        claimed_at = (await self.session.execute(select(func.now()))).scalar_one()
+        free = or_(
+            RegistryRecheck.claimed_at.is_(None),
+            RegistryRecheck.claimed_at < func.now() - timedelta(seconds=lease_seconds),
+        )
+        due = (
+            select(RegistryRecheck.beneficiary_id)
+            .where(RegistryRecheck.registry_name == registry, free)
+            .order_by(RegistryRecheck.created_at, RegistryRecheck.beneficiary_id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        ids = list((await self.session.execute(due)).scalars())
+        if ids:
+            await self.session.execute(
+                update(RegistryRecheck)
+                .where(RegistryRecheck.registry_name == registry, RegistryRecheck.beneficiary_id.in_(ids))
+                .values(claimed_at=claimed_at, attempts=RegistryRecheck.attempts + 1)
+            )
+        return claimed_at, ids
+
+    async def settle(self, registry: str, claimed_at: datetime, ids: Sequence[uuid.UUID]) -> builtins.list[uuid.UUID]:
+        """Remove the claimed rows of these people that still carry the claim; returns whose were removed."""
+        if not ids:
+            return []
+        stmt = (
+            delete(RegistryRecheck)
+            .where(
+                RegistryRecheck.registry_name == registry,
+                RegistryRecheck.beneficiary_id.in_(ids),
+                RegistryRecheck.claimed_at == claimed_at,
+            )
+            .returning(RegistryRecheck.beneficiary_id)
+        )
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def release(self, registry: str, claimed_at: datetime, ids: Sequence[uuid.UUID]) -> None:
+        """Claims given up (the registry did not answer): the next round takes these people again."""
+        if ids:
+            await self.session.execute(
+                update(RegistryRecheck)
+                .where(
+                    RegistryRecheck.registry_name == registry,
+                    RegistryRecheck.beneficiary_id.in_(ids),
+                    RegistryRecheck.claimed_at == claimed_at,
+                )
+                .values(claimed_at=None)
+            )

@@ -14,7 +14,7 @@ import asyncio
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,9 +23,11 @@ from typing import Any, Protocol
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from adapters.registries.base import RegistryMatch
 from cbi_service.audit.service import Actor, record_audit
 from cbi_service.dedup.model import MatchModel, default_model
 from cbi_service.dedup.models import DedupSweep
+from cbi_service.dedup.normalize import MatchRecord
 from cbi_service.dedup.repository import ModelRepository, SweepRepository
 from cbi_service.dedup.settings import get_dedup_settings
 from cbi_service.dedup.sweeps import (
@@ -62,6 +64,17 @@ class Registry(Protocol):
         self, session: AsyncSession, sweep_id: uuid.UUID, pairs: Sequence[FoundPair]
     ) -> tuple[int, int]:
         """Put the pairs not already decided before adjudicators: (adjudications opened, pairs sent)."""
+        ...
+
+    async def match_records(self, session: AsyncSession, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, MatchRecord]:
+        """The match records of those of these people who are still matchable (the others need no check)."""
+        ...
+
+    async def flag_registry_matches(
+        self, session: AsyncSession, registry: str, found: Mapping[uuid.UUID, Sequence[RegistryMatch]]
+    ) -> int:
+        """Put people an external registry turned out to know before adjudicators, as their registration
+        would have been had it answered then; returns how many people were flagged."""
         ...
 
 

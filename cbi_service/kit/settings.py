@@ -105,6 +105,17 @@ class Settings(BaseSettings):
     def _hide_secrets(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         return hidden_secrets(value)
 
+    @field_validator("registries")
+    @classmethod
+    def _known_registry_adapters(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Every entry names an adapter that exists, so that any command refuses a mistyped one at start;
+        the app also builds each entry (`check_adapters`), which checks its options."""
+        from adapters.registries.registry import REGISTRY_ADAPTERS  # not at import: the CLI starts without httpx
+
+        for name, config in value.items():
+            REGISTRY_ADAPTERS.check(name, config)
+        return value
+
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:
         if self.env != "development":

@@ -14,7 +14,11 @@ async def test_register_returns_canonical_values_and_unique_dedup(client, api_ke
     body = response.json()
     assert body["status"] == "active"
     assert body["phone"] == "+584125551234"
-    assert body["dedup"] == {"status": "unique", "matches": []}
+    assert body["dedup"] == {
+        "status": "unique",
+        "matches": [],
+        "registries": [{"registry": "internal", "status": "checked"}],
+    }
     fetched = await client.get(f"/v1/beneficiaries/{body['id']}", headers=headers)
     assert fetched.json()["documents"] == [{"type": "national_id", "number": "V-12.345.678", "issuing_country": "VE"}]
 

@@ -180,3 +180,11 @@ def test_a_refused_setting_never_echoes_its_value(secret_environment, monkeypatc
 @pytest.mark.parametrize("url", ["postgresql://cbi:db-pa55word@db:port/cbi", "db-pa55word"])
 def test_a_database_url_that_cannot_be_read_shows_nothing_of_itself(url):
     assert "db-pa55word" not in repr(Settings(database_url=url))
+
+
+def test_an_unknown_registry_adapter_is_refused_when_settings_are_read(monkeypatch):
+    monkeypatch.setenv("CBI_REGISTRIES", '{"partner": {"adapter": "dcii"}}')
+    with pytest.raises(ValidationError, match="unknown registry adapter 'dcii'; available: dci, hashed_list"):
+        Settings()
+    monkeypatch.setenv("CBI_REGISTRIES", '{"partner": {"adapter": "dci", "base_url": "http://registry.example.org"}}')
+    assert Settings().registries["partner"]["adapter"] == "dci"

@@ -65,9 +65,24 @@ async def test_finds_a_person_by_name_and_birth_date_despite_spelling(hashed_lis
     assert isinstance(settings.registries["partner"]["key"], SecretStr)
     (registry,) = build_registries(settings.registries)
     probe = build_record(given_names="Yesica", family_names="Ortiz Pena", date_of_birth=date(1988, 4, 12))
-    matches = await check_registries([registry], probe)
+    checks = await check_registries([registry], probe)
+    matches = checks.matches
     assert [(m.registry, m.registry_ref, m.same_document) for m in matches] == [("partner", "ACNUR-77", False)]
     assert matches[0].score >= 0.9
+    assert checks.statuses() == [
+        {"registry": "internal", "status": "checked"},
+        {"registry": "partner", "status": "checked"},
+    ]
+
+
+async def test_a_list_that_cannot_be_read_is_unavailable_not_empty(tmp_path: Path):
+    (registry,) = build_registries(
+        {"partner": {"adapter": "hashed_list", "path": str(tmp_path / "gone.csv"), "key": KEY}}
+    )
+    probe = build_record(given_names="Luis", family_names="Mora", date_of_birth=date(1975, 1, 30))
+    checks = await check_registries([registry], probe)
+    assert (checks.matches, checks.unavailable) == ([], frozenset({"partner"}))
+    assert checks.statuses()[1] == {"registry": "partner", "status": "unavailable"}
 
 
 async def test_wrong_key_finds_nobody(hashed_list: Path):

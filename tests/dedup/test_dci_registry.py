@@ -1,0 +1,256 @@
+"""Registrations checked against a partner's DCI registry (`cbi-service registry-sim` in its own process):
+found by a document written differently or by name, reported `unavailable` (never "no match") when the
+registry does not answer, and checked again once it does."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import io
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from cbi_service.app import create_app
+from cbi_service.dedup.tasks import RECHECK_JOB
+from cbi_service.jobs.service import enqueue
+from cbi_service.kit.settings import Settings
+from tests.adapters.registries.dci_support import PARTNER_CASELOAD, registry_sim, silent_registry, write_caseload
+from tests.beneficiaries.support import person_body
+from tests.support import assert_problem, free_port, run_jobs
+
+INTERNAL_CHECKED = {"registry": "internal", "status": "checked"}
+
+#: José Luis García López of the partner's caseload, whose document the partner typed "0079 845-321".
+JOSE = person_body(
+    given_names="José Luis", family_names="García López", date_of_birth="1990-05-01", sex="male",
+    nationality="CO", documents=[{"type": "national_id", "number": "79.845.321", "issuing_country": "CO"}],
+    phone=None, external_ref=None,
+)  # fmt: skip
+UNKNOWN = person_body(
+    given_names="Carmen", family_names="Mora Silva", date_of_birth="1972-08-15", nationality="CO",
+    documents=[{"type": "national_id", "number": "52.111.222", "issuing_country": "CO"}],
+    phone=None, external_ref=None,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def caseload(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_caseload(tmp_path_factory.mktemp("partner") / "caseload.csv", PARTNER_CASELOAD)
+
+
+@pytest.fixture(scope="module")
+def partner(caseload: Path) -> Any:
+    with registry_sim(caseload) as base_url:
+        yield base_url
+
+
+def with_registry(settings: Settings, base_url: str, **options: Any) -> Settings:
+    return settings.model_copy(update={"registries": {"partner": {"adapter": "dci", "base_url": base_url, **options}}})
+
+
+@contextlib.asynccontextmanager
+async def service(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield client
+
+
+async def waiting(session_factory: Any) -> list[tuple[uuid.UUID, str, int, bool]]:
+    async with session_factory() as session:
+        rows = await session.execute(
+            text("SELECT beneficiary_id, registry_name, attempts, claimed_at IS NOT NULL FROM dedup_registry_rechecks")
+        )
+        return sorted(tuple(row) for row in rows)
+
+
+async def run_recheck(session_factory: Any, settings: Settings) -> None:
+    """The periodic re-check, as the worker runs it (due now)."""
+    async with session_factory.begin() as session:
+        await enqueue(session, RECHECK_JOB, {}, dedupe_key=f"periodic:{RECHECK_JOB}")
+        await session.execute(text("UPDATE jobs SET run_at = now() WHERE kind = :kind"), {"kind": RECHECK_JOB})
+    await run_jobs(session_factory, settings)
+
+
+async def test_a_registration_finds_the_partners_record_by_a_document_written_differently(
+    settings, api_key_factory, partner
+):
+    registrar = await api_key_factory("registrar")
+    async with service(with_registry(settings, partner)) as client:
+        checked = await client.post("/v1/dedup/check", json=JOSE, headers=registrar)
+        refused = await client.post("/v1/beneficiaries", json=JOSE, headers=registrar)
+        listed = await client.get("/v1/beneficiaries", headers=registrar)
+    assert checked.status_code == 200, checked.text
+    problem = assert_problem(refused, 409)
+    for dedup in (checked.json(), problem["dedup"]):
+        assert dedup["status"] == "duplicate"
+        assert [(m["registry"], m["registry_ref"], m["matched_on"]) for m in dedup["matches"]] == [
+            ("partner", "NRC-1001", ["document"])
+        ]
+        assert dedup["registries"] == [INTERNAL_CHECKED, {"registry": "partner", "status": "checked"}]
+    assert listed.json()["items"] == [], "nothing was stored"
+
+
+async def test_a_registration_the_partner_knows_by_name_goes_to_adjudication(settings, api_key_factory, partner):
+    registrar = await api_key_factory("registrar")
+    yesica = person_body(
+        given_names="Yesica", family_names="Ortiz Pena", date_of_birth="1988-04-12", documents=[], phone=None,
+        external_ref=None,
+    )  # fmt: skip
+    async with service(with_registry(settings, partner)) as client:
+        created = await client.post("/v1/beneficiaries", json=yesica, headers=registrar)
+        unique = await client.post("/v1/beneficiaries", json=UNKNOWN, headers=registrar)
+        adjudications = (await client.get("/v1/adjudications?status=open", headers=registrar)).json()["items"]
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert (body["status"], body["dedup"]["status"]) == ("pending_adjudication", "possible_duplicate")
+    assert [(m["registry"], m["registry_ref"]) for m in body["dedup"]["matches"]] == [("partner", "NRC-1003")]
+    assert [a["beneficiary_id"] for a in adjudications] == [body["id"]]
+    assert unique.json()["dedup"] == {
+        "status": "unique",
+        "matches": [],
+        "registries": [INTERNAL_CHECKED, {"registry": "partner", "status": "checked"}],
+    }
+
+
+async def test_a_registry_that_never_answers_costs_its_timeout_and_shows_unavailable(
+    settings, api_key_factory, session_factory
+):
+    registrar = await api_key_factory("registrar")
+    with silent_registry() as url:
+        async with service(with_registry(settings, url, timeout_seconds=1, retries=2)) as client:
+            started = time.monotonic()
+            response = await client.post("/v1/beneficiaries", json=UNKNOWN, headers=registrar)
+            elapsed = time.monotonic() - started
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert elapsed < 1.8, f"registration took {elapsed:.2f}s with a 1s registry timeout"
+    assert body["status"] == "active"
+    assert body["dedup"] == {
+        "status": "unique",
+        "matches": [],
+        "registries": [INTERNAL_CHECKED, {"registry": "partner", "status": "unavailable"}],
+    }
+    assert await waiting(session_factory) == [(uuid.UUID(body["id"]), "partner", 0, False)]
+    async with session_factory() as session:
+        summary = (
+            await session.execute(text("SELECT after FROM audit_events WHERE action = 'beneficiary.registered'"))
+        ).scalar_one()
+    assert summary["registries_unavailable"] == ["partner"]
+
+
+async def test_people_checked_while_the_registry_was_down_are_checked_again_once_it_answers(
+    settings, api_key_factory, session_factory, caseload
+):
+    port = free_port()
+    settings = with_registry(settings, f"http://127.0.0.1:{port}", timeout_seconds=1, failure_threshold=100)
+    registrar = await api_key_factory("registrar")
+    async with service(settings) as client:
+        jose = (await client.post("/v1/beneficiaries", json=JOSE, headers=registrar)).json()
+        carmen = (await client.post("/v1/beneficiaries", json=UNKNOWN, headers=registrar)).json()
+        assert [b["dedup"]["registries"][1]["status"] for b in (jose, carmen)] == ["unavailable", "unavailable"]
+        assert (jose["status"], carmen["status"]) == ("active", "active")
+
+        await run_recheck(session_factory, settings)  # still down: both keep waiting, one attempt each
+        assert [(r[1], r[2], r[3]) for r in await waiting(session_factory)] == [("partner", 1, False)] * 2
+
+        with registry_sim(caseload, port=port):
+            await run_recheck(session_factory, settings)
+        assert await waiting(session_factory) == []
+        jose_now = (await client.get(f"/v1/beneficiaries/{jose['id']}", headers=registrar)).json()
+        carmen_now = (await client.get(f"/v1/beneficiaries/{carmen['id']}", headers=registrar)).json()
+        (adjudication,) = (await client.get("/v1/adjudications?status=open", headers=registrar)).json()["items"]
+    assert (jose_now["status"], carmen_now["status"]) == ("pending_adjudication", "active")
+    assert adjudication["beneficiary_id"] == jose["id"]
+    assert [(m["registry"], m["registry_ref"], m["matched_on"]) for m in adjudication["matches"]] == [
+        ("partner", "NRC-1001", ["document"])
+    ]
+    async with session_factory() as session:
+        actions = (
+            await session.execute(
+                text(
+                    "SELECT action FROM audit_events WHERE resource_id = :id"
+                    " AND action <> 'beneficiary.personal_data_viewed' ORDER BY occurred_at, id"
+                ),
+                {"id": jose["id"]},
+            )
+        ).scalars()
+        assert list(actions) == ["beneficiary.registered", "adjudication.opened", "beneficiary.registry_match"]
+
+
+async def test_a_correction_once_the_registry_answers_needs_no_recheck(
+    settings, api_key_factory, session_factory, caseload
+):
+    port = free_port()
+    settings = with_registry(settings, f"http://127.0.0.1:{port}", timeout_seconds=1, failure_threshold=100)
+    registrar = await api_key_factory("registrar")
+    async with service(settings) as client:
+        carmen = (await client.post("/v1/beneficiaries", json=UNKNOWN, headers=registrar)).json()
+        assert len(await waiting(session_factory)) == 1
+        with registry_sim(caseload, port=port):
+            corrected = await client.patch(
+                f"/v1/beneficiaries/{carmen['id']}", json={"household_size": 5}, headers=registrar
+            )
+        assert corrected.json()["dedup"]["registries"][1] == {"registry": "partner", "status": "checked"}
+        assert await waiting(session_factory) == []
+        again = await client.patch(f"/v1/beneficiaries/{carmen['id']}", json={"household_size": 6}, headers=registrar)
+    assert again.json()["dedup"]["registries"][1] == {"registry": "partner", "status": "unavailable"}
+    assert [(r[1], r[2]) for r in await waiting(session_factory)] == [("partner", 0)]
+
+
+async def test_an_import_while_the_registry_is_down_reports_it_per_row_and_is_checked_again(
+    settings, api_key_factory, session_factory, caseload
+):
+    port = free_port()
+    settings = with_registry(
+        settings, f"http://127.0.0.1:{port}", timeout_seconds=1, failure_threshold=2, recovery_seconds=1
+    )
+    registrar = await api_key_factory("registrar")
+    rows = [_row(JOSE, "ROW-1"), _row(UNKNOWN, "ROW-2")]
+    async with service(settings) as client:
+        accepted = await client.post(
+            "/v1/beneficiaries/imports", files={"file": ("people.csv", _csv(rows), "text/csv")}, headers=registrar
+        )
+        await run_jobs(session_factory, settings)
+        report = (await client.get(f"/v1/beneficiaries/imports/{accepted.json()['id']}", headers=registrar)).json()
+        assert report["status"] == "completed"
+        assert report["counts"] == {"created": 2}
+        assert [r["registries_unavailable"] for r in report["rows"]["items"]] == [["partner"], ["partner"]]
+        assert len(await waiting(session_factory)) == 2
+        with registry_sim(caseload, port=port):
+            await asyncio.sleep(1.1)  # the breaker the import's failures opened lets a call through after 1 s
+            await run_recheck(session_factory, settings)
+        first = report["rows"]["items"][0]["beneficiary_id"]
+        assert (await client.get(f"/v1/beneficiaries/{first}", headers=registrar)).json()["status"] == (
+            "pending_adjudication"
+        )
+    assert await waiting(session_factory) == []
+
+
+def _row(body: dict[str, Any], ref: str) -> dict[str, str]:
+    (document,) = body["documents"]
+    return {
+        "given_names": body["given_names"], "family_names": body["family_names"],
+        "date_of_birth": body["date_of_birth"], "sex": body["sex"], "nationality": body["nationality"],
+        "document_type": document["type"], "document_number": document["number"],
+        "document_country": document["issuing_country"], "phone": "", "country": "CO", "admin1": "Norte de Santander",
+        "admin2": "Cúcuta", "household_size": "3", "external_ref": ref, "consent_given": "true",
+        "consent_date": "2026-11-01", "consent_purpose": "multipurpose cash assistance",
+    }  # fmt: skip
+
+
+def _csv(rows: list[dict[str, str]]) -> bytes:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue().encode()

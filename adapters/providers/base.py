@@ -232,8 +232,12 @@ class CallbackProvider(Protocol):
     @property
     def name(self) -> str: ...
 
-    def read_callback(self, body: bytes, kind: CallbackKind) -> SignedCallback:
-        """Verify the signature, then read the message; raises `UnauthenticCallback` or `MalformedEvent`."""
+    @property
+    def chunk_size(self) -> int: ...
+
+    def read_callback(self, payload: object, kind: CallbackKind) -> SignedCallback:
+        """Verify the signature of the decoded JSON body, then read the message; raises `UnauthenticCallback`
+        or `MalformedEvent`."""
         ...
 
     async def request_statuses(self, entitlement_ids: Sequence[UUID]) -> None:

@@ -273,12 +273,9 @@ class G2PConnectAdapter:
             [{"field": "", "message": "not a Standard Webhooks provider"}],
         )
 
-    def read_callback(self, body: bytes, kind: CallbackKind) -> SignedCallback:
-        """An `on-disburse` or `txn/on-status` callback: the signature first, then the message."""
-        try:
-            payload = json.loads(body)
-        except ValueError:
-            raise MalformedEvent("the body is not JSON", [{"field": "", "message": "not valid JSON"}]) from None
+    def read_callback(self, payload: object, kind: CallbackKind) -> SignedCallback:
+        """An `on-disburse` or `txn/on-status` callback (its JSON body decoded): the signature first, then the
+        message."""
         if not isinstance(payload, dict):
             raise MalformedEvent("the body is not a JSON object", [{"field": "", "message": "not a JSON object"}])
         created = self._verify(payload)

@@ -20,7 +20,7 @@ import hmac
 import json
 import re
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -47,6 +47,9 @@ _M = TypeVar("_M", bound=BaseModel)
 _Message = tuple[dict[str, Any], dict[str, Any]]
 """A message's header and body, before it is signed."""
 _PROCESSING_BATCH = 1000
+_KEPT_MESSAGES = 200
+"""The latest requests received and callbacks sent, kept for `GET /admin/messages` (tests check them against
+the published schema)."""
 _PAYEE_FA = re.compile(r"^[A-Za-z0-9.:_-]+@[A-Za-z0-9.-]+$")
 _DECLINES = (
     ("rjct.payee_fa.invalid", "the payee's account is closed"),
@@ -226,6 +229,8 @@ def _invalid(item: DisbursementIn) -> tuple[str, str] | None:
 
 
 def _g2p_signer(signer: Signer) -> Sign:
+    """Signs each attempt anew, so a redelivery long after the first attempt is still within its validity."""
+
     def sign(_: str, content: Any) -> tuple[dict[str, str], bytes]:
         header, message = content
         body = json.dumps(signer.signed(header, message), separators=(",", ":")).encode()
@@ -244,6 +249,8 @@ class G2PSimulator(FaultyProvider):
         self.signer = Signer(private_key(options.g2p_signing_key), options.g2p_id)
         self.verifier = verifier([options.g2p_client_public_key])
         self.books = G2PBooks()
+        self.received: deque[dict[str, Any]] = deque(maxlen=_KEPT_MESSAGES)
+        self.sent: deque[dict[str, Any]] = deque(maxlen=_KEPT_MESSAGES)
         base = options.webhook_url.rstrip("/")
         self.dispatchers = {
             path: WebhookDispatcher(
@@ -326,6 +333,7 @@ class G2PSimulator(FaultyProvider):
         return answers
 
     def send(self, path: str, header: dict[str, Any], message: dict[str, Any]) -> None:
+        self.sent.append({"path": path, "body": self.signer.signed(header, message)})
         self.dispatchers[path].send(header["message_id"], (header, message))
 
     def counters(self, *, per_key: bool) -> dict[str, Any]:
@@ -344,6 +352,8 @@ class G2PSimulator(FaultyProvider):
 
     def reset(self) -> None:
         self.books = G2PBooks()
+        self.received.clear()
+        self.sent.clear()
         for dispatcher in self.dispatchers.values():
             dispatcher.counters = DeliveryCounters()
         self.end_outage()
@@ -427,6 +437,7 @@ def create_app(options: SimulatorOptions) -> FastAPI:
             payload = json.loads(await request.body())
         except ValueError:
             raise Fault(400, "err.request.bad", "the body is not JSON") from None
+        simulator.received.append({"path": request.url.path, "body": payload})
         return simulator.verified(payload, actions)
 
     @app.post("/disburse")
@@ -460,5 +471,13 @@ def create_app(options: SimulatorOptions) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    app.include_router(admin_router(simulator))
+    admin = admin_router(simulator)
+
+    @admin.get("/messages")
+    async def recent_messages() -> dict[str, list[dict[str, Any]]]:
+        """The latest requests received and callbacks sent (each once, however often it is delivered), as
+        `{"path", "body"}`."""
+        return {"received": list(simulator.received), "sent": list(simulator.sent)}
+
+    app.include_router(admin)
     return app

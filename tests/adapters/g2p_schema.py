@@ -60,4 +60,6 @@ def response_validator(path: str) -> jsonschema_rs.Draft4Validator:
 
 def errors(validator: jsonschema_rs.Draft4Validator, body: Any) -> list[str]:
     """Every violation, as `path: message`; empty when `body` conforms."""
-    return [f"{'/'.join(map(str, error.instance_path))}: {error.message[:300]}" for error in validator.iter_errors(body)]
+    return [
+        f"{'/'.join(map(str, error.instance_path))}: {error.message[:300]}" for error in validator.iter_errors(body)
+    ]

@@ -1,6 +1,7 @@
 """Acceptance (§15): a batch issued through a G2P Connect provider, the simulator in its own process calling
 back over real HTTP, completes with every entitlement issued exactly once while callbacks are duplicated,
-reordered and dropped and the provider is down for 30 seconds. The simulator's counters prove it."""
+reordered and dropped, answers are lost (the provider acts, then hangs past the adapter's timeout, so the
+chunk is sent again) and the provider is down for 30 seconds. The simulator's counters prove it."""
 
 from __future__ import annotations
 
@@ -40,7 +41,14 @@ SIZE = 300
 CHUNK = 50
 SERVICE_KEY = Ed25519PrivateKey.generate()
 PROVIDER_KEY = Ed25519PrivateKey.generate()
-FAULTS = {"duplicate_rate": 0.3, "reorder": True, "reorder_window_ms": 400, "drop_rate": 0.2}
+FAULTS = {
+    "duplicate_rate": 0.3,
+    "reorder": True,
+    "reorder_window_ms": 400,
+    "drop_rate": 0.2,
+    "timeout_rate": 0.2,
+    "hang_seconds": 3,
+}
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +81,7 @@ def settings(database_url: str, tmp_path: Path, g2p_simulator: SimulatorProcess)
         "provider_public_key": public_text(PROVIDER_KEY),
         "receiver_id": "g2p",
         "chunk_size": CHUNK,
+        "timeout_seconds": 2,
     }
     return Settings(
         database_url=database_url,

@@ -135,15 +135,16 @@ class G2PBooks:
             self.repeated_references += 1
         existing = self.disbursements.get(reference)
         if existing is not None:
-            if existing.status == "rjct" and existing.item == item:
-                existing.transaction_id, existing.requester = transaction_id, requester
-                existing.status, existing.reason_code, existing.reason_message = "pdng", None, None
-                return _Work(transaction_id, requester, existing)
-            self.rejected_duplicates += 1
-            decided = _rejected(reference, messages.DUPLICATE_REFERENCE, "this reference_id was received before")
-            return _Work(transaction_id, requester, decided=decided)
-        disbursement = Disbursement(item, transaction_id, requester)
-        self.disbursements[reference] = disbursement
+            if existing.status != "rjct" or existing.item != item:
+                self.rejected_duplicates += 1
+                decided = _rejected(reference, messages.DUPLICATE_REFERENCE, "this reference_id was received before")
+                return _Work(transaction_id, requester, decided=decided)
+            # A rejection moved no money: the same disbursement sent again is attempted again.
+            existing.transaction_id, existing.requester = transaction_id, requester
+            existing.status, existing.reason_code, existing.reason_message = "pdng", None, None
+            disbursement = existing
+        else:
+            disbursement = self.disbursements[reference] = Disbursement(item, transaction_id, requester)
         invalid = _invalid(item)
         if invalid is not None:
             self._reject(disbursement, *invalid)

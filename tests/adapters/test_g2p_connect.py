@@ -277,6 +277,34 @@ async def test_a_declined_disbursement_is_rejected_with_a_reason_code(adapter, a
     }
 
 
+async def test_a_disbursement_the_provider_rejects_stays_unpaid_when_sent_again(simulator, admin) -> None:
+    signer = Signer(SERVICE_KEY, "cbi-service")
+    invalid = {
+        "reference_id": str(uuid.uuid4()),
+        "payer_fa": "programme:1@cbi-service",
+        "payee_fa": "token:1@sim-g2p",
+        "amount": "0.00",
+        "currency_code": "COP",
+    }
+    async with httpx.AsyncClient(base_url=simulator.base_url) as http:
+        for _ in range(2):
+            header = messages.request_header("disburse", sender_id="cbi-service", receiver_id="sim-g2p", total_count=1)
+            body = signer.signed(header, {"transaction_id": str(uuid.uuid4()), "disbursements": [invalid]})
+            assert errors(request_validator("/disburse"), body) == []
+            answer = await http.post("/disburse", json=body)
+            assert answer.status_code == 200, answer.text
+            assert errors(response_validator("/disburse"), answer.json()) == []
+    counters = await drained(admin)
+
+    assert (counters["disbursed"], counters["rejected"], counters["rejected_duplicates"]) == (0, 2, 0)
+    reasons = [
+        item["status_reason_code"]
+        for message in (await recent(admin))["sent"]
+        for item in message["body"]["message"]["disbursements_status"]
+    ]
+    assert reasons == ["rjct.amount.invalid"] * 2
+
+
 async def test_a_callback_is_believed_only_with_a_fresh_signature_of_the_providers_key(adapter, admin) -> None:
     await adapter.issue([instruction()])
     await drained(admin)
@@ -349,11 +377,15 @@ def test_amounts_are_written_as_the_published_amount_or_not_at_all(minor, curren
 
 
 async def test_an_amount_it_cannot_write_is_declined_alone_and_never_sent(adapter, admin) -> None:
-    fine, fraction = instruction(1250, "KWD"), instruction(1255, "KWD")
+    fine, fraction, unknown = instruction(1250, "KWD"), instruction(1255, "KWD"), instruction(100, "XQQ")
 
-    outcomes = await adapter.issue([fraction, fine])
+    outcomes = await adapter.issue([fraction, fine, unknown])
 
-    assert [(o.accepted, o.error_code) for o in outcomes] == [(False, "amount_not_representable"), (True, None)]
+    assert [(o.accepted, o.error_code) for o in outcomes] == [
+        (False, "amount_not_representable"),
+        (True, None),
+        (False, "invalid_currency"),
+    ]
     (received,) = (await recent(admin))["received"]
     assert [d["reference_id"] for d in received["body"]["message"]["disbursements"]] == [str(fine.entitlement_id)]
 

@@ -165,7 +165,8 @@ class G2PConnectAdapter:
         return self._config.chunk_size
 
     async def issue(self, instructions: Sequence[IssueInstruction]) -> list[IssueOutcome]:
-        """One `disburse` request; an instruction whose amount the protocol cannot carry is declined alone."""
+        """One `disburse` request; an instruction whose amount the protocol cannot carry is declined alone,
+        never sent."""
         if len(instructions) > self.chunk_size:
             raise ValueError(f"{len(instructions)} instructions exceed chunk_size {self.chunk_size}")
         transaction_id = str(uuid.uuid4())
@@ -173,7 +174,13 @@ class G2PConnectAdapter:
         accepted = False
         declined: dict[uuid.UUID, IssueOutcome] = {}
         for item in instructions:
-            amount = messages.format_amount(item.amount_minor, item.currency)
+            try:
+                amount = messages.format_amount(item.amount_minor, item.currency)
+            except ValueError:
+                declined[item.entitlement_id] = IssueOutcome(
+                    item.entitlement_id, accepted=False, error_code="invalid_currency", error_message="unknown currency"
+                )
+                continue
             if amount is None:
                 declined[item.entitlement_id] = IssueOutcome(
                     item.entitlement_id,

@@ -23,7 +23,7 @@ from fastapi.routing import APIRoute
 from adapters.providers.base import CallbackKind, CallbackProvider, MalformedEvent, UnauthenticCallback
 from cbi_service.issuance.providers import get_provider
 from cbi_service.kit.errors import BadRequest, NotFound, Unauthorized, UnprocessableEntity
-from cbi_service.kit.routing import unstorable_strings
+from cbi_service.kit.routing import StorableTextRoute, unstorable_strings
 from cbi_service.webhooks import metrics, service
 from cbi_service.webhooks.inbox import InboxWriter
 from cbi_service.webhooks.schemas import G2PAck, G2PCallbackEnvelope
@@ -45,7 +45,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
 
 
-router = APIRouter(prefix=PREFIX, tags=["webhooks"], lifespan=_lifespan)
+router = APIRouter(prefix=PREFIX, tags=["webhooks"], lifespan=_lifespan, route_class=StorableTextRoute)
 
 
 async def receive_callback(provider: str, kind: CallbackKind, request: Request) -> Response:

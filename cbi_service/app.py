@@ -48,6 +48,7 @@ from cbi_service.reports.router import router as reports_router
 from cbi_service.settlements.router import router as settlements_router
 from cbi_service.vouchers.keys import voucher_keys
 from cbi_service.vouchers.router import router as vouchers_router
+from cbi_service.webhooks import g2p_connect
 from cbi_service.webhooks.router import router as webhooks_router
 from cbi_service.webhooks.signatures import build_verifiers
 
@@ -62,7 +63,7 @@ API_DESCRIPTION = (
 PATHS_WITHOUT_DATABASE = frozenset({"/healthz", "/metrics", "/v1/vouchers/keys", "/v1/ledger/export/manifest/keys"})
 
 UPLOAD_ROUTES = ("/v1/beneficiaries/imports", "/v1/reconciliations")
-SIGNED_ROUTES = frozenset({"/v1/webhooks/{provider}"})
+SIGNED_ROUTES = frozenset({"/v1/webhooks/{provider}", *g2p_connect.ROUTES})
 SYNC_ROUTE = "/v1/voucher-redemptions/sync"
 
 
@@ -145,6 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (
         health_router,
         webhooks_router,
+        g2p_connect.router,
         programmes_router,
         enrolments_router,
         beneficiaries_router,

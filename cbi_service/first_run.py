@@ -2,8 +2,10 @@
 
 A simulator is one provider (its books, its webhook URL and secret), so each simulated provider is a
 simulator process of its own, on a free local port, with a fresh random webhook secret, sending its
-webhooks to serve's own webhook route. They start before the database and stop with `serve`, however it
-stops: its clean-up on exit, SIGTERM and errors, and on Linux the kernel when it is killed outright.
+webhooks to serve's own webhook route; `sim-g2p` speaks G2P Connect Disburse, with a fresh Ed25519 key
+pair on each side, and calls back at serve's G2P Connect routes. They start before the database and stop
+with `serve`, however it stops: its clean-up on exit, SIGTERM and errors, and on Linux the kernel when it is
+killed outright.
 
 A worker joining the same database must send to the same simulators, so `serve` writes the providers it
 configured, secrets included, to `CBI_DATA_DIR/simulated-providers.json` (mode 0600, removed when serve
@@ -24,12 +26,16 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from adapters.providers.g2p_connect.signature import public_text, seed_text
 from adapters.simulator import SimulatorProcess
 from cbi_service.kit.settings import Settings, hidden_secrets
 
-#: The providers the simulator plays on a first run, by name → adapter. (`sim-g2p`, the `g2p_connect`
-#: adapter against the simulator speaking G2P Connect, joins them here once that adapter exists.)
-SIMULATED_PROVIDERS: Mapping[str, str] = MappingProxyType({"sim-card": "prepaid_card", "sim-voucher": "voucher"})
+#: The providers the simulator plays on a first run, by name → adapter.
+SIMULATED_PROVIDERS: Mapping[str, str] = MappingProxyType(
+    {"sim-card": "prepaid_card", "sim-voucher": "voucher", "sim-g2p": "g2p_connect"}
+)
 PROVIDERS_FILE = "simulated-providers.json"
 SIMULATOR_STARTUP_SECONDS = 30.0
 
@@ -50,18 +56,14 @@ def simulated_providers(settings: Settings, *, host: str, port: int) -> Iterator
         yield settings
         return
     service = f"http://{_reachable(host)}:{port}"
-    webhook_secrets = {name: _new_secret() for name in SIMULATED_PROVIDERS}
     simulators: dict[str, SimulatorProcess] = {}
+    configs: dict[str, dict[str, Any]] = {}
     try:
-        for name in SIMULATED_PROVIDERS:  # all launched before any is waited for: they start side by side
-            url = f"{service}/v1/webhooks/{name}"
-            simulators[name] = SimulatorProcess.spawn(url, webhook_secrets[name], die_with_parent=True)
+        for name, adapter in SIMULATED_PROVIDERS.items():  # all launched before any is waited for
+            simulators[name], configs[name] = _spawn(name, adapter, service)
         for simulator in simulators.values():
             simulator.wait_ready(SIMULATOR_STARTUP_SECONDS)
-        providers: dict[str, dict[str, Any]] = {
-            name: {"adapter": adapter, "base_url": simulators[name].base_url, "webhook_secret": webhook_secrets[name]}
-            for name, adapter in SIMULATED_PROVIDERS.items()
-        }
+        providers = {name: {**configs[name], "base_url": simulators[name].base_url} for name in configs}
         path = _write_providers_file(settings.data_dir, providers)
         try:
             yield settings.model_copy(update={"providers": hidden_secrets(providers)})
@@ -88,6 +90,33 @@ def joined_providers(settings: Settings) -> Settings:
             "same CBI_DATA_DIR, or set CBI_PROVIDERS"
         )
     return settings.model_copy(update={"providers": hidden_secrets(written["providers"])})
+
+
+def _spawn(name: str, adapter: str, service: str) -> tuple[SimulatorProcess, dict[str, Any]]:
+    """The simulator playing provider `name`, launched, and the provider's entry without its `base_url`."""
+    if adapter == "g2p_connect":
+        ours, theirs = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+        callbacks = f"{service}/v1/g2p-connect/{name}"
+        process = SimulatorProcess.spawn(
+            callbacks,
+            None,
+            die_with_parent=True,
+            protocol="g2p-connect",
+            g2p_id=name,
+            g2p_signing_key=seed_text(theirs),
+            g2p_client_public_key=public_text(ours),
+        )
+        config = {
+            "adapter": adapter,
+            "signing_key": seed_text(ours),
+            "provider_public_key": public_text(theirs),
+            "receiver_id": name,
+            "callback_url": callbacks,
+        }
+        return process, config
+    secret = _new_secret()
+    process = SimulatorProcess.spawn(f"{service}/v1/webhooks/{name}", secret, die_with_parent=True)
+    return process, {"adapter": adapter, "webhook_secret": secret}
 
 
 def _new_secret() -> str:

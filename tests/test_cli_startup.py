@@ -109,12 +109,13 @@ def test_an_unknown_registry_adapter_stops_the_app_from_being_built(settings):
 
 @pytest.mark.parametrize("config", [{"adapter": "no_such_adapter"}, {"base_url": "http://127.0.0.1:9"}])
 def test_an_unknown_provider_adapter_stops_the_app_from_being_built(settings, config):
-    with pytest.raises(ProviderConfigError, match="available: prepaid_card, voucher"):
+    with pytest.raises(ProviderConfigError, match="available: g2p_connect, prepaid_card, voucher"):
         create_app(settings.model_copy(update={"providers": {**settings.providers, "elsewhere": config}}))
 
 
 @pytest.mark.parametrize(
-    ("variable", "available"), [("CBI_REGISTRIES", "dci, hashed_list"), ("CBI_PROVIDERS", "prepaid_card, voucher")]
+    ("variable", "available"),
+    [("CBI_REGISTRIES", "dci, hashed_list"), ("CBI_PROVIDERS", "g2p_connect, prepaid_card, voucher")],
 )
 @pytest.mark.parametrize("command", ["serve", "worker"])
 def test_serve_and_worker_refuse_an_unknown_adapter(tmp_path, database_url, command, variable, available):

@@ -40,9 +40,17 @@ PEOPLE = [
     ("Carmen Teresa", "Gutiérrez Morales", "1958-04-21", "V-5098812"),
     ("Francisco Javier", "Castillo Ramírez", "1979-08-05", "V-12674390"),
     ("Gabriela", "Hernández López", "1997-02-11", "V-25331046"),
+    ("Rosa Elena", "Marcano Suárez", "1972-07-19", "V-9455108"),
+    ("Daniel Eduardo", "Peña Rivas", "1990-10-27", "V-19876032"),
+    ("Yusmary", "Carrillo Ortega", "1986-05-03", "V-17220964"),
 ]
 #: provider → the delivery mechanism of the programme paid through it.
-PAID = {"sim-card": "prepaid_card", "sim-voucher": "voucher", "paper_voucher": "paper_voucher"}
+PAID = {
+    "sim-card": "prepaid_card",
+    "sim-voucher": "voucher",
+    "sim-g2p": "prepaid_card",
+    "paper_voucher": "paper_voucher",
+}
 
 
 @dataclass
@@ -115,9 +123,11 @@ def test_serve_lists_the_providers_it_set_up_and_none_of_their_secrets(first_run
     assert response.json()["items"] == [
         {"name": "paper_voucher", "adapter": "paper_voucher", "delivery_mechanisms": ["paper_voucher"]},
         {"name": "sim-card", "adapter": "prepaid_card", "delivery_mechanisms": ["prepaid_card"]},
+        {"name": "sim-g2p", "adapter": "g2p_connect", "delivery_mechanisms": ["prepaid_card"]},
         {"name": "sim-voucher", "adapter": "voucher", "delivery_mechanisms": ["voucher"]},
     ]
     assert "whsec_" not in response.text
+    assert "signing_key" not in response.text
     assert "127.0.0.1" not in response.text
 
 
@@ -126,8 +136,8 @@ def test_a_joining_worker_finds_the_providers_in_a_file_only_its_owner_reads(fir
 
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     providers = json.loads(path.read_text())["providers"]
-    assert set(providers) == {"sim-card", "sim-voucher"}
-    assert len({provider["base_url"] for provider in providers.values()}) == 2, "a simulator per provider"
+    assert set(providers) == {"sim-card", "sim-voucher", "sim-g2p"}
+    assert len({provider["base_url"] for provider in providers.values()}) == 3, "a simulator per provider"
 
 
 @pytest.mark.parametrize(("provider", "mechanism"), PAID.items())

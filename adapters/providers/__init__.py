@@ -1,6 +1,9 @@
 """Provider adapters: the interface, the built-in HTTP adapters and the registry that picks one."""
 
 from adapters.providers.base import (
+    CallbackEvent,
+    CallbackKind,
+    CallbackProvider,
     CancelOutcome,
     DeliveryMechanism,
     EventType,
@@ -13,8 +16,10 @@ from adapters.providers.base import (
     ProviderConfigError,
     ProviderError,
     ProviderEvent,
+    SignedCallback,
     StatusOutcome,
     TransientProviderError,
+    UnauthenticCallback,
 )
 from adapters.providers.registry import (
     ENTRY_POINT_GROUP,
@@ -25,6 +30,9 @@ from adapters.providers.registry import (
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "CallbackEvent",
+    "CallbackKind",
+    "CallbackProvider",
     "CancelOutcome",
     "DeliveryMechanism",
     "EventType",
@@ -37,8 +45,10 @@ __all__ = [
     "ProviderConfigError",
     "ProviderError",
     "ProviderEvent",
+    "SignedCallback",
     "StatusOutcome",
     "TransientProviderError",
+    "UnauthenticCallback",
     "available_adapters",
     "build_provider",
     "build_providers",

@@ -154,6 +154,39 @@ class ProviderConfigError(ValueError):
     """A CBI_PROVIDERS entry that cannot produce an adapter; raised at startup, never per request."""
 
 
+class UnauthenticCallback(Exception):
+    """A callback whose signature is missing, wrong or stale (→ 401 at the API edge, nothing stored)."""
+
+
+CallbackKind = Literal["on-disburse", "on-status"]
+"""The answer to a disbursement request, or to a status request (G2P Connect `txn/on-status`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackEvent:
+    """One event read from a signed callback message that may carry many.
+
+    `key` tells it apart from the others of its message (the inbox stores it under the message id and this
+    key, so a redelivered message has no second effect); `record` is the part of the message it was read
+    from, as compact JSON without personal data, which the inbox keeps beside its reading.
+    """
+
+    key: str
+    event: ProviderEvent
+    record: str
+
+
+@dataclass(frozen=True, slots=True)
+class SignedCallback:
+    """An authentic callback message: its id, when it was signed, and the events it carries."""
+
+    message_id: str
+    signed_at: datetime
+    events: tuple[CallbackEvent, ...]
+    acknowledgement: Mapping[str, Any]
+    """The body to answer the provider with once every event is stored."""
+
+
 @runtime_checkable
 class ProviderAdapter(Protocol):
     """What the service needs from a provider integration.
@@ -189,3 +222,24 @@ class ProviderAdapter(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class CallbackProvider(Protocol):
+    """A provider that answers by signed callback messages carrying many outcomes (G2P Connect), and whose
+    status is asked for in bulk, the answer coming back as such a callback."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def chunk_size(self) -> int: ...
+
+    def read_callback(self, payload: object, kind: CallbackKind) -> SignedCallback:
+        """Verify the signature of the decoded JSON body, then read the message; raises `UnauthenticCallback`
+        or `MalformedEvent`."""
+        ...
+
+    async def request_statuses(self, entitlement_ids: Sequence[UUID]) -> None:
+        """Ask for the status of up to `chunk_size` entitlements; raises the usual provider errors."""
+        ...

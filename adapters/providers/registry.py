@@ -13,6 +13,7 @@ from typing import Any
 
 from adapters.plugins import PluginKind
 from adapters.providers.base import ProviderAdapter, ProviderConfigError
+from adapters.providers.g2p_connect import G2PConnectAdapter
 from adapters.providers.prepaid_card import PrepaidCardAdapter
 from adapters.providers.voucher import VoucherAdapter
 
@@ -21,7 +22,13 @@ ENTRY_POINT_GROUP = "cbi_service.providers"
 PROVIDER_ADAPTERS = PluginKind[ProviderAdapter](
     noun="provider",
     group=ENTRY_POINT_GROUP,
-    builtins=MappingProxyType({"prepaid_card": PrepaidCardAdapter.from_config, "voucher": VoucherAdapter.from_config}),
+    builtins=MappingProxyType(
+        {
+            "prepaid_card": PrepaidCardAdapter.from_config,
+            "voucher": VoucherAdapter.from_config,
+            "g2p_connect": G2PConnectAdapter.from_config,
+        }
+    ),
     interface=ProviderAdapter,
     error=ProviderConfigError,
 )

@@ -1,6 +1,7 @@
 """A provider simulator: a separate HTTP server that issues cards and vouchers and calls back with
-Standard Webhooks-signed events, with injectable faults (latency, 5xx, timeouts, outages, declines,
-duplicate and reordered webhooks) and counters that prove exactly-once issuance.
+Standard Webhooks-signed events, or (`protocol="g2p-connect"`, see `g2p`) disburses over G2P Connect and
+calls back with signed `on-disburse` messages, with injectable faults (latency, 5xx, timeouts, outages,
+declines, duplicate, reordered and dropped callbacks) and counters that prove exactly-once issuance.
 
 From code: `serve(SimulatorOptions(webhook_url=..., webhook_secret=..., faults=Faults(...)), host=..., port=...)`
 blocks serving; `SimulatorProcess.start(webhook_url, webhook_secret, **faults)` runs it as a child process.

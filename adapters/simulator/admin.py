@@ -17,6 +17,10 @@ class SimulatorAdmin:
         """Instructions received per idempotency key, card loads, vouchers, webhooks sent/duplicated..."""
         return await self._call("GET", "/admin/counters", params={"per_key": per_key})
 
+    async def messages(self) -> dict[str, Any]:
+        """G2P Connect: the latest requests received and callbacks sent, as `{"received": [...], "sent": [...]}`."""
+        return await self._call("GET", "/admin/messages")
+
     async def set_faults(self, **faults: Any) -> dict[str, Any]:
         """Change only the given faults, e.g. `set_faults(failure_rate=0.2, reorder=True)`."""
         return await self._call("PATCH", "/admin/faults", json=faults)

@@ -1,12 +1,12 @@
-"""The simulator's HTTP API: the provider API the adapters call, plus admin routes for tests and demos."""
+"""The simulator's HTTP API: the provider API the adapters call, plus admin routes for tests and demos.
+
+`create_app` serves the protocol the options name: the native one here, G2P Connect from `g2p`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-import math
-import random
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.providers.wire import (
     CancelRequest,
@@ -25,17 +25,13 @@ from adapters.providers.wire import (
     InstructionsResponse,
     InstructionView,
 )
-from adapters.simulator.delivery import DeliveryCounters, WebhookDispatcher
-from adapters.simulator.options import Faults, SimulatorOptions
+from adapters.simulator import g2p
+from adapters.simulator.delivery import DeliveryCounters, WebhookDispatcher, standard_webhooks
+from adapters.simulator.options import SimulatorOptions
+from adapters.simulator.provider import Fault, FaultyProvider, InvalidAdminRequest, admin_router
 from adapters.simulator.state import Instruction, ProviderState, Refused
 
 _PROCESSING_BATCH = 1000
-
-
-class OutageRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    seconds: float = Field(ge=0, le=86_400)
 
 
 class RedeemRequest(BaseModel):
@@ -45,26 +41,24 @@ class RedeemRequest(BaseModel):
     merchant: str = Field(min_length=1, max_length=200)
 
 
-class Simulator:
+class Simulator(FaultyProvider):
     """One provider: its books, its fault settings, its processing queue and its webhook dispatcher."""
 
     def __init__(self, options: SimulatorOptions) -> None:
-        self.options = options
-        self.faults = options.faults
-        self._rng = random.Random(options.seed)  # noqa: S311 - fault injection, seedable on purpose
-        self.state = ProviderState(self._rng)
+        super().__init__(options)
+        assert options.webhook_secret is not None, "checked by SimulatorOptions"
+        self.state = ProviderState(self.rng)
         self.dispatcher = WebhookDispatcher(
             options.webhook_url,
-            options.webhook_secret,
+            standard_webhooks(options.webhook_secret),
             concurrency=options.delivery_concurrency,
             max_attempts=options.delivery_max_attempts,
             timeout=options.delivery_timeout_seconds,
             faults=lambda: self.faults,
-            rng=self._rng,
+            rng=self.rng,
         )
         self._processing: asyncio.Queue[Instruction] = asyncio.Queue()
         self._processor: asyncio.Task[None] | None = None
-        self._outage_until = 0.0
 
     async def start(self) -> None:
         self.dispatcher.start()
@@ -85,27 +79,6 @@ class Simulator:
                 self._processing.put_nowait(to_process)
         return InstructionsResponse(results=results)
 
-    def start_outage(self, seconds: float) -> None:
-        self._outage_until = time.monotonic() + seconds
-
-    async def before_call(self) -> None:
-        """Outage, latency and 5xx faults: all happen before the provider acts on the request."""
-        remaining = self._outage_until - time.monotonic()
-        if remaining > 0:
-            raise _Fault(503, "service_unavailable", "scheduled outage", retry_after=math.ceil(remaining))
-        faults = self.faults
-        if faults.latency_ms:
-            await asyncio.sleep(faults.latency_ms / 1000)
-        if faults.failure_rate and self._rng.random() < faults.failure_rate:
-            status = self._rng.choice((500, 502, 503))
-            raise _Fault(status, "injected_failure", "injected server error")
-
-    async def after_call(self) -> None:
-        """Timeout fault: the provider has acted but the answer never reaches the client in time."""
-        faults = self.faults
-        if faults.timeout_rate and self._rng.random() < faults.timeout_rate:
-            await asyncio.sleep(faults.hang_seconds)
-
     def counters(self, *, per_key: bool) -> dict[str, Any]:
         delivery = self.dispatcher.counters
         return {
@@ -116,14 +89,15 @@ class Simulator:
             "webhooks_duplicated": delivery.duplicated,
             "webhook_attempts_failed": delivery.failed_attempts,
             "webhooks_abandoned": delivery.abandoned,
+            "webhooks_dropped": delivery.dropped,
             "webhooks_pending": self.dispatcher.pending,
         }
 
     def reset(self) -> None:
         """Forget everything except work already in flight, so each test starts from zero."""
-        self.state = ProviderState(self._rng)
+        self.state = ProviderState(self.rng)
         self.dispatcher.counters = DeliveryCounters()
-        self._outage_until = 0.0
+        self.end_outage()
 
     async def _process_forever(self) -> None:
         while True:
@@ -138,21 +112,14 @@ class Simulator:
             await asyncio.sleep(0)
 
 
-class _Fault(Exception):
-    def __init__(self, status_code: int, code: str, message: str, retry_after: int | None = None) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.code = code
-        self.message = message
-        self.retry_after = retry_after
-
-
 def _error(status_code: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     body = ErrorBody(error=ErrorDetail(code=code, message=message))
     return JSONResponse(body.model_dump(), status_code=status_code, headers=headers)
 
 
 def create_app(options: SimulatorOptions) -> FastAPI:
+    if options.protocol == "g2p-connect":
+        return g2p.create_app(options)
     simulator = Simulator(options)
 
     @asynccontextmanager
@@ -166,14 +133,18 @@ def create_app(options: SimulatorOptions) -> FastAPI:
     app = FastAPI(title="CBI provider simulator", lifespan=lifespan)
     app.state.simulator = simulator
 
-    @app.exception_handler(_Fault)
-    async def _on_fault(_: Request, exc: _Fault) -> JSONResponse:
+    @app.exception_handler(Fault)
+    async def _on_fault(_: Request, exc: Fault) -> JSONResponse:
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
         return _error(exc.status_code, exc.code, exc.message, headers)
 
     @app.exception_handler(Refused)
     async def _on_refused(_: Request, exc: Refused) -> JSONResponse:
         return _error(exc.status_code, exc.code, exc.message)
+
+    @app.exception_handler(InvalidAdminRequest)
+    async def _on_invalid_admin(_: Request, exc: InvalidAdminRequest) -> JSONResponse:
+        return _error(422, "invalid_request", exc.message)
 
     @app.exception_handler(RequestValidationError)
     async def _on_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -212,33 +183,7 @@ def create_app(options: SimulatorOptions) -> FastAPI:
         await simulator.after_call()
         return JSONResponse(answer.model_dump(mode="json"), status_code=status_code)
 
-    admin = APIRouter(prefix="/admin")
-
-    @admin.get("/counters")
-    async def counters(per_key: bool = True) -> dict[str, Any]:
-        return simulator.counters(per_key=per_key)
-
-    @admin.post("/outage")
-    async def outage(body: OutageRequest) -> dict[str, float]:
-        simulator.start_outage(body.seconds)
-        return {"seconds": body.seconds}
-
-    @admin.get("/faults")
-    async def get_faults() -> Faults:
-        return simulator.faults
-
-    @admin.patch("/faults")
-    async def patch_faults(body: dict[str, Any]) -> Faults:
-        try:
-            simulator.faults = Faults.model_validate({**simulator.faults.model_dump(), **body})
-        except ValidationError as exc:
-            raise Refused(422, "invalid_request", str(exc)) from None
-        return simulator.faults
-
-    @admin.post("/reset")
-    async def reset() -> dict[str, bool]:
-        simulator.reset()
-        return {"reset": True}
+    admin = admin_router(simulator)
 
     @admin.post("/vouchers/{voucher_code}/redeem")
     async def redeem(voucher_code: str, body: RedeemRequest) -> InstructionView | None:

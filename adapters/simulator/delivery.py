@@ -1,4 +1,8 @@
-"""Webhook delivery with the semantics of a real provider: signed, at least once, retried with backoff."""
+"""Callback delivery with the semantics of a real provider: signed, at least once, retried with backoff.
+
+What is sent and how it is signed is the protocol's (`Sign`): Standard Webhooks headers over the body for
+the native protocol (`standard_webhooks`), a `signature` inside the body for G2P Connect.
+"""
 
 from __future__ import annotations
 
@@ -23,10 +27,14 @@ _BACKOFF_BASE_SECONDS = 0.25
 _BACKOFF_CAP_SECONDS = 30.0
 
 
+Sign = Callable[[str, Any], tuple[dict[str, str], bytes]]
+"""(message id, content) → the headers and body of one attempt, signed now."""
+
+
 @dataclass(slots=True)
 class _Delivery:
     msg_id: str
-    body: bytes
+    content: Any
     attempts: int = 0
 
 
@@ -37,22 +45,40 @@ class DeliveryCounters:
     duplicated: int = 0
     failed_attempts: int = 0
     abandoned: int = 0
+    dropped: int = 0
+
+
+def standard_webhooks(secret: str) -> Sign:
+    """Standard Webhooks: the body as it is, `webhook-id`, `webhook-timestamp` and `webhook-signature`."""
+    signer = Webhook(secret)
+
+    def sign(msg_id: str, body: Any) -> tuple[dict[str, str], bytes]:
+        now = datetime.now(UTC)
+        headers = {
+            "Content-Type": "application/json",
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": signer.sign(msg_id, now, body.decode()),
+        }
+        return headers, body
+
+    return sign
 
 
 class WebhookDispatcher:
-    """Signs and POSTs events per the Standard Webhooks specification.
+    """Signs and POSTs callbacks to one URL.
 
     A bounded pool of workers, each with one keep-alive connection, delivers concurrently without opening
     unbounded sockets against the service. A failed attempt goes back to the queue after an exponential
     backoff with jitter, held by a timer rather than a worker, so an outage of the service delays events
-    without stalling the others. Every attempt is signed anew (fresh `webhook-timestamp`) under the same
-    `webhook-id`, which is how receivers recognise redeliveries; injected duplicates reuse the id too.
+    without stalling the others. Every attempt is signed anew (fresh timestamp) under the same message id,
+    which is how receivers recognise redeliveries; injected duplicates reuse the id too.
     """
 
     def __init__(
         self,
         url: str,
-        secret: str,
+        sign: Sign,
         *,
         concurrency: int,
         max_attempts: int,
@@ -61,7 +87,7 @@ class WebhookDispatcher:
         rng: random.Random,
     ) -> None:
         self._url = url
-        self._signer = Webhook(secret)
+        self._sign = sign
         self._concurrency = concurrency
         self._max_attempts = max_attempts
         self._timeout = timeout
@@ -85,15 +111,22 @@ class WebhookDispatcher:
         await asyncio.gather(*self._workers, return_exceptions=True)
 
     def emit(self, event_type: str, data: Mapping[str, Any]) -> None:
+        """A Standard Webhooks event (the native protocol)."""
         timestamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         body = json.dumps({"type": event_type, "timestamp": timestamp, "data": data}, separators=(",", ":")).encode()
-        msg_id = f"msg_{uuid4().hex}"
+        self.send(f"msg_{uuid4().hex}", body)
+
+    def send(self, msg_id: str, content: Any) -> None:
+        """Deliver `content` under `msg_id`, unless the faults drop it, twice if they duplicate it."""
         faults = self._faults()
         self.counters.emitted += 1
-        self._enqueue(_Delivery(msg_id, body), faults)
+        if faults.drop_rate and self._rng.random() < faults.drop_rate:
+            self.counters.dropped += 1
+            return
+        self._enqueue(_Delivery(msg_id, content), faults)
         if faults.duplicate_rate and self._rng.random() < faults.duplicate_rate:
             self.counters.duplicated += 1
-            self._enqueue(_Delivery(msg_id, body), faults)
+            self._enqueue(_Delivery(msg_id, content), faults)
 
     def _enqueue(self, delivery: _Delivery, faults: Faults) -> None:
         self.pending += 1
@@ -135,15 +168,9 @@ class WebhookDispatcher:
         self._later(ceiling * self._rng.uniform(0.5, 1.0), delivery)
 
     async def _attempt(self, connection: Http1Connection, delivery: _Delivery) -> bool:
-        now = datetime.now(UTC)
-        headers = {
-            "Content-Type": "application/json",
-            "webhook-id": delivery.msg_id,
-            "webhook-timestamp": str(int(now.timestamp())),
-            "webhook-signature": self._signer.sign(delivery.msg_id, now, delivery.body.decode()),
-        }
+        headers, body = self._sign(delivery.msg_id, delivery.content)
         try:
-            status = await connection.post(headers, delivery.body)
+            status = await connection.post(headers, body)
         except Exception as exc:  # every way an attempt can fail means "retry later"; a worker never dies
             logger.debug("webhook %s attempt failed: %r", delivery.msg_id, exc)
             return False

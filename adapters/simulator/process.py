@@ -17,6 +17,12 @@ import httpx
 from adapters.simulator.server import READY_PREFIX
 
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
+#: Options passed through the environment, never argv, where any local user could read them (`ps`).
+_SECRET_OPTIONS = {
+    "api_key": "CBI_SIM_API_KEY",
+    "g2p_signing_key": "CBI_SIM_G2P_SIGNING_KEY",
+    "g2p_client_public_key": "CBI_SIM_G2P_CLIENT_PUBLIC_KEY",
+}
 
 OptionValue = str | int | float | bool | None
 
@@ -38,7 +44,7 @@ class SimulatorProcess:
     def start(
         cls,
         webhook_url: str,
-        webhook_secret: str,
+        webhook_secret: str | None,
         *,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -48,7 +54,8 @@ class SimulatorProcess:
     ) -> SimulatorProcess:
         """Start on `port` (0: a free one) and return once it answers; `options` are the CLI flags.
 
-        E.g. `SimulatorProcess.start(url, secret, duplicate_rate=0.1, reorder=True)`.
+        E.g. `SimulatorProcess.start(url, secret, duplicate_rate=0.1, reorder=True)`, or for G2P Connect
+        `SimulatorProcess.start(base, None, protocol="g2p-connect", g2p_signing_key=..., g2p_client_public_key=...)`.
         """
         simulator = cls.spawn(
             webhook_url, webhook_secret, host=host, port=port, die_with_parent=die_with_parent, **options
@@ -59,7 +66,7 @@ class SimulatorProcess:
     def spawn(
         cls,
         webhook_url: str,
-        webhook_secret: str,
+        webhook_secret: str | None,
         *,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -73,10 +80,10 @@ class SimulatorProcess:
         """
         args = [sys.executable, "-m", "adapters.simulator", "--host", host, "--port", str(port)]
         args += ["--webhook-url", webhook_url]
-        # Secrets go through the environment, never argv, where any local user could read them (`ps`).
-        secrets = {"CBI_SIM_WEBHOOK_SECRET": webhook_secret}
-        if (api_key := options.pop("api_key", None)) is not None:
-            secrets["CBI_SIM_API_KEY"] = str(api_key)
+        secrets = {} if webhook_secret is None else {"CBI_SIM_WEBHOOK_SECRET": webhook_secret}
+        for option, variable in _SECRET_OPTIONS.items():
+            if (value := options.pop(option, None)) is not None:
+                secrets[variable] = str(value)
         for name, value in options.items():
             flag = "--" + name.replace("_", "-")
             if value is True:

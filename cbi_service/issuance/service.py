@@ -22,7 +22,9 @@ dies loses its connection and with it the lock, so the periodic sweep, which sta
 free lane of a processing batch with pending entitlements, resumes its work within seconds instead of
 waiting for the dead worker's job lease to lapse. The sweep also completes batches whose last entitlements
 were settled concurrently, and asks the provider about entitlements that stayed `submitted` longer than
-`provider_status_poll_seconds` — the safety net for provider events that never arrived.
+`provider_status_poll_seconds` — the safety net for provider events that never arrived. A provider that
+answers by signed callback messages (G2P Connect) is asked in bulk (`disburse/txn/status`), its answers
+coming back through the webhook inbox.
 
 `retry_entitlement` and `cancel_entitlement` are the API's operations on one entitlement (roles: finance or
 programme_officer); both talk to the programme's provider while the entitlements state machine holds the
@@ -33,13 +35,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
 from adapters.providers.base import (
+    CallbackProvider,
     IssueInstruction,
     IssueOutcome,
     PermanentProviderError,
@@ -280,6 +283,10 @@ async def poll_overdue(session_factory: async_sessionmaker[AsyncSession], settin
         except Conflict:
             # Its entitlements wait for the provider to be configured again; the others are asked.
             log.warning("status_poll_provider_not_configured", provider=provider_name)
+    by_message = {name: adapter for name, adapter in adapters.items() if isinstance(adapter, CallbackProvider)}
+    if by_message:
+        await _request_statuses(by_message, overdue)
+        overdue = [(e, name) for e, name in overdue if name not in by_message]
     limiter = asyncio.Semaphore(STATUS_POLL_CONCURRENCY)
 
     async def ask(entitlement_id: uuid.UUID, provider_name: str) -> tuple[str, StatusOutcome | None]:
@@ -325,6 +332,21 @@ async def poll_overdue(session_factory: async_sessionmaker[AsyncSession], settin
             )
             applied += result.applied
     return applied
+
+
+async def _request_statuses(adapters: Mapping[str, CallbackProvider], overdue: Sequence[tuple[uuid.UUID, str]]) -> None:
+    """Ask providers that answer by signed callback (G2P Connect `disburse/txn/status`) about their overdue
+    entitlements, a chunk per request: the answers arrive as callbacks and go through the inbox like any
+    other. One that cannot be asked now is asked at the next poll period."""
+    for provider_name, adapter in adapters.items():
+        ids = [entitlement_id for entitlement_id, name in overdue if name == provider_name]
+        for start in range(0, len(ids), adapter.chunk_size):
+            try:
+                with provider_call(provider_name, "status"):
+                    await adapter.request_statuses(ids[start : start + adapter.chunk_size])
+            except ProviderError as exc:
+                log.warning("status_request_failed", provider=provider_name, error=exc.error_code or exc.status_code)
+                break
 
 
 async def retry_entitlement(

@@ -120,8 +120,13 @@ class Settings(BaseSettings):
     def _refuse_default_secrets(self) -> Settings:
         if self.env != "development":
             for name, provider in self.providers.items():
-                if not provider.get("webhook_secret"):
-                    raise ValueError(f"CBI_PROVIDERS: provider {name!r} needs a webhook_secret outside development")
+                # Standard Webhooks providers are verified with a shared secret, G2P Connect ones with the
+                # provider's public key: one of the two, or no callback could ever be trusted.
+                if not provider.get("webhook_secret") and not provider.get("provider_public_key"):
+                    raise ValueError(
+                        f"CBI_PROVIDERS: provider {name!r} needs a webhook_secret (or, for g2p_connect, a"
+                        " provider_public_key) outside development"
+                    )
             for name, registry in self.registries.items():
                 if "key" in registry and not registry["key"]:
                     raise ValueError(f"CBI_REGISTRIES: registry {name!r} needs a key outside development")

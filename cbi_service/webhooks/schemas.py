@@ -80,3 +80,35 @@ class ReviewEnvelope(BaseModel):
     type: EventType
     timestamp: AwareDatetime
     data: _ReviewIds
+
+
+class G2PCallbackEnvelope(BaseModel):
+    """A G2P Connect callback (`on-disburse`, `txn/on-status`), as the published Disburse API defines it;
+    documented here, verified and read by the provider's `g2p_connect` adapter."""
+
+    signature: str = Field(
+        description='`Signature: namespace="g2p", kidId="{sender_id}|{key_id}|ed25519", algorithm="ed25519", '
+        'created="…", expires="…", headers="(created) (expires) digest", signature="<base64>"`: Ed25519 over '
+        "the BLAKE2b-512 digest of the canonical JSON of `header` and `message`."
+    )
+    header: dict[str, Any] = Field(
+        description="`MsgCallbackHeader_V1.0.0`: `message_id` (unique per message; redeliveries reuse it), "
+        "`message_ts`, `action` (`on-disburse`), `status`, and optionally `sender_id`, `receiver_id`, counts."
+    )
+    message: dict[str, Any] = Field(
+        description="`DisburseResponse` (`transaction_id`, `disbursements_status[]` with `reference_id` = the "
+        "entitlement id, `timestamp`, `status` rcvd | pdng | succ | rjct, `status_reason_code`), or for "
+        "`txn/on-status` a `TxnStatusResponse` holding one in `txnstatus_response.txn_status`."
+    )
+
+
+class G2PAckBody(BaseModel):
+    ack_status: Literal["ACK"] = Field(description="The message and its signature were valid; all of it is stored.")
+    timestamp: datetime
+    correlation_id: str = Field(description="The callback's `message_id`.")
+
+
+class G2PAck(BaseModel):
+    """The published `Response`: the acknowledgement of a stored callback (also of a redelivered one)."""
+
+    message: G2PAckBody

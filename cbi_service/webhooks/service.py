@@ -24,7 +24,7 @@ import structlog
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from adapters.providers.base import MalformedEvent, ProviderEvent
+from adapters.providers.base import CallbackEvent, MalformedEvent, ProviderEvent, SignedCallback
 from adapters.providers.card_numbers import contains_pan, redact_pans
 from cbi_service.accounting.service import InsufficientBalance
 from cbi_service.batches.models import RELEASED_STATUSES
@@ -68,6 +68,26 @@ def inbox_row(provider: str, message: SignedMessage, event: ProviderEvent) -> In
         occurred_at=event.timestamp,
         signed_at=message.signed_at,
         body=message.body,
+        event=encode_json(event_to_json(event)),
+    )
+
+
+def callback_row(provider: str, callback: SignedCallback, item: CallbackEvent) -> InboxRow:
+    """One outcome of a verified callback message (G2P Connect), stored under the message id and its key:
+    a redelivered message, or one outcome listed twice, has no second effect. The row keeps the part of the
+    message it was read from (`item.record`, no personal data) rather than the whole signed message, which
+    would be stored once per outcome."""
+    event = item.event
+    return InboxRow(
+        id=new_id(),
+        provider=provider,
+        webhook_id=f"{callback.message_id}/{item.key}",
+        event_type=event.type,
+        entitlement_id=event.entitlement_id,
+        provider_ref=event.provider_ref,
+        occurred_at=event.timestamp,
+        signed_at=callback.signed_at,
+        body=item.record,
         event=encode_json(event_to_json(event)),
     )
 

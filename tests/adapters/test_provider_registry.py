@@ -115,7 +115,7 @@ def test_config_errors_never_echo_secrets() -> None:
 def test_unknown_adapter_lists_what_is_available() -> None:
     with pytest.raises(ProviderConfigError) as raised:
         build_provider("p", {"adapter": "nope", "base_url": "http://x"})
-    assert "available: prepaid_card, voucher" in str(raised.value)
+    assert "available: g2p_connect, prepaid_card, voucher" in str(raised.value)
 
 
 async def test_third_party_adapter_is_loaded_from_its_entry_point(

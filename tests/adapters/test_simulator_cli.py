@@ -51,6 +51,10 @@ async def test_flags_configure_the_faults(receiver: WebhookReceiver, webhook_sec
         (["--webhook-secret", "whsec_c2VjcmV0", "--failure-rate", "2"], "--failure-rate: Input should be less than"),
         (["--webhook-secret", "whsec_c2VjcmV0", "--webhook-url", "ftp://x"], "--webhook-url: webhook URL"),
         (["--webhook-secret", "whsec_c2VjcmV0", "--latency-ms", "soon"], "Invalid value for '--latency-ms'"),
+        ([], "give a webhook secret"),
+        (["--protocol", "iso20022"], "--protocol: Input should be 'native' or 'g2p-connect'"),
+        (["--protocol", "g2p-connect"], "needs the simulator's signing key and the client's public key"),
+        (["--protocol", "g2p-connect", "--g2p-signing-key", "c2VjcmV0"], "--g2p-signing-key: not PEM"),
     ],
 )
 def test_invalid_flags_stop_before_listening(flags: list[str], message: str) -> None:

@@ -83,5 +83,9 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/v1/merchant-settlements/{settlement_id}/pain001.xml"): frozenset({"finance", "auditor"}),
 }
 
-SIGNATURE_ROUTES: set[tuple[str, str]] = {("POST", "/v1/webhooks/{provider}")}
+SIGNATURE_ROUTES: set[tuple[str, str]] = {
+    ("POST", "/v1/webhooks/{provider}"),
+    ("POST", "/v1/g2p-connect/{provider}/on-disburse"),
+    ("POST", "/v1/g2p-connect/{provider}/txn/on-status"),
+}
 PUBLIC_ROUTES: set[tuple[str, str]] = {("GET", "/v1/vouchers/keys"), ("GET", "/v1/ledger/export/manifest/keys")}

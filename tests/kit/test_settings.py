@@ -91,6 +91,15 @@ def test_production_refuses_an_empty_secret():
         Settings(env="production", registries={"partner": {"adapter": "hashed_list", "key": ""}})
 
 
+def test_production_verifies_a_g2p_connect_provider_by_its_public_key_instead_of_a_secret():
+    keys = {name: SecretStr("k") for name in ("voucher_signing_key", "master_key", "ledger_signing_key")}
+    g2p = {"adapter": "g2p_connect", "base_url": "https://g2p.example", "provider_public_key": "pk"}
+
+    assert "g2p" in Settings(env="production", providers={"g2p": g2p}, **keys).providers
+    with pytest.raises(ValidationError, match="provider_public_key"):
+        Settings(env="production", providers={"g2p": {**g2p, "provider_public_key": ""}}, **keys)
+
+
 DATABASE_PASSWORD = "db-pa55word"
 SECRET_VALUES = (
     "whsec_bmV3IHNlY3JldCBvZiB0aGUgd2ViaG9vaw==",

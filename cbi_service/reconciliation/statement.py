@@ -25,6 +25,7 @@ from cbi_service.kit.money import currency_exponent
 COLUMNS = ("entitlement_id", "provider_ref", "amount", "currency", "date")
 MAX_ERRORS = 20
 MAX_LINES = 1_000_000
+MAX_MINOR = 2**63 - 1  # a BIGINT
 _AMOUNT = re.compile(r"^([+-]?)([0-9]{1,17})(?:\.([0-9]+))?$")  # ASCII digits only
 
 
@@ -72,6 +73,8 @@ def parse_amount(text: str, currency: str) -> int:
         raise ValueError(f"{currency} has {exponent} decimal digits")
     fraction = fraction[:exponent].ljust(exponent, "0") if exponent else ""
     value = int(match.group(2) + fraction)
+    if value > MAX_MINOR:
+        raise ValueError("too large")
     return -value if match.group(1) == "-" else value
 
 
@@ -81,7 +84,10 @@ def parse_date(text: str) -> date:
     moment = datetime.fromisoformat(text)
     if moment.tzinfo is None:
         raise ValueError("a timestamp needs a UTC offset")
-    return moment.astimezone(UTC).date()
+    try:
+        return moment.astimezone(UTC).date()
+    except OverflowError:
+        raise ValueError("out of range") from None
 
 
 def read_statement(file: IO[bytes], summary: Summary, batch_size: int, limits: TextLimits) -> Iterator[list[Line]]:

@@ -30,8 +30,19 @@ router = APIRouter(prefix="/v1/reconciliations", tags=["auditors"], route_class=
 Reconciler = Annotated[Principal, Depends(require_roles(Role.finance, Role.auditor))]
 
 CREATE_DESCRIPTION = """
-Reconcile a provider's statement (CSV: `entitlement_id`, `provider_ref`, `amount`, `currency`, `date`;
-extra columns ignored; comma or semicolon separated) against the ledger. Answers 202 with the report in
+Reconcile a provider's statement against the ledger. The statement (the multipart field `file`, as for
+imports) is told apart by its content, whatever its name or content type:
+- a CSV with columns `entitlement_id`, `provider_ref`, `amount`, `currency`, `date` (extra columns ignored;
+  comma or semicolon separated);
+- an ISO 20022 camt.053 bank-to-customer statement (any version, such as camt.053.001.02 or .08): a line per
+  transaction (`TxDtls`) of every booked entry; a debit is a payment (positive), a credit money coming back
+  (negative);
+- an ISO 20022 pain.002 payment status report: a line per transaction whose status says it was paid
+  (`ACSC`, `ACCC`); any other status (pending, accepted but not settled, rejected) is no line;
+- a SWIFT MT940 statement: a line per `:61:`, signed like camt.053, the end-to-end id read from its `:86:`
+  (`EREF`, or the UUID written there) or its references.
+In the standard formats the entitlement id is the payment's end-to-end id (`EndToEndId`), `provider_ref`
+the bank's reference (`AcctSvcrRef`, the MT940 reference after `//`). Answers 202 with the report in
 `running` state; poll `GET /v1/reconciliations/{id}` (`lines_done` of `lines_total` is the progress).
 
 A line is compared with the provider's disbursement of the entitlement it names: the ledger posting made
@@ -40,9 +51,9 @@ currency and `provider_ref` (when the line gives one); `amount_mismatch`: any of
 item's `differences` names; `missing_in_ledger`: no such disbursement (unknown id,
 another provider's entitlement, never issued) or a line repeating an earlier line's entitlement;
 `missing_in_statement`: a disbursement of the period (the statement's first to last date, or
-`period_start`..`period_end`, UTC days) that no line names. The statement is the multipart field `file`,
-as for imports. A statement with an unreadable line is refused whole (422 naming the lines as
-`file.<column>`), together with any other problem of the request (provider, period).
+`period_start`..`period_end`, UTC days) that no line names. A statement with an unreadable line is refused
+whole (422 naming each problem: a CSV's lines as `file.<column>`, an MT940's line, the path of a camt.053's
+or pain.002's element as `file.<path>`), together with any other problem of the request (provider, period).
 """
 
 
@@ -61,7 +72,9 @@ async def create_reconciliation(
     principal: Reconciler,
     idem: IdempotencyDep,
     provider: Annotated[str, Form(min_length=1, max_length=100)],
-    file: Annotated[UploadFile, File(description="The provider's statement, CSV in UTF-8 (as for imports).")],
+    file: Annotated[
+        UploadFile, File(description="The statement: CSV in UTF-8, camt.053, pain.002 or MT940, told by its content.")
+    ],
     period_start: Annotated[IsoDate | None, Form()] = None,
     period_end: Annotated[IsoDate | None, Form()] = None,
 ) -> Response:

@@ -36,7 +36,10 @@ class LedgerSide(BaseModel):
 
 
 class ReconciliationItem(BaseModel):
-    line: int | None = Field(description="The statement line (header = line 1); null for missing_in_statement.")
+    line: int | None = Field(
+        description="Where the statement says it: a CSV's line (header = line 1), an MT940's line of the :61:, or"
+        " the transaction's position in a camt.053 or pain.002 (1 = the first); null for missing_in_statement."
+    )
     entitlement_id: str = Field(description="As the statement wrote it, or the ledger's for missing_in_statement.")
     statement: StatementSide | None
     ledger: LedgerSide | None

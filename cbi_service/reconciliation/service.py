@@ -1,10 +1,12 @@
 """Reconciliation of a provider's statement against the ledger.
 
-The upload is read as it streams in (the multipart body is already spooled to disk by the server) and its
-lines are COPY-inserted in batches, so a 100k-line statement never sits in memory; a statement with an
-unreadable line is refused whole (422 naming the lines), because reconciling part of a statement would
-report the rest as missing. A background job then matches the lines in chunks (`lines_done` is the
-progress) and finally lists the period's disbursements that no line names.
+The statement is a CSV, an ISO 20022 camt.053 or pain.002, or a SWIFT MT940, told apart by its content
+(`formats`); each is read into the same lines, reconciled below by the same code. The upload is read as it
+streams in (the multipart body is already spooled to disk by the server) and its lines are COPY-inserted in
+batches, so a 100k-line statement never sits in memory; a statement with an unreadable line is refused
+whole (422 naming the lines), because reconciling part of a statement would report the rest as missing.
+A background job then matches the lines in chunks (`lines_done` is the progress) and finally lists the
+period's disbursements that no line names.
 
 Categories, for provider P (see `repository` for what "in the ledger" means):
 - matched: the line's entitlement is in the ledger for P with the same amount and currency;
@@ -25,6 +27,7 @@ import json
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from typing import IO, Any
 
@@ -39,6 +42,7 @@ from cbi_service.kit.ids import new_id
 from cbi_service.kit.money import Money
 from cbi_service.kit.settings import Settings
 from cbi_service.kit.timeutil import day_bounds
+from cbi_service.reconciliation.formats import read_statement
 from cbi_service.reconciliation.models import Reconciliation
 from cbi_service.reconciliation.repository import ReconciliationRepository, stream_items
 from cbi_service.reconciliation.schemas import (
@@ -48,7 +52,7 @@ from cbi_service.reconciliation.schemas import (
     ReconciliationOut,
     StatementSide,
 )
-from cbi_service.reconciliation.statement import Line, StatementError, Summary, read_statement
+from cbi_service.reconciliation.statement import Line, StatementError, Summary
 
 JOB_KIND = "reconciliation.run"
 JOB_ATTEMPTS = 5
@@ -97,16 +101,22 @@ async def create_reconciliation(
     reconciliation_id = new_id()
     summary = Summary()
     batches = read_statement(statement, summary, COPY_BATCH, settings.text_limits)
-    try:
-        while (batch := await asyncio.to_thread(_next_batch, batches)) is not None:
-            await repo.copy_lines(reconciliation_id, batch)
-    except StatementError as exc:
-        raise _statement_problem(exc, problems) from None
+    loop = asyncio.get_running_loop()
+    # One thread reads the whole file: lxml's streaming parser must stay on the thread it started on.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="statement") as reader:
+        try:
+            while (batch := await loop.run_in_executor(reader, _next_batch, batches)) is not None:
+                await repo.copy_lines(reconciliation_id, batch)
+        except StatementError as exc:
+            raise _statement_problem(exc, problems) from None
+        finally:
+            await loop.run_in_executor(reader, batches.close)
     if summary.errors:
         raise _statement_problem(StatementError(summary.errors), problems)
     if summary.first_date is None or summary.last_date is None:
+        empty = f"none of its {summary.skipped} transactions moved money" if summary.skipped else "empty"
         raise UnprocessableEntity(
-            "The statement has no lines.", errors=[*problems, {"field": "file", "message": "empty"}]
+            "The statement has no lines.", errors=[*problems, {"field": "file", "message": empty}]
         )
     start = period_start or summary.first_date
     end = period_end or summary.last_date
@@ -143,7 +153,10 @@ async def create_reconciliation(
         "reconciliation",
         reconciliation_id,
         None,
-        out.model_dump(mode="json", include={"provider", "filename", "statement_sha256", "lines_total"}),
+        {
+            **out.model_dump(mode="json", include={"provider", "filename", "statement_sha256", "lines_total"}),
+            "statement_format": summary.format,
+        },
     )
     return out
 

@@ -1,4 +1,5 @@
-"""Reading a provider's statement CSV: streamed from a file object, checked line by line.
+"""Reading a provider's statement CSV: streamed from a file object, checked line by line; and what every
+statement format reads into (`Line`, `Summary`, `StatementError`; the other formats are in `formats`).
 
 Columns `entitlement_id`, `provider_ref`, `amount`, `currency`, `date` (any order, any case; extra columns
 ignored; comma or semicolon separated; UTF-8 with or without BOM). `amount` is a decimal in the currency's
@@ -17,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from decimal import Decimal, localcontext
 from typing import IO
 
 from cbi_service.kit.bounded import BoundedReader, LimitExceeded, TextLimits
@@ -25,6 +27,7 @@ from cbi_service.kit.money import currency_exponent
 COLUMNS = ("entitlement_id", "provider_ref", "amount", "currency", "date")
 MAX_ERRORS = 20
 MAX_LINES = 1_000_000
+MAX_MINOR = 2**63 - 1  # a BIGINT
 _AMOUNT = re.compile(r"^([+-]?)([0-9]{1,17})(?:\.([0-9]+))?$")  # ASCII digits only
 
 
@@ -49,7 +52,12 @@ class Line:
 
 @dataclass
 class Summary:
+    """What reading a statement found: its format, lines, dates and problems; `skipped` counts the
+    transactions a standard statement reports that did not move money (not booked, not settled)."""
+
+    format: str = "csv"
     lines: int = 0
+    skipped: int = 0
     first_date: date | None = None
     last_date: date | None = None
     errors: list[tuple[int, str, str]] = field(default_factory=list)
@@ -72,7 +80,32 @@ def parse_amount(text: str, currency: str) -> int:
         raise ValueError(f"{currency} has {exponent} decimal digits")
     fraction = fraction[:exponent].ljust(exponent, "0") if exponent else ""
     value = int(match.group(2) + fraction)
+    if value > MAX_MINOR:
+        raise ValueError("too large")
     return -value if match.group(1) == "-" else value
+
+
+def minor_units(value: Decimal, currency: str) -> int:
+    """An exact decimal amount in `currency`'s major unit as integer minor units (its ISO 4217 exponent),
+    refusing digits the currency does not have; never through a float."""
+    exponent = currency_exponent(currency)
+    if not value.is_finite():
+        raise ValueError("not a decimal number")
+    with localcontext(prec=60):
+        scaled = value.scaleb(exponent)
+    if scaled != scaled.to_integral_value():
+        raise ValueError(f"{currency} has {exponent} decimal digits")
+    if abs(scaled) > MAX_MINOR:
+        raise ValueError("too large")
+    return int(scaled)
+
+
+def entitlement_uuid(reference: str) -> uuid.UUID | None:
+    """The entitlement a statement names: its UUID (with or without hyphens), or None when it is not one."""
+    try:
+        return uuid.UUID(reference)
+    except ValueError:
+        return None
 
 
 def parse_date(text: str) -> date:
@@ -81,7 +114,10 @@ def parse_date(text: str) -> date:
     moment = datetime.fromisoformat(text)
     if moment.tzinfo is None:
         raise ValueError("a timestamp needs a UTC offset")
-    return moment.astimezone(UTC).date()
+    try:
+        return moment.astimezone(UTC).date()
+    except OverflowError:
+        raise ValueError("out of range") from None
 
 
 def read_statement(file: IO[bytes], summary: Summary, batch_size: int, limits: TextLimits) -> Iterator[list[Line]]:
@@ -158,14 +194,10 @@ def _parse_line(line_no: int, fields: list[str], index: dict[str, int], width: i
     if len(errors) > before:
         return None
     reference = values["entitlement_id"]
-    try:
-        entitlement_id: uuid.UUID | None = uuid.UUID(reference)
-    except ValueError:
-        entitlement_id = None
     return Line(
         line_no=line_no,
         entitlement_ref=reference,
-        entitlement_id=entitlement_id,
+        entitlement_id=entitlement_uuid(reference),
         provider_ref=values["provider_ref"] or None,
         amount_minor=amount,
         currency=currency,

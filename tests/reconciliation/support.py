@@ -4,7 +4,8 @@ and the entitlement state machine recording what the provider did (as its webhoo
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -13,7 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from cbi_service.accounting.service import fund
 from cbi_service.entitlements.service import mark_failed, mark_issued
 from cbi_service.programmes.models import Programme
-from tests.support import Actors, approve_batch, make_programme, release_batch
+from tests.support import Actors, approve_batch, make_actors, make_programme, release_batch
+
+NAMES = [("Ana", "Pérez Mora"), ("Beto", "Cárdenas"), ("Carla", "Duarte Vivas"), ("Diego", "Espinoza"),
+         ("Elena", "Fajardo Gil"), ("Fabián", "Guzmán Toro"), ("Gloria", "Herrera Ibáñez")]  # fmt: skip
 
 
 async def _ok(response: httpx.Response, *statuses: int) -> Any:
@@ -111,3 +115,56 @@ async def fail(session_factory: async_sessionmaker[AsyncSession], entitlement_id
     async with session_factory.begin() as session:
         transition = await mark_failed(session, uuid.UUID(entitlement_id), "card blocked", False)
     assert transition.applied, transition
+
+
+async def make_books(
+    client: httpx.AsyncClient, api_key_factory: Any, session_factory: async_sessionmaker[AsyncSession]
+) -> SimpleNamespace:
+    """Programme "cards" pays E1..E6 100,000.00 COP each; E1..E5 are issued (disbursed in the ledger), E6
+    failed at the provider and never was. A voucher programme (provider "vouchers") issues V1. No
+    entitlement is left pending, so the worker's issuance lanes, which run with the reconciliation job, have
+    nothing to send. `e` holds the entitlement ids by name, `refs` the provider's references."""
+    staff = await make_actors(api_key_factory)
+    cards = await funded_programme(client, staff, session_factory, name="Cards")
+    vouchers = await funded_programme(
+        client, staff, session_factory, name="Vouchers", delivery_mechanism="voucher", provider="vouchers"
+    )
+    people = [await register(client, staff, g, f, born="1990-01-01", sex="female", admin1="Arauca") for g, f in NAMES]
+    await enrol(client, staff, cards, people[:6])
+    await enrol(client, staff, vouchers, people[6:])
+    paid = await released_batch(client, staff, cards, people[:6], cycle="2026-11")
+    e = {f"E{i + 1}": paid[person] for i, person in enumerate(people[:6])}
+    refs = {name: await issue(session_factory, e[name]) for name in ("E1", "E2", "E3", "E4", "E5")}
+    await fail(session_factory, e["E6"])
+    voucher = (await released_batch(client, staff, vouchers, people[6:], cycle="2026-11"))[people[6]]
+    refs["V1"] = await issue(session_factory, voucher)
+    e["V1"] = voucher
+    return SimpleNamespace(staff=staff, e=e, refs=refs)
+
+
+def today() -> str:
+    return datetime.now(UTC).date().isoformat()
+
+
+def window() -> dict[str, str]:
+    """Yesterday to today: the disbursements just posted are in the period whatever the hour."""
+    now = datetime.now(UTC).date()
+    return {"period_start": (now - timedelta(days=1)).isoformat(), "period_end": now.isoformat()}
+
+
+async def upload(
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    content: bytes,
+    provider: str = "cards",
+    *,
+    filename: str = "statement.csv",
+    content_type: str = "text/csv",
+    **form: str,
+) -> httpx.Response:
+    return await client.post(
+        "/v1/reconciliations",
+        data={"provider": provider, **form},
+        files={"file": (filename, content, content_type)},
+        headers=headers,
+    )

@@ -21,49 +21,14 @@ from __future__ import annotations
 import csv
 import io
 import uuid
-from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 
-import pytest
 from sqlalchemy import func, select
 
 from cbi_service.reconciliation.models import Reconciliation, StatementLine
-from tests.reconciliation.support import enrol, fail, funded_programme, issue, register, released_batch
-from tests.support import assert_problem, make_actors, run_jobs
+from tests.reconciliation.support import today, upload, window
+from tests.support import assert_problem, run_jobs
 
 HEADER = "date,entitlement_id,amount,currency,provider_ref,branch\n"
-NAMES = [("Ana", "Pérez Mora"), ("Beto", "Cárdenas"), ("Carla", "Duarte Vivas"), ("Diego", "Espinoza"),
-         ("Elena", "Fajardo Gil"), ("Fabián", "Guzmán Toro"), ("Gloria", "Herrera Ibáñez")]  # fmt: skip
-
-
-def today() -> str:
-    return datetime.now(UTC).date().isoformat()
-
-
-def window() -> dict[str, str]:
-    """Yesterday to today: the disbursements just posted are in the period whatever the hour."""
-    now = datetime.now(UTC).date()
-    return {"period_start": (now - timedelta(days=1)).isoformat(), "period_end": now.isoformat()}
-
-
-@pytest.fixture
-async def books(client, api_key_factory, session_factory):
-    staff = await make_actors(api_key_factory)
-    cards = await funded_programme(client, staff, session_factory, name="Cards")
-    vouchers = await funded_programme(
-        client, staff, session_factory, name="Vouchers", delivery_mechanism="voucher", provider="vouchers"
-    )
-    people = [await register(client, staff, g, f, born="1990-01-01", sex="female", admin1="Arauca") for g, f in NAMES]
-    await enrol(client, staff, cards, people[:6])
-    await enrol(client, staff, vouchers, people[6:])
-    paid = await released_batch(client, staff, cards, people[:6], cycle="2026-11")
-    e = {f"E{i + 1}": paid[person] for i, person in enumerate(people[:6])}
-    refs = {name: await issue(session_factory, e[name]) for name in ("E1", "E2", "E3", "E4", "E5")}
-    await fail(session_factory, e["E6"])
-    voucher = (await released_batch(client, staff, vouchers, people[6:], cycle="2026-11"))[people[6]]
-    refs["V1"] = await issue(session_factory, voucher)
-    e["V1"] = voucher
-    return SimpleNamespace(staff=staff, e=e, refs=refs)
 
 
 def statement(books, lines: list[tuple[str, str, str]]) -> bytes:
@@ -84,15 +49,6 @@ CRAFTED = [
     ("V1", "100000.00", "COP"),
     ("CARD-X-1", "50.00", "COP"),
 ]
-
-
-async def upload(client, headers, content: bytes, provider: str = "cards", **form: str):
-    return await client.post(
-        "/v1/reconciliations",
-        data={"provider": provider, **form},
-        files={"file": ("statement.csv", content, "text/csv")},
-        headers=headers,
-    )
 
 
 async def test_crafted_statement_sorts_into_the_four_categories(client, books, session_factory, settings):

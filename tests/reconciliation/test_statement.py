@@ -93,3 +93,16 @@ def test_missing_columns_and_foreign_files_are_refused():
 def test_statement_amounts_are_ascii_digits_only(amount):
     with pytest.raises(ValueError, match=r"decimal"):
         parse_amount(amount, "USD")
+
+
+def test_amounts_and_dates_out_of_range_are_refused_not_crashed_on():
+    """A BIGINT holds at most 2^63 - 1 minor units; a day before year 1 in UTC does not exist."""
+    with pytest.raises(ValueError, match="too large"):
+        parse_amount("99999999999999999.999", "KWD")
+    assert parse_amount("9223372036854775.807", "KWD") == 2**63 - 1
+    _, summary = read(
+        "entitlement_id,provider_ref,amount,currency,date\n"
+        "x,P,99999999999999999.999,KWD,2026-11-02\n"
+        "x,P,1.00,USD,0001-01-01T00:00:00+01:00\n"
+    )
+    assert [(line, column) for line, column, _ in summary.errors] == [(2, "amount"), (3, "date")]

@@ -23,6 +23,7 @@ from cbi_service.dedup.router import router as dedup_router
 from cbi_service.entitlements.router import router as entitlements_router
 from cbi_service.exports.keys import manifest_keys
 from cbi_service.exports.router import router as exports_router
+from cbi_service.fx.router import router as fx_router
 from cbi_service.health.metrics import GAUGES
 from cbi_service.health.router import router as health_router
 from cbi_service.issuance.providers import check_provider_names, close_providers
@@ -158,6 +159,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         exports_router,
         reconciliation_router,
         reports_router,
+        fx_router,
         vouchers_router,
         merchants_router,
         redemptions_router,

@@ -6,6 +6,7 @@ from cbi_service.batches import models as batch_models
 from cbi_service.beneficiaries import models as beneficiary_models
 from cbi_service.dedup import models as dedup_models
 from cbi_service.entitlements import models as entitlement_models
+from cbi_service.fx import models as fx_models
 from cbi_service.jobs import models as job_models
 from cbi_service.keys import models as key_models
 from cbi_service.kit import crypto, idempotency
@@ -26,6 +27,7 @@ __all__ = [
     "crypto",
     "dedup_models",
     "entitlement_models",
+    "fx_models",
     "idempotency",
     "job_models",
     "key_models",

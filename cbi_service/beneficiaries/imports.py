@@ -27,6 +27,7 @@ import hashlib
 import io
 import multiprocessing
 import os
+import re
 import signal
 import sys
 import threading
@@ -84,7 +85,7 @@ JOB_KIND = "beneficiaries.import"
 TEMPLATE_COLUMNS = (
     "given_names", "family_names", "date_of_birth", "sex", "nationality", "document_type", "document_number",
     "document_country", "phone", "country", "admin1", "admin2", "household_size", "external_ref",
-    "consent_given", "consent_date", "consent_purpose",
+    "consent_given", "consent_date", "consent_purpose", "population_type", "disability",
 )  # fmt: skip
 REQUIRED_COLUMNS = frozenset(
     {"given_names", "family_names", "date_of_birth", "sex", "nationality", "country", "household_size",
@@ -94,7 +95,7 @@ REQUIRED_COLUMNS = frozenset(
 TEMPLATE_EXAMPLE = (
     "María José", "Pérez Rodríguez", "12/03/1990", "female", "VE", "national_id", "V-12.345.678", "VE",
     "0414 765 4321", "CO", "Norte de Santander", "Cúcuta", 4, "EJEMPLO-1", "sí", "15/01/2026",
-    "multipurpose cash",
+    "multipurpose cash", "in_destination", "no",
 )  # fmt: skip
 DATE_COLUMNS = ("date_of_birth", "consent_date")
 UPLOAD_PIECE = 1 << 20
@@ -103,6 +104,7 @@ MAX_UPLOAD_BYTES = 200 << 20
 # A failure that is not the file's (the database went away) is retried; after this many the import fails.
 MAX_ATTEMPTS = 5
 TRUE_WORDS = frozenset({"true", "yes", "y", "1", "si", "sí", "x", "verdadero"})
+FALSE_WORDS = frozenset({"false", "no", "n", "0", "falso"})
 ERRORS_CSV_COLUMNS = ("row_number", "field", "message")
 
 # Where a validation error of the JSON shape points in the file's columns.
@@ -285,8 +287,26 @@ def _iso_date(text: str | None) -> str | None:
         return None
 
 
+def _yes_no(text: str | None) -> bool | str | None:
+    """A yes/no cell as a bool, empty as None; anything else goes on as it is, for validation to refuse."""
+    if text is None:
+        return None
+    word = text.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    return word or None
+
+
+def _population_type(text: str) -> str:
+    """`In transit`, `in-transit` and `in_transit` alike."""
+    return re.sub(r"[\s-]+", "_", text.strip().lower())
+
+
 def to_payload(cells: dict[str, str]) -> dict[str, Any]:
-    """A file row in the shape of `POST /v1/beneficiaries`, so both paths share one validation."""
+    """A file row in the shape of `POST /v1/beneficiaries`, so both paths share one validation. An empty
+    `population_type` is left out, so the API's default applies; an empty `disability` means not asked."""
 
     def get(name: str) -> str | None:
         return cells.get(name) or None
@@ -300,6 +320,9 @@ def to_payload(cells: dict[str, str]) -> dict[str, Any]:
                 "issuing_country": (get("document_country") or "").upper() or None,
             }
         )
+    optional: dict[str, Any] = {}
+    if population_type := get("population_type"):
+        optional["population_type"] = _population_type(population_type)
     return {
         "given_names": get("given_names"),
         "family_names": get("family_names"),
@@ -315,6 +338,8 @@ def to_payload(cells: dict[str, str]) -> dict[str, Any]:
         },
         "household_size": get("household_size"),
         "external_ref": get("external_ref"),
+        "disability": _yes_no(get("disability")),
+        **optional,
         "consent": {
             "given": (get("consent_given") or "").lower() in TRUE_WORDS,
             "date": _iso_date(get("consent_date")),

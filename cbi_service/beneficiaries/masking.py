@@ -2,7 +2,8 @@
 
 Full to `admin`, `registrar` and `programme_officer` (a caller with any of them); every other role sees
 names as initials ("María José" → "M. J."), the birth date as its year ("1990"), phone, document numbers
-and the external reference with all but their last two characters as `*` (the length kept). Each response
+and the external reference with all but their last two characters as `*` (the length kept), and
+`disability` (health data: masking a yes/no leaves nothing to show) as null. Each response
 reads `personal_data: "full" | "masked"`. A response showing people in full writes one audit event,
 `beneficiary.personal_data_viewed`, naming them and the route, in the request's transaction. An erased
 person shows nothing personal and is not named. A replayed Idempotency-Key response writes none: only the
@@ -61,6 +62,7 @@ def masked(person: Shown) -> Shown:
                 DocumentIn.model_construct(type=d.type, number=tail(d.number), issuing_country=d.issuing_country)
                 for d in person.documents
             ],
+            "disability": None,
             "personal_data": "masked",
         }
     )

@@ -30,6 +30,9 @@ STATUSES = ("active", "pending_adjudication", "duplicate", "inactive", "erased")
 # Records dedup compares against: a `duplicate` points at its original, an `inactive` one is never paid.
 MATCHABLE_STATUSES = ("active", "pending_adjudication")
 SEXES = ("female", "male", "other", "unknown")
+POPULATION_TYPES = ("in_destination", "in_transit", "pendular", "returnee", "host_community")
+"""R4V's population groups (§4): refugees and migrants in destination, in transit or pendular, Colombian
+returnees, and the host community."""
 ADJUDICATION_STATUSES = ("open", "decided", "withdrawn")
 DECISIONS = ("duplicate", "not_duplicate")
 IMPORT_STATUSES = ("queued", "running", "completed", "failed")
@@ -41,12 +44,14 @@ class Beneficiary(CreatedAt, Base):
     stored wrapped beside it: `personal` (names, birth date, phone, documents, external_ref) and `profile`
     (the normalised form dedup scores candidates with). `external_ref_index` is a keyed digest to find a
     record by its reference. What stays in clear is what reports count and says nobody's name: sex,
-    birth year, nationality, location, household size. Erasure clears the sealed columns and the key."""
+    birth year, nationality, location, household size, population type. Erasure clears the sealed columns
+    and the key. (Why `population_type` is in clear and `disability` sealed: `personal.Personal`.)"""
 
     __tablename__ = "beneficiaries"
     __table_args__ = (
         CheckConstraint(one_of("status", STATUSES), name="status"),
         CheckConstraint(one_of("sex", SEXES), name="sex"),
+        CheckConstraint(one_of("population_type", POPULATION_TYPES), name="population_type"),
         CheckConstraint("household_size >= 1", name="household_size"),
         CheckConstraint("nationality ~ '^[A-Z]{2}$'", name="nationality"),
         CheckConstraint("location_country ~ '^[A-Z]{2}$'", name="location_country"),
@@ -74,6 +79,7 @@ class Beneficiary(CreatedAt, Base):
     location_admin1: Mapped[str | None] = mapped_column(String(200))
     location_admin2: Mapped[str | None] = mapped_column(String(200))
     household_size: Mapped[int] = mapped_column(Integer)
+    population_type: Mapped[str] = mapped_column(String(20), server_default="in_destination")
     consent_date: Mapped[date] = mapped_column(Date)
     consent_purpose: Mapped[str] = mapped_column(String(500))
     key_version: Mapped[int | None] = mapped_column(ForeignKey("crypto_keys.version"))

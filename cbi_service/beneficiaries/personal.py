@@ -21,7 +21,21 @@ EXTERNAL_REF = "external_ref"
 
 @dataclass(frozen=True, slots=True)
 class Personal:
-    """What identifies a person; `documents` keep the number as typed and its normalised form."""
+    """What identifies a person, and what would harm them if it leaked; `documents` keep the number as typed
+    and its normalised form.
+
+    `disability` is sealed here, `population_type` kept in clear beside sex and birth year, because:
+    - disability is health data, a special category in every data-protection law partners work under, and
+      it narrows a person down: with sex, birth year and admin2 in clear, a "yes" can point at one child
+      in a small town. No report counts it (R4V's 5W has no disability column), so nothing needs it in
+      clear, and erasure must destroy it: §13 keeps only sex, birth year, location and population type.
+    - `population_type` is what the 5W counts (its five population columns) and must go on counting after
+      erasure (§13 names it among what an erased record keeps). It says which of five groups of millions a
+      person belongs to, the same kind of fact as sex; sealed, a 5W of 100,000 people would have to open
+      100,000 records, and the erased ones could not be counted at all.
+
+    `disability` is None when nobody said (records sealed before it existed read so too), which is not
+    "no"."""
 
     given_names: str
     family_names: str
@@ -29,6 +43,7 @@ class Personal:
     phone: str | None
     external_ref: str | None
     documents: list[dict[str, str]]
+    disability: bool | None = None
 
     def to_bytes(self) -> bytes:
         return json.dumps(
@@ -39,6 +54,7 @@ class Personal:
                 "phone": self.phone,
                 "external_ref": self.external_ref,
                 "documents": self.documents,
+                "disability": self.disability,
             },
             separators=(",", ":"),
             ensure_ascii=False,
@@ -54,6 +70,7 @@ class Personal:
             phone=value["phone"],
             external_ref=value["external_ref"],
             documents=value["documents"],
+            disability=value.get("disability"),
         )
 
 

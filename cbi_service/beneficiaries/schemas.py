@@ -14,6 +14,7 @@ from cbi_service.kit.timeutil import IsoDate
 
 Sex = Literal["female", "male", "other", "unknown"]
 DocumentType = Literal["national_id", "passport", "residence_permit", "birth_certificate", "other"]
+PopulationType = Literal["in_destination", "in_transit", "pendular", "returnee", "host_community"]
 Status = Literal["active", "pending_adjudication", "duplicate", "inactive", "erased"]
 DedupStatus = Literal["unique", "duplicate", "possible_duplicate"]
 Name = Field(min_length=1, max_length=200)
@@ -56,6 +57,16 @@ class BeneficiaryCreate(BaseModel):
     location: Location
     household_size: int = Field(ge=1, le=100)
     external_ref: str | None = Field(default=None, max_length=100)
+    population_type: PopulationType = Field(
+        default="in_destination",
+        description="R4V's population group (§16): refugees and migrants in destination, in transit or "
+        "pendular, Colombian returnees, or the host community. Kept in clear: reports count it, erased or not.",
+    )
+    disability: bool | None = Field(
+        default=None,
+        description="Whether the person has a disability; null when not asked. Personal data: sealed at rest, "
+        "shown only to roles that see people in full, destroyed by erasure.",
+    )
     consent: Consent
 
 
@@ -74,6 +85,8 @@ class BeneficiaryPatch(BaseModel):
     location: Location | None = None
     household_size: int | None = Field(default=None, ge=1, le=100)
     external_ref: str | None = Field(default=None, max_length=100)
+    population_type: PopulationType | None = None
+    disability: bool | None = None
 
 
 class MatchExplanation(BaseModel):
@@ -143,6 +156,10 @@ class BeneficiaryOut(BaseModel):
     location: Location
     household_size: int
     external_ref: str | None
+    population_type: PopulationType
+    disability: bool | None = Field(
+        description="Null when not asked, when `personal_data` is `masked` (it is health data) and after erasure."
+    )
     consent: Consent
     duplicate_of: uuid.UUID | None
     created_at: datetime
@@ -166,6 +183,8 @@ class BeneficiaryOut(BaseModel):
             location=Location(country=b.location_country, admin1=b.location_admin1, admin2=b.location_admin2),
             household_size=b.household_size,
             external_ref=personal.external_ref if personal else None,
+            population_type=b.population_type,
+            disability=personal.disability if personal else None,
             consent=Consent(given=True, date=b.consent_date, purpose=b.consent_purpose),
             duplicate_of=b.duplicate_of,
             created_at=b.created_at,

@@ -200,6 +200,7 @@ def personal_of(prepared: Prepared) -> Personal:
         phone=prepared.phone,
         external_ref=data.external_ref,
         documents=prepared.documents,
+        disability=data.disability,
     )
 
 
@@ -213,6 +214,7 @@ def columns_of(ring: Keyring, version: int, beneficiary_id: uuid.UUID, prepared:
         "location_admin1": data.location.admin1,
         "location_admin2": data.location.admin2,
         "household_size": data.household_size,
+        "population_type": data.population_type,
         **sealed_columns(ring, version, beneficiary_id, personal_of(prepared), prepared.record),
     }
 
@@ -344,7 +346,10 @@ def jsonable_matches(matches: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _merged(current_out: BeneficiaryOut, patch: BeneficiaryPatch) -> BeneficiaryCreate:
     current = current_out.model_dump()
     changes = patch.model_dump(exclude_unset=True)
-    required = ("given_names", "family_names", "date_of_birth", "sex", "nationality", "location", "household_size")
+    required = (
+        "given_names", "family_names", "date_of_birth", "sex", "nationality", "location", "household_size",
+        "population_type",
+    )  # fmt: skip
     if removed := [name for name in required if name in changes and changes[name] is None]:
         raise UnprocessableEntity(
             "A required field cannot be removed.",
@@ -354,7 +359,7 @@ def _merged(current_out: BeneficiaryOut, patch: BeneficiaryPatch) -> Beneficiary
         name: current[name]
         for name in (
             "given_names", "family_names", "date_of_birth", "sex", "nationality", "documents", "phone",
-            "location", "household_size", "external_ref", "consent",
+            "location", "household_size", "external_ref", "population_type", "disability", "consent",
         )
     }  # fmt: skip
     fields.update(changes)

@@ -6,7 +6,7 @@ import re
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, AwareDatetime, BeforeValidator
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field
 
 EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
 LATEST = datetime(9999, 1, 1, tzinfo=UTC)
@@ -55,3 +55,20 @@ IsoDate = Annotated[date, BeforeValidator(_rfc3339_full_date)]
 def day_bounds(first: date, last: date) -> tuple[datetime, datetime]:
     """[first 00:00 UTC, the day after last 00:00 UTC): the period's days as a half-open time range."""
     return datetime.combine(first, time(), UTC), datetime.combine(last + timedelta(days=1), time(), UTC)
+
+
+#: A calendar month from a client: `YYYY-MM`, years 1900 to 2999 (what 5W reports and exchange rates are kept by).
+YEAR_MONTH = r"^(19|2[0-9])[0-9]{2}-(0[1-9]|1[0-2])$"
+YearMonth = Annotated[str, Field(pattern=YEAR_MONTH, examples=["2026-11"])]
+
+
+def month_bounds(month: str) -> tuple[datetime, datetime]:
+    """[the first of `month` 00:00 UTC, the first of the next month 00:00 UTC) for a `YearMonth`."""
+    year, number = (int(part) for part in month.split("-"))
+    start = datetime(year, number, 1, tzinfo=UTC)
+    return start, datetime(year + number // 12, number % 12 + 1, 1, tzinfo=UTC)
+
+
+def year_start(month: str) -> datetime:
+    """1 January 00:00 UTC of the year of a `YearMonth`."""
+    return datetime(int(month[:4]), 1, 1, tzinfo=UTC)

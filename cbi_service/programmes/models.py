@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import CheckConstraint, Integer, String
+from sqlalchemy import Boolean, CheckConstraint, Integer, String
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -52,6 +52,14 @@ class Programme(CreatedAt, Base):
     approvals_required: Mapped[int] = mapped_column(Integer)
     approval_bands: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)
     voucher_validity_days: Mapped[int | None] = mapped_column(Integer)
+    # Its reporting identity in R4V's 5W (§16). Nullable: a programme made before the 5W existed has none
+    # until someone sets it, and the 5W names the rows that lack it rather than inventing one.
+    appealing_organisation: Mapped[str | None] = mapped_column(String(200))
+    implementing_partner: Mapped[str | None] = mapped_column(String(200))
+    indicator: Mapped[str | None] = mapped_column(String(500))
+    activity_name: Mapped[str | None] = mapped_column(String(200))
+    activity_description: Mapped[str | None] = mapped_column(String(1000))
+    rmrp_activity: Mapped[bool | None] = mapped_column(Boolean)
     created_by: Mapped[uuid.UUID] = mapped_column()
 
     def approvals_needed(self, total_minor: int) -> int:

@@ -20,6 +20,7 @@ from cbi_service.programmes.schemas import (
     ProgrammeBalancesOut,
     ProgrammeCreate,
     ProgrammeOut,
+    ReportingPatch,
     Sector,
 )
 
@@ -62,6 +63,16 @@ async def list_programmes(
 @router.get("/{programme_id}", response_model=ProgrammeOut)
 async def get_programme(programme_id: uuid.UUID, session: SessionDep, _: Reader) -> ProgrammeOut:
     return ProgrammeOut.of(await service.get_programme(session, programme_id))
+
+
+@router.patch("/{programme_id}", response_model=ProgrammeOut)
+async def change_reporting_identity(
+    programme_id: uuid.UUID, body: ReportingPatch, session: SessionDep, principal: Writer
+) -> ProgrammeOut:
+    """Set or correct the programme's reporting identity in R4V's 5W (§16), the only fields that change after
+    creation: omitted fields stay; `implementing_partner` and `activity_description` may be cleared with null.
+    Audited."""
+    return await service.change_reporting_identity(session, principal, programme_id, body)
 
 
 @router.post("/{programme_id}/funds", status_code=201, response_model=FundingOut)

@@ -3,9 +3,9 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ModelWrapValidatorHandler, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ModelWrapValidatorHandler, StringConstraints, model_validator
 
 from cbi_service.accounting.service import ProgrammeBalances
 from cbi_service.kit.countries import CountryCode
@@ -40,7 +40,48 @@ def _known(currency: str) -> bool:
     return True
 
 
-class ProgrammeCreate(BaseModel):
+OrganisationName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+IndicatorText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+ActivityName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+ActivityDescription = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
+
+REPORTING_FIELDS = (
+    "appealing_organisation",
+    "implementing_partner",
+    "indicator",
+    "activity_name",
+    "activity_description",
+    "rmrp_activity",
+)
+"""The programme's reporting identity in R4V's 5W (§16), in the template's order."""
+REQUIRED_REPORTING_FIELDS = ("appealing_organisation", "indicator", "activity_name", "rmrp_activity")
+"""What a 5W row cannot be filed without; `implementing_partner` and `activity_description` may stay empty."""
+
+
+class ReportingIdentity(BaseModel):
+    """How the programme's people reached appear in R4V's 5W (§16). Optional when the programme is created,
+    so that nothing that creates programmes today breaks; until `appealing_organisation`, `indicator`,
+    `activity_name` and `rmrp_activity` are set, the 5W names its rows as breaking R4V's rules and will not
+    serve them as a file (set them with `PATCH /v1/programmes/{id}`)."""
+
+    appealing_organisation: OrganisationName | None = Field(
+        default=None, description="The RMRP appealing organisation reporting the activity.", examples=["ACNUR"]
+    )
+    implementing_partner: OrganisationName | None = Field(
+        default=None,
+        description="The partner that implements it, if any: the 5W's `Implementation Set up` is then Yes.",
+    )
+    indicator: IndicatorText | None = Field(
+        default=None,
+        description="The R4V indicator, as its sector's indicator list words it.",
+        examples=["Number of people receiving multipurpose cash assistance"],
+    )
+    activity_name: ActivityName | None = Field(default=None, examples=["MPC Norte de Santander"])
+    activity_description: ActivityDescription | None = None
+    rmrp_activity: bool | None = Field(default=None, description="Whether the activity is in the RMRP.")
+
+
+class ProgrammeCreate(ReportingIdentity):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=200)
@@ -98,6 +139,13 @@ class ProgrammeCreate(BaseModel):
         ]
 
 
+class ReportingPatch(ReportingIdentity):
+    """Changes to the reporting identity; omitted fields stay. `implementing_partner` and
+    `activity_description` may be cleared with null; the other four, once set, only change."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class ProgrammeOut(BaseModel):
     id: uuid.UUID
     name: str
@@ -109,6 +157,12 @@ class ProgrammeOut(BaseModel):
     approvals_required: int
     approval_bands: list[ApprovalBand]
     voucher_validity_days: int | None
+    appealing_organisation: str | None
+    implementing_partner: str | None
+    indicator: str | None
+    activity_name: str | None
+    activity_description: str | None
+    rmrp_activity: bool | None
     created_at: datetime
 
     @classmethod
@@ -130,6 +184,12 @@ class ProgrammeOut(BaseModel):
                 for b in programme.approval_bands
             ],
             voucher_validity_days=programme.voucher_validity_days,
+            appealing_organisation=programme.appealing_organisation,
+            implementing_partner=programme.implementing_partner,
+            indicator=programme.indicator,
+            activity_name=programme.activity_name,
+            activity_description=programme.activity_description,
+            rmrp_activity=programme.rmrp_activity,
             created_at=programme.created_at,
         )
 

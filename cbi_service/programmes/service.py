@@ -18,17 +18,20 @@ from cbi_service.audit.service import record_audit
 from cbi_service.auth.roles import Principal
 from cbi_service.beneficiaries import service as beneficiaries
 from cbi_service.beneficiaries.schemas import EnrolmentRequest, EnrolmentResult
-from cbi_service.kit.errors import NotFound
+from cbi_service.kit.errors import NotFound, UnprocessableEntity
 from cbi_service.kit.money import Money, require_currency
 from cbi_service.kit.settings import Settings
 from cbi_service.programmes.models import Programme
 from cbi_service.programmes.repository import ProgrammeRepository
 from cbi_service.programmes.schemas import (
+    REPORTING_FIELDS,
+    REQUIRED_REPORTING_FIELDS,
     FundingCreate,
     FundingOut,
     ProgrammeBalancesOut,
     ProgrammeCreate,
     ProgrammeOut,
+    ReportingPatch,
 )
 
 ProviderCheck = Callable[[Settings, str, str], None]
@@ -60,6 +63,7 @@ async def create_programme(
             approvals_required=data.approvals_required,
             approval_bands=data.bands_minor(),
             voucher_validity_days=data.voucher_validity_days,
+            **data.model_dump(include=set(REPORTING_FIELDS)),
             created_by=principal.id,
         )
     )
@@ -69,6 +73,29 @@ async def create_programme(
         session, principal, "programme.created", "programme", programme.id, None, out.model_dump(mode="json")
     )
     return out
+
+
+async def change_reporting_identity(
+    session: AsyncSession, principal: Principal, programme_id: uuid.UUID, patch: ReportingPatch
+) -> ProgrammeOut:
+    """Set or correct how the programme appears in the 5W, audited with the identity before and after. The
+    5W is computed when it is asked for, so a correction shows in every month's report from then on."""
+    changes = patch.model_dump(exclude_unset=True)
+    if cleared := [name for name in REQUIRED_REPORTING_FIELDS if name in changes and changes[name] is None]:
+        raise UnprocessableEntity(
+            "A 5W row cannot be filed without this field.",
+            errors=[{"field": name, "message": "must not be null"} for name in cleared],
+        )
+    programme = await get_programme(session, programme_id, for_update=True)
+    before = {name: getattr(programme, name) for name in REPORTING_FIELDS}
+    for name, value in changes.items():
+        setattr(programme, name, value)
+    await session.flush()
+    after = {name: getattr(programme, name) for name in REPORTING_FIELDS}
+    await record_audit(
+        session, principal, "programme.reporting_identity_changed", "programme", programme.id, before, after
+    )
+    return ProgrammeOut.of(programme)
 
 
 async def get_programme(session: AsyncSession, programme_id: uuid.UUID, *, for_update: bool = False) -> Programme:

@@ -1,1 +1,1 @@
-"""Figures partners report to the regional platform (people reached), read from the disbursement records."""
+"""Figures partners report to the regional platform (people reached, R4V's 5W), read from the disbursement records."""

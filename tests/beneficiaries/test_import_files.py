@@ -180,8 +180,8 @@ async def test_a_workbook_reads_date_cells_and_day_first_text(client, api_key_fa
     sheet = workbook.active
     assert sheet is not None
     sheet.append(list(TEMPLATE_COLUMNS))
-    sheet.append([datetime(1990, 3, 12) if c == "date_of_birth" else MARIA[c] for c in TEMPLATE_COLUMNS])
-    sheet.append([OTHER[c] for c in TEMPLATE_COLUMNS])  # dates as text, day first
+    sheet.append([datetime(1990, 3, 12) if c == "date_of_birth" else MARIA.get(c, "") for c in TEMPLATE_COLUMNS])
+    sheet.append([OTHER.get(c, "") for c in TEMPLATE_COLUMNS])  # dates as text, day first
     buffer = io.BytesIO()
     workbook.save(buffer)
     report = await imported(client, registrar, session_factory, settings, buffer.getvalue(), "people.xlsx")

@@ -41,6 +41,7 @@ IN_FULL = {
     "phone": "+584125551234",
     "documents": [{"type": "national_id", "number": "V-12.345.678", "issuing_country": "VE"}],
     "external_ref": "CUC-0001",
+    "disability": None,
 }
 MASKED = {
     "given_names": "M. J.",
@@ -49,6 +50,7 @@ MASKED = {
     "phone": "***********34",
     "documents": [{"type": "national_id", "number": "**********78", "issuing_country": "VE"}],
     "external_ref": "******01",
+    "disability": None,
 }
 ERASED = dict.fromkeys(IN_FULL, None) | {"documents": []}
 
@@ -251,6 +253,8 @@ def a_person(**overrides: Any) -> BeneficiaryOut:
         "location": Location(country="CO"),
         "household_size": 3,
         "external_ref": "REF-42",
+        "population_type": "pendular",
+        "disability": True,
         "consent": Consent(given=True, date=date(2026, 1, 1), purpose="cash"),
         "duplicate_of": None,
         "created_at": datetime(2026, 1, 1, tzinfo=UTC),
@@ -265,6 +269,7 @@ def test_masked_person_keeps_what_is_not_personal_and_still_validates():
     assert hidden.personal_data == "masked"
     assert (hidden.given_names, hidden.family_names, hidden.date_of_birth) == ("M. J.", "R. d. l. C.", "1987")
     assert (hidden.phone, hidden.external_ref, hidden.documents[0].number) == ("***********67", "****42", "******67")
+    assert (hidden.disability, hidden.population_type) == (None, "pendular")  # health data; a group of millions
     assert hidden.model_dump(exclude=set(IN_FULL) | {"personal_data"}) == person.model_dump(
         exclude=set(IN_FULL) | {"personal_data"}
     )

@@ -44,7 +44,7 @@ def _xlsx(rows: list[dict[str, str]]) -> bytes:
     assert sheet is not None
     sheet.append(list(TEMPLATE_COLUMNS))
     for row in rows:
-        sheet.append([row[c] for c in TEMPLATE_COLUMNS])
+        sheet.append([row.get(c, "") for c in TEMPLATE_COLUMNS])
     buffer = io.BytesIO()
     workbook.save(buffer)
     return buffer.getvalue()

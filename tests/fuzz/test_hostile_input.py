@@ -115,6 +115,8 @@ def valid_bodies(known: dict[str, str]) -> dict[tuple[str, str], Any]:
         ("POST", "/v1/payment-batches/{batch_id}/approvals"): {"decision": "approve", "comment": "ok"},
         ("POST", "/v1/payment-batches/{batch_id}/follow-up"): {"name": "Diciembre"},
         ("POST", "/v1/adjudications/{adjudication_id}/decision"): {"decision": "duplicate", "note": "same"},
+        ("PATCH", "/v1/programmes/{programme_id}"): {"appealing_organisation": "ACNUR", "activity_name": "MPC"},
+        ("POST", "/v1/fx-rates"): {"currency": "COP", "month": "2026-11", "usd_per_unit": "0.00025", "source": "TRM"},
     }
 
 

@@ -167,7 +167,7 @@ async def timed(http: httpx.AsyncClient, headers: dict[str, str], fmt: str, roun
 
 
 async def run(people: int, rounds: int, server_url: str) -> None:
-    async with scratch_database(libpq(server_url, "postgres"), f"cbi_b8_{uuid.uuid4().hex[:8]}") as db_url:
+    async with scratch_database(libpq(server_url, "postgres"), f"cbi_b9_{uuid.uuid4().hex[:8]}") as db_url:
         port = free_port()
         env = {**os.environ, "DATABASE_URL": db_url, "CBI_LOG_LEVEL": "WARNING", "CBI_PROVIDERS": PROVIDERS}
         service = start_service(port, env)
@@ -206,7 +206,7 @@ async def run(people: int, rounds: int, server_url: str) -> None:
         "voucher_total": sum(r["Total monthly beneficiaries"] for r in voucher_rows),
     }
     lines = list(csv.reader(io.StringIO(figures["csv"][1].decode())))
-    print(f"B8 5W — GET /v1/reports/5w for a month with {people:,} people issued (target ≤ 10 s at 100,000)")
+    print(f"B9 5W — GET /v1/reports/5w for a month with {people:,} people issued (target ≤ 10 s at 100,000)")
     print(f"  machine: {machine()}")
     print(f"  load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} (1, 5, 15 min)")
     print(

@@ -57,7 +57,7 @@ from cbi_service.audit.service import AuditEntry, record_audit, record_audit_man
 from cbi_service.auth.roles import Principal
 from cbi_service.beneficiaries.repository import BeneficiaryRepository
 from cbi_service.entitlements.models import OPEN_STATUSES, VOUCHER_CODE_INDEX, Entitlement, EntitlementEvent
-from cbi_service.entitlements.repository import EntitlementRepository
+from cbi_service.entitlements.repository import EntitlementRepository, LockedVoucher
 from cbi_service.entitlements.schemas import EntitlementOut, StatusChange
 from cbi_service.kit.errors import Conflict, NotFound, violated_constraint
 from cbi_service.kit.ids import new_id
@@ -310,22 +310,24 @@ async def mark_redeemed(
 
 @dataclass(frozen=True)
 class VoucherRef:
-    """A voucher the agency signed, as found before any lock: its programme and currency never change."""
+    """A voucher the agency signed, as found before any lock: its programme, currency and token never change."""
 
     id: uuid.UUID
     programme_id: uuid.UUID
     currency: str
+    token: str
+    """The signed token issued with it (`vouchers.tokens`)."""
 
 
 async def signed_vouchers(session: AsyncSession, voucher_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, VoucherRef]:
     """Those of the ids that are paper vouchers (entitlements holding a signed token), by id."""
     rows = await EntitlementRepository(session).signed_vouchers(voucher_ids)
-    return {row.id: VoucherRef(row.id, row.programme_id, row.currency) for row in rows}
+    return {row.id: VoucherRef(*row) for row in rows}
 
 
 async def signed_voucher_by_code(session: AsyncSession, code: str) -> VoucherRef | None:
     row = await EntitlementRepository(session).signed_voucher_by_code(code)
-    return None if row is None else VoucherRef(row.id, row.programme_id, row.currency)
+    return None if row is None else VoucherRef(*row)
 
 
 SpendRefusal = Literal["fully_redeemed", "exceeds_remaining", "expired", "cancelled", "not_issued", "unknown"]
@@ -372,48 +374,52 @@ async def spend_vouchers(
     if not spends:
         return []
     repo = EntitlementRepository(session)
-    locked = {e.id: e for e in await repo.lock_vouchers(sorted({s.voucher_id for s in spends}))}
-    remaining = {e.id: e.remaining_minor for e in locked.values()}
-    status = {e.id: e.status for e in locked.values()}
+    locked = {row.id: row for row in await repo.lock_vouchers(sorted({s.voucher_id for s in spends}))}
+    remaining = {row.id: row.remaining_minor for row in locked.values()}
+    status = {row.id: row.status for row in locked.values()}
     outcomes: list[Spent] = []
     applied: list[tuple[Spend, str]] = []
     for spend in spends:
         if spend.amount_minor <= 0:
             raise ValueError("a redemption amount must be positive")
-        entitlement = locked.get(spend.voucher_id)
-        refusal = _spend_refusal(entitlement, status, remaining, spend)
+        voucher = locked.get(spend.voucher_id)
+        refusal = _spend_refusal(voucher, status, remaining, spend)
         if refusal is None:
             applied.append((spend, status[spend.voucher_id]))
             remaining[spend.voucher_id] -= spend.amount_minor
             status[spend.voucher_id] = "redeemed"
         outcomes.append(Spent(spend, refusal, remaining.get(spend.voucher_id, 0)))
     if applied:
-        await _record_spends(session, locked, applied, actor=actor, source=source)
+        await _record_spends(
+            session, {row.id: row.programme_id for row in locked.values()}, applied, actor=actor, source=source
+        )
     return outcomes
 
 
 def _spend_refusal(
-    entitlement: Entitlement | None, status: dict[uuid.UUID, str], remaining: dict[uuid.UUID, int], spend: Spend
+    voucher: LockedVoucher | None, status: dict[uuid.UUID, str], remaining: dict[uuid.UUID, int], spend: Spend
 ) -> SpendRefusal | None:
-    if entitlement is None or entitlement.voucher_token is None:
+    """Why `spend` cannot apply to the locked `voucher`, given what the spends before it in the same call
+    left of it (`status`, `remaining`); None if it can."""
+    if voucher is None or not voucher.signed:
         return "unknown"
-    current = status[entitlement.id]
+    current = status[voucher.id]
     if current in ("expired", "cancelled"):
         return cast(SpendRefusal, current)
     if current not in ("issued", "redeemed"):
         return "not_issued"
-    if entitlement.expires_at is not None and entitlement.expires_at <= spend.at:
+    if voucher.expires_at is not None and voucher.expires_at <= spend.at:
         return "expired"
-    if remaining[entitlement.id] == 0:
+    if remaining[voucher.id] == 0:
         return "fully_redeemed"
-    if spend.amount_minor > remaining[entitlement.id]:
+    if spend.amount_minor > remaining[voucher.id]:
         return "exceeds_remaining"
     return None
 
 
 async def _record_spends(
     session: AsyncSession,
-    locked: dict[uuid.UUID, Entitlement],
+    programme_of: dict[uuid.UUID, uuid.UUID],
     applied: Sequence[tuple[Spend, str]],
     *,
     actor: Principal | None,
@@ -421,15 +427,15 @@ async def _record_spends(
 ) -> None:
     repo = EntitlementRepository(session)
     programmes: dict[uuid.UUID, Programme] = {}
-    for spend, _ in applied:
-        entitlement = locked[spend.voucher_id]
-        if entitlement.programme_id not in programmes:
-            programmes[entitlement.programme_id] = await _programme(session, entitlement)
+    for programme_id in {programme_of[spend.voucher_id] for spend, _ in applied}:
+        programme = await repo.programme(programme_id)
+        assert programme is not None
+        programmes[programme_id] = programme
     await postings.redeem_at_merchants(
         session,
         [
             postings.MerchantRedemption(
-                programmes[locked[spend.voucher_id].programme_id],
+                programmes[programme_of[spend.voucher_id]],
                 spend.voucher_id,
                 spend.merchant_id,
                 spend.redemption_id,
@@ -475,8 +481,6 @@ async def _record_spends(
             for (spend, previous), detail in zip(applied, details, strict=True)
         ],
     )
-    for entitlement_id in spent:
-        session.expire(locked[entitlement_id])
 
 
 async def mark_expired(session: AsyncSession, entitlement_id: uuid.UUID, *, source: str = "provider") -> Transition:

@@ -219,6 +219,10 @@ class Idempotency:
 
 
 def _encode(result: Any) -> str:
+    """The response body: a model serialised by pydantic itself (what `jsonable_encoder` would give, in a
+    fraction of the time for a large one such as an offline sync's ten thousand outcomes)."""
+    if isinstance(result, BaseModel):
+        return result.model_dump_json(by_alias=True)
     return json.dumps(jsonable_encoder(result), separators=(",", ":"))
 
 

@@ -11,8 +11,9 @@ inbox, scheduled jobs, API routes) — the caller owns the transaction, these on
                 source="provider") -> Transition
     mark_redeemed(session, entitlement_id, amount_minor, merchant, *, source="provider") -> Transition
     mark_expired(session, entitlement_id, *, source="provider") -> Transition
-    spend_vouchers(session, spends: Sequence[Spend], *, actor, source) -> list[Spent]
-        (the agency's own vouchers redeemed at merchants, set-based, in the order given)
+    spend_vouchers(session, spends: Sequence[Spend], *, actor, source, locked=None) -> list[Spent]
+        (the agency's own vouchers redeemed at merchants, set-based, in the order given; `locked` from
+        `lock_vouchers` when the caller had to lock them before writing rows that refer to them)
     mark_issued_many(session, events: Sequence[Issued], *, source="provider") -> dict[UUID, Transition]
         (a chunk of confirmations in a few statements; unknown ids are absent from the answer; a chunk
         of signed vouchers one of whose codes is taken raises `VoucherCodeTaken`)
@@ -43,7 +44,7 @@ provider's answer and our state commit together.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, cast
@@ -359,8 +360,27 @@ class Spent:
         return self.refusal is None
 
 
+VoucherLocks = Mapping[uuid.UUID, LockedVoucher]
+"""The vouchers a transaction holds locked, by id, as `lock_vouchers` read them."""
+
+
+async def lock_vouchers(session: AsyncSession, voucher_ids: Iterable[uuid.UUID]) -> VoucherLocks:
+    """Lock vouchers (in id order) for `spend_vouchers`, before writing anything that refers to them.
+
+    A row referring to a voucher (a redemption record) takes a share lock on it, which does not stop another
+    transaction from taking one too; two that each then wait to lock the voucher for its spend would wait on
+    each other. Locked first, they take turns instead. Ids of no entitlement are absent."""
+    rows = await EntitlementRepository(session).lock_vouchers(sorted(set(voucher_ids)))
+    return {row.id: row for row in rows}
+
+
 async def spend_vouchers(
-    session: AsyncSession, spends: Sequence[Spend], *, actor: Principal | None, source: str
+    session: AsyncSession,
+    spends: Sequence[Spend],
+    *,
+    actor: Principal | None,
+    source: str,
+    locked: VoucherLocks | None = None,
 ) -> list[Spent]:
     """Redeem the agency's own vouchers at merchants, in the order given (offline scans come in scan order, so
     the earliest wins a voucher spent twice), each applied only if the voucher is issued, not expired at the
@@ -370,11 +390,13 @@ async def spend_vouchers(
     sees what the first spent: exactly one wins the last of its value. What is applied is written in a few
     statements whatever the count: the vouchers' redeemed amounts, a history row and an audit event per
     spend, and one ledger posting per spend from the programme's disbursed money to the merchant's payable.
+    `locked`, what `lock_vouchers` returned in this transaction for (at least) the spends' vouchers, saves
+    locking them again.
     """
     if not spends:
         return []
-    repo = EntitlementRepository(session)
-    locked = {row.id: row for row in await repo.lock_vouchers(sorted({s.voucher_id for s in spends}))}
+    if locked is None:
+        locked = await lock_vouchers(session, (s.voucher_id for s in spends))
     remaining = {row.id: row.remaining_minor for row in locked.values()}
     status = {row.id: row.status for row in locked.values()}
     outcomes: list[Spent] = []
@@ -390,10 +412,18 @@ async def spend_vouchers(
             status[spend.voucher_id] = "redeemed"
         outcomes.append(Spent(spend, refusal, remaining.get(spend.voucher_id, 0)))
     if applied:
-        await _record_spends(
-            session, {row.id: row.programme_id for row in locked.values()}, applied, actor=actor, source=source
-        )
+        programmes = {row.id: _ProgrammeOf(row.programme_id, row.currency) for row in locked.values()}
+        await _record_spends(session, programmes, applied, actor=actor, source=source)
     return outcomes
+
+
+@dataclass(frozen=True, slots=True)
+class _ProgrammeOf:
+    """What a posting needs of a voucher's programme (`accounting.ProgrammeRef`), read with the voucher: its
+    currency is the programme's, and neither ever changes."""
+
+    id: uuid.UUID
+    currency: str
 
 
 def _spend_refusal(
@@ -419,31 +449,16 @@ def _spend_refusal(
 
 async def _record_spends(
     session: AsyncSession,
-    programme_of: dict[uuid.UUID, uuid.UUID],
+    programme_of: dict[uuid.UUID, _ProgrammeOf],
     applied: Sequence[tuple[Spend, str]],
     *,
     actor: Principal | None,
     source: str,
 ) -> None:
+    """The applied spends' writes, the ledger's last: its programme-wide `disbursed` account is locked by
+    every redemption of the programme until its transaction commits, so the less follows it, the more
+    redemptions a second the programme takes."""
     repo = EntitlementRepository(session)
-    programmes: dict[uuid.UUID, Programme] = {}
-    for programme_id in {programme_of[spend.voucher_id] for spend, _ in applied}:
-        programme = await repo.programme(programme_id)
-        assert programme is not None
-        programmes[programme_id] = programme
-    await postings.redeem_at_merchants(
-        session,
-        [
-            postings.MerchantRedemption(
-                programmes[programme_of[spend.voucher_id]],
-                spend.voucher_id,
-                spend.merchant_id,
-                spend.redemption_id,
-                spend.amount_minor,
-            )
-            for spend, _ in applied
-        ],
-    )
     spent: dict[uuid.UUID, int] = {}
     for spend, _ in applied:
         spent[spend.voucher_id] = spent.get(spend.voucher_id, 0) + spend.amount_minor
@@ -479,6 +494,19 @@ async def _record_spends(
                 {"status": "redeemed", **detail, "source": source},
             )
             for (spend, previous), detail in zip(applied, details, strict=True)
+        ],
+    )
+    await postings.redeem_at_merchants(
+        session,
+        [
+            postings.MerchantRedemption(
+                programme_of[spend.voucher_id],
+                spend.voucher_id,
+                spend.merchant_id,
+                spend.redemption_id,
+                spend.amount_minor,
+            )
+            for spend, _ in applied
         ],
     )
 

@@ -77,17 +77,8 @@ async def redeem(
         raise NotFound("Voucher not found.")
     if spent.refusal is not None:
         raise Conflict(_CONFLICT_DETAIL[spent.refusal], extra={"reason": spent.refusal})
-    await RedemptionRepository(session).add(
-        VoucherRedemption(
-            id=spend.redemption_id,
-            merchant_id=merchant.id,
-            voucher_id=voucher.id,
-            currency=voucher.currency,
-            amount_minor=amount,
-            status="accepted",
-            channel="online",
-            scanned_at=now,
-        )
+    await RedemptionRepository(session).record_online(
+        spend.redemption_id, merchant.id, voucher.id, voucher.currency, amount, now
     )
     return RedemptionOut(
         id=spend.redemption_id,
@@ -135,12 +126,15 @@ async def sync(session: AsyncSession, settings: Settings, principal: Principal, 
     known = await entitlements.signed_vouchers(session, sorted({p.claims.voucher_id for p in presented if p}))
     claims = [_trusted(keys, p, known) if p is not None else None for p in presented]
     scans = [_judged(item, claim, known, merchant, now) for item, claim in zip(body.items, claims, strict=True)]
+    # Every voucher a scan names is locked before the scans, which refer to it, are written (see
+    # `lock_vouchers`): two shops' devices syncing scans of the same vouchers take turns, never deadlock.
+    locked = await entitlements.lock_vouchers(session, (s.voucher_id for s in scans if s.voucher_id))
     repo = RedemptionRepository(session)
     fresh = await repo.insert_scans(merchant.id, body.device_id, scans)
     spendable = [s for s in scans if s.local_id in fresh and s.status == "accepted"]
     spendable.sort(key=lambda s: (s.scanned_at, s.local_id))
     spends = [Spend(s.voucher_id, s.amount_minor, merchant.id, s.id, s.scanned_at) for s in spendable if s.voucher_id]
-    spent = await entitlements.spend_vouchers(session, spends, actor=principal, source=principal.name)
+    spent = await entitlements.spend_vouchers(session, spends, actor=principal, source=principal.name, locked=locked)
     await repo.mark_conflicts({s.spend.redemption_id: s.refusal for s in spent if s.refusal is not None})
     earlier = {
         row.local_id: row

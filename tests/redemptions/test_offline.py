@@ -169,6 +169,26 @@ async def test_the_same_sync_sent_twice_at_once_redeems_once(client, api_key_fac
     assert await unsettled(client, s.actors, shop) == "150000.00"
 
 
+async def test_two_merchants_syncing_scans_of_the_same_vouchers_at_once_spend_each_once(
+    client, api_key_factory, session_factory, settings
+):
+    """A double spend across two shops' devices syncing together: neither sync fails (they take turns on the
+    vouchers, never deadlock), and each voucher is accepted once, the other scan kept as a conflict."""
+    s = await scene(client, api_key_factory, session_factory, settings, vouchers=12, shops=2)
+    shop, rival = s.shops
+    mine = [scan(f"m{n}", voucher, "150000.00", 20) for n, voucher in enumerate(s.vouchers)]
+    theirs = [scan(f"t{n}", voucher, "150000.00", 10) for n, voucher in enumerate(reversed(s.vouchers))]
+    for _ in range(2):
+        both = await asyncio.gather(sync(client, shop, mine), sync(client, rival, theirs))
+        assert [r.status_code for r in both] == [200, 200], [r.text for r in both]
+        mine, theirs = [{**i, "local_id": f"again-{i['local_id']}"} for i in theirs], mine
+    counts = [r.json()["counts"] for r in both]
+    assert sum(c["accepted"] for c in counts) == 0, "the second round finds every voucher spent"
+    redeemed = [await unsettled(client, s.actors, shop), await unsettled(client, s.actors, rival)]
+    assert sum(int(r.replace(".", "")) for r in redeemed) == 12 * AMOUNT_MINOR
+    await checked_balances(client, s.actors, s.programme["id"])
+
+
 async def test_vouchers_signed_by_a_key_dropped_from_the_ring_are_refused_online_and_offline(
     client, api_key_factory, session_factory, settings
 ):

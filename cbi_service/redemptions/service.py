@@ -66,7 +66,14 @@ async def redeem(
     amount = require_currency(body.amount, voucher.currency)
     now = datetime.now(UTC)
     spend = Spend(voucher.id, amount, merchant.id, new_id(), now)
-    [spent] = await entitlements.spend_vouchers(session, [spend], actor=principal, source=principal.name)
+    # Locked, then recorded, then spent: the record refers to the voucher (so after its lock, see
+    # `lock_vouchers`), and the spend's ledger posting, which holds the programme's `disbursed` account until
+    # the commit, comes last. A refusal raises, and the record goes with the rest of the unit of work.
+    locked = await entitlements.lock_vouchers(session, [voucher.id])
+    await RedemptionRepository(session).record_online(
+        spend.redemption_id, merchant.id, voucher.id, voucher.currency, amount, now
+    )
+    [spent] = await entitlements.spend_vouchers(session, [spend], actor=principal, source=principal.name, locked=locked)
     if spent.refusal == "exceeds_remaining":
         remaining = Money.of(spent.remaining_minor, voucher.currency).amount
         raise UnprocessableEntity(
@@ -77,9 +84,6 @@ async def redeem(
         raise NotFound("Voucher not found.")
     if spent.refusal is not None:
         raise Conflict(_CONFLICT_DETAIL[spent.refusal], extra={"reason": spent.refusal})
-    await RedemptionRepository(session).record_online(
-        spend.redemption_id, merchant.id, voucher.id, voucher.currency, amount, now
-    )
     return RedemptionOut(
         id=spend.redemption_id,
         voucher_id=voucher.id,

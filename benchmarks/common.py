@@ -291,17 +291,47 @@ class Load:
         )
 
 
-async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
-    writer.write(request)
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    if length:
-        await reader.readexactly(length)
-    return int(head[9:12])
+class _Connection:
+    """One keep-alive HTTP/1.1 connection to 127.0.0.1:`port`. The server closes one left idle past its
+    keep-alive timeout (a paced phase at a low rate); a request that meets such a closed connection, before
+    any byte of an answer, was never read, and is sent again on a new one."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def exchange(self, request: bytes) -> int:
+        """Send `request`, read the whole answer; its status."""
+        for attempt in range(2):
+            if self.reader is None or self.writer is None:
+                self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+            try:
+                return await self._exchange(self.reader, self.writer, request)
+            except (asyncio.IncompleteReadError, ConnectionError) as exc:
+                self.close()
+                unread = isinstance(exc, ConnectionError) or not exc.partial
+                if attempt or not unread:
+                    raise
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        if length:
+            await reader.readexactly(length)
+        return int(head[9:12])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
 
 
 async def closed_loop(ports: Sequence[int], requests: Sequence[bytes], connections: int, max_seconds: float) -> Load:
@@ -313,17 +343,17 @@ async def closed_loop(ports: Sequence[int], requests: Sequence[bytes], connectio
 
     async def client(port: int) -> None:
         nonlocal position
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        connection = _Connection(port)
         try:
             while position < len(requests) and time.perf_counter() < deadline:
                 request = requests[position]
                 position += 1
                 sent = time.perf_counter()
-                status = await _exchange(reader, writer, request)
+                status = await connection.exchange(request)
                 load.latencies.append(time.perf_counter() - sent)
                 load.statuses[status] = load.statuses.get(status, 0) + 1
         finally:
-            writer.close()
+            connection.close()
 
     started = time.perf_counter()
     await asyncio.gather(*(client(ports[n % len(ports)]) for n in range(connections)))
@@ -339,7 +369,7 @@ async def paced(ports: Sequence[int], requests: Sequence[bytes], rate: float, co
 
     async def client(port: int) -> None:
         nonlocal position
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        connection = _Connection(port)
         try:
             while position < len(requests):
                 index = position
@@ -347,11 +377,11 @@ async def paced(ports: Sequence[int], requests: Sequence[bytes], rate: float, co
                 due = start + index / rate
                 if (delay := due - time.perf_counter()) > 0:
                     await asyncio.sleep(delay)
-                status = await _exchange(reader, writer, requests[index])
+                status = await connection.exchange(requests[index])
                 load.latencies.append(time.perf_counter() - due)
                 load.statuses[status] = load.statuses.get(status, 0) + 1
         finally:
-            writer.close()
+            connection.close()
 
     await asyncio.gather(*(client(ports[n % len(ports)]) for n in range(connections)))
     load.elapsed = time.perf_counter() - start

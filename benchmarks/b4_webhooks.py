@@ -42,8 +42,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -59,10 +58,14 @@ sys.path.insert(0, str(ROOT))
 from adapters.simulator import SimulatorProcess  # noqa: E402
 from benchmarks.common import (  # noqa: E402
     ENROL,
+    Load,
+    closed_loop,
     free_port,
+    http_get,
     libpq,
     machine,
     ok,
+    paced,
     process_cpu_seconds,
     scratch_database,
     seed_people,
@@ -76,103 +79,6 @@ from benchmarks.common import (  # noqa: E402
 PROVIDER = "bench-vouchers"
 REDEMPTIONS = ("20000.00", "20000.00", "20000.00")
 PACED_REDEMPTION = "100.00"
-
-
-# --- load generator: keep-alive HTTP/1.1 over asyncio streams (httpx costs more CPU than the server) ---
-
-
-@dataclass
-class Load:
-    """Latencies (s) and status counts of one phase."""
-
-    latencies: list[float] = field(default_factory=list)
-    statuses: dict[int, int] = field(default_factory=dict)
-    elapsed: float = 0.0
-
-    @property
-    def rate(self) -> float:
-        return len(self.latencies) / self.elapsed if self.elapsed else 0.0
-
-    def ms(self, q: float) -> float:
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else float("nan")
-
-    def summary(self) -> str:
-        statuses = ", ".join(f"{status}: {n}" for status, n in sorted(self.statuses.items()))
-        return (
-            f"{len(self.latencies)} requests in {self.elapsed:.1f} s = {self.rate:,.0f}/s, "
-            f"p50 {self.ms(0.5):.1f} ms, p99 {self.ms(0.99):.1f} ms ({statuses})"
-        )
-
-
-async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
-    writer.write(request)
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    if length:
-        await reader.readexactly(length)
-    return int(head[9:12])
-
-
-async def closed_loop(port: int, requests: Sequence[bytes], connections: int, max_seconds: float) -> Load:
-    """Each connection sends its next request as soon as the previous answer arrives."""
-    load = Load()
-    position = 0
-    deadline = time.perf_counter() + max_seconds
-
-    async def client() -> None:
-        nonlocal position
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            while position < len(requests) and time.perf_counter() < deadline:
-                request = requests[position]
-                position += 1
-                sent = time.perf_counter()
-                status = await _exchange(reader, writer, request)
-                load.latencies.append(time.perf_counter() - sent)
-                load.statuses[status] = load.statuses.get(status, 0) + 1
-        finally:
-            writer.close()
-
-    started = time.perf_counter()
-    await asyncio.gather(*(client() for _ in range(connections)))
-    load.elapsed = time.perf_counter() - started
-    return load
-
-
-async def paced(port: int, requests: Sequence[bytes], rate: float, connections: int) -> Load:
-    """Open loop: request i is due at start + i / rate, and its latency counts from then."""
-    load = Load()
-    position = 0
-    start = time.perf_counter() + 0.1
-
-    async def client() -> None:
-        nonlocal position
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            while position < len(requests):
-                index = position
-                position += 1
-                due = start + index / rate
-                if (delay := due - time.perf_counter()) > 0:
-                    await asyncio.sleep(delay)
-                status = await _exchange(reader, writer, requests[index])
-                load.latencies.append(time.perf_counter() - due)
-                load.statuses[status] = load.statuses.get(status, 0) + 1
-        finally:
-            writer.close()
-
-    await asyncio.gather(*(client() for _ in range(connections)))
-    load.elapsed = time.perf_counter() - start
-    return load
-
-
-def http_get(path: str) -> bytes:
-    return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
 
 
 class Signer:
@@ -362,17 +268,14 @@ async def _measure(args: argparse.Namespace, setup: Setup) -> None:
         ingest = Load()
         cpu_ingest = 0.0
         for r in range(args.rounds):
-            health_r = await closed_loop(port, [http_get("/healthz")] * 10**7, args.connections, args.healthz_seconds)
+            health_r = await closed_loop([port], [http_get("/healthz")] * 10**7, args.connections, args.healthz_seconds)
             cpu_before = process_cpu_seconds(service.pid)
             ingest_r = await closed_loop(
-                port, webhook_requests[r * part : (r + 1) * part], args.connections, args.max_seconds
+                [port], webhook_requests[r * part : (r + 1) * part], args.connections, args.max_seconds
             )
             cpu_ingest += process_cpu_seconds(service.pid) - cpu_before
             rounds.append((health_r, ingest_r))
-            ingest.latencies += ingest_r.latencies
-            ingest.elapsed += ingest_r.elapsed
-            for status, n in ingest_r.statuses.items():
-                ingest.statuses[status] = ingest.statuses.get(status, 0) + n
+            ingest.add(ingest_r)
         cpu_ingest /= max(1, len(ingest.latencies))
         ratio = statistics.median(i.rate / h.rate for h, i in rounds)
 
@@ -381,7 +284,7 @@ async def _measure(args: argparse.Namespace, setup: Setup) -> None:
             signer.request(f"msg_b4_half_{i}", redemption(v["id"], v["provider_ref"], PACED_REDEMPTION))
             for i, v in zip(range(int(half * args.paced_seconds)), vouchers * 10, strict=False)
         ]
-        at_half = await paced(port, paced_requests, half, args.connections)
+        at_half = await paced([port], paced_requests, half, args.connections)
 
         started = datetime.now(UTC)
         setup.processes.append(start_worker(setup.env))
@@ -392,7 +295,7 @@ async def _measure(args: argparse.Namespace, setup: Setup) -> None:
             signer.request(f"msg_b4_steady_{i}", redemption(v["id"], v["provider_ref"], PACED_REDEMPTION))
             for i, v in zip(range(int(apply_rate * args.paced_seconds)), reversed(vouchers), strict=False)
         ]
-        steady = await paced(port, sustained, apply_rate, args.connections)
+        steady = await paced([port], sustained, apply_rate, args.connections)
         await _wait_applied(conn, timeout=args.max_seconds * 10)
         sent = len(events) + len(paced_requests) + len(sustained)
 

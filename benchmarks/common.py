@@ -17,7 +17,8 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -90,12 +91,15 @@ async def scratch_database(admin_url: str, name: str, template: str | None = Non
         await admin_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-async def new_api_key(db_url: str, name: str, role: Role) -> tuple[uuid.UUID, str]:
-    """An API key with one role, made straight in the database: (its id, the raw key)."""
+async def new_api_key(
+    db_url: str, name: str, role: Role, *, merchant_id: uuid.UUID | None = None
+) -> tuple[uuid.UUID, str]:
+    """An API key with one role (a merchant's, bound to `merchant_id`), made straight in the database: (its id,
+    the raw key)."""
     engine = create_async_engine(to_asyncpg_url(db_url))
     try:
         async with make_session_factory(engine).begin() as session:
-            key, raw = await create_api_key(session, name, [role])
+            key, raw = await create_api_key(session, name, [role], merchant_id=merchant_id)
     finally:
         await engine.dispose()
     return key.id, raw
@@ -252,3 +256,137 @@ ENROL = """
     INSERT INTO enrolments (id, programme_id, beneficiary_id, enrolled_by)
     SELECT cbi_uuid7(), $1, id, $2 FROM beneficiaries
 """
+
+
+# --- load generator: keep-alive HTTP/1.1 over asyncio streams (httpx costs more CPU than the server) ---
+
+
+@dataclass
+class Load:
+    """Latencies (s) and status counts of one phase."""
+
+    latencies: list[float] = field(default_factory=list)
+    statuses: dict[int, int] = field(default_factory=dict)
+    elapsed: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies) / self.elapsed if self.elapsed else 0.0
+
+    def ms(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else float("nan")
+
+    def add(self, other: Load) -> None:
+        self.latencies += other.latencies
+        self.elapsed += other.elapsed
+        for status, n in other.statuses.items():
+            self.statuses[status] = self.statuses.get(status, 0) + n
+
+    def summary(self) -> str:
+        statuses = ", ".join(f"{status}: {n}" for status, n in sorted(self.statuses.items()))
+        return (
+            f"{len(self.latencies)} requests in {self.elapsed:.1f} s = {self.rate:,.0f}/s, "
+            f"p50 {self.ms(0.5):.1f} ms, p99 {self.ms(0.99):.1f} ms ({statuses})"
+        )
+
+
+class _Connection:
+    """One keep-alive HTTP/1.1 connection to 127.0.0.1:`port`. The server closes one left idle past its
+    keep-alive timeout (a paced phase at a low rate); a request that meets such a closed connection, before
+    any byte of an answer, was never read, and is sent again on a new one."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def exchange(self, request: bytes) -> int:
+        """Send `request`, read the whole answer; its status."""
+        for attempt in range(2):
+            if self.reader is None or self.writer is None:
+                self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+            try:
+                return await self._exchange(self.reader, self.writer, request)
+            except (asyncio.IncompleteReadError, ConnectionError) as exc:
+                self.close()
+                unread = isinstance(exc, ConnectionError) or not exc.partial
+                if attempt or not unread:
+                    raise
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        if length:
+            await reader.readexactly(length)
+        return int(head[9:12])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+async def closed_loop(ports: Sequence[int], requests: Sequence[bytes], connections: int, max_seconds: float) -> Load:
+    """Each connection (spread over the service processes listening on `ports`) sends its next request as soon
+    as the previous answer arrives."""
+    load = Load()
+    position = 0
+    deadline = time.perf_counter() + max_seconds
+
+    async def client(port: int) -> None:
+        nonlocal position
+        connection = _Connection(port)
+        try:
+            while position < len(requests) and time.perf_counter() < deadline:
+                request = requests[position]
+                position += 1
+                sent = time.perf_counter()
+                status = await connection.exchange(request)
+                load.latencies.append(time.perf_counter() - sent)
+                load.statuses[status] = load.statuses.get(status, 0) + 1
+        finally:
+            connection.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client(ports[n % len(ports)]) for n in range(connections)))
+    load.elapsed = time.perf_counter() - started
+    return load
+
+
+async def paced(ports: Sequence[int], requests: Sequence[bytes], rate: float, connections: int) -> Load:
+    """Open loop: request i is due at start + i / rate, and its latency counts from then."""
+    load = Load()
+    position = 0
+    start = time.perf_counter() + 0.1
+
+    async def client(port: int) -> None:
+        nonlocal position
+        connection = _Connection(port)
+        try:
+            while position < len(requests):
+                index = position
+                position += 1
+                due = start + index / rate
+                if (delay := due - time.perf_counter()) > 0:
+                    await asyncio.sleep(delay)
+                status = await connection.exchange(requests[index])
+                load.latencies.append(time.perf_counter() - due)
+                load.statuses[status] = load.statuses.get(status, 0) + 1
+        finally:
+            connection.close()
+
+    await asyncio.gather(*(client(ports[n % len(ports)]) for n in range(connections)))
+    load.elapsed = time.perf_counter() - start
+    return load
+
+
+def http_get(path: str) -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()

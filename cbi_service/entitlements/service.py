@@ -11,8 +11,9 @@ inbox, scheduled jobs, API routes) — the caller owns the transaction, these on
                 source="provider") -> Transition
     mark_redeemed(session, entitlement_id, amount_minor, merchant, *, source="provider") -> Transition
     mark_expired(session, entitlement_id, *, source="provider") -> Transition
-    spend_vouchers(session, spends: Sequence[Spend], *, actor, source) -> list[Spent]
-        (the agency's own vouchers redeemed at merchants, set-based, in the order given)
+    spend_vouchers(session, spends: Sequence[Spend], *, actor, source, locked=None) -> list[Spent]
+        (the agency's own vouchers redeemed at merchants, set-based, in the order given; `locked` from
+        `lock_vouchers` when the caller had to lock them before writing rows that refer to them)
     mark_issued_many(session, events: Sequence[Issued], *, source="provider") -> dict[UUID, Transition]
         (a chunk of confirmations in a few statements; unknown ids are absent from the answer; a chunk
         of signed vouchers one of whose codes is taken raises `VoucherCodeTaken`)
@@ -43,7 +44,7 @@ provider's answer and our state commit together.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, cast
@@ -57,7 +58,7 @@ from cbi_service.audit.service import AuditEntry, record_audit, record_audit_man
 from cbi_service.auth.roles import Principal
 from cbi_service.beneficiaries.repository import BeneficiaryRepository
 from cbi_service.entitlements.models import OPEN_STATUSES, VOUCHER_CODE_INDEX, Entitlement, EntitlementEvent
-from cbi_service.entitlements.repository import EntitlementRepository
+from cbi_service.entitlements.repository import EntitlementRepository, LockedVoucher
 from cbi_service.entitlements.schemas import EntitlementOut, StatusChange
 from cbi_service.kit.errors import Conflict, NotFound, violated_constraint
 from cbi_service.kit.ids import new_id
@@ -310,22 +311,24 @@ async def mark_redeemed(
 
 @dataclass(frozen=True)
 class VoucherRef:
-    """A voucher the agency signed, as found before any lock: its programme and currency never change."""
+    """A voucher the agency signed, as found before any lock: its programme, currency and token never change."""
 
     id: uuid.UUID
     programme_id: uuid.UUID
     currency: str
+    token: str
+    """The signed token issued with it (`vouchers.tokens`)."""
 
 
 async def signed_vouchers(session: AsyncSession, voucher_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, VoucherRef]:
     """Those of the ids that are paper vouchers (entitlements holding a signed token), by id."""
     rows = await EntitlementRepository(session).signed_vouchers(voucher_ids)
-    return {row.id: VoucherRef(row.id, row.programme_id, row.currency) for row in rows}
+    return {row.id: VoucherRef(*row) for row in rows}
 
 
 async def signed_voucher_by_code(session: AsyncSession, code: str) -> VoucherRef | None:
     row = await EntitlementRepository(session).signed_voucher_by_code(code)
-    return None if row is None else VoucherRef(row.id, row.programme_id, row.currency)
+    return None if row is None else VoucherRef(*row)
 
 
 SpendRefusal = Literal["fully_redeemed", "exceeds_remaining", "expired", "cancelled", "not_issued", "unknown"]
@@ -357,8 +360,27 @@ class Spent:
         return self.refusal is None
 
 
+VoucherLocks = Mapping[uuid.UUID, LockedVoucher]
+"""The vouchers a transaction holds locked, by id, as `lock_vouchers` read them."""
+
+
+async def lock_vouchers(session: AsyncSession, voucher_ids: Iterable[uuid.UUID]) -> VoucherLocks:
+    """Lock vouchers (in id order) for `spend_vouchers`, before writing anything that refers to them.
+
+    A row referring to a voucher (a redemption record) takes a share lock on it, which does not stop another
+    transaction from taking one too; two that each then wait to lock the voucher for its spend would wait on
+    each other. Locked first, they take turns instead. Ids of no entitlement are absent."""
+    rows = await EntitlementRepository(session).lock_vouchers(sorted(set(voucher_ids)))
+    return {row.id: row for row in rows}
+
+
 async def spend_vouchers(
-    session: AsyncSession, spends: Sequence[Spend], *, actor: Principal | None, source: str
+    session: AsyncSession,
+    spends: Sequence[Spend],
+    *,
+    actor: Principal | None,
+    source: str,
+    locked: VoucherLocks | None = None,
 ) -> list[Spent]:
     """Redeem the agency's own vouchers at merchants, in the order given (offline scans come in scan order, so
     the earliest wins a voucher spent twice), each applied only if the voucher is issued, not expired at the
@@ -368,76 +390,75 @@ async def spend_vouchers(
     sees what the first spent: exactly one wins the last of its value. What is applied is written in a few
     statements whatever the count: the vouchers' redeemed amounts, a history row and an audit event per
     spend, and one ledger posting per spend from the programme's disbursed money to the merchant's payable.
+    `locked`, what `lock_vouchers` returned in this transaction for (at least) the spends' vouchers, saves
+    locking them again.
     """
     if not spends:
         return []
-    repo = EntitlementRepository(session)
-    locked = {e.id: e for e in await repo.lock_vouchers(sorted({s.voucher_id for s in spends}))}
-    remaining = {e.id: e.remaining_minor for e in locked.values()}
-    status = {e.id: e.status for e in locked.values()}
+    if locked is None:
+        locked = await lock_vouchers(session, (s.voucher_id for s in spends))
+    remaining = {row.id: row.remaining_minor for row in locked.values()}
+    status = {row.id: row.status for row in locked.values()}
     outcomes: list[Spent] = []
     applied: list[tuple[Spend, str]] = []
     for spend in spends:
         if spend.amount_minor <= 0:
             raise ValueError("a redemption amount must be positive")
-        entitlement = locked.get(spend.voucher_id)
-        refusal = _spend_refusal(entitlement, status, remaining, spend)
+        voucher = locked.get(spend.voucher_id)
+        refusal = _spend_refusal(voucher, status, remaining, spend)
         if refusal is None:
             applied.append((spend, status[spend.voucher_id]))
             remaining[spend.voucher_id] -= spend.amount_minor
             status[spend.voucher_id] = "redeemed"
         outcomes.append(Spent(spend, refusal, remaining.get(spend.voucher_id, 0)))
     if applied:
-        await _record_spends(session, locked, applied, actor=actor, source=source)
+        programmes = {row.id: _ProgrammeOf(row.programme_id, row.currency) for row in locked.values()}
+        await _record_spends(session, programmes, applied, actor=actor, source=source)
     return outcomes
 
 
+@dataclass(frozen=True, slots=True)
+class _ProgrammeOf:
+    """What a posting needs of a voucher's programme (`accounting.ProgrammeRef`), read with the voucher: its
+    currency is the programme's, and neither ever changes."""
+
+    id: uuid.UUID
+    currency: str
+
+
 def _spend_refusal(
-    entitlement: Entitlement | None, status: dict[uuid.UUID, str], remaining: dict[uuid.UUID, int], spend: Spend
+    voucher: LockedVoucher | None, status: dict[uuid.UUID, str], remaining: dict[uuid.UUID, int], spend: Spend
 ) -> SpendRefusal | None:
-    if entitlement is None or entitlement.voucher_token is None:
+    """Why `spend` cannot apply to the locked `voucher`, given what the spends before it in the same call
+    left of it (`status`, `remaining`); None if it can."""
+    if voucher is None or not voucher.signed:
         return "unknown"
-    current = status[entitlement.id]
+    current = status[voucher.id]
     if current in ("expired", "cancelled"):
         return cast(SpendRefusal, current)
     if current not in ("issued", "redeemed"):
         return "not_issued"
-    if entitlement.expires_at is not None and entitlement.expires_at <= spend.at:
+    if voucher.expires_at is not None and voucher.expires_at <= spend.at:
         return "expired"
-    if remaining[entitlement.id] == 0:
+    if remaining[voucher.id] == 0:
         return "fully_redeemed"
-    if spend.amount_minor > remaining[entitlement.id]:
+    if spend.amount_minor > remaining[voucher.id]:
         return "exceeds_remaining"
     return None
 
 
 async def _record_spends(
     session: AsyncSession,
-    locked: dict[uuid.UUID, Entitlement],
+    programme_of: dict[uuid.UUID, _ProgrammeOf],
     applied: Sequence[tuple[Spend, str]],
     *,
     actor: Principal | None,
     source: str,
 ) -> None:
+    """The applied spends' writes, the ledger's last: its programme-wide `disbursed` account is locked by
+    every redemption of the programme until its transaction commits, so the less follows it, the more
+    redemptions a second the programme takes."""
     repo = EntitlementRepository(session)
-    programmes: dict[uuid.UUID, Programme] = {}
-    for spend, _ in applied:
-        entitlement = locked[spend.voucher_id]
-        if entitlement.programme_id not in programmes:
-            programmes[entitlement.programme_id] = await _programme(session, entitlement)
-    await postings.redeem_at_merchants(
-        session,
-        [
-            postings.MerchantRedemption(
-                programmes[locked[spend.voucher_id].programme_id],
-                spend.voucher_id,
-                spend.merchant_id,
-                spend.redemption_id,
-                spend.amount_minor,
-            )
-            for spend, _ in applied
-        ],
-    )
     spent: dict[uuid.UUID, int] = {}
     for spend, _ in applied:
         spent[spend.voucher_id] = spent.get(spend.voucher_id, 0) + spend.amount_minor
@@ -475,8 +496,19 @@ async def _record_spends(
             for (spend, previous), detail in zip(applied, details, strict=True)
         ],
     )
-    for entitlement_id in spent:
-        session.expire(locked[entitlement_id])
+    await postings.redeem_at_merchants(
+        session,
+        [
+            postings.MerchantRedemption(
+                programme_of[spend.voucher_id],
+                spend.voucher_id,
+                spend.merchant_id,
+                spend.redemption_id,
+                spend.amount_minor,
+            )
+            for spend, _ in applied
+        ],
+    )
 
 
 async def mark_expired(session: AsyncSession, entitlement_id: uuid.UUID, *, source: str = "provider") -> Transition:

@@ -30,7 +30,7 @@ import os
 import time
 import uuid
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -44,6 +44,7 @@ from sqlalchemy import (
     DateTime,
     Index,
     LargeBinary,
+    Row,
     String,
     delete,
     func,
@@ -305,14 +306,22 @@ def use_master_key(engine: AsyncEngine, settings: Settings) -> None:
 
 
 async def keyring(session: AsyncSession) -> Keyring:
-    """The keyring of the session's database, loaded on first use (and its first keys created) with the
-    master key given by `use_master_key`, or else the environment's (commands, scripts)."""
+    """The keyring of the session's database, loaded on first use with the master key given by
+    `use_master_key`, or else the environment's (commands, scripts).
+
+    The keys are read through the caller's own connection: a process's first sealing often happens with row
+    locks held (an idempotency key stored after a posting), and asking the pool for a second connection
+    there could wait for ever on requests that hold the others while they wait for those locks. Only a
+    database without its first keys yet has them created, in a transaction of their own."""
     engine = session.bind
     assert isinstance(engine, AsyncEngine), "sessions are bound to one engine"
     ring = _rings.get(engine.sync_engine)
     if ring is None:
         master = _masters.get(engine.sync_engine) or master_key(get_settings())
-        ring = _rings[engine.sync_engine] = await load_keyring(engine, master)
+        ring = _ring_of((await session.execute(select(*_KEY_COLUMNS))).all(), master)
+        if ring is None:
+            ring = await load_keyring(engine, master)
+        _rings[engine.sync_engine] = ring
     return ring
 
 
@@ -323,16 +332,26 @@ async def load_keyring(engine: AsyncEngine, master: MasterKey) -> Keyring:
         return await conn.run_sync(load_keyring_sync, master)
 
 
+_KEY_COLUMNS = (CryptoKey.version, CryptoKey.purpose, CryptoKey.status, CryptoKey.wrapped)
+
+
 def load_keyring_sync(conn: Connection, master: MasterKey) -> Keyring:
     """`load_keyring` on a synchronous connection (migrations), in its transaction: an advisory lock
     makes processes starting together create one key of each purpose."""
     conn.execute(text("SELECT pg_advisory_xact_lock(:ns, 0)"), {"ns": LOCK_NAMESPACE})
-    columns = (CryptoKey.version, CryptoKey.purpose, CryptoKey.status, CryptoKey.wrapped)
-    rows = conn.execute(select(*columns)).all()
+    rows = conn.execute(select(*_KEY_COLUMNS)).all()
     for purpose in PURPOSES:
         if not any(r.purpose == purpose and r.status == "active" for r in rows):
             _create(conn, master, purpose)
-    rows = conn.execute(select(*columns)).all()
+    ring = _ring_of(conn.execute(select(*_KEY_COLUMNS)).all(), master)
+    assert ring is not None, "both first keys were just created"
+    return ring
+
+
+def _ring_of(rows: Sequence[Row[int, str, str, bytes]], master: MasterKey) -> Keyring | None:
+    """The keyring the `crypto_keys` rows make, or None while a purpose has no active key yet."""
+    if not all(any(r.purpose == purpose and r.status == "active" for r in rows) for purpose in PURPOSES):
+        return None
     versions = {
         r.version: AESGCM(_unwrap(master, r.purpose, r.version, r.wrapped)) for r in rows if r.purpose == "records"
     }

@@ -29,8 +29,8 @@ from fastapi import Depends, Header, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
-from sqlalchemy import DateTime, ForeignKey, Integer, LargeBinary, String, delete, func, select, text
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import DateTime, ForeignKey, Integer, LargeBinary, String, bindparam, delete, func, select, text
+from sqlalchemy.dialects.postgresql import Insert, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -59,8 +59,24 @@ class IdempotencyRecord(CreatedAt, Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
 
 
+def _store_statement() -> Insert:
+    """The upsert `store` runs, built once: building it anew (its `excluded` columns) cost more than running it."""
+    columns = ("principal_id", "key", "request_hash", "response_status", "key_version", "response_sealed", "subject_id")
+    expires = func.now() + func.make_interval(0, 0, 0, 0, bindparam("ttl_hours", type_=Integer))
+    stmt = insert(IdempotencyRecord).values({**{name: bindparam(name) for name in columns}, "expires_at": expires})
+    replaced = ("request_hash", "response_status", "key_version", "response_sealed", "subject_id", "expires_at")
+    return stmt.on_conflict_do_update(
+        index_elements=["principal_id", "key"],
+        set_={k: stmt.excluded[k] for k in replaced},
+        where=IdempotencyRecord.expires_at <= func.now(),
+    )
+
+
 def response_aad(principal_id: uuid.UUID, key: str) -> bytes:
     return b"idempotency_keys:" + principal_id.bytes + key.encode()
+
+
+_STORE = _store_statement()
 
 
 class IdempotencyRepository:
@@ -100,16 +116,9 @@ class IdempotencyRepository:
             "key_version": version,
             "response_sealed": ring.seal(version, body.encode(), response_aad(principal_id, key)),
             "subject_id": subject_id,
-            "expires_at": func.now() + text(f"interval '{int(ttl_hours)} hours'"),
+            "ttl_hours": int(ttl_hours),
         }
-        stmt = insert(IdempotencyRecord).values(**values)
-        replaced = ("request_hash", "response_status", "key_version", "response_sealed", "subject_id", "expires_at")
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["principal_id", "key"],
-            set_={k: stmt.excluded[k] for k in replaced},
-            where=IdempotencyRecord.expires_at <= func.now(),
-        )
-        await self.session.execute(stmt)
+        await self.session.execute(_STORE, values)
 
     async def response_body(self, record: IdempotencyRecord) -> str:
         ring = await keyring(self.session)
@@ -219,6 +228,10 @@ class Idempotency:
 
 
 def _encode(result: Any) -> str:
+    """The response body: a model serialised by pydantic itself (what `jsonable_encoder` would give, in a
+    fraction of the time for a large one such as an offline sync's ten thousand outcomes)."""
+    if isinstance(result, BaseModel):
+        return result.model_dump_json(by_alias=True)
     return json.dumps(jsonable_encoder(result), separators=(",", ":"))
 
 

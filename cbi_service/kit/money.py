@@ -5,6 +5,7 @@ Below the edge every amount is an integer of minor units plus a currency code; f
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Annotated
 
@@ -22,8 +23,10 @@ MAX_MINOR = 2**53
 _AMOUNT = re.compile(r"^(-?)([0-9]+)(?:\.([0-9]+))?$")
 
 
+@functools.lru_cache(maxsize=512)
 def currency_exponent(code: str) -> int:
-    """Minor-unit digits of an active ISO 4217 currency; funds codes without an exponent are refused."""
+    """Minor-unit digits of an active ISO 4217 currency; funds codes without an exponent are refused.
+    Remembered per code (a refusal is not): every amount of a ten-thousand-item request asks."""
     try:
         exponent = Currency(code).exponent
     except ValueError as exc:

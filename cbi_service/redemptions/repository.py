@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ARRAY, BigInteger, DateTime, Row, Text, Uuid, any_, bindparam, select, text
+from sqlalchemy import ARRAY, BigInteger, DateTime, Row, Text, Uuid, any_, bindparam, insert, select, text
 
 from cbi_service.kit.repository import Repository
 from cbi_service.redemptions.models import VoucherRedemption
@@ -80,6 +80,28 @@ class RedemptionRepository(Repository[VoucherRedemption]):
             "reasons": [s.reason for s in scans],
         }
         return set((await self.session.execute(_INSERT_SCANS, params)).scalars())
+
+    async def record_online(
+        self,
+        redemption_id: uuid.UUID,
+        merchant_id: uuid.UUID,
+        voucher_id: uuid.UUID,
+        currency: str,
+        amount_minor: int,
+        at: datetime,
+    ) -> None:
+        """An online redemption, accepted: one INSERT, nothing read back."""
+        values = {
+            "id": redemption_id,
+            "merchant_id": merchant_id,
+            "voucher_id": voucher_id,
+            "currency": currency,
+            "amount_minor": amount_minor,
+            "status": "accepted",
+            "channel": "online",
+            "scanned_at": at,
+        }
+        await self.session.execute(insert(VoucherRedemption), [values])
 
     async def mark_conflicts(self, reasons: dict[uuid.UUID, str]) -> None:
         if reasons:

@@ -27,6 +27,7 @@ from cbi_service.kit.errors import Conflict, NotFound, UnprocessableEntity
 from cbi_service.kit.ids import new_id
 from cbi_service.kit.money import Money, require_currency
 from cbi_service.kit.settings import Settings
+from cbi_service.kit.signing import SigningKeys
 from cbi_service.merchants import service as merchants
 from cbi_service.merchants.service import MerchantRef
 from cbi_service.redemptions.models import VoucherRedemption
@@ -42,7 +43,7 @@ from cbi_service.redemptions.schemas import (
 )
 from cbi_service.vouchers.codes import normalize_code
 from cbi_service.vouchers.keys import voucher_keys
-from cbi_service.vouchers.tokens import InvalidVoucherToken, VoucherClaims, verify_voucher
+from cbi_service.vouchers.tokens import InvalidVoucherToken, PresentedToken, VoucherClaims, read_token, trusted
 
 CLOCK_SKEW = timedelta(minutes=5)
 """How far ahead of the service's clock a device's may run before its scans are refused as from the future."""
@@ -65,7 +66,14 @@ async def redeem(
     amount = require_currency(body.amount, voucher.currency)
     now = datetime.now(UTC)
     spend = Spend(voucher.id, amount, merchant.id, new_id(), now)
-    [spent] = await entitlements.spend_vouchers(session, [spend], actor=principal, source=principal.name)
+    # Locked, then recorded, then spent: the record refers to the voucher (so after its lock, see
+    # `lock_vouchers`), and the spend's ledger posting, which holds the programme's `disbursed` account until
+    # the commit, comes last. A refusal raises, and the record goes with the rest of the unit of work.
+    locked = await entitlements.lock_vouchers(session, [voucher.id])
+    await RedemptionRepository(session).record_online(
+        spend.redemption_id, merchant.id, voucher.id, voucher.currency, amount, now
+    )
+    [spent] = await entitlements.spend_vouchers(session, [spend], actor=principal, source=principal.name, locked=locked)
     if spent.refusal == "exceeds_remaining":
         remaining = Money.of(spent.remaining_minor, voucher.currency).amount
         raise UnprocessableEntity(
@@ -76,18 +84,6 @@ async def redeem(
         raise NotFound("Voucher not found.")
     if spent.refusal is not None:
         raise Conflict(_CONFLICT_DETAIL[spent.refusal], extra={"reason": spent.refusal})
-    await RedemptionRepository(session).add(
-        VoucherRedemption(
-            id=spend.redemption_id,
-            merchant_id=merchant.id,
-            voucher_id=voucher.id,
-            currency=voucher.currency,
-            amount_minor=amount,
-            status="accepted",
-            channel="online",
-            scanned_at=now,
-        )
-    )
     return RedemptionOut(
         id=spend.redemption_id,
         voucher_id=voucher.id,
@@ -106,12 +102,14 @@ async def _voucher(session: AsyncSession, settings: Settings, body: RedemptionCr
     """The voucher the code or token names: a token that does not verify or a mistyped code is a 422."""
     if body.token is not None:
         try:
-            voucher_id = verify_voucher(voucher_keys(settings), body.token).voucher_id
+            presented = read_token(body.token)
+            voucher_id = presented.claims.voucher_id
+            found = (await entitlements.signed_vouchers(session, [voucher_id])).get(voucher_id)
+            trusted(voucher_keys(settings), presented, found.token if found else None)
         except InvalidVoucherToken as exc:
             raise UnprocessableEntity(
                 "The voucher's token does not verify.", errors=[{"field": "token", "message": str(exc)}]
             ) from exc
-        found = (await entitlements.signed_vouchers(session, [voucher_id])).get(voucher_id)
     else:
         try:
             code = normalize_code(body.code or "")
@@ -128,20 +126,19 @@ async def sync(session: AsyncSession, settings: Settings, principal: Principal, 
     merchant = await _merchant_of(session, principal)
     now = datetime.now(UTC)
     keys = voucher_keys(settings)
-    claims: list[VoucherClaims | None] = []
-    for item in body.items:
-        try:
-            claims.append(verify_voucher(keys, item.token))
-        except InvalidVoucherToken:
-            claims.append(None)
-    known = await entitlements.signed_vouchers(session, sorted({c.voucher_id for c in claims if c is not None}))
+    presented = [_read(item.token) for item in body.items]
+    known = await entitlements.signed_vouchers(session, sorted({p.claims.voucher_id for p in presented if p}))
+    claims = [_trusted(keys, p, known) if p is not None else None for p in presented]
     scans = [_judged(item, claim, known, merchant, now) for item, claim in zip(body.items, claims, strict=True)]
+    # Every voucher a scan names is locked before the scans, which refer to it, are written (see
+    # `lock_vouchers`): two shops' devices syncing scans of the same vouchers take turns, never deadlock.
+    locked = await entitlements.lock_vouchers(session, (s.voucher_id for s in scans if s.voucher_id))
     repo = RedemptionRepository(session)
     fresh = await repo.insert_scans(merchant.id, body.device_id, scans)
     spendable = [s for s in scans if s.local_id in fresh and s.status == "accepted"]
     spendable.sort(key=lambda s: (s.scanned_at, s.local_id))
     spends = [Spend(s.voucher_id, s.amount_minor, merchant.id, s.id, s.scanned_at) for s in spendable if s.voucher_id]
-    spent = await entitlements.spend_vouchers(session, spends, actor=principal, source=principal.name)
+    spent = await entitlements.spend_vouchers(session, spends, actor=principal, source=principal.name, locked=locked)
     await repo.mark_conflicts({s.spend.redemption_id: s.refusal for s in spent if s.refusal is not None})
     earlier = {
         row.local_id: row
@@ -160,6 +157,23 @@ async def sync(session: AsyncSession, settings: Settings, principal: Principal, 
     summary.update({str(name): count for name, count in result.counts.items()})
     await record_audit(session, principal, "voucher_redemptions.synced", "merchant", merchant.id, None, summary)
     return result
+
+
+def _read(token: str) -> PresentedToken | None:
+    try:
+        return read_token(token)
+    except InvalidVoucherToken:
+        return None
+
+
+def _trusted(keys: SigningKeys, token: PresentedToken, known: dict[uuid.UUID, VoucherRef]) -> VoucherClaims | None:
+    """The token's claims if it holds; a token identical to the one its voucher was issued with holds without
+    an Ed25519 check (`vouchers.tokens.trusted`)."""
+    found = known.get(token.claims.voucher_id)
+    try:
+        return trusted(keys, token, found.token if found else None)
+    except InvalidVoucherToken:
+        return None
 
 
 def _judged(

@@ -10,9 +10,11 @@ import uuid
 import pytest
 from cryptography.exceptions import InvalidTag
 from pydantic import SecretStr, ValidationError
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from cbi_service.kit import crypto
+from cbi_service.kit.db import make_session_factory
 from cbi_service.kit.settings import Settings, to_asyncpg_url
 
 KEY = base64.b64encode(bytes(range(32))).decode()
@@ -102,3 +104,26 @@ async def test_a_ciphertext_opens_only_where_it_was_sealed_and_digests_need_the_
     other = crypto.Keyring(ring.master, bytes(32), ring.versions, ring.active_version)
     assert other.blind("external_ref", "R-1") != ring.blind("external_ref", "R-1")
     assert other.key_hash("n:maria") != ring.key_hash("n:maria")
+
+
+async def test_a_process_reads_its_keys_on_the_callers_connection_and_creates_only_the_first(database_url):
+    """A process's first sealing often comes with row locks held (an idempotency key stored after a posting):
+    there, waiting for a second pooled connection could wait on the very requests that wait for those locks.
+    So an engine whose one connection the caller holds still gets its keyring; only a database without keys
+    has its first ones created, on a connection of their own."""
+    engine = create_async_engine(to_asyncpg_url(database_url), pool_size=2, max_overflow=0, pool_timeout=1)
+    other = create_async_engine(to_asyncpg_url(database_url), pool_size=1, max_overflow=0, pool_timeout=1)
+    try:
+        factory = make_session_factory(engine)
+        async with factory() as session:
+            created = await crypto.keyring(session)  # no keys yet: the first are created and committed
+            await session.rollback()
+        async with make_session_factory(other)() as session, session.begin():
+            await session.execute(text("SELECT 1"))  # the pool's only connection is the caller's
+            ring = await crypto.keyring(session)
+        assert ring.active_version == created.active_version
+        assert ring.seal(ring.active_version, b"x", b"a") != b"x"
+        assert created.open(created.active_version, ring.seal(ring.active_version, b"x", b"a"), b"a") == b"x"
+    finally:
+        await engine.dispose()
+        await other.dispose()

@@ -28,6 +28,19 @@ async def test_same_key_same_body_replays_first_response(client, api_key_factory
     assert await _count_programmes(session_factory) == 1
 
 
+async def test_a_stored_response_is_the_models_own_json_and_replays_byte_for_byte(client, api_key_factory):
+    """The body is serialised by the response model itself, as every other response is (UTF-8, not escaped)."""
+    headers = await api_key_factory("admin") | {"Idempotency-Key": "create-utf8"}
+    body = programme_body(name="Alimentación Ñuñoa")
+    first = await client.post("/v1/programmes", json=body, headers=headers)
+    second = await client.post("/v1/programmes", json=body, headers=headers)
+    assert first.status_code == second.status_code == 201
+    assert first.content == second.content
+    assert "Alimentación Ñuñoa".encode() in first.content
+    read = await client.get(f"/v1/programmes/{first.json()['id']}", headers=headers)
+    assert {k: v for k, v in read.json().items() if k in first.json()} == first.json()
+
+
 async def test_same_key_different_body_is_422(client, api_key_factory, session_factory):
     headers = await api_key_factory("admin") | {"Idempotency-Key": "create-2"}
     assert (await client.post("/v1/programmes", json=programme_body(), headers=headers)).status_code == 201

@@ -6,11 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import SecretStr
+
+from cbi_service.app import create_app
+from cbi_service.kit.settings import Settings
 from cbi_service.vouchers.keys import voucher_keys
 from cbi_service.vouchers.tokens import sign_voucher
 from tests.merchants.support import make_merchant, merchant_key
@@ -159,3 +167,61 @@ async def test_the_same_sync_sent_twice_at_once_redeems_once(client, api_key_fac
     seen = sorted(tuple(sorted(outcomes(r).values())) for r in both)
     assert seen == [(("accepted", None),) * 3, (("replayed", None),) * 3]
     assert await unsettled(client, s.actors, shop) == "150000.00"
+
+
+async def test_two_merchants_syncing_scans_of_the_same_vouchers_at_once_spend_each_once(
+    client, api_key_factory, session_factory, settings
+):
+    """A double spend across two shops' devices syncing together: neither sync fails (they take turns on the
+    vouchers, never deadlock), and each voucher is accepted once, the other scan kept as a conflict."""
+    s = await scene(client, api_key_factory, session_factory, settings, vouchers=12, shops=2)
+    shop, rival = s.shops
+    mine = [scan(f"m{n}", voucher, "150000.00", 20) for n, voucher in enumerate(s.vouchers)]
+    theirs = [scan(f"t{n}", voucher, "150000.00", 10) for n, voucher in enumerate(reversed(s.vouchers))]
+    for _ in range(2):
+        both = await asyncio.gather(sync(client, shop, mine), sync(client, rival, theirs))
+        assert [r.status_code for r in both] == [200, 200], [r.text for r in both]
+        mine, theirs = [{**i, "local_id": f"again-{i['local_id']}"} for i in theirs], mine
+    counts = [r.json()["counts"] for r in both]
+    assert sum(c["accepted"] for c in counts) == 0, "the second round finds every voucher spent"
+    redeemed = [await unsettled(client, s.actors, shop), await unsettled(client, s.actors, rival)]
+    assert sum(int(r.replace(".", "")) for r in redeemed) == 12 * AMOUNT_MINOR
+    await checked_balances(client, s.actors, s.programme["id"])
+
+
+async def test_vouchers_signed_by_a_key_dropped_from_the_ring_are_refused_online_and_offline(
+    client, api_key_factory, session_factory, settings
+):
+    """A token identical to the one issued is trusted without a signature check, but only while the key that
+    signed it is still in the ring: dropping a key revokes what it signed, as a rotation keeping it does not."""
+    s = await scene(client, api_key_factory, session_factory, settings, vouchers=2, shops=1)
+    shop = s.shops[0]
+    signed_by = voucher_keys(settings).verifying[0][1].public_bytes_raw()
+    seed = base64.b64encode(Ed25519PrivateKey.generate().private_bytes_raw()).decode()
+    kept = settings.model_copy(
+        update={
+            "voucher_signing_key": SecretStr(seed),
+            "voucher_previous_keys": [base64.urlsafe_b64encode(signed_by).decode()],
+        }
+    )
+    dropped = kept.model_copy(update={"voucher_previous_keys": []})
+    async with _client_of(dropped) as rotated:
+        assert outcomes(await sync(rotated, shop, [scan("a", s.vouchers[0], "1.00", 5)])) == {
+            "a": ("rejected", "bad_signature")
+        }
+        refused = assert_problem(await redeem(rotated, shop, "1.00", token=s.vouchers[1]["voucher_token"]), 422)
+        assert refused["errors"][0]["field"] == "token"
+    async with _client_of(kept) as rotated:
+        assert outcomes(await sync(rotated, shop, [scan("b", s.vouchers[0], "1.00", 5)])) == {"b": ("accepted", None)}
+        assert (await redeem(rotated, shop, "1.00", token=s.vouchers[1]["voucher_token"])).status_code == 201
+    assert await unsettled(client, s.actors, shop) == "2.00"
+
+
+@contextlib.asynccontextmanager
+async def _client_of(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the service started with `settings` (its own app, the same database)."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            yield http

@@ -151,3 +151,8 @@ async def test_sixteen_redemptions_of_one_voucher_by_two_merchants_at_once_have_
     assert owed == ["0.00", "150000.00"]
     figures = await checked_balances(client, s.actors, s.programme["id"])
     assert figures["redeemed"] == "150000.00"
+    # The losers' records, written before their spend was refused, went with their units of work.
+    listed = await client.get("/v1/voucher-redemptions", params={"voucher_id": voucher["id"]}, headers=s.actors.finance)
+    assert listed.status_code == 200, listed.text
+    [record] = listed.json()["items"]
+    assert record["id"] == next(r.json()["id"] for r in responses if r.status_code == 201)

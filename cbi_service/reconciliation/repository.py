@@ -126,7 +126,7 @@ SELECT i.line_no, coalesce(l.entitlement_ref, i.entitlement_id::text) AS entitle
   FROM reconciliation_items i
   LEFT JOIN reconciliation_lines l ON l.reconciliation_id = i.reconciliation_id AND l.line_no = i.line_no
  WHERE i.reconciliation_id = :rid AND i.category = :category
- ORDER BY i.id
+ ORDER BY i.line_no NULLS LAST, i.id
 """
 
 

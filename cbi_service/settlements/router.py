@@ -12,10 +12,11 @@ from cbi_service.kit.db import SessionDep
 from cbi_service.kit.errors import NotFound
 from cbi_service.kit.idempotency import IdempotencyDep
 from cbi_service.kit.pagination import Page, PageDep, page_of
+from cbi_service.kit.routing import StorableTextRoute
 from cbi_service.settlements import service
 from cbi_service.settlements.schemas import SettlementCreate, SettlementDecision, SettlementOut, SettlementPaid
 
-router = APIRouter(prefix="/v1/merchant-settlements", tags=["merchant settlements"])
+router = APIRouter(prefix="/v1/merchant-settlements", tags=["merchant settlements"], route_class=StorableTextRoute)
 Finance = Annotated[Principal, Depends(require_roles(Role.finance))]
 Approver = Annotated[Principal, Depends(require_roles(Role.approver))]
 Auditable = Annotated[Principal, Depends(require_roles(Role.finance, Role.auditor))]

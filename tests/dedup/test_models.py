@@ -111,4 +111,4 @@ async def test_registrations_are_scored_by_the_active_model(client, api_key_fact
     async with session_factory.begin() as session:
         await service.store_model(session, None, sceptical)
     after = (await client.post("/v1/dedup/check", json=written_short, headers=headers)).json()
-    assert after == {"status": "unique", "matches": []}
+    assert after == {"status": "unique", "matches": [], "registries": [{"registry": "internal", "status": "checked"}]}

@@ -10,6 +10,8 @@ from typing import Any
 
 import structlog
 from fastapi import Depends, FastAPI
+from fastapi.routing import APIRoute
+from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
 from adapters.providers.registry import PROVIDER_ADAPTERS
@@ -17,6 +19,9 @@ from cbi_service.audit.router import router as audit_router
 from cbi_service.auth.dependencies import require_roles
 from cbi_service.auth.roles import Role
 from cbi_service.batches.router import router as batches_router
+from cbi_service.console.router import UPLOAD_ROUTES as CONSOLE_UPLOAD_ROUTES
+from cbi_service.console.router import router as console_router
+from cbi_service.console.web import STATIC as CONSOLE_STATIC
 from cbi_service.beneficiaries.router import router as beneficiaries_router
 from cbi_service.dedup.registries import registries_for
 from cbi_service.dedup.router import router as dedup_router
@@ -61,18 +66,22 @@ API_DESCRIPTION = (
 #: Paths that answer without the database (no 503 when it is down).
 PATHS_WITHOUT_DATABASE = frozenset({"/healthz", "/metrics", "/v1/vouchers/keys", "/v1/ledger/export/manifest/keys"})
 
-UPLOAD_ROUTES = ("/v1/beneficiaries/imports", "/v1/reconciliations")
+UPLOAD_ROUTES = ("/v1/beneficiaries/imports", "/v1/reconciliations", *CONSOLE_UPLOAD_ROUTES)
 SIGNED_ROUTES = frozenset({"/v1/webhooks/{provider}"})
+#: The console's pages authenticate by their signed session cookie, checked before a form is read.
+CONSOLE_ROUTES = frozenset(route.path for route in console_router.routes if isinstance(route, APIRoute))
 SYNC_ROUTE = "/v1/voucher-redemptions/sync"
 
 
 def body_limits(settings: Settings) -> BodyLimits:
     """JSON bodies are small, but for a merchant's offline sync; uploads larger; webhooks, signed rather than
-    keyed, small again."""
+    keyed, small again; console forms as JSON bodies, their uploads as uploads."""
     by_route = dict.fromkeys(UPLOAD_ROUTES, settings.max_upload_body_bytes)
     by_route[SYNC_ROUTE] = settings.max_sync_body_bytes
     by_route.update(dict.fromkeys(SIGNED_ROUTES, settings.max_webhook_body_bytes))
-    return BodyLimits(default=settings.max_json_body_bytes, by_route=by_route, signed_routes=SIGNED_ROUTES)
+    return BodyLimits(
+        default=settings.max_json_body_bytes, by_route=by_route, signed_routes=SIGNED_ROUTES | CONSOLE_ROUTES
+    )
 
 
 def check_adapters(settings: Settings) -> None:
@@ -164,6 +173,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ):
         app.include_router(router)
     app.include_router(audit_router, dependencies=[Depends(require_roles(Role.auditor, Role.admin))])
+    app.include_router(console_router)
+    app.mount("/console/static", StaticFiles(directory=CONSOLE_STATIC), name="console-static")
     generate_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:

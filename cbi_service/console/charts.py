@@ -10,6 +10,8 @@ WIDTH = 640
 BAR_GAP = 0.25
 LABEL_ROOM = 28
 VALUE_ROOM = 18
+MAX_BAR = 56
+"""A bar is never wider than this: one month alone is a column, not a wall."""
 
 
 @dataclass(frozen=True)
@@ -37,13 +39,14 @@ def bar_chart(items: Sequence[tuple[str, int]], *, plot_height: int = 180) -> Ba
     top = max((value for _, value in items), default=0)
     slot = WIDTH / max(1, len(items))
     bars = []
+    width = min(MAX_BAR, slot * (1 - BAR_GAP))
     for index, (label, value) in enumerate(items):
         height = 0.0 if top == 0 else (plot_height - VALUE_ROOM) * value / top
         bars.append(
             Bar(
-                x=round(index * slot + slot * BAR_GAP / 2, 2),
+                x=round(index * slot + (slot - width) / 2, 2),
                 y=round(plot_height - height, 2),
-                width=round(slot * (1 - BAR_GAP), 2),
+                width=round(width, 2),
                 height=round(height, 2),
                 label=label,
                 value=value,

@@ -187,7 +187,7 @@ async def people_reached(session: AsyncSession, start: date, end: date) -> Peopl
     report = await reports.people_reached(session, start, end)
     groups: dict[str, int] = {}
     for row in report.rows:
-        key = f"{row.sex} {row.age_group}"
+        key = f"{row.sex}|{row.age_group}"
         groups[key] = groups.get(key, 0) + row.people
     ordered = sorted(groups.items())
     return PeopleReachedPage(

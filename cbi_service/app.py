@@ -21,10 +21,10 @@ from cbi_service.audit.router import router as audit_router
 from cbi_service.auth.dependencies import require_roles
 from cbi_service.auth.roles import Role
 from cbi_service.batches.router import router as batches_router
+from cbi_service.beneficiaries.router import router as beneficiaries_router
 from cbi_service.console.router import UPLOAD_ROUTES as CONSOLE_UPLOAD_ROUTES
 from cbi_service.console.router import router as console_router
 from cbi_service.console.web import STATIC as CONSOLE_STATIC
-from cbi_service.beneficiaries.router import router as beneficiaries_router
 from cbi_service.dedup.registries import registries_for
 from cbi_service.dedup.router import router as dedup_router
 from cbi_service.entitlements.router import router as entitlements_router

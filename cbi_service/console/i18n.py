@@ -11,8 +11,7 @@ from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 
-from babel import Locale
-from babel.core import UnknownLocaleError
+from babel.core import negotiate_locale
 from babel.dates import format_datetime
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
@@ -51,15 +50,8 @@ def choose_language(chosen: str | None, accept_language: str | None) -> str:
     """The visitor's choice if it is one we speak, else the best match of the browser's languages."""
     if chosen in LANGUAGES:
         return str(chosen)
-    preferred = _preferences(accept_language or "")
-    try:
-        match = Locale.negotiate(preferred, LANGUAGES, sep="-")
-    except (UnknownLocaleError, ValueError):
-        match = None
-    if match is None:
-        # "es-VE" against "es": negotiate compares whole tags first; the language alone decides here.
-        match = next((tag.split("-")[0] for tag in preferred if tag.split("-")[0] in LANGUAGES), None)
-    return str(match) if match else DEFAULT_LANGUAGE
+    # Tags in order of preference; "es-VE" matches "es" (Babel tries the language alone too).
+    return negotiate_locale(_preferences(accept_language or ""), LANGUAGES, sep="-") or DEFAULT_LANGUAGE
 
 
 def _preferences(header: str) -> list[str]:
@@ -79,10 +71,12 @@ def _preferences(header: str) -> list[str]:
 
 
 def money(value: Money | Mapping[str, str] | None, language: str) -> str:
-    """"150.000,00 COP" or "150,000.00 COP": the amount's own digits (ISO 4217), never rounded."""
+    """ "150.000,00 COP" or "150,000.00 COP": the amount's own digits (ISO 4217), never rounded."""
     if value is None:
         return ""
-    amount, currency = (value.amount, value.currency) if isinstance(value, Money) else (value["amount"], value["currency"])
+    amount, currency = (
+        (value.amount, value.currency) if isinstance(value, Money) else (value["amount"], value["currency"])
+    )
     digits = len(amount.partition(".")[2])
     pattern = "#,##0" + ("." + "0" * digits if digits else "")
     return f"{format_decimal(Decimal(amount), format=pattern, locale=language)} {currency}"
@@ -97,7 +91,6 @@ def when(value: datetime | None, language: str) -> str:
     if value is None:
         return ""
     return format_datetime(value.astimezone(UTC), "medium", tzinfo=UTC, locale=language) + " UTC"
-
 
 
 def N_(message: str) -> str:

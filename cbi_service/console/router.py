@@ -47,7 +47,9 @@ ImportReader = Annotated[Console, Depends(staff(*access.IMPORTS))]
 Uploader = Annotated[Console, Depends(staff(*access.UPLOAD))]
 Verifier = Annotated[Console, Depends(staff(*access.VERIFY))]
 
-QueueStatus = Literal["pending_approval", "approved", "processing", "draft", "completed", "rejected", "cancelled", "all"]
+QueueStatus = Literal[
+    "pending_approval", "approved", "processing", "draft", "completed", "rejected", "cancelled", "all"
+]
 BatchDone = Literal["approve", "reject", "release"]
 AdjudicationStatus = Literal["open", "decided", "withdrawn", "all"]
 REFRESH_SECONDS = 5
@@ -130,7 +132,9 @@ async def batch_queue(
 
 
 @router.get("/batches/{batch_id}")
-async def batch_page(console: Staff, session: SessionDep, batch_id: uuid.UUID, done: BatchDone | None = None) -> Response:
+async def batch_page(
+    console: Staff, session: SessionDep, batch_id: uuid.UUID, done: BatchDone | None = None
+) -> Response:
     """Totals, counts per status, who was left out and why, who approved and when, and the buttons this
     visitor may press; while the batch is processing the page reloads itself to show progress."""
     review = await service.batch_review(session, console.principal, batch_id)
@@ -218,7 +222,10 @@ async def audit_events(
 
 @router.get("/adjudications")
 async def adjudications(
-    console: AdjudicationReader, session: SessionDep, status: AdjudicationStatus = "open", after: uuid.UUID | None = None
+    console: AdjudicationReader,
+    session: SessionDep,
+    status: AdjudicationStatus = "open",
+    after: uuid.UUID | None = None,
 ) -> Response:
     items, next_after = await service.adjudications(session, None if status == "all" else status, after)
     return console.render("adjudications.html", items=items, status=status, next_after=next_after)

@@ -137,7 +137,15 @@ async def sign_in(session: AsyncSession, raw_key: str) -> Visit | None:
     if principal is None:
         return None
     visit = Visit(sid=new_sid(), principal=principal, signed_in_at=int(time.time()))
-    await record_audit(session, principal, SIGNED_IN, RESOURCE, visit.sid, None, {"roles": sorted(role.value for role in principal.roles)})
+    await record_audit(
+        session,
+        principal,
+        SIGNED_IN,
+        RESOURCE,
+        visit.sid,
+        None,
+        {"roles": sorted(role.value for role in principal.roles)},
+    )
     return visit
 
 

@@ -30,9 +30,7 @@ def _marked() -> set[str | tuple[str, str]]:
 def test_every_marked_message_has_its_spanish_and_nothing_is_stale():
     with i18n.po_path("es").open("rb") as handle:
         catalogue = read_po(handle, locale="es")
-    translated = {
-        (m.id if isinstance(m.id, str) else tuple(m.id)): m.string for m in catalogue if m.id and not m.fuzzy
-    }
+    translated = {(m.id if isinstance(m.id, str) else tuple(m.id)): m.string for m in catalogue if m.id and not m.fuzzy}
     marked = _marked()
     assert len(marked) > 150, "the extraction found too little: the check would pass on nothing"
     missing = sorted(str(m) for m in marked if not translated.get(m))

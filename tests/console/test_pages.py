@@ -53,7 +53,9 @@ async def test_approvers_approve_finance_releases_and_the_api_shows_it(app, clie
         assert "You have already decided on this batch." in again.text
         second_page = await second.get(url)
         assert 'id="approve"' in second_page.text
-        assert (await second.post(f"{url}/approvals", data={"csrf_token": token, "decision": "approve"})).status_code == 303
+        assert (
+            await second.post(f"{url}/approvals", data={"csrf_token": token, "decision": "approve"})
+        ).status_code == 303
 
         api = (await client.get(f"/v1/payment-batches/{batch['id']}", headers=actors.auditor)).json()
         assert api["status"] == "approved"
@@ -72,14 +74,17 @@ async def test_approvers_approve_finance_releases_and_the_api_shows_it(app, clie
     assert api["status"] == "processing"
 
 
-async def test_the_creator_gets_no_button_and_a_forged_approval_is_refused(app, client, api_key_factory, session_factory):
+async def test_the_creator_gets_no_button_and_a_forged_approval_is_refused(
+    app, client, api_key_factory, session_factory
+):
     actors = await make_actors(api_key_factory)
     maker = await api_key_factory("programme_officer", "approver", name="officer-and-approver")
     _, batch = await _pending_batch(client, actors, session_factory, officer=maker)
     async with console_client(app) as browser:
         token = await sign_in(browser, maker)
         page = await browser.get(f"/console/batches/{batch['id']}")
-        assert 'id="approve"' not in page.text and 'id="reject"' not in page.text
+        assert 'id="approve"' not in page.text
+        assert 'id="reject"' not in page.text
         assert "You created this batch: someone else must approve it." in page.text
         forged = await browser.post(
             f"/console/batches/{batch['id']}/approvals", data={"csrf_token": token, "decision": "approve"}
@@ -90,21 +95,26 @@ async def test_the_creator_gets_no_button_and_a_forged_approval_is_refused(app, 
         assert release.status_code == 403  # not finance: the role check, as in the API
         assert "finance" in release.text
     api = (await client.get(f"/v1/payment-batches/{batch['id']}", headers=actors.auditor)).json()
-    assert api["status"] == "pending_approval" and api["approvals"] == []
+    assert api["status"] == "pending_approval"
+    assert api["approvals"] == []
     async with session_factory() as session:
         assert not list(await session.scalars(select(AuditEvent).where(AuditEvent.action == "payment_batch.approve")))
 
 
-async def test_a_bad_decision_or_comment_is_a_422_page_and_changes_nothing(app, client, api_key_factory, session_factory):
+async def test_a_bad_decision_or_comment_is_a_422_page_and_changes_nothing(
+    app, client, api_key_factory, session_factory
+):
     actors = await make_actors(api_key_factory)
     _, batch = await _pending_batch(client, actors, session_factory)
     async with console_client(app) as browser:
         token = await sign_in(browser, actors.approver1)
         url = f"/console/batches/{batch['id']}/approvals"
         bad = await browser.post(url, data={"csrf_token": token, "decision": "maybe"})
-        assert bad.status_code == 422 and "decision" in bad.text
+        assert bad.status_code == 422
+        assert "decision" in bad.text
         long = await browser.post(url, data={"csrf_token": token, "decision": "approve", "comment": "x" * 2001})
-        assert long.status_code == 422 and "comment" in long.text
+        assert long.status_code == 422
+        assert "comment" in long.text
         nul = await browser.post(url, data={"csrf_token": token, "decision": "approve", "comment": "a\x00b"})
         assert nul.status_code == 422
         assert (await browser.get("/console/batches/not-a-uuid")).status_code == 422
@@ -132,25 +142,33 @@ async def test_side_by_side_masks_by_role_audits_full_views_and_decides(app, cli
         await sign_in(looking, auditor)
         masked = await looking.get(url)
         assert masked.status_code == 200
-        assert "M. J." in masked.text and "R. d. l. C." in masked.text
-        assert "María José" not in masked.text and "1990-03-07" not in masked.text
+        assert "M. J." in masked.text
+        assert "R. d. l. C." in masked.text
+        assert "María José" not in masked.text
+        assert "1990-03-07" not in masked.text
         assert "*******78" in masked.text or "*********78" in masked.text  # the document, but its last two
         assert 'id="duplicate"' not in masked.text
 
         token = await sign_in(entering, registrar)
         own = await entering.get(url)
-        assert "María José" in own.text and 'id="duplicate"' not in own.text
+        assert "María José" in own.text
+        assert 'id="duplicate"' not in own.text
         forged = await entering.post(f"{url}/decision", data={"csrf_token": token, "decision": "duplicate"})
         assert forged.status_code == 403
 
         token = await sign_in(deciding, reviewer)
         full = await deciding.get(url)
-        assert "María José" in full.text and "1990-03-07" in full.text and "1990-03-17" in full.text
+        assert "María José" in full.text
+        assert "1990-03-07" in full.text
+        assert "1990-03-17" in full.text
         assert 'id="duplicate"' in full.text
-        decided = await deciding.post(f"{url}/decision", data={"csrf_token": token, "decision": "duplicate", "note": "misma"})
+        decided = await deciding.post(
+            f"{url}/decision", data={"csrf_token": token, "decision": "duplicate", "note": "misma"}
+        )
         assert decided.status_code == 303
     record = (await client.get(f"/v1/beneficiaries/{created['id']}", headers=reviewer)).json()
-    assert record["status"] == "duplicate" and record["duplicate_of"] == original["id"]
+    assert record["status"] == "duplicate"
+    assert record["duplicate_of"] == original["id"]
     async with session_factory() as session:
         views = list(
             await session.scalars(select(AuditEvent).where(AuditEvent.action == "beneficiary.personal_data_viewed"))
@@ -181,14 +199,18 @@ async def test_an_import_shows_its_progress_then_its_row_errors(app, api_key_fac
         missing = await browser.post("/console/imports", data={"csrf_token": token})
         assert missing.status_code == 422
         response = await browser.post(
-            "/console/imports", data={"csrf_token": token}, files={"file": ("people.csv", _csv([good, bad]), "text/csv")}
+            "/console/imports",
+            data={"csrf_token": token},
+            files={"file": ("people.csv", _csv([good, bad]), "text/csv")},
         )
         assert response.status_code == 303, response.text
         page = await browser.get(response.headers["location"])
-        assert "Queued" in page.text and 'http-equiv="refresh"' in page.text
+        assert "Queued" in page.text
+        assert 'http-equiv="refresh"' in page.text
         await run_jobs(session_factory, settings)
         done = await browser.get(response.headers["location"])
-        assert "Completed" in done.text and 'http-equiv="refresh"' not in done.text
+        assert "Completed" in done.text
+        assert 'http-equiv="refresh"' not in done.text
         assert "2 of 2 rows done" in done.text
         errors = re.findall(r'<td class="num">3</td><td><code>([a-z_]+)</code>', done.text)
         assert sorted(errors) == ["household_size", "sex"]
@@ -207,17 +229,21 @@ async def test_ledger_verify_checks_an_uploaded_export(app, client, api_key_fact
         ok = await browser.post(
             "/console/ledger/verify", data={"csrf_token": token}, files={"file": ("ledger.csv", export.content)}
         )
-        assert ok.status_code == 200 and 'id="verify-ok"' in ok.text
+        assert ok.status_code == 200
+        assert 'id="verify-ok"' in ok.text
         tampered = export.content.replace(b"1000000.00", b"1000001.00", 1)
         assert tampered != export.content
         failed = await browser.post(
             "/console/ledger/verify", data={"csrf_token": token}, files={"file": ("ledger.csv", tampered)}
         )
-        assert failed.status_code == 200 and 'id="verify-failed"' in failed.text and "line " in failed.text
+        assert failed.status_code == 200
+        assert 'id="verify-failed"' in failed.text
+        assert "line " in failed.text
         junk = await browser.post(
             "/console/ledger/verify", data={"csrf_token": token}, files={"file": ("x.csv", b"a,b\n1,2\n")}
         )
-        assert junk.status_code == 422 and "columns missing" in junk.text
+        assert junk.status_code == 422
+        assert "columns missing" in junk.text
 
 
 async def test_auditor_pages_show_balances_trial_balance_people_reached_and_the_trail(app, client, api_key_factory):
@@ -227,17 +253,26 @@ async def test_auditor_pages_show_balances_trial_balance_people_reached_and_the_
     async with console_client(app) as browser:
         await sign_in(browser, actors.auditor)
         balances = await browser.get("/console/programmes")
-        assert programme["name"] in balances.text and "1,000,000.00 COP" in balances.text
+        assert programme["name"] in balances.text
+        assert "1,000,000.00 COP" in balances.text
         assert 'class="part part-available"' in balances.text  # the stacked bar, drawn on the server
         trial = await browser.get("/console/ledger/trial-balance", params={"as_of": "2026-01-01"})
-        assert trial.status_code == 200 and "Debits equal credits" in trial.text
-        reached = await browser.get("/console/reports/people-reached", params={"from": "2026-01-01", "to": "2026-12-31"})
-        assert reached.status_code == 200 and "0 people reached" in reached.text
-        backwards = await browser.get("/console/reports/people-reached", params={"from": "2026-12-31", "to": "2026-01-01"})
+        assert trial.status_code == 200
+        assert "Debits equal credits" in trial.text
+        reached = await browser.get(
+            "/console/reports/people-reached", params={"from": "2026-01-01", "to": "2026-12-31"}
+        )
+        assert reached.status_code == 200
+        assert "0 people reached" in reached.text
+        backwards = await browser.get(
+            "/console/reports/people-reached", params={"from": "2026-12-31", "to": "2026-01-01"}
+        )
         assert backwards.status_code == 422
         trail = await browser.get("/console/audit-events", params={"action": "programme.funded"})
         assert trail.status_code == 200
-        assert "programme.funded" in trail.text and "programme.created" not in trail.text
+        assert "programme.funded" in trail.text
+        assert "programme.created" not in trail.text
         assert (await browser.get("/console/audit-events", params={"resource_id": "a\x00"})).status_code == 422
         spanish = await browser.get("/console/programmes", headers={"Accept-Language": "es"})
-        assert "Saldos de los programas" in spanish.text and "1.000.000,00 COP" in spanish.text
+        assert "Saldos de los programas" in spanish.text
+        assert "1.000.000,00 COP" in spanish.text

@@ -112,7 +112,9 @@ def batch_actions(principal: Principal, batch: BatchOut) -> BatchActions:
 async def batch_review(session: AsyncSession, principal: Principal, batch_id: uuid.UUID) -> BatchReview:
     batch = await batches.get_batch(session, batch_id)
     programme = await programmes.get_programme(session, batch.programme_id)
-    counted = [(status, batch.counts.get(status, 0)) for status in ENTITLEMENT_STATUSES]
+    # Settled payments fill the bar from the left, what is still under way after them.
+    order = [s for s in ENTITLEMENT_STATUSES if s not in OPEN_STATUSES] + list(reversed(OPEN_STATUSES))
+    counted = [(status, batch.counts.get(status, 0)) for status in order]
     total = sum(value for _, value in counted)
     done = sum(value for status, value in counted if status not in OPEN_STATUSES)
     return BatchReview(

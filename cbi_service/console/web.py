@@ -21,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cbi_service.auth.roles import Principal, Role
 from cbi_service.console import i18n, sessions
@@ -257,6 +258,9 @@ class ConsoleRoute(StorableTextRoute):
                 response = see_other(f"{SIGN_IN}?next={quote(target, safe='')}")
             except AppError as exc:
                 response = _error_page(request, exc.status, exc.detail, exc.extra)
+            except StarletteHTTPException as exc:  # a body over its limit (413), as it streams in
+                detail = exc.detail if isinstance(exc.detail, str) else ""
+                response = _error_page(request, exc.status_code, detail, {})
             except RequestValidationError as exc:
                 errors = [{"field": field_path(e.get("loc", ())), "message": str(e.get("msg"))} for e in exc.errors()]
                 response = _error_page(request, 422, N_("The request is not valid."), {"errors": errors})

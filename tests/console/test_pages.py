@@ -276,3 +276,20 @@ async def test_auditor_pages_show_balances_trial_balance_people_reached_and_the_
         spanish = await browser.get("/console/programmes", headers={"Accept-Language": "es"})
         assert "Saldos de los programas" in spanish.text
         assert "1.000.000,00 COP" in spanish.text
+
+
+async def test_a_form_over_its_limit_is_a_413_page_and_uploads_have_the_upload_limit(app, api_key_factory):
+    async with console_client(app) as browser:
+        token = await sign_in(browser, await api_key_factory("approver"))
+        big = await browser.post(
+            f"/console/batches/{uuid.uuid4()}/approvals", data={"csrf_token": token, "comment": "x" * (2 << 20)}
+        )
+        assert big.status_code == 413
+        assert big.headers["content-type"].startswith("text/html")
+    async with console_client(app) as browser:
+        token = await sign_in(browser, await api_key_factory("auditor"))
+        export = b"x" * (2 << 20)  # past the form limit, well within the upload limit: read, then refused as junk
+        junk = await browser.post(
+            "/console/ledger/verify", data={"csrf_token": token}, files={"file": ("x.csv", export)}
+        )
+        assert junk.status_code == 422

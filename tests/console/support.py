@@ -34,7 +34,25 @@ async def sign_in(client: httpx.AsyncClient, headers: dict[str, str]) -> str:
     return csrf_of(home.text)
 
 
+SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+#: Attributes that make a browser load or go somewhere (a refresh's `content` among them).
+REFERENCE = re.compile(r'\b(?:href|src|action|formaction|srcset|poster|content)="([^"]*)"')
+
+
+async def _only_local_references(response: httpx.Response) -> None:
+    """Every console page the tests see points nowhere but at the service itself."""
+    if response.headers.get("content-type", "").startswith("text/html"):
+        await response.aread()
+        for reference in REFERENCE.findall(response.text):
+            target = unescape(reference).split(";url=")[-1].strip()
+            elsewhere = target.startswith("//") or (SCHEME.match(target) and not target.startswith("data:"))
+            assert not elsewhere, (response.url, reference)
+
+
 def console_client(app: object) -> httpx.AsyncClient:
-    """A client of its own (its own cookies) on the app, as a second browser would be."""
+    """A client of its own (its own cookies) on the app, as a second browser would be; every page it gets
+    is checked for references outside the service."""
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)  # type: ignore[arg-type]
-    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+    return httpx.AsyncClient(
+        transport=transport, base_url="http://testserver", event_hooks={"response": [_only_local_references]}
+    )

@@ -33,6 +33,7 @@ from cbi_service.console.web import (
 )
 from cbi_service.kit.db import SessionDep
 from cbi_service.kit.errors import UnprocessableEntity
+from cbi_service.kit.streaming import ClosingStreamingResponse
 
 router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
 
@@ -261,15 +262,20 @@ async def import_list(console: ImportReader, session: SessionDep, after: uuid.UU
 @router.post("/imports")
 async def start_import(request: Request, console: Uploader, session: SessionDep) -> Response:
     form = await console.form()
-    upload = file_field(form, "file")
-    if upload is None:
-        raise UnprocessableEntity(N_("Choose a file to import."), errors=[{"field": "file", "message": N_("required")}])
-    accepted = await service.start_import(
-        session,
-        request.app.state.settings,
-        console.principal,
-        UploadFile(upload.file, size=upload.size, filename=upload.filename, headers=upload.headers),
-    )
+    try:
+        upload = file_field(form, "file")
+        if upload is None:
+            raise UnprocessableEntity(
+                N_("Choose a file to import."), errors=[{"field": "file", "message": N_("required")}]
+            )
+        accepted = await service.start_import(
+            session,
+            request.app.state.settings,
+            console.principal,
+            UploadFile(upload.file, size=upload.size, filename=upload.filename, headers=upload.headers),
+        )
+    finally:
+        await form.close()
     return see_other(f"{PREFIX}/imports/{accepted.id}")
 
 
@@ -281,6 +287,17 @@ async def import_page(
     page = await service.import_detail(session, import_id, after_row)
     running = page.imp.status in {"queued", "running"}
     return console.render("import.html", page=page, refresh=REFRESH_SECONDS if running else 0)
+
+
+@router.get("/imports/{import_id}/errors.csv")
+async def import_errors(request: Request, console: ImportReader, session: SessionDep, import_id: uuid.UUID) -> Response:
+    """The same CSV as the API's `errors.csv`, for a browser signed in to the console."""
+    rows = await service.import_errors(session, request.app.state.engine, import_id)
+    return ClosingStreamingResponse(
+        rows,
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="import-{import_id}-errors.csv"'},
+    )
 
 
 # Ledger verify --------------------------------------------------------------------------------------------------
@@ -295,9 +312,14 @@ async def verify_page(console: Verifier) -> Response:
 async def verify_export(console: Verifier) -> Response:
     """`cbi-service ledger verify` on an uploaded export (CSV, Parquet or XLSX), nothing stored."""
     form = await console.form()
-    upload = file_field(form, "file")
-    if upload is None:
-        raise UnprocessableEntity(N_("Choose an export file."), errors=[{"field": "file", "message": N_("required")}])
-    fastapi_upload = UploadFile(upload.file, size=upload.size, filename=upload.filename, headers=upload.headers)
-    result = await service.verify_upload(fastapi_upload, allow_gaps=text_field(form, "allow_gaps") == "on")
+    try:
+        upload = file_field(form, "file")
+        if upload is None:
+            raise UnprocessableEntity(
+                N_("Choose an export file."), errors=[{"field": "file", "message": N_("required")}]
+            )
+        fastapi_upload = UploadFile(upload.file, size=upload.size, filename=upload.filename, headers=upload.headers)
+        result = await service.verify_upload(fastapi_upload, allow_gaps=text_field(form, "allow_gaps") == "on")
+    finally:
+        await form.close()
     return console.render("verify.html", http_status=422 if result.unreadable else 200, result=result)

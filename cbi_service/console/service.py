@@ -9,7 +9,7 @@ import asyncio
 import shutil
 import tempfile
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -17,7 +17,7 @@ from typing import Any
 
 from fastapi import UploadFile
 from pydantic import ValidationError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from cbi_service.accounting import service as accounting
 from cbi_service.accounting.schemas import TrialBalanceOut
@@ -31,12 +31,13 @@ from cbi_service.beneficiaries import service as beneficiaries
 from cbi_service.beneficiaries.masking import present
 from cbi_service.beneficiaries.models import BeneficiaryImport, ImportRow
 from cbi_service.beneficiaries.repository import AdjudicationRepository, BeneficiaryRepository, ImportRepository
+from cbi_service.beneficiaries.router import FINISHED_IMPORTS
 from cbi_service.beneficiaries.schemas import AdjudicationOut, BeneficiaryOut, DecisionIn, ImportAccepted
 from cbi_service.console import charts
 from cbi_service.console.i18n import N_
 from cbi_service.entitlements.models import ENTITLEMENT_STATUSES, OPEN_STATUSES
 from cbi_service.exports.verify import UnreadableExport, VerificationReport, verify_file
-from cbi_service.kit.errors import UnprocessableEntity, field_errors
+from cbi_service.kit.errors import Conflict, UnprocessableEntity, field_errors
 from cbi_service.kit.settings import Settings
 from cbi_service.programmes import service as programmes
 from cbi_service.programmes.models import Programme
@@ -309,6 +310,14 @@ async def import_detail(session: AsyncSession, import_id: uuid.UUID, after_row: 
     total = imp.rows_total or imp.rows_done
     progress = charts.stack([("done", imp.rows_done)], total=max(total, imp.rows_done))
     return ImportPage(imp, rows[:PAGE_SIZE], _next(rows, lambda r: r.row_number), progress)
+
+
+async def import_errors(session: AsyncSession, engine: AsyncEngine, import_id: uuid.UUID) -> AsyncIterator[bytes]:
+    """A finished import's row errors as the API's CSV (row, column, what is wrong; never a value)."""
+    imp = await ImportRepository(session).require(import_id)
+    if imp.status not in FINISHED_IMPORTS:
+        raise Conflict(N_("The import has not finished: its row errors are ready once it has."))
+    return imports.errors_csv(engine, import_id)
 
 
 # Ledger verify --------------------------------------------------------------------------------------------------

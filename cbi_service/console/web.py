@@ -105,8 +105,10 @@ class Console:
         return HTMLResponse(body, status_code=http_status)
 
     def language_links(self) -> list[tuple[str, str, bool]]:
-        """(language, link, current) for the switch; the link comes back to this page."""
-        here = self.request.url.path + (f"?{self.request.url.query}" if self.request.url.query else "")
+        """(language, link, current) for the switch; the link comes back to this page (the console's home
+        after a form was posted: a page answering a post cannot be asked for again)."""
+        url = self.request.url
+        here = (url.path + (f"?{url.query}" if url.query else "")) if self.request.method == "GET" else PREFIX
         return [
             (language, f"{PREFIX}/language?{urlencode({'to': language, 'next': here})}", language == self.language)
             for language in i18n.LANGUAGES

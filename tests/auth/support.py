@@ -109,6 +109,9 @@ CONSOLE_MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/console/imports"): _IMPORTS,
     ("POST", "/console/imports"): MATRIX[("POST", "/v1/beneficiaries/imports")],
     ("GET", "/console/imports/{import_id}"): MATRIX[("GET", "/v1/beneficiaries/imports/{import_id}")],
+    ("GET", "/console/imports/{import_id}/errors.csv"): MATRIX[
+        ("GET", "/v1/beneficiaries/imports/{import_id}/errors.csv")
+    ],
     # `ledger verify` needs no database; it is offered to those who can take an export to check.
     ("GET", "/console/ledger/verify"): _EXPORT,
     ("POST", "/console/ledger/verify"): _EXPORT,

@@ -207,6 +207,7 @@ async def test_an_import_shows_its_progress_then_its_row_errors(app, api_key_fac
         page = await browser.get(response.headers["location"])
         assert "Queued" in page.text
         assert 'http-equiv="refresh"' in page.text
+        assert (await browser.get(f"{response.headers['location']}/errors.csv")).status_code == 409
         await run_jobs(session_factory, settings)
         done = await browser.get(response.headers["location"])
         assert "Completed" in done.text
@@ -215,6 +216,12 @@ async def test_an_import_shows_its_progress_then_its_row_errors(app, api_key_fac
         errors = re.findall(r'<td class="num">3</td><td><code>([a-z_]+)</code>', done.text)
         assert sorted(errors) == ["household_size", "sex"]
         assert "zero" not in done.text  # errors never quote the file's values
+        download = await browser.get(f"{response.headers['location']}/errors.csv")
+        assert download.status_code == 200
+        assert download.headers["content-type"].startswith("text/csv")
+        rows = list(csv.reader(io.StringIO(download.text)))
+        assert rows[0] == ["row_number", "field", "message"]
+        assert sorted((row, field) for row, field, _ in rows[1:]) == [("3", "household_size"), ("3", "sex")]
         assert "people.csv" in (await browser.get("/console/imports")).text
 
 

@@ -9,7 +9,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import structlog
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
+from fastapi.openapi.docs import get_redoc_html
+from fastapi.responses import HTMLResponse
+from fastapi.routing import APIRoute
+from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
 from adapters.providers.registry import PROVIDER_ADAPTERS
@@ -18,6 +22,9 @@ from cbi_service.auth.dependencies import require_roles
 from cbi_service.auth.roles import Role
 from cbi_service.batches.router import router as batches_router
 from cbi_service.beneficiaries.router import router as beneficiaries_router
+from cbi_service.console.router import UPLOAD_ROUTES as CONSOLE_UPLOAD_ROUTES
+from cbi_service.console.router import router as console_router
+from cbi_service.console.web import STATIC as CONSOLE_STATIC
 from cbi_service.dedup.registries import registries_for
 from cbi_service.dedup.router import router as dedup_router
 from cbi_service.entitlements.router import router as entitlements_router
@@ -63,18 +70,41 @@ API_DESCRIPTION = (
 #: Paths that answer without the database (no 503 when it is down).
 PATHS_WITHOUT_DATABASE = frozenset({"/healthz", "/metrics", "/v1/vouchers/keys", "/v1/ledger/export/manifest/keys"})
 
-UPLOAD_ROUTES = ("/v1/beneficiaries/imports", "/v1/reconciliations")
+UPLOAD_ROUTES = ("/v1/beneficiaries/imports", "/v1/reconciliations", *CONSOLE_UPLOAD_ROUTES)
 SIGNED_ROUTES = frozenset({"/v1/webhooks/{provider}", *g2p_connect.ROUTES})
+#: The console's pages authenticate by their signed session cookie, checked before a form is read.
+CONSOLE_ROUTES = frozenset(route.path for route in console_router.routes if isinstance(route, APIRoute))
 SYNC_ROUTE = "/v1/voucher-redemptions/sync"
+
+
+DOCS_STATIC = "/docs/static"
+#: ReDoc's footer shows its maker's logo, an image on their CDN: the page's policy keeps the browser from
+#: fetching any image but the service's own, so /redoc loads nothing from elsewhere.
+REDOC_POLICY = "img-src 'self' data:"
+
+
+async def redoc_page(request: Request) -> HTMLResponse:
+    root = request.scope.get("root_path", "")
+    page = get_redoc_html(
+        openapi_url=f"{root}/openapi.json",
+        title="cbi-service - ReDoc",
+        redoc_js_url=f"{root}{DOCS_STATIC}/redoc.standalone.js",
+        redoc_favicon_url=f"{root}{DOCS_STATIC}/favicon.png",
+        with_google_fonts=False,
+    )
+    page.headers["Content-Security-Policy"] = REDOC_POLICY
+    return page
 
 
 def body_limits(settings: Settings) -> BodyLimits:
     """JSON bodies are small, but for a merchant's offline sync; uploads larger; webhooks, signed rather than
-    keyed, small again."""
+    keyed, small again; console forms as JSON bodies, their uploads as uploads."""
     by_route = dict.fromkeys(UPLOAD_ROUTES, settings.max_upload_body_bytes)
     by_route[SYNC_ROUTE] = settings.max_sync_body_bytes
     by_route.update(dict.fromkeys(SIGNED_ROUTES, settings.max_webhook_body_bytes))
-    return BodyLimits(default=settings.max_json_body_bytes, by_route=by_route, signed_routes=SIGNED_ROUTES)
+    return BodyLimits(
+        default=settings.max_json_body_bytes, by_route=by_route, signed_routes=SIGNED_ROUTES | CONSOLE_ROUTES
+    )
 
 
 def check_adapters(settings: Settings) -> None:
@@ -131,7 +161,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # /docs and /redoc load Swagger UI and ReDoc from the package's copies, served here: no CDN.
     app = FastAPIOffline(
-        static_url="/docs/static",
+        static_url=DOCS_STATIC,
+        redoc_url=None,
         title="cbi-service",
         version=importlib.metadata.version("cbi-service"),
         description=API_DESCRIPTION,
@@ -140,6 +171,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # An upload is one file and a few short fields; a file past 1 MiB spools to disk: memory stays bounded.
         form_limits={"max_files": 4, "max_fields": 16, "max_part_size": 64 << 10},
     )
+    app.add_api_route("/redoc", redoc_page, include_in_schema=False)
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(BodyGuardMiddleware, limits=body_limits(settings))
@@ -168,6 +200,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ):
         app.include_router(router)
     app.include_router(audit_router, dependencies=[Depends(require_roles(Role.auditor, Role.admin))])
+    app.include_router(console_router)
+    app.mount("/console/static", StaticFiles(directory=CONSOLE_STATIC), name="console-static")
     generate_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:

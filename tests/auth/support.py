@@ -93,3 +93,41 @@ SIGNATURE_ROUTES: set[tuple[str, str]] = {
     ("POST", "/v1/g2p-connect/{provider}/txn/on-status"),
 }
 PUBLIC_ROUTES: set[tuple[str, str]] = {("GET", "/v1/vouchers/keys"), ("GET", "/v1/ledger/export/manifest/keys")}
+
+# The console (§17) authenticates by its session cookie. Each page admits the roles of the API route it
+# stands for, so its row names that route's; the console's own pages (its home) admit any staff role.
+_IMPORTS = MATRIX[("GET", "/v1/beneficiaries/imports")]
+_ADJUDICATIONS = MATRIX[("GET", "/v1/adjudications")]
+_EXPORT = MATRIX[("GET", "/v1/ledger/export")]
+CONSOLE_MATRIX: dict[tuple[str, str], frozenset[str]] = {
+    ("GET", "/console"): ALL,
+    ("GET", "/console/batches"): MATRIX[("GET", "/v1/payment-batches")],
+    ("GET", "/console/batches/{batch_id}"): MATRIX[("GET", "/v1/payment-batches/{batch_id}")],
+    ("POST", "/console/batches/{batch_id}/approvals"): MATRIX[("POST", "/v1/payment-batches/{batch_id}/approvals")],
+    ("POST", "/console/batches/{batch_id}/release"): MATRIX[("POST", "/v1/payment-batches/{batch_id}/release")],
+    ("GET", "/console/programmes"): MATRIX[("GET", "/v1/programmes/{programme_id}/balances")],
+    ("GET", "/console/ledger/trial-balance"): MATRIX[("GET", "/v1/ledger/trial-balance")],
+    ("GET", "/console/reports/people-reached"): MATRIX[("GET", "/v1/reports/people-reached")],
+    ("GET", "/console/audit-events"): MATRIX[("GET", "/v1/audit-events")],
+    ("GET", "/console/adjudications"): _ADJUDICATIONS,
+    ("GET", "/console/adjudications/{adjudication_id}"): _ADJUDICATIONS,
+    ("POST", "/console/adjudications/{adjudication_id}/decision"): MATRIX[
+        ("POST", "/v1/adjudications/{adjudication_id}/decision")
+    ],
+    ("GET", "/console/imports"): _IMPORTS,
+    ("POST", "/console/imports"): MATRIX[("POST", "/v1/beneficiaries/imports")],
+    ("GET", "/console/imports/{import_id}"): MATRIX[("GET", "/v1/beneficiaries/imports/{import_id}")],
+    ("GET", "/console/imports/{import_id}/errors.csv"): MATRIX[
+        ("GET", "/v1/beneficiaries/imports/{import_id}/errors.csv")
+    ],
+    # `ledger verify` needs no database; it is offered to those who can take an export to check.
+    ("GET", "/console/ledger/verify"): _EXPORT,
+    ("POST", "/console/ledger/verify"): _EXPORT,
+}
+CONSOLE_PUBLIC_ROUTES: set[tuple[str, str]] = {
+    ("GET", "/console/sign-in"),
+    ("POST", "/console/sign-in"),
+    ("POST", "/console/sign-out"),
+    ("GET", "/console/language"),
+}
+"""Signing in and out (CSRF-checked) and the language switch."""

@@ -28,7 +28,7 @@ from cbi_service.console import i18n, sessions
 from cbi_service.console.access import NAVIGATION
 from cbi_service.console.i18n import N_
 from cbi_service.console.sessions import Visit
-from cbi_service.kit.db import SessionDep
+from cbi_service.kit.db import SessionDep, roll_back_request
 from cbi_service.kit.errors import AppError, Forbidden, UnprocessableEntity, field_path
 from cbi_service.kit.routing import StorableTextRoute, unstorable_reason
 
@@ -258,12 +258,17 @@ class ConsoleRoute(StorableTextRoute):
             except SignedOut:
                 target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
                 response = see_other(f"{SIGN_IN}?next={quote(target, safe='')}")
+            # A refusal is answered here as a page, not raised, so the request's unit of work would commit what
+            # the service wrote before refusing: it is rolled back first, as the API's error handler has it.
             except AppError as exc:
+                await roll_back_request(request)
                 response = _error_page(request, exc.status, exc.detail, exc.extra)
             except StarletteHTTPException as exc:  # a body over its limit (413), as it streams in
+                await roll_back_request(request)
                 detail = exc.detail if isinstance(exc.detail, str) else ""
                 response = _error_page(request, exc.status_code, detail, {})
             except RequestValidationError as exc:
+                await roll_back_request(request)
                 errors = [{"field": field_path(e.get("loc", ())), "message": str(e.get("msg"))} for e in exc.errors()]
                 response = _error_page(request, 422, N_("The request is not valid."), {"errors": errors})
             return _finish(request, response)

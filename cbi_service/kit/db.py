@@ -42,6 +42,7 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """The request's unit of work: services only flush; this commits on success and rolls back on error."""
     factory: async_sessionmaker[AsyncSession] = request.app.state.session_factory
     async with factory() as session:
+        request.state.unit_of_work = session
         try:
             yield session
             await session.commit()
@@ -51,6 +52,14 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+
+async def roll_back_request(request: Request) -> None:
+    """Undo what the request's unit of work wrote so far: for a route that answers an error itself (an
+    error page) instead of raising it, which would leave `get_session` nothing to roll back on."""
+    session: AsyncSession | None = getattr(request.state, "unit_of_work", None)
+    if session is not None:
+        await session.rollback()
 
 
 @contextlib.asynccontextmanager

@@ -300,3 +300,45 @@ async def test_a_form_over_its_limit_is_a_413_page_and_uploads_have_the_upload_l
             "/console/ledger/verify", data={"csrf_token": token}, files={"file": ("x.csv", export)}
         )
         assert junk.status_code == 422
+
+
+async def test_a_refused_last_approval_leaves_nothing_behind(app, client, api_key_factory, session_factory):
+    """Two batches pass submit against one budget; the second's last approval finds the money reserved by the
+    first and is refused (409): the console's error page must not keep the approval or its audit event."""
+    actors = await make_actors(api_key_factory)
+    programme = await make_programme(client, actors)
+    await fund(client, actors, programme["id"], "600000.00")
+    await seed_beneficiaries(session_factory, programme["id"], 3)
+    batches = []
+    for cycle in ("2026-11", "2026-12"):
+        body = {"programme_id": programme["id"], "name": cycle, "cycle": cycle,
+                "amount": {"amount": "150000.00", "currency": "COP"}}  # fmt: skip
+        batch = (await client.post("/v1/payment-batches", json=body, headers=actors.officer)).json()
+        submitted = await client.post(f"/v1/payment-batches/{batch['id']}/submit", headers=actors.officer)
+        assert submitted.status_code == 200, submitted.text
+        batches.append(batch["id"])
+    first, second = batches
+    for approver in (actors.approver1, actors.approver2):
+        decided = await client.post(
+            f"/v1/payment-batches/{first}/approvals", json={"decision": "approve"}, headers=approver
+        )
+        assert decided.status_code == 200, decided.text
+    assert (
+        await client.post(
+            f"/v1/payment-batches/{second}/approvals", json={"decision": "approve"}, headers=actors.approver1
+        )
+    ).status_code == 200
+    async with console_client(app) as browser:
+        token = await sign_in(browser, actors.approver2)
+        refused = await browser.post(
+            f"/console/batches/{second}/approvals", data={"csrf_token": token, "decision": "approve"}
+        )
+        assert refused.status_code == 409, refused.text
+    api = (await client.get(f"/v1/payment-batches/{second}", headers=actors.auditor)).json()
+    assert api["status"] == "pending_approval"
+    assert [a["approver_name"] for a in api["approvals"]] == ["approver-1"]
+    async with session_factory() as session:
+        events = await session.scalars(
+            select(AuditEvent).where(AuditEvent.action == "payment_batch.approve", AuditEvent.resource_id == second)
+        )
+        assert len(list(events)) == 1

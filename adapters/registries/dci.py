@@ -230,11 +230,10 @@ def _transient(exc: BaseException) -> bool:
 
 
 def record_ref(record: Mapping[str, Any]) -> str | None:
-    """The registry's own reference of a record: `member_identifier` (a string or the first identifier of a
-    list), else `@id`."""
+    """The registry's own reference of a record: its `member_identifier` when that is the registry's member
+    id (a string), else `@id`. A list of identifiers is the person's documents (a national id, a passport):
+    never taken as a reference, since references are stored and shown in clear."""
     member = record.get("member_identifier")
-    if isinstance(member, list) and member and isinstance(member[0], Mapping):
-        member = member[0].get("identifier_value")
     if isinstance(member, str | int) and str(member):
         return str(member)
     ident = record.get("@id")

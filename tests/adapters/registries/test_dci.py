@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from adapters.registries.base import RegistryConfigError, RegistryUnavailable
-from adapters.registries.dci import DciRegistry
+from adapters.registries.dci import DciRegistry, record_ref
 from adapters.registries.registry import build_registries
 from cbi_service.dedup.normalize import DocumentKey, build_record
 from cbi_service.dedup.registries import check_registries, probe_of
@@ -232,3 +232,11 @@ async def test_no_personal_data_in_errors_or_logs(caplog: pytest.LogCaptureFixtu
     for secret in ("wilmer", "zambrano", "99887766", "1979-11-23"):
         assert secret not in written.lower()
     assert any("registry_unavailable" in str(r.msg) for r in caplog.records)
+
+
+def test_a_records_reference_is_its_member_id_never_one_of_its_documents():
+    """References are stored and shown in clear: a list of identifiers holds the person's documents."""
+    documents = [{"identifier_type": "NATIONAL_ID", "identifier_value": "1234567890"}]
+    assert record_ref({"member_identifier": "MEM-001", "@id": "r-1"}) == "MEM-001"
+    assert record_ref({"member_identifier": documents, "@id": "r-1"}) == "r-1"
+    assert record_ref({"member_identifier": documents}) is None

@@ -1,10 +1,10 @@
-"""The published G2P Connect Disburse OpenAPI document (`shared/standards/g2p-connect/`), as validators of
-the bodies the service sends and accepts.
+"""The published G2P Connect Disburse OpenAPI document, as validators of the bodies the service sends and
+accepts.
 
-The document is read where the project keeps the standards, the `shared/standards` folder beside the
-repository (found upwards from it). One defect of the published v1.0.0 schema is corrected in memory, and
-only while it is there: `DisburseRequest.required` lists `disburemsents`, a misspelling of the
-`disbursements` property it defines, so that no disburse message could ever be valid.
+The document is the unchanged copy in `tests/standards/` (see its README). One defect of the published
+v1.0.0 schema is corrected in memory, and only while it is there: `DisburseRequest.required` lists
+`disburemsents`, a misspelling of the `disbursements` property it defines, so that no disburse message could
+ever be valid.
 """
 
 from __future__ import annotations
@@ -16,16 +16,12 @@ from typing import Any
 import jsonschema_rs
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-SPEC_NAME = Path("standards/g2p-connect/disburse_core_api_v1.0.0.yaml")
+STANDARDS = Path(__file__).resolve().parents[1] / "standards"
+SPEC_NAME = Path("g2p-connect/disburse_core_api_v1.0.0.yaml")
 
 
 def spec_path() -> Path:
-    for folder in ROOT.parents:
-        candidate = folder / "shared" / SPEC_NAME
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"shared/{SPEC_NAME} not found beside the repository or above it")
+    return STANDARDS / SPEC_NAME
 
 
 @functools.cache

@@ -131,12 +131,8 @@ class RecordingProxy:
 
 
 def standards_dir() -> Path:
-    """The published specifications, in `shared/standards/` beside the repository (or above a worktree)."""
-    for folder in ROOT.parents:
-        candidate = folder / "shared" / "standards" / "dci"
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError(f"no shared/standards/dci beside {ROOT} or above it")
+    """The published DCI specifications: the unchanged copies in `tests/standards/` (see its README)."""
+    return Path(__file__).resolve().parents[2] / "standards" / "dci"
 
 
 @cache

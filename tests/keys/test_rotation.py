@@ -75,15 +75,18 @@ async def test_rotation_under_load_leaves_nothing_on_the_old_version(
         done = 0
         while not rotating.done():
             n = uuid.uuid4().int % 10**8
+            # Names are letters (dedup reads no digits in a name) and birth dates differ: distinct people.
+            letters = "".join(chr(ord("a") + int(d)) for d in f"{n:08d}")
             body = person_body(
-                given_names=f"Carga{n}", family_names=f"Prueba{n}", external_ref=f"LOAD-{n}",
+                given_names=f"Carga {letters}", family_names=f"Prueba {letters[::-1]}", external_ref=f"LOAD-{n}",
+                date_of_birth=f"{1940 + n % 60}-{1 + n % 12:02d}-{1 + n % 28:02d}",
                 documents=[{"type": "passport", "number": f"P{n:08d}", "issuing_country": "VE"}], phone=None,
             )  # fmt: skip
             made = await client.post("/v1/beneficiaries", json=body, headers=registrar)
             assert made.status_code == 201, made.text
             read = await client.get(f"/v1/beneficiaries/{made.json()['id']}", headers=registrar)
             assert read.status_code == 200
-            assert read.json()["given_names"] == f"Carga{n}"
+            assert read.json()["given_names"] == f"Carga {letters}"
             replay = await client.post(
                 "/v1/beneficiaries", json=person_body(), headers={**registrar, "Idempotency-Key": "r-1"}
             )

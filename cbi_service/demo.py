@@ -452,7 +452,9 @@ async def _paper_cycle(
         await _call(
             http, "POST", f"/v1/merchant-settlements/{sid}/approvals", keys[approver], json={"decision": "approve"}
         )
-    await _call(http, "POST", f"/v1/merchant-settlements/{sid}/release", keys["finance-2"])
+    await _call(
+        http, "POST", f"/v1/merchant-settlements/{sid}/release", {**keys["finance-2"], "Idempotency-Key": f"r-{sid}"}
+    )
     pain = await http.get(f"/v1/merchant-settlements/{sid}/pain001.xml", headers=keys["finance-2"])
     if pain.status_code != httpx.codes.OK:
         raise RuntimeError(f"pain.001 failed: {pain.status_code} {pain.text[:200]}")

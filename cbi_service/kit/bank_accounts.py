@@ -10,6 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from schwifty import BIC, IBAN, exceptions, registry
 
 ACCOUNT_TEXT = r"^[A-Za-z0-9][A-Za-z0-9 -]*$"
+HOLDER_NAME = r"^[^\x00-\x1f\x7f]+$"
+"""An account holder's name as a payment file can carry it: any script, no control characters (XML refuses
+them, and a bank's name field is one line)."""
 
 
 def uses_iban(country: str) -> bool:
@@ -46,7 +49,7 @@ class SettlementAccount(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(min_length=1, max_length=140)
+    name: str = Field(min_length=1, max_length=140, pattern=HOLDER_NAME)
     iban: str | None = Field(default=None, max_length=42)
     bic: str | None = Field(default=None, max_length=14)
     account_number: str | None = Field(default=None, max_length=34, pattern=ACCOUNT_TEXT)

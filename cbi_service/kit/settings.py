@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from cbi_service.kit.bank_accounts import SettlementAccount
+from cbi_service.kit.bank_accounts import HOLDER_NAME, SettlementAccount
 from cbi_service.kit.bounded import TextLimits
 from cbi_service.kit.redaction import is_secret_name
 
@@ -91,7 +91,7 @@ class Settings(BaseSettings):
     # account_number and bank_code): the debtor of their pain.001 files. Unset, settlements cannot be released.
     settlement_account: SettlementAccount | None = None
     # The agency as its bank knows it: the initiating party of pain.001 files.
-    agency_name: str = Field(default="cbi-service", min_length=1, max_length=140)
+    agency_name: str = Field(default="cbi-service", min_length=1, max_length=140, pattern=HOLDER_NAME)
 
     @field_validator("providers", "registries", mode="before")
     @classmethod

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ModelWrapValidatorHandler, model_validator
 from pydantic_core import InitErrorDetails
 
-from cbi_service.kit.bank_accounts import ACCOUNT_TEXT, compact_bic, compact_iban, uses_iban
+from cbi_service.kit.bank_accounts import ACCOUNT_TEXT, HOLDER_NAME, compact_bic, compact_iban, uses_iban
 from cbi_service.kit.countries import CountryCode
 from cbi_service.kit.money import Money
 from cbi_service.kit.validation import field_error, validate_with
@@ -20,7 +20,9 @@ class PayoutIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    account_name: str = Field(min_length=1, max_length=140, description="The account holder, as the bank knows it.")
+    account_name: str = Field(
+        min_length=1, max_length=140, pattern=HOLDER_NAME, description="The account holder, as the bank knows it."
+    )
     iban: str | None = Field(default=None, max_length=42, examples=["DE89 3704 0044 0532 0130 00"])
     bic: str | None = Field(default=None, max_length=14, examples=["COBADEFFXXX"])
     account_number: str | None = Field(default=None, max_length=34, pattern=ACCOUNT_TEXT)

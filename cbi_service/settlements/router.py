@@ -10,7 +10,7 @@ from cbi_service.auth.dependencies import require_roles
 from cbi_service.auth.roles import Principal, Role
 from cbi_service.kit.db import SessionDep
 from cbi_service.kit.errors import NotFound
-from cbi_service.kit.idempotency import IdempotencyDep
+from cbi_service.kit.idempotency import IdempotencyDep, RequiredIdempotencyDep
 from cbi_service.kit.pagination import Page, PageDep, page_of
 from cbi_service.kit.routing import StorableTextRoute
 from cbi_service.settlements import service
@@ -37,26 +37,29 @@ async def create_settlement(
 
 
 @router.post("/{settlement_id}/submit", response_model=SettlementOut)
-async def submit_settlement(settlement_id: uuid.UUID, session: SessionDep, principal: Finance) -> SettlementOut:
+async def submit_settlement(
+    settlement_id: uuid.UUID, session: SessionDep, principal: Finance, idem: IdempotencyDep
+) -> Response:
     """draft → pending_approval; the approvals needed are the strictest of its programmes' bands."""
-    return await service.submit_settlement(session, principal, settlement_id)
+    return await idem.run({}, lambda: service.submit_settlement(session, principal, settlement_id))
 
 
 @router.post("/{settlement_id}/approvals", response_model=SettlementOut)
 async def decide_settlement(
-    settlement_id: uuid.UUID, body: SettlementDecision, session: SessionDep, principal: Approver
-) -> SettlementOut:
+    settlement_id: uuid.UUID, body: SettlementDecision, session: SessionDep, principal: Approver, idem: IdempotencyDep
+) -> Response:
     """One distinct approver's decision (never the creator's); a reject ends it, the last approve approves it."""
-    return await service.decide_settlement(session, principal, settlement_id, body)
+    return await idem.run(body, lambda: service.decide_settlement(session, principal, settlement_id, body))
 
 
 @router.post("/{settlement_id}/release", response_model=SettlementOut)
 async def release_settlement(
-    request: Request, settlement_id: uuid.UUID, session: SessionDep, principal: Finance
-) -> SettlementOut:
-    """approved → released, by someone who neither created nor approved it: its pain.001 can be fetched."""
+    request: Request, settlement_id: uuid.UUID, session: SessionDep, principal: Finance, idem: RequiredIdempotencyDep
+) -> Response:
+    """approved → released, by someone who neither created nor approved it: its pain.001 can be fetched
+    (Idempotency-Key required, as for batches)."""
     account = request.app.state.settings.settlement_account
-    return await service.release_settlement(session, principal, settlement_id, account)
+    return await idem.run({}, lambda: service.release_settlement(session, principal, settlement_id, account))
 
 
 @router.get(
@@ -88,9 +91,11 @@ async def mark_settlement_paid(
 
 
 @router.post("/{settlement_id}/cancel", response_model=SettlementOut)
-async def cancel_settlement(settlement_id: uuid.UUID, session: SessionDep, principal: Finance) -> SettlementOut:
+async def cancel_settlement(
+    settlement_id: uuid.UUID, session: SessionDep, principal: Finance, idem: IdempotencyDep
+) -> Response:
     """Before release only; its redemptions are unsettled again."""
-    return await service.cancel_settlement(session, principal, settlement_id)
+    return await idem.run({}, lambda: service.cancel_settlement(session, principal, settlement_id))
 
 
 @router.get("", response_model=Page[SettlementOut])
@@ -110,7 +115,7 @@ async def list_settlements(
         session, after_id=page.after_id(), limit=page.limit, merchant_id=merchant_id, status=status
     )
     _, cursor = page_of(rows, page.limit, lambda s: [s.id])
-    return Page(items=views, next_cursor=cursor)
+    return Page(items=[_as_seen_by(principal, view) for view in views], next_cursor=cursor)
 
 
 @router.get("/{settlement_id}", response_model=SettlementOut)
@@ -118,4 +123,11 @@ async def get_settlement(settlement_id: uuid.UUID, session: SessionDep, principa
     settlement = await service.get_settlement(session, settlement_id)
     if principal.merchant_id is not None and principal.merchant_id != settlement.merchant_id:
         raise NotFound("Merchant settlement not found.")
-    return settlement
+    return _as_seen_by(principal, settlement)
+
+
+def _as_seen_by(principal: Principal, settlement: SettlementOut) -> SettlementOut:
+    """A merchant sees what it is paid, not who at the agency decided it nor their comments."""
+    if principal.merchant_id is None:
+        return settlement
+    return settlement.model_copy(update={"approvals": []})

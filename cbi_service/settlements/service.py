@@ -197,26 +197,30 @@ async def payment_file(
         raise Conflict("No settlement account is configured (CBI_SETTLEMENT_ACCOUNT): there is nothing to pay from.")
     merchant = await merchants.get_merchant(session, settlement.merchant_id)
     payout = merchant.payout
-    return pain001.render(
-        pain001.CreditTransfer(
-            settlement_id=settlement.id,
-            created_at=settlement.released_at,
-            execution_date=settlement.released_at.date(),
-            amount_minor=settlement.total_minor,
-            currency=settlement.currency,
-            redemption_count=settlement.redemption_count,
-            initiating_party=initiating_party,
-            debtor=account,
-            payee=pain001.Payee(
-                name=payout.account_name,
-                country=merchant.country,
-                iban=payout.iban,
-                bic=payout.bic,
-                account_number=payout.account_number,
-                bank_code=payout.bank_code,
-            ),
-        )
+    transfer = pain001.CreditTransfer(
+        settlement_id=settlement.id,
+        created_at=settlement.released_at,
+        execution_date=settlement.released_at.date(),
+        amount_minor=settlement.total_minor,
+        currency=settlement.currency,
+        redemption_count=settlement.redemption_count,
+        initiating_party=initiating_party,
+        debtor=account,
+        payee=pain001.Payee(
+            name=payout.account_name,
+            country=merchant.country,
+            iban=payout.iban,
+            bic=payout.bic,
+            account_number=payout.account_number,
+            bank_code=payout.bank_code,
+        ),
     )
+    try:
+        return pain001.render(transfer)
+    except pain001.InvalidPaymentFile as exc:  # never served: a bank would refuse it
+        raise Conflict(
+            "The payment file does not validate against the pain.001 schema.", extra={"why": str(exc)}
+        ) from exc
 
 
 async def get_settlement(session: AsyncSession, settlement_id: uuid.UUID) -> SettlementOut:

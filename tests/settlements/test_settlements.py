@@ -15,8 +15,10 @@ from pydantic import ValidationError
 from cbi_service.kit.bank_accounts import SettlementAccount
 from cbi_service.kit.settings import Settings
 from cbi_service.settlements import pain001
-from tests.merchants.support import PAYOUT_DE, make_merchant, merchant_key
+from tests.merchants.support import PAYOUT_CO, PAYOUT_DE, make_merchant, merchant_body, merchant_key
 from tests.redemptions.support import Shop, checked_balances, redeem, scene, unsettled
+from tests.support import make_programme
+from tests.vouchers.support import PAPER
 
 NS = {"p": pain001.NAMESPACE}
 DEBTOR = SettlementAccount(name="Agencia Humanitaria Colombia", account_number="2000-445566", bank_code="1007")
@@ -166,7 +168,11 @@ async def test_a_rejected_or_cancelled_settlement_leaves_its_redemptions_to_sett
     assert cancelled.json()["status"] == "cancelled"
     approved = await _approved(client, s, finance)
     releaser = await api_key_factory("finance", name="releaser")
-    await _post(client, f"/v1/merchant-settlements/{approved['id']}/release", releaser)
+    url = f"/v1/merchant-settlements/{approved['id']}/release"
+    assert (await client.post(url, headers=releaser)).status_code == 422, "release needs an Idempotency-Key"
+    once = await client.post(url, headers=releaser | {"Idempotency-Key": "release-1"})
+    again = await client.post(url, headers=releaser | {"Idempotency-Key": "release-1"})
+    assert (once.status_code, again.status_code, again.json()) == (200, 200, once.json()), "a retry is replayed"
     late = await _post(client, f"/v1/merchant-settlements/{approved['id']}/cancel", finance)
     assert late.status_code == 409, "a released settlement is with the bank: it cannot be cancelled"
     listed = await client.get("/v1/merchant-settlements", params={"merchant_id": s.shops[0].id}, headers=finance)
@@ -203,6 +209,8 @@ async def test_release_needs_a_settlement_account_and_a_merchant_sees_only_its_o
 
     own = await client.get(f"/v1/merchant-settlements/{approved['id']}", headers=s.shops[0].key)
     assert own.status_code == 200
+    assert own.json()["approvals"] == [], "a merchant sees what it is paid, not who decided it"
+    assert approved["approvals"], "staff see the approvals"
     other = await client.get(f"/v1/merchant-settlements/{approved['id']}", headers=s.shops[1].key)
     assert other.status_code == 404
     listed = await client.get("/v1/merchant-settlements", headers=s.shops[1].key)
@@ -274,3 +282,12 @@ def test_the_settlement_account_is_read_from_json_and_a_bad_one_is_refused_by_na
         monkeypatch.setenv("CBI_SETTLEMENT_ACCOUNT", bad)
         with pytest.raises(ValidationError, match="settlement_account"):
             Settings(database_url=None)
+
+
+async def test_an_account_holder_name_a_payment_file_cannot_carry_is_refused_when_entered(client, api_key_factory):
+    admin = await api_key_factory("admin")
+    programme = await make_programme(client, admin, **PAPER)
+    body = merchant_body([programme["id"]], payout=PAYOUT_CO | {"account_name": "Tienda\x01La Esperanza"})
+    refused = await client.post("/v1/merchants", json=body, headers=admin | {"Idempotency-Key": str(uuid.uuid4())})
+    assert refused.status_code == 422
+    assert refused.json()["errors"][0]["field"] == "payout.account_name"

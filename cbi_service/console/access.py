@@ -18,6 +18,7 @@ DECIDE = (Role.registrar, Role.admin)
 IMPORTS = (Role.registrar, Role.admin, Role.auditor)
 UPLOAD = (Role.registrar,)
 VERIFY = (Role.auditor, Role.finance)
+FIVE_W = (Role.programme_officer, Role.finance, Role.auditor)
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ NAVIGATION = (
     NavItem("/console/programmes", N_("Balances"), frozenset(ANY_STAFF)),
     NavItem("/console/ledger/trial-balance", N_("Trial balance"), frozenset(LEDGER)),
     NavItem("/console/reports/people-reached", N_("People reached"), frozenset(ANY_STAFF)),
+    NavItem("/console/reports/5w", N_("5W report"), frozenset(FIVE_W)),
     NavItem("/console/audit-events", N_("Audit trail"), frozenset(AUDIT)),
     NavItem("/console/ledger/verify", N_("Verify an export"), frozenset(VERIFY)),
 )

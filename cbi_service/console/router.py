@@ -34,6 +34,7 @@ from cbi_service.console.web import (
 from cbi_service.kit.db import SessionDep
 from cbi_service.kit.errors import UnprocessableEntity
 from cbi_service.kit.streaming import ClosingStreamingResponse
+from cbi_service.kit.timeutil import YEAR_MONTH
 
 router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
 
@@ -47,6 +48,7 @@ Adjudicator = Annotated[Console, Depends(staff(*access.DECIDE))]
 ImportReader = Annotated[Console, Depends(staff(*access.IMPORTS))]
 Uploader = Annotated[Console, Depends(staff(*access.UPLOAD))]
 Verifier = Annotated[Console, Depends(staff(*access.VERIFY))]
+FiveWReader = Annotated[Console, Depends(staff(*access.FIVE_W))]
 
 QueueStatus = Literal[
     "pending_approval", "approved", "processing", "draft", "completed", "rejected", "cancelled", "all"
@@ -55,6 +57,10 @@ BatchDone = Literal["approve", "reject", "release"]
 AdjudicationStatus = Literal["open", "decided", "withdrawn", "all"]
 REFRESH_SECONDS = 5
 """How often a page showing work in progress (a batch processing, an import running) reloads itself."""
+COUNTRY = r"^[A-Z]{2}$"
+BLANK_OR_MONTH = f"^$|{YEAR_MONTH}"
+BLANK_OR_COUNTRY = f"^$|{COUNTRY}"
+"""A form's field left blank comes as an empty value: it asks for the default (the last month, every country)."""
 UPLOAD_ROUTES = (f"{PREFIX}/imports", f"{PREFIX}/ledger/verify")
 """Console routes taking a file: the upload body limit applies to them, not the form one."""
 
@@ -187,6 +193,41 @@ async def people_reached(
     start = start or date(end.year, 1, 1)
     page = await service.people_reached(session, start, end)
     return console.render("people_reached.html", page=page, start=start, end=end)
+
+
+@router.get("/reports/5w")
+async def five_w(
+    console: FiveWReader,
+    session: SessionDep,
+    month: Annotated[str | None, Query(pattern=BLANK_OR_MONTH)] = None,
+    country: Annotated[str | None, Query(pattern=BLANK_OR_COUNTRY)] = None,
+) -> Response:
+    """The 5W of a month (the last full month, UTC, unless asked) as `GET /v1/reports/5w` makes it: its rows,
+    the quality rules each breaks, the exchange rates used or missing, charts of the new people, and the
+    files to upload once every row passes."""
+    if not month:
+        month = (datetime.now(UTC).date().replace(day=1) - timedelta(days=1)).strftime("%Y-%m")
+    page = await service.five_w(session, month, country or None)
+    return console.render("five_w.html", page=page, month=month, country=country or "")
+
+
+@router.get("/reports/5w/file")
+async def five_w_file(
+    console: FiveWReader,
+    session: SessionDep,
+    month: Annotated[str, Query(pattern=YEAR_MONTH)],
+    file_format: Annotated[Literal["csv", "xlsx"], Query(alias="format")],
+    country: Annotated[str | None, Query(pattern=BLANK_OR_COUNTRY)] = None,
+    hxl: bool = False,
+) -> Response:
+    """The API's 5W file (CSV or XLSX, optionally with the HXL row) for a browser signed in to the console,
+    which holds no API key: the same service output, refused with a 409 in the same case."""
+    made = await service.five_w_file(session, month, country or None, file_format, hxl=hxl)
+    return Response(
+        made.content,
+        media_type=made.media_type,
+        headers={"Content-Disposition": f'attachment; filename="{made.filename}"'},
+    )
 
 
 @router.get("/audit-events")

@@ -38,12 +38,14 @@ from cbi_service.console.i18n import N_
 from cbi_service.entitlements.models import ENTITLEMENT_STATUSES, OPEN_STATUSES
 from cbi_service.exports.verify import UnreadableExport, VerificationReport, verify_file
 from cbi_service.kit.errors import Conflict, UnprocessableEntity, field_errors
+from cbi_service.kit.negotiation import CSV_MEDIA_TYPE
 from cbi_service.kit.settings import Settings
 from cbi_service.programmes import service as programmes
 from cbi_service.programmes.models import Programme
 from cbi_service.programmes.schemas import ProgrammeBalancesOut
+from cbi_service.reports import files as report_files
 from cbi_service.reports import service as reports
-from cbi_service.reports.schemas import PeopleReached
+from cbi_service.reports.schemas import FiveWReport, FiveWRow, PeopleReached, RuleBreak
 
 PAGE_SIZE = 50
 QUEUE_STATUSES = ("pending_approval", "approved", "processing", "draft", "completed", "rejected", "cancelled")
@@ -148,7 +150,7 @@ def _valid(model: Any, data: dict[str, Any]) -> Any:
         raise UnprocessableEntity(N_("The form is not valid."), errors=field_errors(exc)) from None
 
 
-# Balances, trial balance, people reached ------------------------------------------------------------------------
+# Balances, trial balance, people reached, 5W --------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -199,6 +201,82 @@ async def people_reached(session: AsyncSession, start: date, end: date) -> Peopl
         by_group=charts.bar_chart(ordered),
         groups=ordered,
     )
+
+
+@dataclass(frozen=True)
+class FiveWLine:
+    row: FiveWRow
+    #: The quality rules this row breaks (none for a row R4V's check passes).
+    breaks: list[RuleBreak]
+
+
+@dataclass(frozen=True)
+class FiveWPage:
+    report: FiveWReport
+    lines: list[FiveWLine]
+    broken_rows: int
+    #: The programmes behind the rule breaks, by id: whoever fixes a break fixes it there.
+    programmes: dict[uuid.UUID, Programme]
+    by_sex_and_age: charts.BarChart
+    by_population: charts.BarChart
+
+
+FIVE_W_SEX_AND_AGE = (
+    "women_under_18", "men_under_18", "women_above_18", "men_above_18", "other_under_18", "other_above_18",
+)  # fmt: skip
+FIVE_W_POPULATIONS = ("in_destination", "in_transit", "host_community", "pendular", "returnee")
+"""The template's splits of New beneficiaries, as `FiveWRow` names them, in the template's order."""
+
+
+async def five_w(session: AsyncSession, month: str, country: str | None) -> FiveWPage:
+    """The 5W as `GET /v1/reports/5w` makes it, each row beside the rules it breaks, and the new people of
+    all rows by sex and age and by population group (what the file splits New into)."""
+    report = (await reports.five_w(session, month, country)).report
+    breaks: dict[int, list[RuleBreak]] = {}
+    for broken in report.rule_breaks:
+        breaks.setdefault(broken.row, []).append(broken)
+
+    def summed(columns: Sequence[str]) -> charts.BarChart:
+        return charts.bar_chart([(column, sum(getattr(row, column) for row in report.rows)) for column in columns])
+
+    return FiveWPage(
+        report=report,
+        lines=[FiveWLine(row, breaks.get(index, [])) for index, row in enumerate(report.rows)],
+        broken_rows=len(breaks),
+        programmes=await _programmes(session, {ident for b in report.rule_breaks for ident in b.programme_ids}),
+        by_sex_and_age=summed(FIVE_W_SEX_AND_AGE),
+        by_population=summed(FIVE_W_POPULATIONS),
+    )
+
+
+@dataclass(frozen=True)
+class FiveWFile:
+    content: str | bytes
+    media_type: str
+    filename: str
+
+
+async def five_w_file(
+    session: AsyncSession, month: str, country: str | None, file_format: str, *, hxl: bool
+) -> FiveWFile:
+    """The file `GET /v1/reports/5w?format=csv|xlsx` serves, made by the same functions, and refused as the
+    API refuses it: a month any of whose rows R4V's check would turn away is a 409 naming the breaks."""
+    five_w = await reports.five_w(session, month, country)
+    report = five_w.report
+    if not report.passes_quality_rules:
+        raise Conflict(
+            N_("This 5W breaks R4V's quality rules: R4V would refuse the file, so it is not served."),
+            extra={
+                "errors": [
+                    {"field": f"rows[{b.row}].{b.columns[0]}", "message": f"{b.rule}: {b.problem}"}
+                    for b in report.rule_breaks
+                ]
+            },
+        )
+    name = f"5w-{month}{'-' + country if country else ''}"
+    if file_format == "csv":
+        return FiveWFile(report_files.five_w_csv(five_w.cells, hxl=hxl), CSV_MEDIA_TYPE, f"{name}.csv")
+    return FiveWFile(report_files.five_w_xlsx(five_w.cells, hxl=hxl), report_files.XLSX_MEDIA_TYPE, f"{name}.xlsx")
 
 
 # Audit trail ----------------------------------------------------------------------------------------------------

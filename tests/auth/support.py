@@ -108,6 +108,8 @@ CONSOLE_MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/console/programmes"): MATRIX[("GET", "/v1/programmes/{programme_id}/balances")],
     ("GET", "/console/ledger/trial-balance"): MATRIX[("GET", "/v1/ledger/trial-balance")],
     ("GET", "/console/reports/people-reached"): MATRIX[("GET", "/v1/reports/people-reached")],
+    ("GET", "/console/reports/5w"): MATRIX[("GET", "/v1/reports/5w")],
+    ("GET", "/console/reports/5w/file"): MATRIX[("GET", "/v1/reports/5w")],
     ("GET", "/console/audit-events"): MATRIX[("GET", "/v1/audit-events")],
     ("GET", "/console/adjudications"): _ADJUDICATIONS,
     ("GET", "/console/adjudications/{adjudication_id}"): _ADJUDICATIONS,

@@ -63,6 +63,11 @@ def _environment(language: str) -> Environment:
         lstrip_blocks=True,
     )
     env.install_gettext_translations(i18n.translations(language), newstyle=True)  # type: ignore[attr-defined]
+    # `_()` marks what it returns as safe markup, which is right for the templates' own strings only: a message
+    # that comes from a request (an error quoting what was sent) is translated by this filter, as plain text
+    # the page escapes.
+    catalogue = i18n.translations(language)
+    env.filters["translated"] = lambda message: str(catalogue.gettext(message))
     env.filters["money"] = lambda value: i18n.money(value, language)
     env.filters["number"] = lambda value: i18n.number(value, language)
     env.filters["when"] = lambda value: i18n.when(value, language)

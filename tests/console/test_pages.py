@@ -342,3 +342,13 @@ async def test_a_refused_last_approval_leaves_nothing_behind(app, client, api_ke
             select(AuditEvent).where(AuditEvent.action == "payment_batch.approve", AuditEvent.resource_id == second)
         )
         assert len(list(events)) == 1
+
+
+async def test_text_from_a_request_is_escaped_on_an_error_page(app, api_key_factory):
+    """An error's message may quote what was sent (an id that is not one): it is text on the page, never markup."""
+    async with console_client(app) as browser:
+        await sign_in(browser, await api_key_factory("auditor"))
+        page = await browser.get("/console/batches/%3Cb%3Ex")
+    assert page.status_code == 422
+    assert "<b>" not in page.text
+    assert "&lt;" in page.text

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Self, TypeVar
+from typing import Any, ClassVar, Protocol, Self, TypeVar
 from uuid import UUID
 
 import httpx
@@ -63,6 +63,45 @@ class HttpAdapterConfig(BaseModel):
         return value.rstrip("/")
 
 
+class HttpOptions(Protocol):
+    """The connection options every HTTP provider adapter's config has."""
+
+    @property
+    def base_url(self) -> str: ...
+    @property
+    def api_key(self) -> SecretStr | None: ...
+    @property
+    def timeout_seconds(self) -> float: ...
+    @property
+    def connect_timeout_seconds(self) -> float: ...
+    @property
+    def max_connections(self) -> int: ...
+
+
+def provider_client(
+    config: HttpOptions, user_agent: str, headers: Mapping[str, str] | None = None
+) -> httpx.AsyncClient:
+    """The pooled client an adapter talks to its provider with: its base URL, bearer key, timeouts, pool."""
+    sent = {"User-Agent": user_agent, **(headers or {})}
+    if config.api_key:
+        sent["Authorization"] = f"Bearer {config.api_key.get_secret_value()}"
+    return httpx.AsyncClient(
+        base_url=config.base_url,
+        headers=sent,
+        timeout=httpx.Timeout(config.timeout_seconds, connect=config.connect_timeout_seconds),
+        limits=httpx.Limits(max_connections=config.max_connections, max_keepalive_connections=config.max_connections),
+    )
+
+
+def config_problems(exc: ValidationError) -> str:
+    """A config's problems by field name and message only: pydantic's own text would echo values such as
+    the api_key."""
+    return "; ".join(
+        f"{'.'.join(map(str, error['loc']))}: {error['msg']}"
+        for error in exc.errors(include_input=False, include_url=False)
+    )
+
+
 class HttpProviderAdapter:
     """A provider reached over the simulator's HTTP API; subclasses fix the product and `parse_event`."""
 
@@ -71,29 +110,16 @@ class HttpProviderAdapter:
     def __init__(self, name: str, config: HttpAdapterConfig) -> None:
         self._name = name
         self._config = config
-        headers = {"User-Agent": f"cbi-service/{self.product}-adapter"}
-        if config.api_key:
-            headers["Authorization"] = f"Bearer {config.api_key.get_secret_value()}"
-        self._client = httpx.AsyncClient(
-            base_url=config.base_url,
-            headers=headers,
-            timeout=httpx.Timeout(config.timeout_seconds, connect=config.connect_timeout_seconds),
-            limits=httpx.Limits(
-                max_connections=config.max_connections, max_keepalive_connections=config.max_connections
-            ),
-        )
+        self._client = provider_client(config, f"cbi-service/{self.product}-adapter")
 
     @classmethod
     def from_config(cls, name: str, config: Mapping[str, Any]) -> Self:
         try:
             return cls(name, HttpAdapterConfig.model_validate(dict(config)))
         except ValidationError as exc:
-            # Field names and messages only: pydantic's own text would echo values such as the api_key.
-            problems = "; ".join(
-                f"{'.'.join(map(str, error['loc']))}: {error['msg']}"
-                for error in exc.errors(include_input=False, include_url=False)
-            )
-            raise ProviderConfigError(f"provider {name!r}: invalid {cls.product} config: {problems}") from None
+            raise ProviderConfigError(
+                f"provider {name!r}: invalid {cls.product} config: {config_problems(exc)}"
+            ) from None
 
     @property
     def name(self) -> str:

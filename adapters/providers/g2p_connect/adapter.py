@@ -54,6 +54,7 @@ from adapters.providers.g2p_connect.messages import (
     TxnStatusResponse,
 )
 from adapters.providers.g2p_connect.signature import SignatureError, Signer, Verifier, private_key, public_key
+from adapters.providers.http import config_problems, provider_client
 
 _M = TypeVar("_M", bound=BaseModel)
 _ADDRESS_PART = re.compile(r"^[A-Za-z0-9.-]{1,128}$")
@@ -129,28 +130,16 @@ class G2PConnectAdapter:
             )
         except ValueError as exc:
             raise ProviderConfigError(f"provider {name!r}: provider_public_key: {exc}") from None
-        headers = {"User-Agent": "cbi-service/g2p-connect-adapter", "Content-Type": "application/json"}
-        if config.api_key:
-            headers["Authorization"] = f"Bearer {config.api_key.get_secret_value()}"
-        self._client = httpx.AsyncClient(
-            base_url=config.base_url,
-            headers=headers,
-            timeout=httpx.Timeout(config.timeout_seconds, connect=config.connect_timeout_seconds),
-            limits=httpx.Limits(
-                max_connections=config.max_connections, max_keepalive_connections=config.max_connections
-            ),
-        )
+        self._client = provider_client(config, "cbi-service/g2p-connect-adapter", {"Content-Type": "application/json"})
 
     @classmethod
     def from_config(cls, name: str, config: Mapping[str, Any]) -> Self:
         try:
             return cls(name, G2PConnectConfig.model_validate(dict(config)))
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, error['loc']))}: {error['msg']}"
-                for error in exc.errors(include_input=False, include_url=False)
-            )
-            raise ProviderConfigError(f"provider {name!r}: invalid g2p_connect config: {problems}") from None
+            raise ProviderConfigError(
+                f"provider {name!r}: invalid g2p_connect config: {config_problems(exc)}"
+            ) from None
 
     @property
     def name(self) -> str:

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ModelWrapValidatorHandler, ValidationError, model_validator
 
 from cbi_service.batches.models import BATCH_STATUSES, BatchApproval, BatchExclusion, PaymentBatch
+from cbi_service.kit.approvals import ApprovalOut
 from cbi_service.kit.money import Money, PositiveMoney
 from cbi_service.kit.validation import field_error, validate_with
 
@@ -117,24 +118,6 @@ class ExclusionOut(BaseModel):
     @classmethod
     def of(cls, row: BatchExclusion) -> ExclusionOut:
         return cls(beneficiary_id=row.beneficiary_id, reason=row.reason, entitlement_id=row.entitlement_id)
-
-
-class ApprovalOut(BaseModel):
-    approver_id: uuid.UUID
-    approver_name: str
-    decision: str
-    comment: str | None
-    at: datetime
-
-    @classmethod
-    def of(cls, row: BatchApproval) -> ApprovalOut:
-        return cls(
-            approver_id=row.approver_id,
-            approver_name=row.approver_name,
-            decision=row.decision,
-            comment=row.comment,
-            at=row.created_at,
-        )
 
 
 class BatchOut(BaseModel):

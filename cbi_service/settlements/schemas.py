@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cbi_service.kit.approvals import ApprovalOut
 from cbi_service.kit.money import Money
 from cbi_service.settlements.models import MerchantSettlement, SettlementApproval
 
@@ -34,24 +35,6 @@ class SettlementPaid(BaseModel):
     )
 
 
-class SettlementApprovalOut(BaseModel):
-    approver_id: uuid.UUID
-    approver_name: str
-    decision: str
-    comment: str | None
-    at: datetime
-
-    @classmethod
-    def of(cls, row: SettlementApproval) -> SettlementApprovalOut:
-        return cls(
-            approver_id=row.approver_id,
-            approver_name=row.approver_name,
-            decision=row.decision,
-            comment=row.comment,
-            at=row.created_at,
-        )
-
-
 class ProgrammeShare(BaseModel):
     programme_id: uuid.UUID
     total: Money = Field(description="What this programme's payable account owes in the settlement.")
@@ -65,7 +48,7 @@ class SettlementOut(BaseModel):
     redemption_count: int
     programmes: list[ProgrammeShare]
     approvals_needed: int | None = Field(description="Set on submit, from the programmes' approval bands.")
-    approvals: list[SettlementApprovalOut]
+    approvals: list[ApprovalOut]
     bank_reference: str | None
     created_by: uuid.UUID
     created_at: datetime
@@ -92,7 +75,7 @@ class SettlementOut(BaseModel):
             redemption_count=settlement.redemption_count,
             programmes=[ProgrammeShare(programme_id=p, total=Money.of(t, currency)) for p, t in programmes],
             approvals_needed=settlement.approvals_needed,
-            approvals=[SettlementApprovalOut.of(a) for a in approvals],
+            approvals=[ApprovalOut.of(a) for a in approvals],
             bank_reference=settlement.bank_reference,
             created_by=settlement.created_by,
             created_at=settlement.created_at,

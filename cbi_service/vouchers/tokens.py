@@ -73,17 +73,6 @@ class PresentedToken:
     claims: VoucherClaims
 
 
-def verify_voucher(keys: SigningKeys, token: str) -> VoucherClaims:
-    """The claims of a token signed by a key of the ring (the one its `kid` names), whatever its expiry: when a
-    voucher was still valid is the caller's to judge (an offline scan is judged at its scan time).
-
-    Checked directly with `cryptography` (Ed25519 over the token's first two segments, RFC 7515 §5.2) rather
-    than through PyJWT, whose per-character checks of each segment cost ten times the signature check: an
-    offline sync checks ten thousand tokens at once. Tokens are still made by PyJWT (`sign_voucher`).
-    """
-    return trusted(keys, read_token(token), issued=None)
-
-
 def read_token(token: str) -> PresentedToken:
     """What a token says (InvalidVoucherToken if it cannot be one of ours), before anything is trusted: the
     voucher it names is how a caller finds the token the service issued for it (see `trusted`)."""
@@ -121,6 +110,11 @@ def trusted(keys: SigningKeys, token: PresentedToken, issued: str | None) -> Vou
     the service made it. Only its key is checked to be still in the ring (a key dropped from the ring revokes
     what it signed, as for any token). Any other token, a tampered one among them, has its signature checked.
     Ed25519 checks were what an offline sync of ten thousand scans spent most of its time on.
+
+    Expiry is the caller's to judge (an offline scan is judged at its scan time). The signature is checked
+    directly with `cryptography` (Ed25519 over the token's first two segments, RFC 7515 §5.2) rather than
+    through PyJWT, whose per-character checks of each segment cost ten times the signature check; tokens are
+    still made by PyJWT (`sign_voucher`).
     """
     key = dict(keys.verifying).get(token.kid)
     if key is None:

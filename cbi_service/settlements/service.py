@@ -25,6 +25,7 @@ from cbi_service.auth.roles import Principal
 from cbi_service.kit.bank_accounts import SettlementAccount
 from cbi_service.kit.errors import Conflict, Forbidden, NotFound, UnprocessableEntity
 from cbi_service.merchants import service as merchants
+from cbi_service.programmes.models import Programme
 from cbi_service.programmes.service import get_programme
 from cbi_service.settlements import pain001
 from cbi_service.settlements.models import UNRELEASED_STATUSES, MerchantSettlement, SettlementApproval
@@ -61,11 +62,8 @@ async def submit_settlement(session: AsyncSession, principal: Principal, settlem
     """draft → pending_approval, needing as many approvers as the strictest of its programmes' bands asks."""
     settlement = await _locked(session, settlement_id, "draft")
     before = settlement.summary()
-    needed = 1
-    for programme_id, _ in (await SettlementRepository(session).programme_totals([settlement.id]))[settlement.id]:
-        programme = await get_programme(session, programme_id)
-        needed = max(needed, programme.approvals_needed(settlement.total_minor))
-    settlement.approvals_needed = needed
+    programmes = await _programmes_owing(session, settlement)
+    settlement.approvals_needed = max(p.approvals_needed(settlement.total_minor) for p, _ in programmes)
     _move(settlement, "pending_approval")
     settlement.submitted_by = principal.id
     settlement.submitted_at = _now()
@@ -144,13 +142,9 @@ async def mark_paid(
     session: AsyncSession, principal: Principal, settlement_id: uuid.UUID, data: SettlementPaid
 ) -> SettlementOut:
     """released → paid: the bank made the transfer; each programme's payable moves to its bank account."""
-    repo = SettlementRepository(session)
     settlement = await _locked(session, settlement_id, "released")
     before = settlement.summary()
-    payments = []
-    for programme_id, amount in (await repo.programme_totals([settlement.id]))[settlement.id]:
-        programme = await get_programme(session, programme_id)
-        payments.append(postings.MerchantPayment(programme, amount))
+    payments = [postings.MerchantPayment(p, amount) for p, amount in await _programmes_owing(session, settlement)]
     await postings.pay_merchant(session, payments, settlement.merchant_id, settlement.id, data.bank_reference)
     _move(settlement, "paid")
     settlement.bank_reference = data.bank_reference
@@ -252,6 +246,12 @@ async def _view(session: AsyncSession, settlement: MerchantSettlement) -> Settle
         programmes=(await repo.programme_totals([settlement.id]))[settlement.id],
         approvals=(await repo.approvals([settlement.id]))[settlement.id],
     )
+
+
+async def _programmes_owing(session: AsyncSession, settlement: MerchantSettlement) -> list[tuple[Programme, int]]:
+    """Each programme whose payable owes part of the settlement, with that part (minor units)."""
+    totals = (await SettlementRepository(session).programme_totals([settlement.id]))[settlement.id]
+    return [(await get_programme(session, programme_id), amount) for programme_id, amount in totals]
 
 
 async def _locked(session: AsyncSession, settlement_id: uuid.UUID, expected: str) -> MerchantSettlement:

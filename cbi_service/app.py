@@ -52,6 +52,7 @@ from cbi_service.programmes.router import enrolments_router
 from cbi_service.programmes.router import router as programmes_router
 from cbi_service.reconciliation.router import router as reconciliation_router
 from cbi_service.redemptions.router import router as redemptions_router
+from cbi_service.redemptions.service import online_redemptions
 from cbi_service.reports.router import router as reports_router
 from cbi_service.settlements.router import router as settlements_router
 from cbi_service.vouchers.keys import voucher_keys
@@ -142,6 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         use_master_key(engine, settings)
         app.state.session_factory = make_session_factory(engine)
+        app.state.online_redemptions = online_redemptions(app.state.session_factory, settings)
         stop = asyncio.Event()
         worker_task = None
         if settings.run_worker:
@@ -155,6 +157,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             stop.set()
             if worker_task is not None:
                 await worker_task
+            await app.state.online_redemptions.aclose()
             await close_providers()
             GAUGES.detach(engine)
             await engine.dispose()

@@ -4,7 +4,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import ARRAY, String, Text, Uuid, bindparam, func, or_, select, text
+from sqlalchemy import ARRAY, Text, Uuid, bindparam, func, or_, select, text
 
 from cbi_service.audit.models import AuditEvent
 from cbi_service.kit.repository import Repository
@@ -12,18 +12,21 @@ from cbi_service.kit.repository import Repository
 _INSERT_MANY = text(
     """
     INSERT INTO audit_events (id, actor_id, actor_name, action, resource_type, resource_id, before, after, request_id)
-    SELECT x.id, :actor_id, :actor_name, x.action, x.resource_type, x.resource_id, x.before::jsonb, x.after::jsonb,
-           :request_id
-      FROM unnest(:ids, :actions, :types, :resources, :befores, :afters)
-           AS x(id, action, resource_type, resource_id, before, after)
+    SELECT x.id, x.actor_id, x.actor_name, x.action, x.resource_type, x.resource_id, x.before::jsonb, x.after::jsonb,
+           x.request_id
+      FROM unnest(:ids, :actor_ids, :actor_names, :request_ids, :actions, :types, :resources, :befores, :afters)
+           AS x(id, actor_id, actor_name, request_id, action, resource_type, resource_id, before, after)
     """
 ).bindparams(
-    bindparam("actor_id", type_=Uuid()),
-    bindparam("actor_name", type_=String()),
-    bindparam("request_id", type_=String()),
     bindparam("ids", type_=ARRAY(Uuid())),
-    *(bindparam(name, type_=ARRAY(Text())) for name in ("actions", "types", "resources", "befores", "afters")),
+    bindparam("actor_ids", type_=ARRAY(Uuid())),
+    *(
+        bindparam(name, type_=ARRAY(Text()))
+        for name in ("actor_names", "request_ids", "actions", "types", "resources", "befores", "afters")
+    ),
 )
+"""One row per element of the arrays: (id, actor id, actor name, request id, action, resource type, resource
+id, before, after)."""
 
 
 class AuditRepository(Repository[AuditEvent]):
@@ -31,31 +34,16 @@ class AuditRepository(Repository[AuditEvent]):
 
     async def add_many(
         self,
-        actor_id: uuid.UUID | None,
-        actor_name: str,
-        request_id: str | None,
-        rows: Sequence[tuple[uuid.UUID, str, str, str, str | None, str | None]],
+        rows: Sequence[tuple[uuid.UUID, uuid.UUID | None, str, str | None, str, str, str, str | None, str | None]],
     ) -> None:
-        """One actor's events in one statement over arrays: (id, action, resource type, resource id, before,
-        after) with before and after as JSON text. A row per execute (executemany) costs the server a round
-        of parse, bind and execute per event, more than the insert itself."""
+        """Events in one statement over arrays: (id, actor id, actor name, request id, action, resource type,
+        resource id, before, after) with before and after as JSON text. A row per execute (executemany) costs
+        the server a round of parse, bind and execute per event, more than the insert itself."""
         if not rows:
             return
-        ids, actions, types, resources, befores, afters = (list(column) for column in zip(*rows, strict=True))
-        await self.session.execute(
-            _INSERT_MANY,
-            {
-                "actor_id": actor_id,
-                "actor_name": actor_name,
-                "request_id": request_id,
-                "ids": ids,
-                "actions": actions,
-                "types": types,
-                "resources": resources,
-                "befores": befores,
-                "afters": afters,
-            },
-        )
+        names = ("ids", "actor_ids", "actor_names", "request_ids", "actions", "types", "resources", "befores", "afters")
+        columns = (list(column) for column in zip(*rows, strict=True))
+        await self.session.execute(_INSERT_MANY, dict(zip(names, columns, strict=True)))
 
     async def about_beneficiary(self, beneficiary_id: uuid.UUID) -> Sequence[AuditEvent]:
         """Every event about a person: changes of their record, and the responses that showed it in full."""

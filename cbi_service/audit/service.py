@@ -67,23 +67,30 @@ class AuditEntry(NamedTuple):
 async def record_audit_many(session: AsyncSession, principal: Actor | None, events: Sequence[AuditEntry]) -> None:
     """Many events by one actor in one statement: bulk operations (imports) change thousands of records per
     transaction, and writing their events one by one would cost more than the changes themselves."""
-    if not events:
-        return
+    request_id = structlog.contextvars.get_contextvars().get("request_id")
+    await record_audit_each(session, [(principal, request_id, event) for event in events])
+
+
+async def record_audit_each(
+    session: AsyncSession, events: Sequence[tuple[Actor | None, str | None, AuditEntry]]
+) -> None:
+    """Events of many actors and requests, each (actor, request id, event), in one statement: a group commit
+    carries out the work of many requests at once, and each event still names who asked and in which request."""
     await AuditRepository(session).add_many(
-        principal.id if principal else None,
-        principal.name if principal else SYSTEM_ACTOR,
-        structlog.contextvars.get_contextvars().get("request_id"),
         [
             (
                 new_id(),
+                actor.id if actor else None,
+                actor.name if actor else SYSTEM_ACTOR,
+                request_id,
                 event.action,
                 event.resource_type,
                 str(event.resource_id),
                 None if event.before is None else _json(event.before),
                 None if event.after is None else _json(event.after),
             )
-            for event in events
-        ],
+            for actor, request_id, event in events
+        ]
     )
 
 

@@ -385,11 +385,14 @@ class EntitlementRepository(Repository[Entitlement]):
         rows = (await self.session.execute(stmt)).all()
         return [cast(Row[uuid.UUID, uuid.UUID, str, str], row) for row in rows if row.voucher_token is not None]
 
-    async def signed_voucher_by_code(self, code: str) -> Row[uuid.UUID, uuid.UUID, str, str] | None:
-        """(id, programme_id, currency, voucher_token) of the signed voucher with this code (codes of signed
-        vouchers are unique)."""
-        stmt = select(*_SIGNED_VOUCHER).where(Entitlement.voucher_code == code, Entitlement.voucher_token.is_not(None))
-        return cast(Row[uuid.UUID, uuid.UUID, str, str] | None, (await self.session.execute(stmt)).one_or_none())
+    async def signed_vouchers_by_code(self, codes: Sequence[str]) -> Sequence[Row[str, uuid.UUID, uuid.UUID, str, str]]:
+        """(voucher_code, id, programme_id, currency, voucher_token) of the signed vouchers with these codes
+        (codes of signed vouchers are unique)."""
+        stmt = select(Entitlement.voucher_code, *_SIGNED_VOUCHER).where(
+            Entitlement.voucher_code == any_(bindparam("codes", list(codes), type_=ARRAY(Text()))),
+            Entitlement.voucher_token.is_not(None),
+        )
+        return cast(Sequence[Row[str, uuid.UUID, uuid.UUID, str, str]], (await self.session.execute(stmt)).all())
 
     async def printable_vouchers(
         self, batch_id: uuid.UUID, after_id: uuid.UUID | None, limit: int

@@ -11,9 +11,10 @@ inbox, scheduled jobs, API routes) — the caller owns the transaction, these on
                 source="provider") -> Transition
     mark_redeemed(session, entitlement_id, amount_minor, merchant, *, source="provider") -> Transition
     mark_expired(session, entitlement_id, *, source="provider") -> Transition
-    spend_vouchers(session, spends: Sequence[Spend], *, actor, source, locked=None) -> list[Spent]
-        (the agency's own vouchers redeemed at merchants, set-based, in the order given; `locked` from
-        `lock_vouchers` when the caller had to lock them before writing rows that refer to them)
+    spend_vouchers(session, spends: Sequence[Spend], *, locked=None) -> list[Spent]
+        (the agency's own vouchers redeemed at merchants, set-based, in the order given, each spend naming
+        who presented it; `locked` from `lock_vouchers` when the caller had to lock them before writing rows
+        that refer to them)
     mark_issued_many(session, events: Sequence[Issued], *, source="provider") -> dict[UUID, Transition]
         (a chunk of confirmations in a few statements; unknown ids are absent from the answer; a chunk
         of signed vouchers one of whose codes is taken raises `VoucherCodeTaken`)
@@ -54,7 +55,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.providers.base import IssueOutcome
 from cbi_service.accounting import postings
-from cbi_service.audit.service import AuditEntry, record_audit, record_audit_many
+from cbi_service.audit.service import AuditEntry, record_audit, record_audit_each, record_audit_many
 from cbi_service.auth.roles import Principal
 from cbi_service.beneficiaries.repository import BeneficiaryRepository
 from cbi_service.entitlements.models import OPEN_STATUSES, VOUCHER_CODE_INDEX, Entitlement, EntitlementEvent
@@ -326,9 +327,10 @@ async def signed_vouchers(session: AsyncSession, voucher_ids: Sequence[uuid.UUID
     return {row.id: VoucherRef(*row) for row in rows}
 
 
-async def signed_voucher_by_code(session: AsyncSession, code: str) -> VoucherRef | None:
-    row = await EntitlementRepository(session).signed_voucher_by_code(code)
-    return None if row is None else VoucherRef(*row)
+async def signed_vouchers_by_code(session: AsyncSession, codes: Sequence[str]) -> dict[str, VoucherRef]:
+    """The signed vouchers of those of the codes that name one, by code."""
+    rows = await EntitlementRepository(session).signed_vouchers_by_code(codes)
+    return {row[0]: VoucherRef(row[1], row[2], row[3], row[4]) for row in rows}
 
 
 SpendRefusal = Literal["fully_redeemed", "exceeds_remaining", "expired", "cancelled", "not_issued", "unknown"]
@@ -337,13 +339,17 @@ SpendRefusal = Literal["fully_redeemed", "exceeds_remaining", "expired", "cancel
 @dataclass(frozen=True)
 class Spend:
     """A voucher presented at a merchant: `amount_minor` of it spent there at `at` (the scan, offline), the
-    redemption named `redemption_id` (the caller's record of it, and the event its ledger posting records)."""
+    redemption named `redemption_id` (the caller's record of it, and the event its ledger posting records),
+    presented `by` the merchant's key in request `request_id`: the voucher's history and the audit trail name
+    them, spend by spend, as one call may carry the spends of many requests (a group commit)."""
 
     voucher_id: uuid.UUID
     amount_minor: int
     merchant_id: uuid.UUID
     redemption_id: uuid.UUID
     at: datetime
+    by: Principal
+    request_id: str | None
 
 
 @dataclass(frozen=True)
@@ -375,12 +381,7 @@ async def lock_vouchers(session: AsyncSession, voucher_ids: Iterable[uuid.UUID])
 
 
 async def spend_vouchers(
-    session: AsyncSession,
-    spends: Sequence[Spend],
-    *,
-    actor: Principal | None,
-    source: str,
-    locked: VoucherLocks | None = None,
+    session: AsyncSession, spends: Sequence[Spend], *, locked: VoucherLocks | None = None
 ) -> list[Spent]:
     """Redeem the agency's own vouchers at merchants, in the order given (offline scans come in scan order, so
     the earliest wins a voucher spent twice), each applied only if the voucher is issued, not expired at the
@@ -413,7 +414,7 @@ async def spend_vouchers(
         outcomes.append(Spent(spend, refusal, remaining.get(spend.voucher_id, 0)))
     if applied:
         programmes = {row.id: _ProgrammeOf(row.programme_id, row.currency) for row in locked.values()}
-        await _record_spends(session, programmes, applied, actor=actor, source=source)
+        await _record_spends(session, programmes, applied)
     return outcomes
 
 
@@ -448,12 +449,7 @@ def _spend_refusal(
 
 
 async def _record_spends(
-    session: AsyncSession,
-    programme_of: dict[uuid.UUID, _ProgrammeOf],
-    applied: Sequence[tuple[Spend, str]],
-    *,
-    actor: Principal | None,
-    source: str,
+    session: AsyncSession, programme_of: dict[uuid.UUID, _ProgrammeOf], applied: Sequence[tuple[Spend, str]]
 ) -> None:
     """The applied spends' writes, the ledger's last: its programme-wide `disbursed` account is locked by
     every redemption of the programme until its transaction commits, so the less follows it, the more
@@ -477,21 +473,24 @@ async def _record_spends(
             "entitlement_id": spend.voucher_id,
             "from_status": previous,
             "to_status": "redeemed",
-            "actor": source,
+            "actor": spend.by.name,
             "detail": detail,
         }
         for (spend, previous), detail in zip(applied, details, strict=True)
     )
-    await record_audit_many(
+    await record_audit_each(
         session,
-        actor,
         [
-            AuditEntry(
-                "entitlement.redeemed",
-                "entitlement",
-                spend.voucher_id,
-                {"status": previous},
-                {"status": "redeemed", **detail, "source": source},
+            (
+                spend.by,
+                spend.request_id,
+                AuditEntry(
+                    "entitlement.redeemed",
+                    "entitlement",
+                    spend.voucher_id,
+                    {"status": previous},
+                    {"status": "redeemed", **detail, "source": spend.by.name},
+                ),
             )
             for (spend, previous), detail in zip(applied, details, strict=True)
         ],

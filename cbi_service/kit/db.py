@@ -54,6 +54,13 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
+async def release_connection(session: AsyncSession) -> None:
+    """End the request's transaction, which has only read (who is calling), so that its connection goes back
+    to the pool before the request waits on a group commit (`kit.group_commit`), which needs one of its own:
+    a pool's worth of waiting requests holding theirs would leave the group none."""
+    await session.commit()
+
+
 async def roll_back_request(request: Request) -> None:
     """Undo what the request's unit of work wrote so far: for a route that answers an error itself (an
     error page) instead of raising it, which would leave `get_session` nothing to roll back on."""

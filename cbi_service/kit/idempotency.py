@@ -21,7 +21,8 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -29,7 +30,21 @@ from fastapi import Depends, Header, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
-from sqlalchemy import DateTime, ForeignKey, Integer, LargeBinary, String, bindparam, delete, func, select, text
+from sqlalchemy import (
+    ARRAY,
+    DateTime,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    bindparam,
+    delete,
+    func,
+    select,
+    text,
+    tuple_,
+)
 from sqlalchemy.dialects.postgresql import Insert, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
@@ -95,6 +110,27 @@ class IdempotencyRepository:
         )
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
+    async def try_lock_many(self, scopes: Sequence[tuple[uuid.UUID, str]]) -> list[bool]:
+        """`try_lock` for many (caller, key) at once, in one statement; a lock this transaction already holds is
+        taken again (the caller tells repeated keys apart)."""
+        stmt = text(
+            "SELECT pg_try_advisory_xact_lock(hashtextextended(s.scope, 0)) FROM unnest(:scopes) WITH ORDINALITY"
+            " AS s(scope, n) ORDER BY s.n"
+        ).bindparams(bindparam("scopes", type_=ARRAY(Text())))
+        rows = await self.session.execute(stmt, {"scopes": [f"idem:{caller}:{key}" for caller, key in scopes]})
+        return [bool(locked) for locked in rows.scalars()]
+
+    async def find_live_many(
+        self, scopes: Sequence[tuple[uuid.UUID, str]]
+    ) -> dict[tuple[uuid.UUID, str], IdempotencyRecord]:
+        if not scopes:
+            return {}
+        stmt = select(IdempotencyRecord).where(
+            tuple_(IdempotencyRecord.principal_id, IdempotencyRecord.key).in_(list(scopes)),
+            IdempotencyRecord.expires_at > func.now(),
+        )
+        return {(r.principal_id, r.key): r for r in (await self.session.execute(stmt)).scalars()}
+
     async def store(
         self,
         principal_id: uuid.UUID,
@@ -106,19 +142,30 @@ class IdempotencyRepository:
         subject_id: uuid.UUID | None = None,
     ) -> None:
         """Insert, or take over an expired row with the same key (the advisory lock excludes races)."""
+        await self.store_many([(principal_id, key, request_hash, status, body, subject_id)], ttl_hours)
+
+    async def store_many(
+        self, answers: Sequence[tuple[uuid.UUID, str, str, int, str, uuid.UUID | None]], ttl_hours: int
+    ) -> None:
+        """`store` for many (caller, key, request hash, status, body, subject), sealed and written at once."""
+        if not answers:
+            return
         ring = await keyring(self.session)
         version = await ring.active(self.session)
-        values = {
-            "principal_id": principal_id,
-            "key": key,
-            "request_hash": request_hash,
-            "response_status": status,
-            "key_version": version,
-            "response_sealed": ring.seal(version, body.encode(), response_aad(principal_id, key)),
-            "subject_id": subject_id,
-            "ttl_hours": int(ttl_hours),
-        }
-        await self.session.execute(_STORE, values)
+        rows = [
+            {
+                "principal_id": caller,
+                "key": key,
+                "request_hash": request_hash,
+                "response_status": status,
+                "key_version": version,
+                "response_sealed": ring.seal(version, body.encode(), response_aad(caller, key)),
+                "subject_id": subject_id,
+                "ttl_hours": int(ttl_hours),
+            }
+            for caller, key, request_hash, status, body, subject_id in answers
+        ]
+        await self.session.execute(_STORE, rows)
 
     async def response_body(self, record: IdempotencyRecord) -> str:
         ring = await keyring(self.session)
@@ -173,7 +220,8 @@ def bind_caller(request: Request, caller_id: uuid.UUID) -> None:
     request.state.idempotency_caller = caller_id
 
 
-def _caller_of(request: Request) -> uuid.UUID:
+def caller_of(request: Request) -> uuid.UUID:
+    """The caller whose keys this request's Idempotency-Key is one of (`bind_caller`)."""
     caller: uuid.UUID | None = getattr(request.state, "idempotency_caller", None)
     if caller is None:
         raise RuntimeError("an Idempotency-Key on a route that authenticates no caller")
@@ -194,7 +242,7 @@ class Idempotency:
     async def run(self, payload: Any, effect: Callable[[], Awaitable[Any]], *, status_code: int = 200) -> Response:
         if self.key is None:
             return _json(status_code, _encode(await effect()))
-        caller = _caller_of(self.request)
+        caller = caller_of(self.request)
         repo = IdempotencyRepository(self.session)
         if not await repo.try_lock(caller, self.key):
             raise Conflict("A request with this Idempotency-Key is still being processed.")
@@ -202,10 +250,7 @@ class Idempotency:
         previous = await repo.find_live(caller, self.key)
         if previous is not None:
             if previous.request_hash != request_hash:
-                raise UnprocessableEntity(
-                    "This Idempotency-Key was used with a different request.",
-                    errors=[{"field": "Idempotency-Key", "message": "reused with a different request body"}],
-                )
+                raise _reused_key()
             response = _json(previous.response_status, await repo.response_body(previous))
             response.headers[REPLAY_HEADER] = "true"
             return response
@@ -225,6 +270,107 @@ class Idempotency:
             caller, self.key, request_hash, status_code, body, ttl, subject if isinstance(subject, uuid.UUID) else None
         )
         return _json(status_code, body)
+
+
+@dataclass(frozen=True)
+class KeyedRequest:
+    """A request under an Idempotency-Key, carried out in a group (`run_many`)."""
+
+    caller: uuid.UUID
+    key: str
+    request_hash: str
+    """`fingerprint` of what was asked."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A request's response, as `run_many` decided it: to send as it is."""
+
+    status: int
+    body: str
+    replayed: bool = False
+
+    def response(self) -> Response:
+        response = _json(self.status, self.body)
+        if self.replayed:
+            response.headers[REPLAY_HEADER] = "true"
+        return response
+
+
+GroupEffect = Callable[[Sequence[int]], Awaitable[Sequence[BaseModel | AppError]]]
+"""Carries out the requests of the given positions, each with a result or a 4xx refusal, writing nothing for
+those it refuses (a group has no savepoint per request)."""
+
+
+async def run_many(
+    session: AsyncSession,
+    requests: Sequence[KeyedRequest],
+    effect: GroupEffect,
+    *,
+    status_code: int,
+    ttl_hours: int,
+) -> list[Answer]:
+    """`Idempotency.run` for the requests of a group commit, in a few statements whatever their number.
+
+    Each request answers as it would alone: a key in flight (in another transaction, or earlier in the same
+    group) is a 409 and a key reused with another body a 422, neither stored; a key answered before replays its
+    first response; the rest go to `effect`, and its results and refusals are stored under their keys."""
+    repo = IdempotencyRepository(session)
+    scopes = [(r.caller, r.key) for r in requests]
+    locked = await repo.try_lock_many(scopes)
+    answers: list[Answer | None] = [None] * len(requests)
+    seen: set[tuple[uuid.UUID, str]] = set()
+    for n, (scope, free) in enumerate(zip(scopes, locked, strict=True)):
+        if not free or scope in seen:
+            answers[n] = _answer(Conflict("A request with this Idempotency-Key is still being processed."))
+        seen.add(scope)
+    held = [n for n, answer in enumerate(answers) if answer is None]
+    previous = await repo.find_live_many([scopes[n] for n in held])
+    todo = []
+    for n in held:
+        record = previous.get(scopes[n])
+        if record is None:
+            todo.append(n)
+        elif record.request_hash != requests[n].request_hash:
+            answers[n] = _answer(_reused_key())
+        else:
+            answers[n] = Answer(record.response_status, await repo.response_body(record), replayed=True)
+    results = await effect(todo) if todo else []
+    stored = []
+    for n, result in zip(todo, results, strict=True):
+        if isinstance(result, AppError):
+            if result.status >= 500:
+                raise result
+            answer = _answer(result)
+            subject = None
+        else:
+            answer = Answer(status_code, _encode(result))
+            subject = getattr(result, "id", None)
+        answers[n] = answer
+        request = requests[n]
+        stored.append(
+            (
+                request.caller,
+                request.key,
+                request.request_hash,
+                answer.status,
+                answer.body,
+                subject if isinstance(subject, uuid.UUID) else None,
+            )
+        )
+    await repo.store_many(stored, ttl_hours)
+    return [answer for answer in answers if answer is not None]
+
+
+def _answer(error: AppError) -> Answer:
+    return Answer(error.status, bytes(problem_of(error).body).decode())
+
+
+def _reused_key() -> UnprocessableEntity:
+    return UnprocessableEntity(
+        "This Idempotency-Key was used with a different request.",
+        errors=[{"field": "Idempotency-Key", "message": "reused with a different request body"}],
+    )
 
 
 def _encode(result: Any) -> str:
@@ -261,4 +407,6 @@ async def required_idempotency(
 
 
 IdempotencyDep = Annotated[Idempotency, Depends(optional_idempotency)]
+RequiredKeyDep = Annotated[str, Header(alias="Idempotency-Key", pattern=KEY_PATTERN, description=_KEY_DOC)]
+"""The key alone, for a route whose effect runs in a group commit (`run_many`) rather than in its request."""
 RequiredIdempotencyDep = Annotated[Idempotency, Depends(required_idempotency)]

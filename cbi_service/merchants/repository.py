@@ -30,6 +30,9 @@ class MerchantRepository(Repository[Merchant]):
             found[merchant_id].append(programme_id)
         return found
 
+    async def many(self, merchant_ids: Sequence[uuid.UUID]) -> Sequence[Merchant]:
+        return (await self.session.execute(select(Merchant).where(Merchant.id.in_(merchant_ids)))).scalars().all()
+
     async def list(
         self, *, after_id: uuid.UUID | None, limit: int, programme_id: uuid.UUID | None, country: str | None
     ) -> Sequence[Merchant]:

@@ -6,7 +6,7 @@ what those accounts hold is the merchant's `unsettled` total.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -125,11 +125,19 @@ async def list_merchants(
 
 
 async def merchant_ref(session: AsyncSession, merchant_id: uuid.UUID) -> MerchantRef:
-    """The merchant a merchant's key acts for (it exists: the key's row refers to it)."""
+    """The merchant of this id (404 if there is none)."""
+    found = (await merchant_refs(session, [merchant_id])).get(merchant_id)
+    if found is None:
+        raise NotFound(MerchantRepository.not_found)
+    return found
+
+
+async def merchant_refs(session: AsyncSession, merchant_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, MerchantRef]:
+    """`merchant_ref` for the merchants of many keys at once (a group of redemptions), by id."""
     repo = MerchantRepository(session)
-    merchant = await repo.require(merchant_id)
-    programme_ids = (await repo.programmes_of([merchant.id]))[merchant.id]
-    return MerchantRef(merchant.id, merchant.name, merchant.currency, frozenset(programme_ids))
+    merchants = await repo.many(sorted(set(merchant_ids)))
+    programmes = await repo.programmes_of([m.id for m in merchants])
+    return {m.id: MerchantRef(m.id, m.name, m.currency, frozenset(programmes[m.id])) for m in merchants}
 
 
 async def exists(session: AsyncSession, merchant_id: uuid.UUID) -> bool:

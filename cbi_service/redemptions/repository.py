@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import ARRAY, BigInteger, DateTime, Row, Text, Uuid, any_, bindparam, insert, select, text
 
@@ -61,6 +61,17 @@ class Scan:
     reason: str | None
 
 
+class OnlineRecord(NamedTuple):
+    """An online redemption as recorded: accepted when it is written."""
+
+    id: uuid.UUID
+    merchant_id: uuid.UUID
+    voucher_id: uuid.UUID
+    currency: str
+    amount_minor: int
+    scanned_at: datetime
+
+
 class RedemptionRepository(Repository[VoucherRedemption]):
     model = VoucherRedemption
     server_set = ("created_at",)
@@ -81,27 +92,11 @@ class RedemptionRepository(Repository[VoucherRedemption]):
         }
         return set((await self.session.execute(_INSERT_SCANS, params)).scalars())
 
-    async def record_online(
-        self,
-        redemption_id: uuid.UUID,
-        merchant_id: uuid.UUID,
-        voucher_id: uuid.UUID,
-        currency: str,
-        amount_minor: int,
-        at: datetime,
-    ) -> None:
-        """An online redemption, accepted: one INSERT, nothing read back."""
-        values = {
-            "id": redemption_id,
-            "merchant_id": merchant_id,
-            "voucher_id": voucher_id,
-            "currency": currency,
-            "amount_minor": amount_minor,
-            "status": "accepted",
-            "channel": "online",
-            "scanned_at": at,
-        }
-        await self.session.execute(insert(VoucherRedemption), [values])
+    async def record_online(self, redemptions: Sequence[OnlineRecord]) -> None:
+        """Online redemptions, accepted: one INSERT however many, nothing read back."""
+        if redemptions:
+            rows = [{**r._asdict(), "status": "accepted", "channel": "online"} for r in redemptions]
+            await self.session.execute(insert(VoucherRedemption), rows)
 
     async def mark_conflicts(self, reasons: dict[uuid.UUID, str]) -> None:
         if reasons:

@@ -1,15 +1,18 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Annotated
 
+import structlog
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from cbi_service.auth.dependencies import require_roles
 from cbi_service.auth.roles import Principal, Role
-from cbi_service.kit.db import SessionDep
-from cbi_service.kit.idempotency import IdempotencyDep, RequiredIdempotencyDep
+from cbi_service.kit.db import SessionDep, release_connection
+from cbi_service.kit.group_commit import GroupCommit
+from cbi_service.kit.idempotency import Answer, IdempotencyDep, RequiredKeyDep, fingerprint
 from cbi_service.kit.pagination import Page, PageDep, page_of
 from cbi_service.kit.routing import StorableTextRoute
 from cbi_service.redemptions import service
@@ -30,15 +33,24 @@ Reader = Annotated[Principal, Depends(require_roles(Role.admin, Role.finance, Ro
 
 @router.post("", status_code=201, response_model=RedemptionOut)
 async def redeem_voucher(
-    request: Request, body: RedemptionCreate, session: SessionDep, principal: Merchant, idem: RequiredIdempotencyDep
+    request: Request, body: RedemptionCreate, session: SessionDep, principal: Merchant, key: RequiredKeyDep
 ) -> Response:
     """Redeem `amount` of a voucher at the caller's merchant, now: the voucher named by its `code` or its QR
     `token` (Idempotency-Key required). A voucher may be redeemed in parts up to its value. Fully redeemed,
     expired, cancelled, or of a programme the merchant does not serve → 409; more than it holds → 422; a
     token that does not verify or a mistyped code → 422. Of two merchants redeeming one voucher at once,
     exactly one succeeds."""
-    settings = request.app.state.settings
-    return await idem.run(body, lambda: service.redeem(session, settings, principal, body), status_code=201)
+    redemption = service.OnlineRedemption(
+        principal=principal,
+        key=key,
+        request_hash=fingerprint(request.method, request.url.path, body),
+        body=body,
+        request_id=structlog.contextvars.get_contextvars().get("request_id"),
+        received_at=datetime.now(UTC),
+    )
+    writer: GroupCommit[service.OnlineRedemption, Answer] = request.app.state.online_redemptions
+    await release_connection(session)
+    return (await writer.submit(redemption)).response()
 
 
 @router.post("/sync", response_model=SyncResult)

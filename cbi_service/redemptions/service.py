@@ -14,16 +14,20 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cbi_service.audit.service import record_audit
 from cbi_service.auth.roles import Principal
 from cbi_service.entitlements import service as entitlements
 from cbi_service.entitlements.service import Spend, Spent, VoucherRef
-from cbi_service.kit.errors import Conflict, NotFound, UnprocessableEntity
+from cbi_service.kit.errors import AppError, Conflict, NotFound, UnprocessableEntity
+from cbi_service.kit.group_commit import GroupCommit
+from cbi_service.kit.idempotency import Answer, KeyedRequest, run_many
 from cbi_service.kit.ids import new_id
 from cbi_service.kit.money import Money, require_currency
 from cbi_service.kit.settings import Settings
@@ -31,7 +35,7 @@ from cbi_service.kit.signing import SigningKeys
 from cbi_service.merchants import service as merchants
 from cbi_service.merchants.service import MerchantRef
 from cbi_service.redemptions.models import VoucherRedemption
-from cbi_service.redemptions.repository import RedemptionRepository, Scan
+from cbi_service.redemptions.repository import OnlineRecord, RedemptionRepository, Scan
 from cbi_service.redemptions.schemas import (
     RedemptionCreate,
     RedemptionOut,
@@ -55,70 +59,155 @@ _CONFLICT_DETAIL = {
 }
 
 
-async def redeem(
-    session: AsyncSession, settings: Settings, principal: Principal, body: RedemptionCreate
-) -> RedemptionOut:
-    """Redeem `amount` of the voucher now, at the caller's merchant."""
-    merchant = await _merchant_of(session, principal)
-    voucher = await _voucher(session, settings, body)
-    if voucher.programme_id not in merchant.programme_ids:
-        raise Conflict("This merchant does not serve the voucher's programme.")
-    amount = require_currency(body.amount, voucher.currency)
-    now = datetime.now(UTC)
-    spend = Spend(voucher.id, amount, merchant.id, new_id(), now)
-    # Locked, then recorded, then spent: the record refers to the voucher (so after its lock, see
-    # `lock_vouchers`), and the spend's ledger posting, which holds the programme's `disbursed` account until
-    # the commit, comes last. A refusal raises, and the record goes with the rest of the unit of work.
-    locked = await entitlements.lock_vouchers(session, [voucher.id])
-    await RedemptionRepository(session).record_online(
-        spend.redemption_id, merchant.id, voucher.id, voucher.currency, amount, now
-    )
-    [spent] = await entitlements.spend_vouchers(session, [spend], actor=principal, source=principal.name, locked=locked)
+@dataclass(frozen=True)
+class OnlineRedemption:
+    """One `POST /v1/voucher-redemptions` as its request read it, to be carried out in a group commit."""
+
+    principal: Principal
+    key: str
+    """Its Idempotency-Key."""
+    request_hash: str
+    body: RedemptionCreate
+    request_id: str | None
+    received_at: datetime
+
+
+def online_redemptions(
+    sessions: async_sessionmaker[AsyncSession], settings: Settings
+) -> GroupCommit[OnlineRedemption, Answer]:
+    """The API process's writer of online redemptions: the concurrent ones are carried out together.
+
+    Every redemption of a programme moves money out of its one `disbursed` ledger account, locked until the
+    transaction commits, so redemptions a transaction each take turns on it; in groups they share that lock,
+    the statements and the commit, and each still gets the answer it would have had alone."""
+
+    async def carry_out(session: AsyncSession, group: Sequence[OnlineRedemption]) -> list[Answer]:
+        return await redeem_many(session, settings, group)
+
+    return GroupCommit(sessions, carry_out)
+
+
+async def redeem_many(session: AsyncSession, settings: Settings, group: Sequence[OnlineRedemption]) -> list[Answer]:
+    """Redeem each request's `amount` of its voucher at its caller's merchant, in the order they came: of two
+    redeeming the last of one voucher, the first wins. Each request is refused, stored and replayed under its
+    Idempotency-Key as it would be alone (`kit.idempotency.run_many`)."""
+    keyed = [KeyedRequest(r.principal.id, r.key, r.request_hash) for r in group]
+
+    async def effect(positions: Sequence[int]) -> list[RedemptionOut | AppError]:
+        return await _redeem(session, settings, [group[n] for n in positions])
+
+    return await run_many(session, keyed, effect, status_code=201, ttl_hours=settings.idempotency_ttl_hours)
+
+
+async def _redeem(
+    session: AsyncSession, settings: Settings, group: Sequence[OnlineRedemption]
+) -> list[RedemptionOut | AppError]:
+    """The redemptions of a group, each with its result or its refusal; a refused one writes nothing."""
+    shops = await merchants.merchant_refs(session, (_merchant_id(r.principal) for r in group))
+    vouchers = await _vouchers(session, settings, group)
+    outcomes: list[AppError | Spend] = []
+    for request, voucher in zip(group, vouchers, strict=True):
+        merchant = shops[_merchant_id(request.principal)]
+        if isinstance(voucher, AppError):
+            outcomes.append(voucher)
+        elif voucher.programme_id not in merchant.programme_ids:
+            outcomes.append(Conflict("This merchant does not serve the voucher's programme."))
+        else:
+            try:
+                amount = require_currency(request.body.amount, voucher.currency)
+            except AppError as exc:
+                outcomes.append(exc)
+                continue
+            by, at = request.principal, request.received_at
+            outcomes.append(Spend(voucher.id, amount, merchant.id, new_id(), at, by, request.request_id))
+    spends = [o for o in outcomes if isinstance(o, Spend)]
+    # Locked before anything refers to them (see `lock_vouchers`), spent in the order the requests came, then
+    # recorded: only the spends applied, so a refusal leaves nothing behind.
+    locked = await entitlements.lock_vouchers(session, (s.voucher_id for s in spends))
+    spent = {s.spend.redemption_id: s for s in await entitlements.spend_vouchers(session, spends, locked=locked)}
+    applied = [s for s in spends if spent[s.redemption_id].applied]
+    records = [
+        OnlineRecord(s.redemption_id, s.merchant_id, s.voucher_id, locked[s.voucher_id].currency, s.amount_minor, s.at)
+        for s in applied
+    ]
+    await RedemptionRepository(session).record_online(records)
+    return [_answer(spent[o.redemption_id], locked) if isinstance(o, Spend) else o for o in outcomes]
+
+
+def _answer(spent: Spent, locked: entitlements.VoucherLocks) -> RedemptionOut | AppError:
+    spend = spent.spend
+    voucher = locked.get(spend.voucher_id)
+    if spent.refusal == "unknown" or voucher is None:
+        return NotFound("Voucher not found.")
     if spent.refusal == "exceeds_remaining":
         remaining = Money.of(spent.remaining_minor, voucher.currency).amount
-        raise UnprocessableEntity(
+        return UnprocessableEntity(
             "The voucher holds less than this amount.",
             errors=[{"field": "amount", "message": f"more than the {remaining} {voucher.currency} left"}],
         )
-    if spent.refusal == "unknown":
-        raise NotFound("Voucher not found.")
     if spent.refusal is not None:
-        raise Conflict(_CONFLICT_DETAIL[spent.refusal], extra={"reason": spent.refusal})
+        return Conflict(_CONFLICT_DETAIL[spent.refusal], extra={"reason": spent.refusal})
     return RedemptionOut(
         id=spend.redemption_id,
-        voucher_id=voucher.id,
-        amount=Money.of(amount, voucher.currency),
+        voucher_id=spend.voucher_id,
+        amount=Money.of(spend.amount_minor, voucher.currency),
         remaining=Money.of(spent.remaining_minor, voucher.currency),
     )
 
 
-async def _merchant_of(session: AsyncSession, principal: Principal) -> MerchantRef:
+def _merchant_id(principal: Principal) -> uuid.UUID:
     if principal.merchant_id is None:
         raise RuntimeError("a merchant route reached without a merchant's key")
-    return await merchants.merchant_ref(session, principal.merchant_id)
+    return principal.merchant_id
 
 
-async def _voucher(session: AsyncSession, settings: Settings, body: RedemptionCreate) -> VoucherRef:
-    """The voucher the code or token names: a token that does not verify or a mistyped code is a 422."""
-    if body.token is not None:
-        try:
-            presented = read_token(body.token)
-            voucher_id = presented.claims.voucher_id
-            found = (await entitlements.signed_vouchers(session, [voucher_id])).get(voucher_id)
-            trusted(voucher_keys(settings), presented, found.token if found else None)
-        except InvalidVoucherToken as exc:
-            raise UnprocessableEntity(
-                "The voucher's token does not verify.", errors=[{"field": "token", "message": str(exc)}]
-            ) from exc
-    else:
-        try:
-            code = normalize_code(body.code or "")
-        except ValueError as exc:
-            raise UnprocessableEntity("Not a voucher code.", errors=[{"field": "code", "message": str(exc)}]) from exc
-        found = await entitlements.signed_voucher_by_code(session, code)
-    if found is None:
-        raise NotFound("Voucher not found.")
+async def _merchant_of(session: AsyncSession, principal: Principal) -> MerchantRef:
+    return await merchants.merchant_ref(session, _merchant_id(principal))
+
+
+async def _vouchers(
+    session: AsyncSession, settings: Settings, group: Sequence[OnlineRedemption]
+) -> list[VoucherRef | AppError]:
+    """The voucher each request's code or token names: a token that does not verify or a mistyped code is a
+    422, a voucher that is not there a 404. The vouchers of the whole group are read in two statements."""
+    named: list[PresentedToken | str | AppError] = []
+    for request in group:
+        body = request.body
+        if body.token is not None:
+            try:
+                named.append(read_token(body.token))
+            except InvalidVoucherToken as exc:
+                named.append(_bad_token(exc))
+        else:
+            try:
+                named.append(normalize_code(body.code or ""))
+            except ValueError as exc:
+                named.append(
+                    UnprocessableEntity("Not a voucher code.", errors=[{"field": "code", "message": str(exc)}])
+                )
+    tokens = sorted({n.claims.voucher_id for n in named if isinstance(n, PresentedToken)})
+    by_id = await entitlements.signed_vouchers(session, tokens) if tokens else {}
+    codes = sorted({n for n in named if isinstance(n, str)})
+    by_code = await entitlements.signed_vouchers_by_code(session, codes) if codes else {}
+    keys = voucher_keys(settings)
+    found: list[VoucherRef | AppError] = []
+    for name in named:
+        if isinstance(name, AppError):
+            found.append(name)
+            continue
+        voucher = by_code.get(name) if isinstance(name, str) else by_id.get(name.claims.voucher_id)
+        if isinstance(name, PresentedToken):
+            try:
+                trusted(keys, name, voucher.token if voucher else None)
+            except InvalidVoucherToken as exc:
+                found.append(_bad_token(exc))
+                continue
+        found.append(voucher if voucher is not None else NotFound("Voucher not found."))
     return found
+
+
+def _bad_token(exc: InvalidVoucherToken) -> UnprocessableEntity:
+    return UnprocessableEntity("The voucher's token does not verify.", errors=[{"field": "token", "message": str(exc)}])
 
 
 async def sync(session: AsyncSession, settings: Settings, principal: Principal, body: SyncRequest) -> SyncResult:
@@ -137,8 +226,13 @@ async def sync(session: AsyncSession, settings: Settings, principal: Principal, 
     fresh = await repo.insert_scans(merchant.id, body.device_id, scans)
     spendable = [s for s in scans if s.local_id in fresh and s.status == "accepted"]
     spendable.sort(key=lambda s: (s.scanned_at, s.local_id))
-    spends = [Spend(s.voucher_id, s.amount_minor, merchant.id, s.id, s.scanned_at) for s in spendable if s.voucher_id]
-    spent = await entitlements.spend_vouchers(session, spends, actor=principal, source=principal.name, locked=locked)
+    request_id = structlog.contextvars.get_contextvars().get("request_id")
+    spends = [
+        Spend(s.voucher_id, s.amount_minor, merchant.id, s.id, s.scanned_at, principal, request_id)
+        for s in spendable
+        if s.voucher_id
+    ]
+    spent = await entitlements.spend_vouchers(session, spends, locked=locked)
     await repo.mark_conflicts({s.spend.redemption_id: s.refusal for s in spent if s.refusal is not None})
     earlier = {
         row.local_id: row

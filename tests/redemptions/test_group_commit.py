@@ -57,7 +57,8 @@ async def test_a_group_answers_each_request_as_if_it_were_alone(client, api_key_
         assert after.headers["Idempotent-Replayed"] == "true"
 
     spent = await send(0, "spent-a", {"code": a["voucher_code"], "amount": cop("0.01")})
-    assert spent.status_code == 409 and spent.json()["reason"] == "fully_redeemed", spent.text
+    assert spent.status_code == 409, spent.text
+    assert spent.json()["reason"] == "fully_redeemed"
     figures = await checked_balances(client, s.actors, s.programme["id"])
     assert figures["redeemed"] == "300000.00"
     async with session_factory() as session:

@@ -220,8 +220,7 @@ def bind_caller(request: Request, caller_id: uuid.UUID) -> None:
     request.state.idempotency_caller = caller_id
 
 
-def caller_of(request: Request) -> uuid.UUID:
-    """The caller whose keys this request's Idempotency-Key is one of (`bind_caller`)."""
+def _caller_of(request: Request) -> uuid.UUID:
     caller: uuid.UUID | None = getattr(request.state, "idempotency_caller", None)
     if caller is None:
         raise RuntimeError("an Idempotency-Key on a route that authenticates no caller")
@@ -242,7 +241,7 @@ class Idempotency:
     async def run(self, payload: Any, effect: Callable[[], Awaitable[Any]], *, status_code: int = 200) -> Response:
         if self.key is None:
             return _json(status_code, _encode(await effect()))
-        caller = caller_of(self.request)
+        caller = _caller_of(self.request)
         repo = IdempotencyRepository(self.session)
         if not await repo.try_lock(caller, self.key):
             raise Conflict("A request with this Idempotency-Key is still being processed.")

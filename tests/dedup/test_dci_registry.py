@@ -380,6 +380,100 @@ async def test_after_the_last_attempt_a_person_the_registry_never_answered_for_g
     )
 
 
+async def test_a_correction_holds_no_lock_on_the_person_while_a_slow_registry_is_asked(
+    settings, api_key_factory, session_factory, partner
+):
+    registrar = await api_key_factory("registrar")
+    with GatedRegistry(partner, hold=True) as slow:
+        async with service(with_registry(settings, slow.url, timeout_seconds=20, failure_threshold=100)) as client:
+            slow.release.set()
+            carmen = (await client.post("/v1/beneficiaries", json=UNKNOWN, headers=registrar)).json()
+            slow.release.clear()
+            slow.asked.clear()
+            correcting = asyncio.create_task(
+                client.patch(f"/v1/beneficiaries/{carmen['id']}", json={"household_size": 5}, headers=registrar)
+            )
+            try:
+                assert await asyncio.to_thread(slow.asked.wait, 10), "the correction asks the registry"
+                async with session_factory.begin() as session:
+                    free = await session.execute(
+                        text("SELECT id FROM beneficiaries WHERE id = :id FOR UPDATE SKIP LOCKED"), {"id": carmen["id"]}
+                    )
+                    assert free.scalar_one_or_none() == uuid.UUID(carmen["id"]), (
+                        "the person's row is locked while the registry is being asked"
+                    )
+            finally:
+                slow.release.set()
+            corrected = await correcting
+    assert corrected.status_code == 200, corrected.text
+    assert corrected.json()["household_size"] == 5
+    assert corrected.json()["dedup"]["registries"][1] == {"registry": "partner", "status": "checked"}
+
+
+async def test_what_changed_while_the_registry_was_asked_is_not_overwritten(
+    settings, api_key_factory, session_factory, partner
+):
+    registrar = await api_key_factory("registrar")
+    with GatedRegistry(partner, hold=True) as slow:
+        async with service(with_registry(settings, slow.url, timeout_seconds=20, failure_threshold=100)) as client:
+            slow.release.set()
+            people = [(await client.post("/v1/beneficiaries", json=b, headers=registrar)).json() for b in REFUSED[:2]]
+            slow.release.clear()
+
+            async def meanwhile(person: dict[str, Any], first: dict[str, Any], then: Any) -> list[Any]:
+                """`first` sent while the registry is slow, `then()` done meanwhile, `first`'s answer last."""
+                slow.asked.clear()
+                url = f"/v1/beneficiaries/{person['id']}"
+                correcting = asyncio.create_task(client.patch(url, json=first, headers=registrar))
+                try:
+                    assert await asyncio.to_thread(slow.asked.wait, 10)
+                    done = await then(url)
+                finally:
+                    slow.release.set()
+                answer = await correcting
+                slow.release.clear()
+                return [done, answer]
+
+            async def deactivate(url: str) -> httpx.Response:
+                return await client.post(f"{url}/deactivate", headers=registrar)
+
+            async def household(url: str) -> None:
+                """Another writer (its own registry check long done) changes what no registry is asked about."""
+                async with session_factory.begin() as session:
+                    await session.execute(
+                        text("UPDATE beneficiaries SET household_size = 7, updated_at = now() WHERE id = :id"),
+                        {"id": url.rsplit("/", 1)[1]},
+                    )
+
+            # Deactivated meanwhile: the correction does not bring the person back.
+            deactivated, refused = await meanwhile(people[0], {"given_names": "Ana Lucía"}, deactivate)
+            # A household size changed meanwhile: the correction is applied over it.
+            _, renamed = await meanwhile(people[1], {"given_names": "Beatriz Elena"}, household)
+
+            async def renamed_too(url: str) -> httpx.Response:
+                """A correction of another name meanwhile, waiting for the registry too: released together."""
+                searched = slow.searches
+                other = asyncio.create_task(client.patch(url, json={"family_names": "Ruiz Rechazo"}, headers=registrar))
+                while slow.searches == searched:
+                    await asyncio.sleep(0.01)
+                slow.release.set()
+                return await other
+
+            # Two corrections of the names asked about at once: the one locking second was checked on names that
+            # are no longer the person's, and is refused; the other stands.
+            racing = await meanwhile(people[1], {"given_names": "Beatriz"}, renamed_too)
+            first = (await client.get(f"/v1/beneficiaries/{people[0]['id']}", headers=registrar)).json()
+            second = (await client.get(f"/v1/beneficiaries/{people[1]['id']}", headers=registrar)).json()
+    assert deactivated.status_code == 200, deactivated.text
+    assert_problem(refused, 409)
+    assert (first["status"], first["given_names"]) == ("inactive", "Ana")
+    assert renamed.status_code == 200, renamed.text
+    assert sorted(r.status_code for r in racing) == [200, 409], [r.text for r in racing]
+    kept = next(r.json() for r in racing if r.status_code == 200)
+    assert (second["given_names"], second["family_names"]) == (kept["given_names"], kept["family_names"])
+    assert second["household_size"] == 7
+
+
 def _row(body: dict[str, Any], ref: str) -> dict[str, str]:
     (document,) = body["documents"]
     return {

@@ -201,17 +201,20 @@ def schema_errors(spec: str, pointer: str, instance: Any) -> list[str]:
 class GatedRegistry:
     """A registry in front of another (`upstream`): it refuses, always, every search whose body holds one of
     `refused` (a registry that keeps rejecting that particular query, HTTP 400, not retried), and, with
-    `hold`, keeps each search waiting until `release` is set (a slow registry), `asked` set meanwhile."""
+    `hold`, keeps each search waiting until `release` is set (a slow registry), `asked` set meanwhile.
+    `searches` counts the searches it was sent."""
 
     def __init__(self, upstream: str, *, refused: tuple[str, ...] = (), hold: bool = False) -> None:
         self.asked = threading.Event()
         self.release = threading.Event()
         self.refusals = 0
+        self.searches = 0
         gate = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                gate.searches += 1
                 if hold:
                     gate.asked.set()
                     gate.release.wait(30)

@@ -386,8 +386,8 @@ async def correct(
     prepared = prepare(_merged(await out_one(session, beneficiary), patch))
     checks = await external_checks(settings, prepared)
     beneficiary = await repo.require(beneficiary_id, for_update=True, populate_existing=True)
+    _check_correctable(beneficiary)
     if beneficiary.updated_at != seen:
-        _check_correctable(beneficiary)
         asked = prepared.record
         prepared = prepare(_merged(await out_one(session, beneficiary), patch))
         if prepared.record != asked:

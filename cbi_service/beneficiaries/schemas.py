@@ -110,6 +110,12 @@ class DedupMatch(BaseModel):
     explanation: list[MatchExplanation] = Field(
         default_factory=list, description="What agreed and what disagreed, field by field, and how much each weighed."
     )
+    unanswered_attempts: int | None = Field(
+        default=None,
+        description="Set in an adjudication when the external registry never answered about this person: how many"
+        " times it was asked after the registration. Nothing was found (score 0); an adjudicator decides without"
+        " that registry's word.",
+    )
 
 
 class RegistryStatus(BaseModel):

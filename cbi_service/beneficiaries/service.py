@@ -373,13 +373,25 @@ async def correct(
 ) -> BeneficiaryRegistered:
     """Apply corrections and re-run dedup against everyone else; a correction that reveals a duplicate is
     refused (409) like a registration would be. A record waiting for adjudication keeps waiting even if the
-    correction makes it look unique: otherwise editing a record would be a way around the four-eyes rule."""
+    correction makes it look unique: otherwise editing a record would be a way around the four-eyes rule.
+
+    The external registries are asked before the person's row is locked, so a slow registry keeps no other
+    write to them waiting. Once locked, the row is read again: if it changed meanwhile, the correction is
+    applied to what it is now, on the registries' answers if what they were asked is still what it would
+    ask (a change elsewhere, a household size), else refused (409) to be sent again."""
     repo = BeneficiaryRepository(session)
-    beneficiary = await repo.require(beneficiary_id, for_update=True)
-    if beneficiary.status not in MATCHABLE_STATUSES:
-        raise Conflict(f"A {beneficiary.status} beneficiary cannot be corrected.")
+    beneficiary = await repo.require(beneficiary_id)
+    _check_correctable(beneficiary)
+    seen = beneficiary.updated_at
     prepared = prepare(_merged(await out_one(session, beneficiary), patch))
     checks = await external_checks(settings, prepared)
+    beneficiary = await repo.require(beneficiary_id, for_update=True, populate_existing=True)
+    _check_correctable(beneficiary)
+    if beneficiary.updated_at != seen:
+        asked = prepared.record
+        prepared = prepare(_merged(await out_one(session, beneficiary), patch))
+        if prepared.record != asked:
+            raise Conflict("The beneficiary was changed while this correction was being checked; send it again.")
     await repo.lock_keys(prepared.keys)
     outcome = await run_dedup(session, prepared, checks, exclude=beneficiary.id)
     if outcome.status == "duplicate":
@@ -405,6 +417,11 @@ async def correct(
     return BeneficiaryRegistered(
         **BeneficiaryOut.of(beneficiary, personal_of(prepared)).model_dump(), dedup=outcome.result()
     )
+
+
+def _check_correctable(beneficiary: Beneficiary) -> None:
+    if beneficiary.status not in MATCHABLE_STATUSES:
+        raise Conflict(f"A {beneficiary.status} beneficiary cannot be corrected.")
 
 
 async def deactivate(session: AsyncSession, principal: Principal, beneficiary_id: uuid.UUID) -> BeneficiaryOut:

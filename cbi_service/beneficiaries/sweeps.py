@@ -1,5 +1,6 @@
 """The registry as dedup's sweeps, training and registry re-checks see it: matchable people's profiles,
-adjudications opened for the pairs a sweep found, and for the people an external registry turned out to know.
+adjudications opened for the pairs a sweep found, for the people an external registry turned out to know,
+and for those it never answered for.
 
 A sweep never changes a person's status: it only puts pairs before adjudicators, and their decision
 (`service.decide_adjudication`) is what makes someone `duplicate` or `active`. Of a pair, the newer record
@@ -55,6 +56,9 @@ class BeneficiaryRegistry:
     ) -> int:
         return await flag_registry_matches(session, registry, found)
 
+    async def refer_unanswered(self, session: AsyncSession, registry: str, attempts: Mapping[uuid.UUID, int]) -> int:
+        return await refer_unanswered(session, registry, attempts)
+
 
 async def flag_registry_matches(
     session: AsyncSession, registry: str, found: Mapping[uuid.UUID, Sequence[RegistryMatch]]
@@ -90,6 +94,34 @@ async def flag_registry_matches(
         if person in held:
             events.append(AuditEntry("beneficiary.registry_match", "beneficiary", person, {"status": "active"},
                                      {"status": "pending_adjudication", **summary}))  # fmt: skip
+    await record_audit_many(session, None, events)
+    return len(people)
+
+
+async def refer_unanswered(session: AsyncSession, registry: str, attempts: Mapping[uuid.UUID, int]) -> int:
+    """People an external registry never answered for, however often it was asked after their registration
+    (`attempts`): each gets an entry naming the registry and how often it was asked in an adjudication
+    (opened, or added to the one already open), so a person decides what the registry could not confirm.
+    Their status stays as it is, as it did when the registry could not answer at registration: a registry
+    that fails holds nobody's assistance. Returns how many people were referred; the still matchable only."""
+    repo = AdjudicationRepository(session)
+    people = sorted(attempts)
+    existing = await repo.open_ids(people)
+    statuses = await BeneficiaryRepository(session).statuses_for_share(people)
+    people = [p for p in people if statuses.get(p) in MATCHABLE_STATUSES]
+    events: list[AuditEntry] = []
+    for person in people:
+        entry = {"registry": registry, "score": 0.0, "matched_on": [], "unanswered_attempts": attempts[person]}
+        summary = {"registry": registry, "unanswered_attempts": attempts[person]}
+        if person in existing:
+            await repo.add_matches(existing[person], [entry])
+            events.append(AuditEntry("adjudication.matches_added", "beneficiary", person, None,
+                                     {"adjudication_id": str(existing[person]), **summary}))  # fmt: skip
+        else:
+            adjudication_id = new_id()
+            await repo.open_with_ids([{"id": adjudication_id, "beneficiary_id": person, "matches": [entry]}])
+            events.append(AuditEntry("adjudication.opened", "beneficiary", person, None,
+                                     {"adjudication_id": str(adjudication_id), **summary}))  # fmt: skip
     await record_audit_many(session, None, events)
     return len(people)
 

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    func,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -93,12 +94,15 @@ class DedupSweepPair(Base):
 
 class RegistryRecheck(CreatedAt, Base):
     """A person registered or corrected while an external registry could not answer, to be asked about again
-    once it does (ids and the registry's name only). `claimed_at` is set when a re-check round takes the row
-    (it asks outside any transaction, then settles only the rows still carrying its claim) and counts as an
-    attempt; a correction meanwhile re-defers the row, clearing the claim."""
+    once it does (ids and the registry's name only). A re-check round takes only rows whose `next_attempt_at`
+    has come; taking one sets `claimed_at` (it asks outside any transaction, then settles only the rows still
+    carrying its claim), counts an attempt and pushes `next_attempt_at` a lease away (a round that dies
+    leaves it to the next after that). An attempt the registry did not answer puts it further off each time
+    (`registries.recheck_registries`); a correction meanwhile re-defers the row: due now, no claim, no
+    attempts."""
 
     __tablename__ = "dedup_registry_rechecks"
-    __table_args__ = (Index("ix_dedup_registry_rechecks_registry_created", "registry_name", "created_at"),)
+    __table_args__ = (Index("ix_dedup_registry_rechecks_registry_due", "registry_name", "next_attempt_at"),)
 
     beneficiary_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("beneficiaries.id", ondelete="CASCADE"), primary_key=True
@@ -106,3 +110,4 @@ class RegistryRecheck(CreatedAt, Base):
     registry_name: Mapped[str] = mapped_column(String(100), primary_key=True)
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
     claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

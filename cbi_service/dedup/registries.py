@@ -138,6 +138,12 @@ async def check_many(registries: Sequence[RegistryAdapter], records: Sequence[Ma
 #: (a round that died leaves them to the next one after this).
 RECHECK_BATCH = 200
 RECHECK_LEASE_SECONDS = 300.0
+#: A person the registry did not answer for is asked again a minute after their first attempt, twice as
+#: long after each further one, at most six hours apart; after the twelfth (some twenty hours of asking) they
+#: are left to an adjudicator instead (`Registry.refer_unanswered`).
+RECHECK_BACKOFF_SECONDS = 60.0
+RECHECK_BACKOFF_CAP_SECONDS = 6 * 3600.0
+RECHECK_MAX_ATTEMPTS = 12
 
 
 async def defer_rechecks(session: AsyncSession, pairs: Sequence[tuple[uuid.UUID, str]]) -> None:
@@ -154,12 +160,13 @@ async def settle_rechecks(session: AsyncSession, beneficiary_id: uuid.UUID, chec
 
 @dataclass
 class RecheckRound:
-    """What a round of re-checks did: people asked about, answered for, flagged for adjudication, and those
-    still waiting for each registry that did not answer."""
+    """What a round of re-checks did: people asked about, answered for, flagged for adjudication, those left
+    to adjudicators after the last attempt, and those still waiting for each registry that did not answer."""
 
     asked: int = 0
     answered: int = 0
     flagged: int = 0
+    referred: int = 0
     unavailable: dict[str, int] = field(default_factory=dict)
 
 
@@ -170,10 +177,13 @@ async def recheck_registries(
     checkpoint: Callable[[], None] = lambda: None,
     batch: int = RECHECK_BATCH,
 ) -> RecheckRound:
-    """Ask each registry again about the people it could not answer for, a batch at a time, until it fails
-    again or nobody is left. No transaction is open while a registry is being asked: a batch is claimed,
-    asked, then settled, and only the rows still carrying the claim are (a correction meanwhile re-defers
-    its person, and that newer check wins). A person someone found in the registry goes to adjudication."""
+    """Ask each registry again about the people due for it, a batch at a time, until it fails again or
+    nobody due is left. No transaction is open while a registry is being asked: a batch is claimed, asked,
+    then settled, and only the rows still carrying the claim are (a correction meanwhile re-defers its
+    person, and that newer check wins). A person the registry turns out to know goes to adjudication. A
+    person it did not answer for is due again later each time (`RECHECK_BACKOFF_SECONDS`), so people it
+    keeps refusing leave the others their turn; after `RECHECK_MAX_ATTEMPTS` they are no longer asked and
+    go before an adjudicator, who decides without that registry's word."""
     summary = RecheckRound()
     for adapter in registries:
         while True:
@@ -194,12 +204,17 @@ async def recheck_registries(
                 repo = RecheckRepository(session)
                 # People no longer matchable (erased, deactivated, found duplicate) need no answer.
                 settled = set(await repo.settle(adapter.name, claimed_at, [i for i in ids if i not in failed]))
-                await repo.release(adapter.name, claimed_at, failed)
+                given_up = await repo.give_up(adapter.name, claimed_at, failed, RECHECK_MAX_ATTEMPTS)
+                await repo.back_off(
+                    adapter.name, claimed_at, failed, RECHECK_BACKOFF_SECONDS, RECHECK_BACKOFF_CAP_SECONDS
+                )
                 found = {person: matches for person, matches in answered.items() if matches and person in settled}
                 flagged = await registry().flag_registry_matches(session, adapter.name, found) if found else 0
+                referred = await registry().refer_unanswered(session, adapter.name, given_up) if given_up else 0
             summary.asked += len(people)
             summary.answered += len(answered)
             summary.flagged += flagged
+            summary.referred += referred
             if failed:
                 summary.unavailable[adapter.name] = summary.unavailable.get(adapter.name, 0) + len(failed)
             checkpoint()

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, func, or_, select, update
+from sqlalchemy import Table, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -99,7 +99,7 @@ class RecheckRepository:
 
     async def defer(self, pairs: Sequence[tuple[uuid.UUID, str]]) -> None:
         """(person, registry) to ask again, as new: a pair already waiting starts over (its data may have
-        changed) and loses any claim on it, so the round holding it settles nothing."""
+        changed: due now, no attempts) and loses any claim on it, so the round holding it settles nothing."""
         if not pairs:
             return
         stmt = pg_insert(RegistryRecheck).values(
@@ -107,7 +107,8 @@ class RecheckRepository:
         )
         await self.session.execute(
             stmt.on_conflict_do_update(
-                index_elements=["beneficiary_id", "registry_name"], set_={"attempts": 0, "claimed_at": None}
+                index_elements=["beneficiary_id", "registry_name"],
+                set_={"attempts": 0, "claimed_at": None, "next_attempt_at": func.now()},
             )
         )
 
@@ -121,17 +122,14 @@ class RecheckRepository:
             )
 
     async def claim(self, registry: str, limit: int, lease_seconds: float) -> tuple[datetime, list[uuid.UUID]]:
-        """Up to `limit` people waiting for `registry`, oldest first, not claimed in the last `lease_seconds`
-        (a round that died leaves its claims to expire); they carry this transaction's time as their claim."""
+        """Up to `limit` people waiting for `registry` whose next attempt is due, the longest due first, skipping
+        rows another round holds locked. They carry this transaction's time as their claim, one more attempt,
+        and a next attempt `lease_seconds` away: a round that dies leaves them to the one after that."""
         claimed_at = (await self.session.execute(select(func.now()))).scalar_one()
-        free = or_(
-            RegistryRecheck.claimed_at.is_(None),
-            RegistryRecheck.claimed_at < func.now() - timedelta(seconds=lease_seconds),
-        )
         due = (
             select(RegistryRecheck.beneficiary_id)
-            .where(RegistryRecheck.registry_name == registry, free)
-            .order_by(RegistryRecheck.created_at, RegistryRecheck.beneficiary_id)
+            .where(RegistryRecheck.registry_name == registry, RegistryRecheck.next_attempt_at <= func.now())
+            .order_by(RegistryRecheck.next_attempt_at, RegistryRecheck.created_at, RegistryRecheck.beneficiary_id)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
@@ -140,7 +138,11 @@ class RecheckRepository:
             await self.session.execute(
                 update(RegistryRecheck)
                 .where(RegistryRecheck.registry_name == registry, RegistryRecheck.beneficiary_id.in_(ids))
-                .values(claimed_at=claimed_at, attempts=RegistryRecheck.attempts + 1)
+                .values(
+                    claimed_at=claimed_at,
+                    attempts=RegistryRecheck.attempts + 1,
+                    next_attempt_at=func.now() + timedelta(seconds=lease_seconds),
+                )
             )
         return claimed_at, ids
 
@@ -159,15 +161,40 @@ class RecheckRepository:
         )
         return list((await self.session.execute(stmt)).scalars())
 
-    async def release(self, registry: str, claimed_at: datetime, ids: Sequence[uuid.UUID]) -> None:
-        """Claims given up (the registry did not answer): the next round takes these people again."""
-        if ids:
-            await self.session.execute(
-                update(RegistryRecheck)
-                .where(
-                    RegistryRecheck.registry_name == registry,
-                    RegistryRecheck.beneficiary_id.in_(ids),
-                    RegistryRecheck.claimed_at == claimed_at,
-                )
-                .values(claimed_at=None)
+    async def give_up(
+        self, registry: str, claimed_at: datetime, ids: Sequence[uuid.UUID], max_attempts: int
+    ) -> dict[uuid.UUID, int]:
+        """Remove the claimed rows of these people that still carry the claim and have had `max_attempts`
+        attempts: person -> attempts, for those removed."""
+        if not ids:
+            return {}
+        stmt = (
+            delete(RegistryRecheck)
+            .where(
+                RegistryRecheck.registry_name == registry,
+                RegistryRecheck.beneficiary_id.in_(ids),
+                RegistryRecheck.claimed_at == claimed_at,
+                RegistryRecheck.attempts >= max_attempts,
             )
+            .returning(RegistryRecheck.beneficiary_id, RegistryRecheck.attempts)
+        )
+        return {row.beneficiary_id: row.attempts for row in await self.session.execute(stmt)}
+
+    async def back_off(
+        self, registry: str, claimed_at: datetime, ids: Sequence[uuid.UUID], first_seconds: float, cap_seconds: float
+    ) -> None:
+        """Claims given up (the registry did not answer): each person is due again `first_seconds` after their
+        first attempt, twice as long after each further one, never more than `cap_seconds`."""
+        if not ids:
+            return
+        exponent = func.least(RegistryRecheck.attempts - 1, 30)  # bounded: power() cannot overflow
+        delay = func.least(first_seconds * func.power(2, exponent), cap_seconds)
+        await self.session.execute(
+            update(RegistryRecheck)
+            .where(
+                RegistryRecheck.registry_name == registry,
+                RegistryRecheck.beneficiary_id.in_(ids),
+                RegistryRecheck.claimed_at == claimed_at,
+            )
+            .values(claimed_at=None, next_attempt_at=func.now() + func.make_interval(0, 0, 0, 0, 0, 0, delay))
+        )

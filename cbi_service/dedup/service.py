@@ -77,6 +77,11 @@ class Registry(Protocol):
         would have been had it answered then; returns how many people were flagged."""
         ...
 
+    async def refer_unanswered(self, session: AsyncSession, registry: str, attempts: Mapping[uuid.UUID, int]) -> int:
+        """Put people an external registry never answered for (person -> times it was asked) before
+        adjudicators, who decide without its word; returns how many people were referred."""
+        ...
+
 
 _registry: list[Registry] = []
 

@@ -55,5 +55,6 @@ async def registry_recheck(ctx: JobContext) -> None:
             asked=done.asked,
             answered=done.answered,
             flagged=done.flagged,
+            referred=done.referred,
             unavailable=done.unavailable,
         )

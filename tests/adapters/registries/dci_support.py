@@ -196,3 +196,53 @@ def schema_errors(spec: str, pointer: str, instance: Any) -> list[str]:
     return [
         f"{'/'.join(map(str, e.instance_path))}: {e.message}" for e in validator(spec, pointer).iter_errors(instance)
     ]
+
+
+class GatedRegistry:
+    """A registry in front of another (`upstream`): it refuses, always, every search whose body holds one of
+    `refused` (a registry that keeps rejecting that particular query, HTTP 400, not retried), and, with
+    `hold`, keeps each search waiting until `release` is set (a slow registry), `asked` set meanwhile.
+    `searches` counts the searches it was sent."""
+
+    def __init__(self, upstream: str, *, refused: tuple[str, ...] = (), hold: bool = False) -> None:
+        self.asked = threading.Event()
+        self.release = threading.Event()
+        self.refusals = 0
+        self.searches = 0
+        gate = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                gate.searches += 1
+                if hold:
+                    gate.asked.set()
+                    gate.release.wait(30)
+                if any(marker.encode() in body.lower() for marker in refused):
+                    gate.refusals += 1
+                    status, content = 400, b'{"errors": [{"code": "err.request.bad", "message": "refused"}]}'
+                else:
+                    answer = httpx.post(
+                        upstream + self.path, content=body, headers={"Content-Type": "application/json"}, timeout=10
+                    )
+                    status, content = answer.status_code, answer.content
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(content)))
+                self.end_headers()
+                self.wfile.write(content)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> GatedRegistry:
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release.set()
+        self._server.shutdown()
+        self._server.server_close()

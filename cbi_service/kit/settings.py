@@ -46,8 +46,11 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("DATABASE_URL", "CBI_DATABASE_URL")
     )
     data_dir: Path = Path(".cbi")
-    db_pool_size: int = Field(default=10, ge=1)
-    db_max_overflow: int = Field(default=10, ge=0)
+    # A process's connections, all kept open: an overflow connection is closed as soon as it is given back, so
+    # under load every burst past the pool would pay a new connection (its start-up, its statements prepared
+    # again) per request; a request that finds none free waits for one instead.
+    db_pool_size: int = Field(default=20, ge=1)
+    db_max_overflow: int = Field(default=0, ge=0)
     # Adapter options by name; those holding secrets (`is_secret_name`, at any depth) are SecretStr, shown as
     # '**********'.
     providers: Annotated[dict[str, dict[str, Any]], NoDecode] = Field(default_factory=dict)

@@ -23,6 +23,7 @@ from sqlalchemy import (
     func,
     insert,
     literal_column,
+    or_,
     select,
     text,
 )
@@ -46,8 +47,13 @@ class LockedVoucher(NamedTuple):
     status: str
     remaining_minor: int
     expires_at: datetime | None
-    signed: bool
-    """It holds a token the agency signed (a paper voucher)."""
+    voucher_code: str | None
+    voucher_token: str | None
+    """The token the agency signed, if it is a paper voucher (`vouchers.tokens`)."""
+
+    @property
+    def signed(self) -> bool:
+        return self.voucher_token is not None
 
 
 _SIGNED_VOUCHER = (Entitlement.id, Entitlement.programme_id, Entitlement.currency, Entitlement.voucher_token)
@@ -342,10 +348,19 @@ class EntitlementRepository(Repository[Entitlement]):
         )
         return list((await self.session.execute(stmt)).scalars())
 
-    async def lock_vouchers(self, entitlement_ids: Sequence[uuid.UUID]) -> builtins.list[LockedVoucher]:
-        """Lock the rows in id order (two merchants' redemptions of overlapping vouchers never deadlock), the ids
-        bound as one array however many there are (an offline sync brings thousands)."""
-        ids = bindparam("ids", list(entitlement_ids), type_=_UUIDS)
+    async def lock_vouchers(
+        self, entitlement_ids: Sequence[uuid.UUID], codes: Sequence[str] = ()
+    ) -> builtins.list[LockedVoucher]:
+        """Lock the rows of the ids and of the signed vouchers with these codes, in id order (two merchants'
+        redemptions of overlapping vouchers never deadlock), the ids and codes bound as arrays however many
+        there are (an offline sync brings thousands)."""
+        wanted = Entitlement.id == any_(bindparam("ids", list(entitlement_ids), type_=_UUIDS))
+        if codes:
+            by_code = select(Entitlement.id).where(
+                Entitlement.voucher_code == any_(bindparam("codes", list(codes), type_=ARRAY(Text()))),
+                Entitlement.voucher_token.is_not(None),
+            )
+            wanted = or_(wanted, Entitlement.id.in_(by_code))
         stmt = (
             select(
                 Entitlement.id,
@@ -354,9 +369,10 @@ class EntitlementRepository(Repository[Entitlement]):
                 Entitlement.status,
                 (Entitlement.amount_minor - Entitlement.redeemed_minor).label("remaining_minor"),
                 Entitlement.expires_at,
-                Entitlement.voucher_token.is_not(None).label("signed"),
+                Entitlement.voucher_code,
+                Entitlement.voucher_token,
             )
-            .where(Entitlement.id == any_(ids))
+            .where(wanted)
             .order_by(Entitlement.id)
             .with_for_update()
         )
@@ -384,15 +400,6 @@ class EntitlementRepository(Repository[Entitlement]):
         )
         rows = (await self.session.execute(stmt)).all()
         return [cast(Row[uuid.UUID, uuid.UUID, str, str], row) for row in rows if row.voucher_token is not None]
-
-    async def signed_vouchers_by_code(self, codes: Sequence[str]) -> Sequence[Row[str, uuid.UUID, uuid.UUID, str, str]]:
-        """(voucher_code, id, programme_id, currency, voucher_token) of the signed vouchers with these codes
-        (codes of signed vouchers are unique)."""
-        stmt = select(Entitlement.voucher_code, *_SIGNED_VOUCHER).where(
-            Entitlement.voucher_code == any_(bindparam("codes", list(codes), type_=ARRAY(Text()))),
-            Entitlement.voucher_token.is_not(None),
-        )
-        return cast(Sequence[Row[str, uuid.UUID, uuid.UUID, str, str]], (await self.session.execute(stmt)).all())
 
     async def printable_vouchers(
         self, batch_id: uuid.UUID, after_id: uuid.UUID | None, limit: int

@@ -65,6 +65,8 @@ from cbi_service.kit.errors import Conflict, NotFound, violated_constraint
 from cbi_service.kit.ids import new_id
 from cbi_service.programmes.models import VOUCHER_MECHANISMS, Programme
 
+__all__ = ["LockedVoucher"]
+
 TransitionOutcome = Literal["applied", "noop", "refused"]
 _RANK = {"pending": 0, "submitted": 1, "failed": 1, "issued": 2, "redeemed": 3, "expired": 4, "cancelled": 5}
 
@@ -327,12 +329,6 @@ async def signed_vouchers(session: AsyncSession, voucher_ids: Sequence[uuid.UUID
     return {row.id: VoucherRef(*row) for row in rows}
 
 
-async def signed_vouchers_by_code(session: AsyncSession, codes: Sequence[str]) -> dict[str, VoucherRef]:
-    """The signed vouchers of those of the codes that name one, by code."""
-    rows = await EntitlementRepository(session).signed_vouchers_by_code(codes)
-    return {row[0]: VoucherRef(row[1], row[2], row[3], row[4]) for row in rows}
-
-
 SpendRefusal = Literal["fully_redeemed", "exceeds_remaining", "expired", "cancelled", "not_issued", "unknown"]
 
 
@@ -370,13 +366,16 @@ VoucherLocks = Mapping[uuid.UUID, LockedVoucher]
 """The vouchers a transaction holds locked, by id, as `lock_vouchers` read them."""
 
 
-async def lock_vouchers(session: AsyncSession, voucher_ids: Iterable[uuid.UUID]) -> VoucherLocks:
-    """Lock vouchers (in id order) for `spend_vouchers`, before writing anything that refers to them.
+async def lock_vouchers(
+    session: AsyncSession, voucher_ids: Iterable[uuid.UUID], codes: Iterable[str] = ()
+) -> VoucherLocks:
+    """Lock vouchers (in id order) for `spend_vouchers`, before writing anything that refers to them: those of
+    the ids, and the signed vouchers of the codes (each row says its code and token).
 
     A row referring to a voucher (a redemption record) takes a share lock on it, which does not stop another
     transaction from taking one too; two that each then wait to lock the voucher for its spend would wait on
     each other. Locked first, they take turns instead. Ids of no entitlement are absent."""
-    rows = await EntitlementRepository(session).lock_vouchers(sorted(set(voucher_ids)))
+    rows = await EntitlementRepository(session).lock_vouchers(sorted(set(voucher_ids)), sorted(set(codes)))
     return {row.id: row for row in rows}
 
 

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from typing import cast
 
-from sqlalchemy import insert, select
+from sqlalchemy import Row, func, insert, select
 
 from cbi_service.kit.repository import Repository
 from cbi_service.merchants.models import Merchant, MerchantProgramme
@@ -30,8 +31,16 @@ class MerchantRepository(Repository[Merchant]):
             found[merchant_id].append(programme_id)
         return found
 
-    async def many(self, merchant_ids: Sequence[uuid.UUID]) -> Sequence[Merchant]:
-        return (await self.session.execute(select(Merchant).where(Merchant.id.in_(merchant_ids)))).scalars().all()
+    async def refs(self, merchant_ids: Sequence[uuid.UUID]) -> Sequence[Row[uuid.UUID, str, str, list[uuid.UUID]]]:
+        """(id, name, currency, programme ids) of each of the merchants, in one statement."""
+        programmes = func.array_remove(func.array_agg(MerchantProgramme.programme_id), None)
+        stmt = (
+            select(Merchant.id, Merchant.name, Merchant.currency, programmes)
+            .outerjoin(MerchantProgramme, MerchantProgramme.merchant_id == Merchant.id)
+            .where(Merchant.id.in_(merchant_ids))
+            .group_by(Merchant.id)
+        )
+        return cast(Sequence[Row[uuid.UUID, str, str, list[uuid.UUID]]], (await self.session.execute(stmt)).all())
 
     async def list(
         self, *, after_id: uuid.UUID | None, limit: int, programme_id: uuid.UUID | None, country: str | None

@@ -134,10 +134,8 @@ async def merchant_ref(session: AsyncSession, merchant_id: uuid.UUID) -> Merchan
 
 async def merchant_refs(session: AsyncSession, merchant_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, MerchantRef]:
     """`merchant_ref` for the merchants of many keys at once (a group of redemptions), by id."""
-    repo = MerchantRepository(session)
-    merchants = await repo.many(sorted(set(merchant_ids)))
-    programmes = await repo.programmes_of([m.id for m in merchants])
-    return {m.id: MerchantRef(m.id, m.name, m.currency, frozenset(programmes[m.id])) for m in merchants}
+    rows = await MerchantRepository(session).refs(sorted(set(merchant_ids)))
+    return {id_: MerchantRef(id_, name, currency, frozenset(programmes)) for id_, name, currency, programmes in rows}
 
 
 async def exists(session: AsyncSession, merchant_id: uuid.UUID) -> bool:

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from cbi_service.audit.service import record_audit
 from cbi_service.auth.roles import Principal
 from cbi_service.entitlements import service as entitlements
-from cbi_service.entitlements.service import Spend, Spent, VoucherRef
+from cbi_service.entitlements.service import LockedVoucher, Spend, Spent, VoucherRef
 from cbi_service.kit.errors import AppError, Conflict, NotFound, UnprocessableEntity
 from cbi_service.kit.group_commit import GroupCommit
 from cbi_service.kit.idempotency import Answer, KeyedRequest, run_many
@@ -104,9 +104,20 @@ async def _redeem(
 ) -> list[RedemptionOut | AppError]:
     """The redemptions of a group, each with its result or its refusal; a refused one writes nothing."""
     shops = await merchants.merchant_refs(session, (_merchant_id(r.principal) for r in group))
-    vouchers = await _vouchers(session, settings, group)
+    named = [_named(r.body) for r in group]
+    # The vouchers named, by id or by code, locked in one statement before anything refers to them (see
+    # `lock_vouchers`), then spent in the order the requests came and recorded: only the spends applied, so a
+    # refusal leaves nothing behind.
+    locked = await entitlements.lock_vouchers(
+        session,
+        (n.claims.voucher_id for n in named if isinstance(n, PresentedToken)),
+        (n for n in named if isinstance(n, str)),
+    )
+    by_code = {row.voucher_code: row for row in locked.values() if row.signed}
+    keys = voucher_keys(settings)
     outcomes: list[AppError | Spend] = []
-    for request, voucher in zip(group, vouchers, strict=True):
+    for request, name in zip(group, named, strict=True):
+        voucher = _voucher(keys, name, locked, by_code)
         merchant = shops[_merchant_id(request.principal)]
         if isinstance(voucher, AppError):
             outcomes.append(voucher)
@@ -121,17 +132,49 @@ async def _redeem(
             by, at = request.principal, request.received_at
             outcomes.append(Spend(voucher.id, amount, merchant.id, new_id(), at, by, request.request_id))
     spends = [o for o in outcomes if isinstance(o, Spend)]
-    # Locked before anything refers to them (see `lock_vouchers`), spent in the order the requests came, then
-    # recorded: only the spends applied, so a refusal leaves nothing behind.
-    locked = await entitlements.lock_vouchers(session, (s.voucher_id for s in spends))
     spent = {s.spend.redemption_id: s for s in await entitlements.spend_vouchers(session, spends, locked=locked)}
-    applied = [s for s in spends if spent[s.redemption_id].applied]
     records = [
         OnlineRecord(s.redemption_id, s.merchant_id, s.voucher_id, locked[s.voucher_id].currency, s.amount_minor, s.at)
-        for s in applied
+        for s in spends
+        if spent[s.redemption_id].applied
     ]
     await RedemptionRepository(session).record_online(records)
     return [_answer(spent[o.redemption_id], locked) if isinstance(o, Spend) else o for o in outcomes]
+
+
+def _named(body: RedemptionCreate) -> PresentedToken | str | AppError:
+    """The voucher as the request names it: its token read (not yet verified) or its code checked; a token that
+    cannot be read or a mistyped code is a 422."""
+    if body.token is not None:
+        try:
+            return read_token(body.token)
+        except InvalidVoucherToken as exc:
+            return _bad_token(exc)
+    try:
+        return normalize_code(body.code or "")
+    except ValueError as exc:
+        return UnprocessableEntity("Not a voucher code.", errors=[{"field": "code", "message": str(exc)}])
+
+
+def _voucher(
+    keys: SigningKeys,
+    name: PresentedToken | str | AppError,
+    locked: entitlements.VoucherLocks,
+    by_code: dict[str | None, LockedVoucher],
+) -> LockedVoucher | AppError:
+    """The signed voucher the request names, or why not: a token that does not verify is a 422, a voucher that
+    is not there a 404."""
+    if isinstance(name, AppError):
+        return name
+    voucher = by_code.get(name) if isinstance(name, str) else locked.get(name.claims.voucher_id)
+    if isinstance(name, PresentedToken):
+        try:
+            trusted(keys, name, voucher.voucher_token if voucher else None)
+        except InvalidVoucherToken as exc:
+            return _bad_token(exc)
+    if voucher is None or not voucher.signed:
+        return NotFound("Voucher not found.")
+    return voucher
 
 
 def _answer(spent: Spent, locked: entitlements.VoucherLocks) -> RedemptionOut | AppError:
@@ -163,47 +206,6 @@ def _merchant_id(principal: Principal) -> uuid.UUID:
 
 async def _merchant_of(session: AsyncSession, principal: Principal) -> MerchantRef:
     return await merchants.merchant_ref(session, _merchant_id(principal))
-
-
-async def _vouchers(
-    session: AsyncSession, settings: Settings, group: Sequence[OnlineRedemption]
-) -> list[VoucherRef | AppError]:
-    """The voucher each request's code or token names: a token that does not verify or a mistyped code is a
-    422, a voucher that is not there a 404. The vouchers of the whole group are read in two statements."""
-    named: list[PresentedToken | str | AppError] = []
-    for request in group:
-        body = request.body
-        if body.token is not None:
-            try:
-                named.append(read_token(body.token))
-            except InvalidVoucherToken as exc:
-                named.append(_bad_token(exc))
-        else:
-            try:
-                named.append(normalize_code(body.code or ""))
-            except ValueError as exc:
-                named.append(
-                    UnprocessableEntity("Not a voucher code.", errors=[{"field": "code", "message": str(exc)}])
-                )
-    tokens = sorted({n.claims.voucher_id for n in named if isinstance(n, PresentedToken)})
-    by_id = await entitlements.signed_vouchers(session, tokens) if tokens else {}
-    codes = sorted({n for n in named if isinstance(n, str)})
-    by_code = await entitlements.signed_vouchers_by_code(session, codes) if codes else {}
-    keys = voucher_keys(settings)
-    found: list[VoucherRef | AppError] = []
-    for name in named:
-        if isinstance(name, AppError):
-            found.append(name)
-            continue
-        voucher = by_code.get(name) if isinstance(name, str) else by_id.get(name.claims.voucher_id)
-        if isinstance(name, PresentedToken):
-            try:
-                trusted(keys, name, voucher.token if voucher else None)
-            except InvalidVoucherToken as exc:
-                found.append(_bad_token(exc))
-                continue
-        found.append(voucher if voucher is not None else NotFound("Voucher not found."))
-    return found
 
 
 def _bad_token(exc: InvalidVoucherToken) -> UnprocessableEntity:

@@ -4,7 +4,9 @@ A request that writes pays a BEGIN, a round trip per statement and a COMMIT with
 the rows it locks (a programme's ledger accounts) until that commit: under load the fixed costs, not the
 work, set the rate, and the locks make the requests take turns. `GroupCommit` keeps one writer task: while
 it carries out and commits one group, the items that arrive queue up, and the next group takes them all
-(`process` does them in a few bulk statements). With one caller at a time a group is one item. Every
+(`process` does them in a few bulk statements). With one caller at a time a group is one item. Up to
+`writers` groups are carried out at once, each in its own transaction, so a group's statements before its
+contended rows do not wait for the commit of the one before (what the rows lock still serialises). Every
 `submit` returns once its group is committed, with its own outcome; if the group fails as a whole (a lost
 connection, a failed commit), every item of it gets that error and nothing of it was written.
 """
@@ -32,14 +34,16 @@ class GroupCommit(Generic[Item, Outcome]):
         process: Callable[[AsyncSession, Sequence[Item]], Awaitable[Sequence[Outcome]]],
         *,
         max_group: int = 256,
+        writers: int = 1,
     ) -> None:
-        if max_group < 1:
-            raise ValueError("max_group must be at least 1")
+        if max_group < 1 or writers < 1:
+            raise ValueError("max_group and writers must be at least 1")
         self._sessions = sessions
         self._process = process
         self._max_group = max_group
+        self._writers = writers
         self._waiting: deque[tuple[Item, asyncio.Future[Outcome]]] = deque()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
 
     async def submit(self, item: Item) -> Outcome:
@@ -47,17 +51,19 @@ class GroupCommit(Generic[Item, Outcome]):
             raise RuntimeError("the group commit is closed")
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
-        if self._task is None or self._task.done():
+        if len(self._tasks) < self._writers:
             # A context of its own: the writer outlives the request that started it and must not carry its
             # context variables (its request id) into the groups of others.
-            self._task = asyncio.create_task(self._write(), context=contextvars.Context())
+            task = asyncio.create_task(self._write(), context=contextvars.Context())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return await asyncio.shield(future)
 
     async def aclose(self) -> None:
         """Refuse new items and wait until those queued are committed or failed."""
         self._closed = True
-        if self._task is not None:
-            await self._task
+        if self._tasks:
+            await asyncio.gather(*self._tasks)
 
     async def _write(self) -> None:
         waiting = self._waiting

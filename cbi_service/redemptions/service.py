@@ -1,4 +1,5 @@
-"""Vouchers redeemed at merchants: online, one at a time, and offline, a device's scans synced in bulk.
+"""Vouchers redeemed at merchants: online, a request each (carried out in groups of those that arrive
+together, `online_redemptions`), and offline, a device's scans synced in bulk.
 
 Both go through the entitlements state machine (`spend_vouchers`), which locks the vouchers' rows: two
 merchants redeeming one voucher at once take turns, and the second finds what the first spent. Online, a
@@ -72,6 +73,11 @@ class OnlineRedemption:
     received_at: datetime
 
 
+ONLINE_WRITERS = 4
+"""Groups of online redemptions carried out at once in an API process: while one holds the programme's
+`disbursed` account until its commit, the next reads and locks its vouchers."""
+
+
 def online_redemptions(
     sessions: async_sessionmaker[AsyncSession], settings: Settings
 ) -> GroupCommit[OnlineRedemption, Answer]:
@@ -84,7 +90,7 @@ def online_redemptions(
     async def carry_out(session: AsyncSession, group: Sequence[OnlineRedemption]) -> list[Answer]:
         return await redeem_many(session, settings, group)
 
-    return GroupCommit(sessions, carry_out)
+    return GroupCommit(sessions, carry_out, writers=ONLINE_WRITERS)
 
 
 async def redeem_many(session: AsyncSession, settings: Settings, group: Sequence[OnlineRedemption]) -> list[Answer]:

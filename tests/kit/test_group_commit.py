@@ -58,3 +58,22 @@ async def test_a_group_that_answers_for_fewer_items_commits_nothing(session_fact
     assert all(isinstance(outcome, RuntimeError) for outcome in failed)
     async with session_factory() as session:
         assert (await session.execute(text("SELECT count(*) FROM grouped"))).scalar_one() == 0
+
+
+async def test_with_two_writers_a_group_goes_on_while_another_waits(session_factory):
+    second_started = asyncio.Event()
+
+    async def process(session: AsyncSession, items: Sequence[str]) -> list[str]:
+        if "first" in items:
+            await asyncio.wait_for(second_started.wait(), timeout=10)
+        else:
+            second_started.set()
+        await session.execute(text("SELECT 1"))
+        return list(items)
+
+    writer = GroupCommit(session_factory, process, writers=2)
+    first = asyncio.create_task(writer.submit("first"))
+    await asyncio.sleep(0.05)
+    assert await writer.submit("second") == "second"
+    assert await first == "first"
+    await writer.aclose()

@@ -95,8 +95,9 @@ def online_redemptions(
 
 async def redeem_many(session: AsyncSession, settings: Settings, group: Sequence[OnlineRedemption]) -> list[Answer]:
     """Redeem each request's `amount` of its voucher at its caller's merchant, in the order they came: of two
-    redeeming the last of one voucher, the first wins. Each request is refused, stored and replayed under its
-    Idempotency-Key as it would be alone (`kit.idempotency.run_many`)."""
+    redeeming the last of one voucher in a group, the first wins (between groups, the voucher's row lock
+    decides). Each request is refused, stored and replayed under its Idempotency-Key as it would be alone
+    (`kit.idempotency.run_many`)."""
     keyed = [KeyedRequest(r.principal.id, r.key, r.request_hash) for r in group]
 
     async def effect(positions: Sequence[int]) -> list[RedemptionOut | AppError]:

@@ -379,8 +379,29 @@ async def lock_vouchers(
     return {row.id: row for row in rows}
 
 
+class DeferredPostings:
+    """The ledger postings of spends, made later in the same transaction by `post`: a caller with more to write
+    after the spends writes it first, so the programme's `disbursed` account, locked from the posting until the
+    commit, is held for as short a time as can be."""
+
+    def __init__(self) -> None:
+        self._redemptions: list[postings.MerchantRedemption] = []
+
+    def add(self, redemptions: Sequence[postings.MerchantRedemption]) -> None:
+        self._redemptions.extend(redemptions)
+
+    async def post(self, session: AsyncSession) -> None:
+        redemptions, self._redemptions = self._redemptions, []
+        if redemptions:
+            await postings.redeem_at_merchants(session, redemptions)
+
+
 async def spend_vouchers(
-    session: AsyncSession, spends: Sequence[Spend], *, locked: VoucherLocks | None = None
+    session: AsyncSession,
+    spends: Sequence[Spend],
+    *,
+    locked: VoucherLocks | None = None,
+    deferred: DeferredPostings | None = None,
 ) -> list[Spent]:
     """Redeem the agency's own vouchers at merchants, in the order given (offline scans come in scan order, so
     the earliest wins a voucher spent twice), each applied only if the voucher is issued, not expired at the
@@ -391,7 +412,7 @@ async def spend_vouchers(
     statements whatever the count: the vouchers' redeemed amounts, a history row and an audit event per
     spend, and one ledger posting per spend from the programme's disbursed money to the merchant's payable.
     `locked`, what `lock_vouchers` returned in this transaction for (at least) the spends' vouchers, saves
-    locking them again.
+    locking them again; with `deferred`, the ledger postings wait there for the caller to post them.
     """
     if not spends:
         return []
@@ -413,7 +434,7 @@ async def spend_vouchers(
         outcomes.append(Spent(spend, refusal, remaining.get(spend.voucher_id, 0)))
     if applied:
         programmes = {row.id: _ProgrammeOf(row.programme_id, row.currency) for row in locked.values()}
-        await _record_spends(session, programmes, applied)
+        await _record_spends(session, programmes, applied, deferred)
     return outcomes
 
 
@@ -448,7 +469,10 @@ def _spend_refusal(
 
 
 async def _record_spends(
-    session: AsyncSession, programme_of: dict[uuid.UUID, _ProgrammeOf], applied: Sequence[tuple[Spend, str]]
+    session: AsyncSession,
+    programme_of: dict[uuid.UUID, _ProgrammeOf],
+    applied: Sequence[tuple[Spend, str]],
+    deferred: DeferredPostings | None,
 ) -> None:
     """The applied spends' writes, the ledger's last: its programme-wide `disbursed` account is locked by
     every redemption of the programme until its transaction commits, so the less follows it, the more
@@ -494,19 +518,16 @@ async def _record_spends(
             for (spend, previous), detail in zip(applied, details, strict=True)
         ],
     )
-    await postings.redeem_at_merchants(
-        session,
-        [
-            postings.MerchantRedemption(
-                programme_of[spend.voucher_id],
-                spend.voucher_id,
-                spend.merchant_id,
-                spend.redemption_id,
-                spend.amount_minor,
-            )
-            for spend, _ in applied
-        ],
-    )
+    redemptions = [
+        postings.MerchantRedemption(
+            programme_of[spend.voucher_id], spend.voucher_id, spend.merchant_id, spend.redemption_id, spend.amount_minor
+        )
+        for spend, _ in applied
+    ]
+    if deferred is None:
+        await postings.redeem_at_merchants(session, redemptions)
+    else:
+        deferred.add(redemptions)
 
 
 async def mark_expired(session: AsyncSession, entitlement_id: uuid.UUID, *, source: str = "provider") -> Transition:

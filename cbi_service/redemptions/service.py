@@ -99,17 +99,25 @@ async def redeem_many(session: AsyncSession, settings: Settings, group: Sequence
     decides). Each request is refused, stored and replayed under its Idempotency-Key as it would be alone
     (`kit.idempotency.run_many`)."""
     keyed = [KeyedRequest(r.principal.id, r.key, r.request_hash) for r in group]
+    deferred = entitlements.DeferredPostings()
 
     async def effect(positions: Sequence[int]) -> list[RedemptionOut | AppError]:
-        return await _redeem(session, settings, [group[n] for n in positions])
+        return await _redeem(session, settings, [group[n] for n in positions], deferred)
 
-    return await run_many(session, keyed, effect, status_code=201, ttl_hours=settings.idempotency_ttl_hours)
+    answers = await run_many(session, keyed, effect, status_code=201, ttl_hours=settings.idempotency_ttl_hours)
+    # The ledger last: its programme-wide `disbursed` account stays locked from here until the commit.
+    await deferred.post(session)
+    return answers
 
 
 async def _redeem(
-    session: AsyncSession, settings: Settings, group: Sequence[OnlineRedemption]
+    session: AsyncSession,
+    settings: Settings,
+    group: Sequence[OnlineRedemption],
+    deferred: entitlements.DeferredPostings,
 ) -> list[RedemptionOut | AppError]:
-    """The redemptions of a group, each with its result or its refusal; a refused one writes nothing."""
+    """The redemptions of a group, each with its result or its refusal; a refused one writes nothing (the
+    ledger postings of those applied wait in `deferred`)."""
     shops = await merchants.merchant_refs(session, (_merchant_id(r.principal) for r in group))
     named = [_named(r.body) for r in group]
     # The vouchers named, by id or by code, locked in one statement before anything refers to them (see
@@ -139,7 +147,8 @@ async def _redeem(
             by, at = request.principal, request.received_at
             outcomes.append(Spend(voucher.id, amount, merchant.id, new_id(), at, by, request.request_id))
     spends = [o for o in outcomes if isinstance(o, Spend)]
-    spent = {s.spend.redemption_id: s for s in await entitlements.spend_vouchers(session, spends, locked=locked)}
+    applied = await entitlements.spend_vouchers(session, spends, locked=locked, deferred=deferred)
+    spent = {s.spend.redemption_id: s for s in applied}
     records = [
         OnlineRecord(s.redemption_id, s.merchant_id, s.voucher_id, locked[s.voucher_id].currency, s.amount_minor, s.at)
         for s in spends

@@ -17,7 +17,8 @@ on a fresh database of the PostgreSQL server in DATABASE_URL; the load generator
      (three parts of 20,000.00 per voucher, in shuffled order), the voucher named by its QR token (three in
      four) or its typed code. Rate (answers/s), p50/p99; the ratio is the median of the rounds' (the machine
      is shared).
-3. Online redemptions paced at half of that rate for `--paced-seconds` (open loop: latency counts from the
+3. Online redemptions paced at half of that rate (or at `--paced-rate`, to compare two checkouts at one rate)
+   for `--paced-seconds` (open loop: latency counts from the
    moment each request was due): p50/p99.
 4. Offline: one merchant's device syncs `--scans` scanned vouchers (distinct vouchers, 50,000.00 each, in
    `POST /v1/voucher-redemptions/sync` requests of the most items the API takes), among them one in a
@@ -336,7 +337,7 @@ async def _measure(args: argparse.Namespace, setup: Setup) -> None:
     cpu /= max(1, len(redemptions.latencies))
     ratio = statistics.median(o.rate / h.rate for h, o in rounds)
 
-    half = statistics.median(o.rate for _, o in rounds) / 2
+    half = args.paced_rate or statistics.median(o.rate for _, o in rounds) / 2
     shuffled = rng.sample(vouchers, len(vouchers))
     paced_requests = [
         online.request(v, PACED_PART)
@@ -374,7 +375,8 @@ async def _measure(args: argparse.Namespace, setup: Setup) -> None:
             f"ratio {online_r.rate / health_r.rate:.0%}"
         )
     print(f"  online redemptions, all rounds: {redemptions.summary()}; API CPU {cpu * 1e6:.0f} µs/request")
-    print(f"  online redemptions paced at half that rate ({half:,.0f}/s): {at_half.summary()}")
+    pace = "at a rate given" if args.paced_rate else "at half that rate"
+    print(f"  online redemptions paced {pace} ({half:,.0f}/s): {at_half.summary()}")
     print(
         f"  offline sync of {len(items)} scans ({MAX_SYNC_ITEMS} items a request): {sync_seconds:.2f} s "
         f"({len(items) / sync_seconds:,.0f} items/s), outcomes {sync_counts}"
@@ -384,9 +386,13 @@ async def _measure(args: argparse.Namespace, setup: Setup) -> None:
     print(
         f"  target online rate >= 20 % of /healthz (median of the rounds): {ratio:.0%} — "
         f"{'met' if ratio >= 0.2 else 'NOT met'}; "
-        f"target p99 <= 100 ms at half rate: {at_half.ms(0.99):.0f} ms — "
-        f"{'met' if at_half.ms(0.99) <= 100 else 'NOT met'}; "
-        f"target sync <= 10 s: {sync_seconds:.1f} s — {'met' if sync_seconds <= 10 else 'NOT met'}"
+        + (
+            f"p99 at the rate given: {at_half.ms(0.99):.0f} ms (the target is at half the measured rate); "
+            if args.paced_rate
+            else f"target p99 <= 100 ms at half rate: {at_half.ms(0.99):.0f} ms — "
+            f"{'met' if at_half.ms(0.99) <= 100 else 'NOT met'}; "
+        )
+        + f"target sync <= 10 s: {sync_seconds:.1f} s — {'met' if sync_seconds <= 10 else 'NOT met'}"
     )
 
 
@@ -468,6 +474,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternations of /healthz and online phases")
     parser.add_argument("--healthz-seconds", type=float, default=3.0, help="length of each /healthz phase")
     parser.add_argument("--paced-seconds", type=float, default=10.0, help="length of the paced phase")
+    parser.add_argument(
+        "--paced-rate", type=float, help="redemptions/s of the paced phase (default: half the measured rate)"
+    )
     parser.add_argument("--max-seconds", type=float, default=20.0, help="bound on each as-fast-as-answered phase")
     parser.add_argument("--scans", type=int, default=10_000, help="scanned vouchers one device syncs")
     args = parser.parse_args()

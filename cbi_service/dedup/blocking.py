@@ -1,7 +1,7 @@
 """Blocking keys: the few exact-match strings under which a person is filed for candidate lookup.
 
 Comparing a registration with a million people one by one is impossible inside a request, and the embedded
-PostgreSQL has no pg_trgm. Each person is instead filed under ~7-10 short keys in an indexed table; a new
+PostgreSQL has no pg_trgm. Each person is instead filed under ~7-12 short keys in an indexed table; a new
 registration looks up its own keys with one btree probe each and scores only the people found. The keys
 are chosen so that every single corruption seen in the field (accents, swapped or missing surnames, given
 and family names exchanged, a typo in one name, day and month swapped, a typo in the date, a reformatted
@@ -45,6 +45,10 @@ def blocking_keys(record: MatchRecord) -> list[str]:
     - ``i:`` the initials of the first given name and first surname, sorted, with the day/month agnostic
       birth date: survives a typo in both names at once (typists rarely get a first letter wrong), and
       stays selective because the whole date is in it.
+    - ``a:`` the initials of the first two given names and first two surnames, sorted, with the birth
+      year, for people with three of them or more: survives typos in two names (or one, with the names
+      exchanged) when the date is 1 January written for an unknown one; three or four initials and the
+      year keep it selective.
     """
     keys: list[str] = []
     for document in record.documents:
@@ -65,6 +69,9 @@ def blocking_keys(record: MatchRecord) -> list[str]:
             first, second = sorted((first_name, second_name))
             keys.append(f"y:{first}:{second}:{dob_key[:4]}")
             keys.append(f"m:{first}:{second}:{dob_key[4:]}")
+    tokens = [*record.given[:2], *record.family[:2]]
+    if len(tokens) >= 3:
+        keys.append(f"a:{''.join(sorted(t[0] for t in tokens))}:{dob_key[:4]}")
     return list(dict.fromkeys(keys))
 
 

@@ -86,22 +86,26 @@ def _gender_variant(a: str, b: str) -> bool:
 
 
 @lru_cache(maxsize=1 << 17)
-def token_similarity(a: str, b: str) -> float:
+def token_similarity(a: str, b: str, gendered: bool = True) -> float:
     """Similarity of two folded name tokens in 0..1; at or above TOKEN_MATCH they are the same name.
 
-    One edit (a transposition counts as one) is a typo from four letters on, two edits from ten letters on
-    (Bernardo/Leonardo are two names); names that sound alike in Spanish are the same name; masculine and
-    feminine forms of a name are not. Cached: common names are compared with each other over and over.
+    One edit (a transposition counts as one) is a typo from four letters on, counting the longer token
+    when a letter was left out or added (Jose/Jse, Gil/Gill), two edits from ten letters on
+    (Bernardo/Leonardo are two names); names that sound alike in Spanish are the same name. With
+    `gendered` (given names of people whose sexes differ or are not both known) the masculine and feminine
+    forms of a name are not: Daniel and Daniela are a brother and a sister, but two women's records with
+    Daniel and Daniela are one letter left out. Cached: common names are compared with each other over
+    and over.
     """
     if a == b:
         return 1.0
-    if _gender_variant(a, b):
+    if gendered and _gender_variant(a, b):
         return 0.3
     if spanish_phonetic(a) == spanish_phonetic(b):
         return 0.95
     distance = OSA.distance(a, b)
-    shortest = min(len(a), len(b))
-    if (distance == 1 and shortest >= 4) or (distance == 2 and shortest >= 10):
+    shortest, longest = sorted((len(a), len(b)))
+    if (distance == 1 and shortest >= 3 and longest >= 4) or (distance == 2 and shortest >= 10):
         return 0.85
     return min(float(OSA.normalized_similarity(a, b)), TOKEN_MATCH - 0.05)
 
@@ -111,10 +115,13 @@ def _initial_of(a: str, b: str) -> bool:
     return (len(a) == 1) != (len(b) == 1) and a[0] == b[0]
 
 
-def _align(left: tuple[str, ...], right: tuple[str, ...]) -> list[tuple[float, int, int]]:
-    """Best one-to-one pairing of tokens, order ignored (greedy: lists are tiny): (similarity, i, j)."""
+def _align(left: tuple[str, ...], right: tuple[str, ...], gendered: bool) -> list[tuple[float, int, int]]:
+    """Best one-to-one pairing of tokens, order ignored (greedy: lists are tiny): (similarity, i, j). Between
+    equally good pairings the earlier tokens pair first, so "Martínez" against "Martínez Martínez" is the
+    first surname with the second left out."""
     pairs = sorted(
-        [(token_similarity(a, b), i, j) for i, a in enumerate(left) for j, b in enumerate(right)], reverse=True
+        [(token_similarity(a, b, gendered), i, j) for i, a in enumerate(left) for j, b in enumerate(right)],
+        key=lambda p: (-p[0], p[1], p[2]),
     )
     used_left: set[int] = set()
     used_right: set[int] = set()
@@ -128,35 +135,60 @@ def _align(left: tuple[str, ...], right: tuple[str, ...]) -> list[tuple[float, i
     return aligned
 
 
-def _name_level(left: tuple[str, ...], right: tuple[str, ...], *, initials: bool) -> str:
-    """Agreement of two name lists, robust to order, a missing name and (for given names) initials.
+def _initials_for_the_rest(
+    left: tuple[str, ...], right: tuple[str, ...], matched: list[tuple[float, int, int]]
+) -> bool:
+    """Every name of the shorter side left unmatched is the initial of a different unmatched name of the
+    other side: "María J" for "María José", and "Octavio T" for "Octavio Thiago Lionel"."""
+    flip = len(left) > len(right)
+    short, long_ = (right, left) if flip else (left, right)
+    taken_short = {j if flip else i for _, i, j in matched}
+    taken_long = {i if flip else j for _, i, j in matched}
+    free = [t for k, t in enumerate(long_) if k not in taken_long]
+    rest = [t for k, t in enumerate(short) if k not in taken_short]
+    if not rest or (not matched and len(short) != len(long_)):  # "Olivia" is no initial of "Prieto O"
+        return False
+    for token in rest:
+        partner = next((t for t in free if _initial_of(token, t)), None)
+        if partner is None:
+            return False
+        free.remove(partner)
+    return True
+
+
+def _name_level(left: tuple[str, ...], right: tuple[str, ...], *, given: bool, gendered: bool = False) -> str:
+    """Agreement of two name lists, robust to order, a missing name and (for `given` names) initials.
 
     When one side has fewer names it matters whether they include the other's first one: "José" against
     "José Manuel" is usually one man written short, "José" against "Benjamín José" may be his brother.
+    Given names that share one name while each has another the other lacks ("Juan David", "Juan Diego")
+    are two people, twins or brothers named alike: one person's records leave a name out or shorten it to
+    an initial, they do not swap it for another. Two surnames sharing one ("García Pérez", "García López")
+    stay partial: one person's second surname changes with marriage or between registries.
     """
     if not left or not right:
         return "missing"
     if left == right:
         return "exact"
+    if "".join(left) == "".join(right):  # a space typed or left out: "Mari Carmen", "Maricarmen"
+        return "typo"
     if len(left) == 1 and len(right) == 1:  # most names: one token each
-        return "typo" if token_similarity(left[0], right[0]) >= TOKEN_MATCH else "different"
-    aligned = _align(left, right)
+        return "typo" if token_similarity(left[0], right[0], gendered) >= TOKEN_MATCH else "different"
+    aligned = _align(left, right, gendered)
     matched = [(s, i, j) for s, i, j in aligned if s >= TOKEN_MATCH]
-    if initials and len(left) == len(right):
-        unmatched = [(i, j) for s, i, j in aligned if s < TOKEN_MATCH]
-        if unmatched and all(_initial_of(left[i], right[j]) for i, j in unmatched):
-            return "initials"
+    if given and _initials_for_the_rest(left, right, matched):
+        return "initials"
     if not matched:
         return "different"
     if len(matched) < min(len(left), len(right)):
-        return "partial"
+        return "different" if given else "partial"
     if len(left) != len(right):
         return "missing_name" if any(i == 0 and j == 0 for _, i, j in matched) else "partial"
     return "exact" if all(s == 1.0 for s, _, _ in matched) else "typo"
 
 
 def _family_level(left: tuple[str, ...], right: tuple[str, ...]) -> str:
-    level = _name_level(left, right, initials=False)
+    level = _name_level(left, right, given=False)
     return "missing_surname" if level == "missing_name" else level
 
 
@@ -223,13 +255,20 @@ class Gammas:
 
 def name_levels(probe: MatchRecord, candidate: MatchRecord) -> tuple[str, str, bool]:
     """(given level, family level, exchanged): the better of the straight reading and the one with the
-    candidate's given and family names exchanged (a clerk who typed them into the wrong boxes)."""
-    straight = (_name_level(probe.given, candidate.given, initials=True), _family_level(probe.family, candidate.family))
+    candidate's given and family names exchanged (a clerk who typed them into the wrong boxes).
+
+    Masculine and feminine forms are told apart in given names only (surnames have none), and only unless
+    both records give the same sex."""
+    gendered = not (probe.sex in KNOWN_SEXES and probe.sex == candidate.sex)
+    straight = (
+        _name_level(probe.given, candidate.given, given=True, gendered=gendered),
+        _family_level(probe.family, candidate.family),
+    )
     rank = _NAME_RANK.get(straight[0], 0) + _NAME_RANK.get(straight[1], 0)
     if rank >= 8:  # both fields agree, at least with a typo: exchanging them cannot do better
         return (*straight, False)
     swapped = (
-        _name_level(probe.given, candidate.family, initials=True),
+        _name_level(probe.given, candidate.family, given=True, gendered=gendered),
         _family_level(probe.family, candidate.given),
     )
     if _NAME_RANK.get(swapped[0], 0) + _NAME_RANK.get(swapped[1], 0) > rank:

@@ -33,7 +33,9 @@ def national_id(number: str) -> tuple[DocumentKey, ...]:
         ({"given": "M. José"}, "given_names", "initials"),
         ({"given": "María"}, "given_names", "missing_name"),
         ({"given": "María Jsoe"}, "given_names", "typo"),
-        ({"given": "María Fernanda"}, "given_names", "partial"),
+        ({"given": "José María"}, "given_names", "exact"),
+        ({"given": "Ana María José"}, "given_names", "partial"),
+        ({"given": "María Fernanda"}, "given_names", "different"),  # twins are named so, one person is not
         ({"given": "Ana Lucía"}, "given_names", "different"),
         ({"family": "Cruz Rodríguez"}, "family_names", "exact"),
         ({"family": "Rodríguez"}, "family_names", "missing_surname"),
@@ -55,8 +57,54 @@ def test_levels_of_how_records_of_one_person_differ(variant, field, level):
 
 
 def test_masculine_and_feminine_forms_are_different_names():
-    assert labels(person(given="Daniel"), person(given="Daniela"))["given_names"] == "different"
-    assert labels(person(given="Mario"), person(given="María"))["given_names"] == "different"
+    assert labels(person(given="Daniel", sex="male"), person(given="Daniela"))["given_names"] == "different"
+    assert labels(person(given="Mario", sex="unknown"), person(given="María"))["given_names"] == "different"
+
+
+def test_a_letter_left_out_of_a_womans_name_is_a_typo_when_both_records_say_she_is_a_woman():
+    assert labels(person(given="Delfin"), person(given="Delfina"))["given_names"] == "typo"
+    assert labels(person(given="Luciana Sofía"), person(given="Lucian Sofía"))["given_names"] == "typo"
+
+
+def test_surnames_have_no_feminine_form():
+    assert labels(person(family="Oliver Perea", sex="male"), person(family="Olivera Perea"))["family_names"] == "typo"
+
+
+@pytest.mark.parametrize(
+    ("one", "other", "field"),
+    [
+        ("José", "Jse", "given_names"),  # a letter left out of a four-letter name
+        ("Luis Eduardo", "Lui Eduardo", "given_names"),
+        ("Gil", "Gill", "family_names"),  # a letter typed twice
+        ("Rico Aguayo", "Ric Aguayo", "family_names"),
+    ],
+)
+def test_a_letter_left_out_or_typed_twice_in_a_short_name_is_a_typo(one, other, field):
+    name = "given" if field == "given_names" else "family"
+    assert labels(person(**{name: one}), person(**{name: other}))[field] == "typo"
+
+
+def test_a_letter_changed_in_a_three_letter_name_is_another_name():
+    assert labels(person(given="Ana Sofía"), person(given="Ada Sofía"))["given_names"] == "different"
+
+
+def test_initials_for_some_of_three_given_names():
+    assert labels(person(given="Octavio T"), person(given="Octavio Thiago Lionel"))["given_names"] == "initials"
+
+
+def test_a_surname_written_twice_is_the_first_with_the_second_left_out():
+    assert labels(person(family="Martínez"), person(family="Martínez Martínez"))["family_names"] == "missing_surname"
+
+
+def test_a_space_typed_or_left_out_is_a_typo():
+    assert labels(person(family="Mc Gilchrist"), person(family="McGilchrist"))["family_names"] == "typo"
+    assert labels(person(given="Maricarmen"), person(given="Mari Carmen"))["given_names"] == "typo"
+
+
+def test_twins_named_alike_are_not_one_person():
+    """Same surnames and birth date, one given name shared and one not: the given names count as different."""
+    juan_david, juan_diego = person(given="Juan David", sex="male"), person(given="Juan Diego", sex="male")
+    assert labels(juan_david, juan_diego)["given_names"] == "different"
 
 
 def test_a_letter_typed_twice_is_a_typo_not_a_feminine_form():

@@ -88,3 +88,24 @@ def test_every_match_explains_what_agreed_and_what_weighed():
     assert match.match_weight == pytest.approx(
         MODEL.prior_weight + sum(line["weight"] for line in match.explanation if line["weight"] is not None), abs=0.1
     )
+
+
+@pytest.mark.parametrize(
+    ("copy", "registered"),
+    [
+        (person(given="Jse", document=None), person(given="José", document=None)),  # a letter left out, short name
+        (person(given="Delfin", family="Rodriguez Crz", document=None), person(given="Delfina", document=None)),
+        (
+            person(given="Octavio T", family="Velázquez", document=None),  # initials for two of three names
+            person(given="Octavio Thiago Lionel", family="Velázquez", document=None),
+        ),
+    ],
+)
+def test_copies_written_short_or_mistyped_in_short_names_are_flagged(copy, registered):
+    assert status(copy, registered) != "unique"
+
+
+def test_twins_sharing_a_first_given_name_are_not_flagged():
+    juan_david = person(given="Juan David", family="Pérez Gil", sex="male", document=None)
+    juan_diego = person(given="Juan Diego", family="Pérez Gil", sex="male", document=None)
+    assert status(juan_diego, juan_david) == "unique"

@@ -171,6 +171,7 @@ async def test_registration_meets_the_partners_person_by_document(client, api_ke
             "matched_on": ["document"],
             "match_weight": None,
             "explanation": [],
+            "unanswered_attempts": None,
         }
     ]
     assert (await client.get("/v1/beneficiaries", headers=registrar)).json()["items"] == []

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, func, select, update
+from sqlalchemy import ColumnElement, Table, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -91,6 +91,15 @@ class SweepRepository(Repository[DedupSweep]):
         await self.session.execute(delete(DedupSweepPair).where(DedupSweepPair.sweep_id == sweep_id))
 
 
+def _claimed(registry: str, claimed_at: datetime, ids: Sequence[uuid.UUID]) -> tuple[ColumnElement[bool], ...]:
+    """The re-check rows of these people for `registry` that still carry the claim `claimed_at`."""
+    return (
+        RegistryRecheck.registry_name == registry,
+        RegistryRecheck.beneficiary_id.in_(ids),
+        RegistryRecheck.claimed_at == claimed_at,
+    )
+
+
 class RecheckRepository:
     """People to ask an external registry about again (`RegistryRecheck`)."""
 
@@ -152,11 +161,7 @@ class RecheckRepository:
             return []
         stmt = (
             delete(RegistryRecheck)
-            .where(
-                RegistryRecheck.registry_name == registry,
-                RegistryRecheck.beneficiary_id.in_(ids),
-                RegistryRecheck.claimed_at == claimed_at,
-            )
+            .where(*_claimed(registry, claimed_at, ids))
             .returning(RegistryRecheck.beneficiary_id)
         )
         return list((await self.session.execute(stmt)).scalars())
@@ -170,12 +175,7 @@ class RecheckRepository:
             return {}
         stmt = (
             delete(RegistryRecheck)
-            .where(
-                RegistryRecheck.registry_name == registry,
-                RegistryRecheck.beneficiary_id.in_(ids),
-                RegistryRecheck.claimed_at == claimed_at,
-                RegistryRecheck.attempts >= max_attempts,
-            )
+            .where(*_claimed(registry, claimed_at, ids), RegistryRecheck.attempts >= max_attempts)
             .returning(RegistryRecheck.beneficiary_id, RegistryRecheck.attempts)
         )
         return {row.beneficiary_id: row.attempts for row in await self.session.execute(stmt)}
@@ -191,10 +191,6 @@ class RecheckRepository:
         delay = func.least(first_seconds * func.power(2, exponent), cap_seconds)
         await self.session.execute(
             update(RegistryRecheck)
-            .where(
-                RegistryRecheck.registry_name == registry,
-                RegistryRecheck.beneficiary_id.in_(ids),
-                RegistryRecheck.claimed_at == claimed_at,
-            )
+            .where(*_claimed(registry, claimed_at, ids))
             .values(claimed_at=None, next_attempt_at=func.now() + func.make_interval(0, 0, 0, 0, 0, 0, delay))
         )

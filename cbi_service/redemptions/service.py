@@ -73,9 +73,12 @@ class OnlineRedemption:
     received_at: datetime
 
 
-ONLINE_WRITERS = 4
-"""Groups of online redemptions carried out at once in an API process: while one holds the programme's
-`disbursed` account until its commit, the next reads and locks its vouchers."""
+ONLINE_WRITERS = 1
+"""Groups of online redemptions carried out at once in an API process. One: a group's fixed costs (a pooled
+connection, its statements, the commit and its WAL flush) are paid per group, and with one writer the
+redemptions that arrive meanwhile make the next group bigger instead of starting more small ones that would
+queue on the programme's `disbursed` account anyway. Measured in B7 on 2 cores and 2 API processes: 1 writer
+answers about 1.25 times the redemptions of 2 and 1.5 times those of 4, at a lower p99."""
 
 
 def online_redemptions(

@@ -54,9 +54,10 @@ async def register(
     request: Request, body: BeneficiaryCreate, session: SessionDep, principal: Registrar, idem: IdempotencyDep
 ) -> Response:
     settings = request.app.state.settings
+    checks = await service.registration_checks(session, settings, body)
 
     async def register_and_show() -> BeneficiaryRegistered:
-        registered = await service.register(session, settings, principal, body)
+        registered = await service.register(session, settings, principal, body, checks)
         return (await present(session, principal, "POST /v1/beneficiaries", [registered]))[0]
 
     return await idem.run(body, register_and_show, status_code=201)

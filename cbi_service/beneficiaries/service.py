@@ -52,7 +52,8 @@ from cbi_service.dedup.scoring import Decision, DedupStatus, decide
 from cbi_service.dedup.service import active_model
 from cbi_service.dedup.settings import get_dedup_settings
 from cbi_service.kit.crypto import Keyring, keyring
-from cbi_service.kit.errors import Conflict, Forbidden, UnprocessableEntity
+from cbi_service.kit.db import release_connection
+from cbi_service.kit.errors import AppError, Conflict, Forbidden, UnprocessableEntity
 from cbi_service.kit.idempotency import IdempotencyRepository
 from cbi_service.kit.ids import new_id
 from cbi_service.kit.settings import Settings
@@ -168,10 +169,14 @@ def combine(decision: Decision[uuid.UUID], checks: RegistryChecks) -> DedupOutco
     return outcome
 
 
-async def external_checks(settings: Settings, prepared: Prepared) -> RegistryChecks:
-    """The external registries' answers, asked before the registration's locks are taken: a slow registry
-    keeps no other registration waiting."""
-    return await check_registries(registries_for(settings.registries), prepared.record)
+async def external_checks(session: AsyncSession, settings: Settings, prepared: Prepared) -> RegistryChecks:
+    """The external registries' answers, asked before the registration's locks are taken and with the
+    request's transaction, which has only read so far, ended: a slow registry keeps no other registration
+    waiting, and no pooled connection idle while it answers."""
+    registries = registries_for(settings.registries)
+    if registries:
+        await release_connection(session)
+    return await check_registries(registries, prepared.record)
 
 
 async def run_dedup(
@@ -303,14 +308,25 @@ def _unavailable(outcome: DedupOutcome) -> dict[str, Any]:
 async def check(session: AsyncSession, settings: Settings, data: BeneficiaryCreate) -> DedupResult:
     """The dedup outcome a registration would get; reads only."""
     prepared = prepare(data)
-    return (await run_dedup(session, prepared, await external_checks(settings, prepared))).result()
+    return (await run_dedup(session, prepared, await external_checks(session, settings, prepared))).result()
+
+
+async def registration_checks(session: AsyncSession, settings: Settings, data: BeneficiaryCreate) -> RegistryChecks:
+    """The external registries' answers for a registration, asked before its Idempotency-Key is locked: the
+    key's lock lives as long as the transaction, which `external_checks` ends. A body `prepare` refuses is
+    asked nothing (the registration refuses it, under its key)."""
+    try:
+        prepared = prepare(data)
+    except AppError:
+        return RegistryChecks()
+    return await external_checks(session, settings, prepared)
 
 
 async def register(
-    session: AsyncSession, settings: Settings, principal: Principal, data: BeneficiaryCreate
+    session: AsyncSession, settings: Settings, principal: Principal, data: BeneficiaryCreate, checks: RegistryChecks
 ) -> BeneficiaryRegistered:
+    """Register `data` on the registries' answers `checks` (`registration_checks`)."""
     prepared = prepare(data)
-    checks = await external_checks(settings, prepared)
     repo = BeneficiaryRepository(session)
     await repo.lock_keys(prepared.keys)
     outcome = await run_dedup(session, prepared, checks)
@@ -384,7 +400,7 @@ async def correct(
     _check_correctable(beneficiary)
     seen = beneficiary.updated_at
     prepared = prepare(_merged(await out_one(session, beneficiary), patch))
-    checks = await external_checks(settings, prepared)
+    checks = await external_checks(session, settings, prepared)
     beneficiary = await repo.require(beneficiary_id, for_update=True, populate_existing=True)
     _check_correctable(beneficiary)
     if beneficiary.updated_at != seen:

@@ -55,9 +55,10 @@ SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
 async def release_connection(session: AsyncSession) -> None:
-    """End the request's transaction, which has only read (who is calling), so that its connection goes back
-    to the pool before the request waits on a group commit (`kit.group_commit`), which needs one of its own:
-    a pool's worth of waiting requests holding theirs would leave the group none."""
+    """End the request's transaction, which has only read (who is calling, what it is about), so that its
+    connection goes back to the pool before the request waits: on a group commit (`kit.group_commit`), which
+    needs one of its own, or on a partner's system. A pool's worth of waiting requests holding theirs would
+    leave the rest of the process none. Whatever the transaction locked is released with it."""
     await session.commit()
 
 

@@ -492,3 +492,34 @@ def _csv(rows: list[dict[str, str]]) -> bytes:
     writer.writeheader()
     writer.writerows(rows)
     return out.getvalue().encode()
+
+
+@pytest.mark.parametrize("route", ["register", "check", "correct"])
+async def test_no_database_connection_is_held_while_a_slow_registry_is_asked(settings, api_key_factory, partner, route):
+    """A registry that takes its time must not hold one of the pool's connections per request waiting on it:
+    a pool's worth of registrations at a slow partner would leave every other request of the process none."""
+    registrar = await api_key_factory("registrar")
+    with GatedRegistry(partner, hold=True) as slow:
+        app = create_app(with_registry(settings, slow.url, timeout_seconds=20, failure_threshold=100))
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+                slow.release.set()
+                carmen = (await client.post("/v1/beneficiaries", json=UNKNOWN, headers=registrar)).json()
+                slow.release.clear()
+                slow.asked.clear()
+                sent = {
+                    "register": lambda: client.post("/v1/beneficiaries", json=JOSE, headers=registrar),
+                    "check": lambda: client.post("/v1/dedup/check", json=JOSE, headers=registrar),
+                    "correct": lambda: client.patch(
+                        f"/v1/beneficiaries/{carmen['id']}", json={"household_size": 5}, headers=registrar
+                    ),
+                }[route]
+                answering = asyncio.create_task(sent())
+                try:
+                    assert await asyncio.to_thread(slow.asked.wait, 10), "the request asks the registry"
+                    assert app.state.engine.pool.checkedout() == 0, "a connection is held while the registry is asked"
+                finally:
+                    slow.release.set()
+                answered = await answering
+    assert answered.status_code in (200, 201, 409), answered.text

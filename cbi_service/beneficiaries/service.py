@@ -314,7 +314,9 @@ async def check(session: AsyncSession, settings: Settings, data: BeneficiaryCrea
 async def registration_checks(session: AsyncSession, settings: Settings, data: BeneficiaryCreate) -> RegistryChecks:
     """The external registries' answers for a registration, asked before its Idempotency-Key is locked: the
     key's lock lives as long as the transaction, which `external_checks` ends. A body `prepare` refuses is
-    asked nothing (the registration refuses it, under its key)."""
+    asked nothing (the registration refuses it, under its key); without registries nothing is prepared here."""
+    if not settings.registries:
+        return RegistryChecks()
     try:
         prepared = prepare(data)
     except AppError:

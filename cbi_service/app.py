@@ -39,7 +39,7 @@ from cbi_service.issuance.router import router as issuance_router
 from cbi_service.jobs.worker import Worker, load_handlers
 from cbi_service.kit.body_limits import BodyGuardMiddleware, BodyLimits
 from cbi_service.kit.crypto import use_master_key
-from cbi_service.kit.db import make_engine, make_session_factory
+from cbi_service.kit.db import make_engine, make_lookup_engine, make_session_factory
 from cbi_service.kit.errors import PROBLEM_RESPONSES, document_problems, install_error_handlers
 from cbi_service.kit.heap import settle_after_startup
 from cbi_service.kit.logging import configure_logging
@@ -143,6 +143,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         use_master_key(engine, settings)
         app.state.session_factory = make_session_factory(engine)
+        lookups = make_lookup_engine(url, settings)
+        instrument_engine(lookups)
+        app.state.lookup_sessions = make_session_factory(lookups)
         app.state.online_redemptions = online_redemptions(app.state.session_factory, settings)
         stop = asyncio.Event()
         worker_task = None
@@ -160,6 +163,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await app.state.online_redemptions.aclose()
             await close_providers()
             GAUGES.detach(engine)
+            await lookups.dispose()
             await engine.dispose()
 
     # /docs and /redoc load Swagger UI and ReDoc from the package's copies, served here: no CDN.

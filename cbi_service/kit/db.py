@@ -11,6 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 
 from cbi_service.kit.settings import Settings
 
+_CONNECT_ARGS = {"server_settings": {"application_name": "cbi-service", "timezone": "UTC"}}
+
 
 def make_engine(url: str, settings: Settings) -> AsyncEngine:
     return create_async_engine(
@@ -19,7 +21,24 @@ def make_engine(url: str, settings: Settings) -> AsyncEngine:
         max_overflow=settings.db_max_overflow,
         pool_pre_ping=True,
         hide_parameters=True,
-        connect_args={"server_settings": {"application_name": "cbi-service", "timezone": "UTC"}},
+        connect_args=_CONNECT_ARGS,
+    )
+
+
+def make_lookup_engine(url: str, settings: Settings) -> AsyncEngine:
+    """An engine for the single reads a request makes before its work is carried out in another transaction
+    (who is calling, ahead of a group commit): its connections run each statement on its own (autocommit), so
+    a read costs its one round trip and no BEGIN or COMMIT, and checking a pooled connection is alive costs
+    one more rather than the three a connection that opens transactions needs. A small pool of its own:
+    these reads are short, and none waits on a connection the requests' transactions hold."""
+    return create_async_engine(
+        url,
+        isolation_level="AUTOCOMMIT",
+        pool_size=max(2, settings.db_pool_size // 4),
+        max_overflow=0,
+        pool_pre_ping=True,
+        hide_parameters=True,
+        connect_args=_CONNECT_ARGS,
     )
 
 
@@ -56,9 +75,9 @@ SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 async def release_connection(session: AsyncSession) -> None:
     """End the request's transaction, which has only read (who is calling, what it is about), so that its
-    connection goes back to the pool before the request waits: on a group commit (`kit.group_commit`), which
-    needs one of its own, or on a partner's system. A pool's worth of waiting requests holding theirs would
-    leave the rest of the process none. Whatever the transaction locked is released with it."""
+    connection goes back to the pool before the request waits on a partner's system: a pool's worth of
+    waiting requests holding theirs would leave the rest of the process none. Whatever the transaction
+    locked is released with it."""
     await session.commit()
 
 

@@ -8,9 +8,9 @@ import structlog
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
-from cbi_service.auth.dependencies import require_roles
+from cbi_service.auth.dependencies import require_roles, require_roles_apart
 from cbi_service.auth.roles import Principal, Role
-from cbi_service.kit.db import SessionDep, release_connection
+from cbi_service.kit.db import SessionDep
 from cbi_service.kit.group_commit import GroupCommit
 from cbi_service.kit.idempotency import Answer, IdempotencyDep, RequiredKeyDep, fingerprint
 from cbi_service.kit.pagination import Page, PageDep, page_of
@@ -27,13 +27,15 @@ from cbi_service.redemptions.schemas import (
 
 router = APIRouter(prefix="/v1/voucher-redemptions", tags=["voucher redemptions"], route_class=StorableTextRoute)
 Merchant = Annotated[Principal, Depends(require_roles(Role.merchant))]
+#: A merchant redeeming online: its request opens no unit of work, the group commit carries it out.
+Redeemer = Annotated[Principal, Depends(require_roles_apart(Role.merchant))]
 #: Conflicts are reviewed by the agency; a merchant's key sees its own merchant's redemptions.
 Reader = Annotated[Principal, Depends(require_roles(Role.admin, Role.finance, Role.auditor, Role.merchant))]
 
 
 @router.post("", status_code=201, response_model=RedemptionOut)
 async def redeem_voucher(
-    request: Request, body: RedemptionCreate, session: SessionDep, principal: Merchant, key: RequiredKeyDep
+    request: Request, body: RedemptionCreate, principal: Redeemer, key: RequiredKeyDep
 ) -> Response:
     """Redeem `amount` of a voucher at the caller's merchant, now: the voucher named by its `code` or its QR
     `token` (Idempotency-Key required). A voucher may be redeemed in parts up to its value. Fully redeemed,
@@ -49,7 +51,6 @@ async def redeem_voucher(
         received_at=datetime.now(UTC),
     )
     writer: GroupCommit[service.OnlineRedemption, Answer] = request.app.state.online_redemptions
-    await release_connection(session)
     return (await writer.submit(redemption)).response()
 
 

@@ -156,3 +156,27 @@ async def test_sixteen_redemptions_of_one_voucher_by_two_merchants_at_once_have_
     assert listed.status_code == 200, listed.text
     [record] = listed.json()["items"]
     assert record["id"] == next(r.json()["id"] for r in responses if r.status_code == 201)
+
+
+async def test_a_revoked_merchant_key_is_refused_from_its_next_redemption(
+    client, api_key_factory, session_factory, settings
+):
+    """The online route authenticates on a lookup connection of its own, not in a unit of work: every request
+    still reads the key, so a revocation holds at once and a refused request redeems nothing."""
+    from cbi_service.auth.repository import ApiKeyRepository
+    from cbi_service.auth.service import hash_key, revoke_api_key
+
+    s = await scene(client, api_key_factory, session_factory, settings, vouchers=1, shops=1)
+    voucher, shop = s.vouchers[0], s.shops[0]
+    assert (await redeem(client, shop, "10000.00", token=voucher["voucher_token"])).status_code == 201
+    raw = shop.key["Authorization"].removeprefix("Bearer ")
+    async with session_factory.begin() as session:
+        key = await ApiKeyRepository(session).find_active_by_hash(hash_key(raw))
+        assert key is not None
+        assert await revoke_api_key(session, key.id)
+
+    refused = await redeem(client, shop, "10000.00", token=voucher["voucher_token"])
+    assert_problem(refused, 401)
+    assert refused.headers["www-authenticate"] == "Bearer"
+    entitlement = (await client.get(f"/v1/entitlements/{voucher['id']}", headers=s.actors.auditor)).json()
+    assert entitlement["redeemed"] == cop("10000.00")

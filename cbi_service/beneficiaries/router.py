@@ -54,7 +54,7 @@ async def register(
     request: Request, body: BeneficiaryCreate, session: SessionDep, principal: Registrar, idem: IdempotencyDep
 ) -> Response:
     settings = request.app.state.settings
-    checks = await service.registration_checks(session, settings, body)
+    checks = await service.registration_checks(session, settings, body, answered=await idem.answered())
 
     async def register_and_show() -> BeneficiaryRegistered:
         registered = await service.register(session, settings, principal, body, checks)

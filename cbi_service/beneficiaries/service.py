@@ -311,11 +311,15 @@ async def check(session: AsyncSession, settings: Settings, data: BeneficiaryCrea
     return (await run_dedup(session, prepared, await external_checks(session, settings, prepared))).result()
 
 
-async def registration_checks(session: AsyncSession, settings: Settings, data: BeneficiaryCreate) -> RegistryChecks:
+async def registration_checks(
+    session: AsyncSession, settings: Settings, data: BeneficiaryCreate, *, answered: bool = False
+) -> RegistryChecks:
     """The external registries' answers for a registration, asked before its Idempotency-Key is locked: the
-    key's lock lives as long as the transaction, which `external_checks` ends. A body `prepare` refuses is
-    asked nothing (the registration refuses it, under its key); without registries nothing is prepared here."""
-    if not settings.registries:
+    key's lock lives as long as the transaction, which `external_checks` ends. Nothing is asked for a
+    registration whose key is `answered` already (a retry, replayed: the person is not sent to the partners
+    again), nor for a body `prepare` refuses (the registration refuses it, under its key); without registries
+    nothing is prepared here."""
+    if answered or not settings.registries:
         return RegistryChecks()
     try:
         prepared = prepare(data)

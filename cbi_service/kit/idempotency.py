@@ -23,7 +23,7 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
@@ -102,11 +102,14 @@ class IdempotencyRepository:
         stmt = text("SELECT pg_try_advisory_xact_lock(hashtextextended(:scope, 0))")
         return bool((await self.session.execute(stmt, {"scope": f"idem:{principal_id}:{key}"})).scalar_one())
 
-    async def find_live(self, principal_id: uuid.UUID, key: str) -> IdempotencyRecord | None:
+    async def find_live(
+        self, principal_id: uuid.UUID, key: str, *, outlasting: timedelta = timedelta(0)
+    ) -> IdempotencyRecord | None:
+        """The key's answer if it is kept for at least `outlasting` more."""
         stmt = select(IdempotencyRecord).where(
             IdempotencyRecord.principal_id == principal_id,
             IdempotencyRecord.key == key,
-            IdempotencyRecord.expires_at > func.now(),
+            IdempotencyRecord.expires_at > func.now() + outlasting,
         )
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
@@ -227,6 +230,11 @@ def _caller_of(request: Request) -> uuid.UUID:
     return caller
 
 
+_ANSWER_MARGIN = timedelta(minutes=1)
+"""How long a key found `answered` must still be kept: `run`, a moment later, replays it rather than run an
+effect prepared without what was skipped."""
+
+
 class Idempotency:
     """Runs a request's effect at most once per (caller, key) and replays its first response.
 
@@ -237,6 +245,15 @@ class Idempotency:
         self.session = session
         self.request = request
         self.key = key
+
+    async def answered(self) -> bool:
+        """Whether the key holds an answer already, which `run` gives without running the effect (the first
+        answer replayed, or a 422 for another body): a route need not ask a partner's system for what the
+        effect would have used. A key kept for less than a minute more counts as unanswered."""
+        if self.key is None:
+            return False
+        repo = IdempotencyRepository(self.session)
+        return await repo.find_live(_caller_of(self.request), self.key, outlasting=_ANSWER_MARGIN) is not None
 
     async def run(self, payload: Any, effect: Callable[[], Awaitable[Any]], *, status_code: int = 200) -> Response:
         if self.key is None:

@@ -32,6 +32,7 @@ from cbi_service.kit.settings import Settings
 from tests.adapters.registries.dci_support import (
     PARTNER_CASELOAD,
     GatedRegistry,
+    RecordingProxy,
     registry_sim,
     silent_registry,
     write_caseload,
@@ -131,6 +132,26 @@ async def test_a_registration_finds_the_partners_record_by_a_document_written_di
         ]
         assert dedup["registries"] == [INTERNAL_CHECKED, {"registry": "partner", "status": "checked"}]
     assert listed.json()["items"] == [], "nothing was stored"
+
+
+async def test_a_replayed_registration_asks_the_registries_nothing_again(settings, api_key_factory, partner):
+    """A retried registration replays its first answer: the person's data is not sent to the partners a second
+    time (nor does the retry wait on them)."""
+    registrar = await api_key_factory("registrar")
+    headers = registrar | {"Idempotency-Key": str(uuid.uuid4())}
+    with RecordingProxy(partner) as proxy:
+        async with service(with_registry(settings, proxy.url)) as client:
+            first = await client.post("/v1/beneficiaries", json=UNKNOWN, headers=headers)
+            asked = len(proxy.exchanges)
+            again = await client.post("/v1/beneficiaries", json=UNKNOWN, headers=headers)
+            other = await client.post("/v1/beneficiaries", json=JOSE, headers=headers)
+    assert first.status_code == 201, first.text
+    assert asked >= 1
+    assert again.status_code == 201
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()
+    assert_problem(other, 422)  # the key reused with another person: refused, and nobody was asked about them
+    assert len(proxy.exchanges) == asked
 
 
 async def test_a_registration_the_partner_knows_by_name_goes_to_adjudication(settings, api_key_factory, partner):

@@ -183,8 +183,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodyGuardMiddleware, limits=body_limits(settings))
     app.add_middleware(RequestContextMiddleware)
+    # Starlette tries the routes in order: the busiest come first (none of their paths overlaps another's).
     for router in (
         health_router,
+        redemptions_router,
         webhooks_router,
         g2p_connect.router,
         programmes_router,
@@ -201,7 +203,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         fx_router,
         vouchers_router,
         merchants_router,
-        redemptions_router,
         settlements_router,
         privacy_router,
     ):

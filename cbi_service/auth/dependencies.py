@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cbi_service.auth.roles import STAFF_ROLES, Principal, Role
 from cbi_service.auth.service import authenticate
-from cbi_service.kit.db import SessionDep
+from cbi_service.kit.db import SessionDep, lookup
 from cbi_service.kit.errors import Forbidden, Unauthorized
 from cbi_service.kit.idempotency import bind_caller
 
@@ -32,11 +32,12 @@ async def current_principal_apart(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     """`current_principal` for a route whose work is carried out in a transaction of its own (a group
-    commit), which opens no unit of work: the key is looked up on a lookup connection (`kit.db.
-    make_lookup_engine`), given back at once, so the request holds none while it waits. Looked up on every
-    request all the same: a revoked key is refused from the next request on."""
-    async with request.app.state.lookup_sessions() as session:
-        return await _authenticated(request, session, credentials)
+    commit), which opens no unit of work: the key is read on a lookup connection (`kit.db.lookup`), given back
+    at once, so the request holds none while it waits. Read on every request all the same: a revoked key is
+    refused from the next request on."""
+    return await lookup(
+        request.app.state.lookup_sessions, lambda session: _authenticated(request, session, credentials)
+    )
 
 
 async def _authenticated(

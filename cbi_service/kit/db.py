@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from cbi_service.kit.settings import Settings
 
+T = TypeVar("T")
 _CONNECT_ARGS = {"server_settings": {"application_name": "cbi-service", "timezone": "UTC"}}
 
 
@@ -27,19 +29,32 @@ def make_engine(url: str, settings: Settings) -> AsyncEngine:
 
 def make_lookup_engine(url: str, settings: Settings) -> AsyncEngine:
     """An engine for the single reads a request makes before its work is carried out in another transaction
-    (who is calling, ahead of a group commit): its connections run each statement on its own (autocommit), so
-    a read costs its one round trip and no BEGIN or COMMIT, and checking a pooled connection is alive costs
-    one more rather than the three a connection that opens transactions needs. A small pool of its own:
-    these reads are short, and none waits on a connection the requests' transactions hold."""
+    (who is calling, ahead of a group commit), read through `lookup`: its connections run each statement on
+    its own (autocommit), so a read costs its one round trip, with no BEGIN or COMMIT and no ping first (a
+    connection found dead is replaced and the read made again). A small pool of its own: these reads are
+    short, and none waits on a connection the requests' transactions hold."""
     return create_async_engine(
         url,
         isolation_level="AUTOCOMMIT",
         pool_size=max(2, settings.db_pool_size // 4),
         max_overflow=0,
-        pool_pre_ping=True,
         hide_parameters=True,
         connect_args=_CONNECT_ARGS,
     )
+
+
+async def lookup(sessions: async_sessionmaker[AsyncSession], read: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """`read` in a session of the lookup engine, given back at once. Its pooled connections are not pinged
+    before use: one that the server closed since (a restart) fails, which invalidates the pool's others too,
+    and the read is made once more on a new connection. Only reads: a statement that failed wrote nothing."""
+    try:
+        async with sessions() as session:
+            return await read(session)
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+    async with sessions() as session:
+        return await read(session)
 
 
 def make_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

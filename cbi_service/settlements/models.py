@@ -10,12 +10,21 @@ from sqlalchemy.orm import Mapped, mapped_column
 from cbi_service.kit.ids import new_id
 from cbi_service.kit.models import Base, CreatedAt, one_of
 
-SETTLEMENT_STATUSES = ("draft", "pending_approval", "approved", "released", "paid", "rejected", "cancelled")
+SETTLEMENT_STATUSES = (
+    "draft",
+    "pending_approval",
+    "approved",
+    "released",
+    "paid",
+    "rejected",
+    "cancelled",
+    "refused",
+)
 UNRELEASED_STATUSES = ("draft", "pending_approval", "approved")
 """Before release no payment file has gone to the bank: the settlement can still be cancelled."""
 APPROVAL_DECISIONS = ("approve", "reject")
 LIVE_ITEM_INDEX = "uq_settlement_items_live_redemption"
-"""A redemption is in at most one settlement that is not rejected or cancelled: it is paid once."""
+"""A redemption is in at most one settlement that is not rejected, cancelled or refused: it is paid once."""
 
 
 class MerchantSettlement(CreatedAt, Base):
@@ -28,6 +37,7 @@ class MerchantSettlement(CreatedAt, Base):
         CheckConstraint("total_minor >= 0 AND redemption_count >= 0", name="totals"),
         CheckConstraint("approvals_needed IS NULL OR approvals_needed >= 1", name="approvals_needed"),
         CheckConstraint("(status = 'paid') = (bank_reference IS NOT NULL)", name="paid_reference"),
+        CheckConstraint("(status = 'refused') = (refusal_reason IS NOT NULL)", name="refusal_reason"),
         Index("ix_merchant_settlements_merchant", "merchant_id", "id"),
         Index("ix_merchant_settlements_status", "status", "id"),
     )
@@ -41,11 +51,14 @@ class MerchantSettlement(CreatedAt, Base):
     approvals_needed: Mapped[int | None] = mapped_column(Integer)
     bank_reference: Mapped[str | None] = mapped_column(String(35))
     """The bank's reference for the credit transfer, given when it is marked paid."""
+    refusal_reason: Mapped[str | None] = mapped_column(String(140))
+    """Why the bank refused the payment file, as it said (a pain.002 reason code and text), when refused."""
     created_by: Mapped[uuid.UUID] = mapped_column()
     submitted_by: Mapped[uuid.UUID | None] = mapped_column()
     released_by: Mapped[uuid.UUID | None] = mapped_column()
     paid_by: Mapped[uuid.UUID | None] = mapped_column()
     cancelled_by: Mapped[uuid.UUID | None] = mapped_column()
+    refused_by: Mapped[uuid.UUID | None] = mapped_column()
     submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     approved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -79,7 +92,7 @@ class SettlementItem(Base):
     programme_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("programmes.id"))
     amount_minor: Mapped[int] = mapped_column(BigInteger)
     live: Mapped[bool] = mapped_column(Boolean, server_default="true")
-    """False once the settlement is rejected or cancelled: the redemption is unsettled again."""
+    """False once the settlement is rejected, cancelled or refused: the redemption is unsettled again."""
 
 
 class SettlementApproval(CreatedAt, Base):

@@ -14,7 +14,13 @@ from cbi_service.kit.idempotency import IdempotencyDep, RequiredIdempotencyDep
 from cbi_service.kit.pagination import Page, PageDep, page_of
 from cbi_service.kit.routing import StorableTextRoute
 from cbi_service.settlements import service
-from cbi_service.settlements.schemas import SettlementCreate, SettlementDecision, SettlementOut, SettlementPaid
+from cbi_service.settlements.schemas import (
+    SettlementCreate,
+    SettlementDecision,
+    SettlementOut,
+    SettlementPaid,
+    SettlementRefused,
+)
 
 router = APIRouter(prefix="/v1/merchant-settlements", tags=["merchant settlements"], route_class=StorableTextRoute)
 Finance = Annotated[Principal, Depends(require_roles(Role.finance))]
@@ -24,7 +30,9 @@ Auditable = Annotated[Principal, Depends(require_roles(Role.finance, Role.audito
 Reader = Annotated[
     Principal, Depends(require_roles(Role.admin, Role.finance, Role.approver, Role.auditor, Role.merchant))
 ]
-SettlementStatus = Literal["draft", "pending_approval", "approved", "released", "paid", "rejected", "cancelled"]
+SettlementStatus = Literal[
+    "draft", "pending_approval", "approved", "released", "paid", "rejected", "cancelled", "refused"
+]
 
 
 @router.post("", status_code=201, response_model=SettlementOut)
@@ -88,6 +96,15 @@ async def mark_settlement_paid(
     """released → paid with the bank's reference: the ledger moves each programme's payable to the merchant
     into its bank account, once."""
     return await idem.run(body, lambda: service.mark_paid(session, principal, settlement_id, body))
+
+
+@router.post("/{settlement_id}/refused", response_model=SettlementOut)
+async def mark_settlement_refused(
+    settlement_id: uuid.UUID, body: SettlementRefused, session: SessionDep, principal: Finance, idem: IdempotencyDep
+) -> Response:
+    """released → refused with the bank's reason: the bank refused the payment file, nothing was paid or
+    posted, and the redemptions are unsettled again, to be settled anew (its payment file is served no more)."""
+    return await idem.run(body, lambda: service.mark_refused(session, principal, settlement_id, body))
 
 
 @router.post("/{settlement_id}/cancel", response_model=SettlementOut)

@@ -35,6 +35,17 @@ class SettlementPaid(BaseModel):
     )
 
 
+class SettlementRefused(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(
+        min_length=1,
+        max_length=140,
+        description="Why the bank refused the payment file, as it said (a pain.002 reason code, e.g. AC04 "
+        "closed account, and its text).",
+    )
+
+
 class ProgrammeShare(BaseModel):
     programme_id: uuid.UUID
     total: Money = Field(description="What this programme's payable account owes in the settlement.")
@@ -43,13 +54,17 @@ class ProgrammeShare(BaseModel):
 class SettlementOut(BaseModel):
     id: uuid.UUID
     merchant_id: uuid.UUID
-    status: str = Field(description="draft, pending_approval, approved, released, paid, rejected or cancelled.")
+    status: str = Field(
+        description="draft, pending_approval, approved, released, paid, rejected, cancelled or refused (the bank "
+        "refused its payment file)."
+    )
     total: Money
     redemption_count: int
     programmes: list[ProgrammeShare]
     approvals_needed: int | None = Field(description="Set on submit, from the programmes' approval bands.")
     approvals: list[ApprovalOut]
     bank_reference: str | None
+    refusal_reason: str | None = Field(description="Why the bank refused the payment file, once refused.")
     created_by: uuid.UUID
     created_at: datetime
     submitted_at: datetime | None
@@ -77,6 +92,7 @@ class SettlementOut(BaseModel):
             approvals_needed=settlement.approvals_needed,
             approvals=[ApprovalOut.of(a) for a in approvals],
             bank_reference=settlement.bank_reference,
+            refusal_reason=settlement.refusal_reason,
             created_by=settlement.created_by,
             created_at=settlement.created_at,
             submitted_at=settlement.submitted_at,

@@ -4,8 +4,9 @@ same maker-checker as payment batches (contract §14).
 draft (every accepted redemption no other live settlement holds) → submit → pending_approval → distinct
 approvers, never the creator → approved → release, by someone who neither created nor approved it →
 released: the pain.001 credit transfer can be fetched and sent to the bank → paid, with the bank's
-reference, which posts each programme's payable → bank in the ledger. A draft, pending or approved
-settlement can be cancelled, and a rejection ends one; either way its redemptions are unsettled again.
+reference, which posts each programme's payable → bank in the ledger; or refused, with the bank's reason, when
+the bank refused the file. A draft, pending or approved settlement can be cancelled, and a rejection ends one;
+whichever way one ends unpaid, its redemptions are unsettled again.
 Every transition locks the settlement row first and then checks its status, so of two concurrent ones only
 the first finds the status it needs.
 """
@@ -30,7 +31,13 @@ from cbi_service.programmes.service import get_programme
 from cbi_service.settlements import pain001
 from cbi_service.settlements.models import UNRELEASED_STATUSES, MerchantSettlement, SettlementApproval
 from cbi_service.settlements.repository import SettlementRepository
-from cbi_service.settlements.schemas import SettlementCreate, SettlementDecision, SettlementOut, SettlementPaid
+from cbi_service.settlements.schemas import (
+    SettlementCreate,
+    SettlementDecision,
+    SettlementOut,
+    SettlementPaid,
+    SettlementRefused,
+)
 
 
 async def create_settlement(session: AsyncSession, principal: Principal, data: SettlementCreate) -> SettlementOut:
@@ -160,6 +167,33 @@ async def mark_paid(
         settlement.id,
         before,
         settlement.summary() | {"bank_reference": data.bank_reference},
+    )
+    return await _view(session, settlement)
+
+
+async def mark_refused(
+    session: AsyncSession, principal: Principal, settlement_id: uuid.UUID, data: SettlementRefused
+) -> SettlementOut:
+    """released → refused: the bank refused the payment file (or rejected its transfer before paying it), so
+    nothing was paid and nothing is posted; its redemptions are unsettled again, for a new settlement through
+    the whole maker-checker. Its payment file is not served again: it must never reach the bank twice."""
+    repo = SettlementRepository(session)
+    settlement = await _locked(session, settlement_id, "released")
+    before = settlement.summary()
+    await repo.release_items(settlement.id)
+    _move(settlement, "refused")
+    settlement.refusal_reason = data.reason
+    settlement.refused_by = principal.id
+    settlement.closed_at = _now()
+    await session.flush()
+    await record_audit(
+        session,
+        principal,
+        "merchant_settlement.refused",
+        "merchant_settlement",
+        settlement.id,
+        before,
+        settlement.summary() | {"refusal_reason": data.reason},
     )
     return await _view(session, settlement)
 

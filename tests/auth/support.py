@@ -84,6 +84,7 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/v1/merchant-settlements/{settlement_id}/release"): frozenset({"finance"}),
     ("POST", "/v1/merchant-settlements/{settlement_id}/cancel"): frozenset({"finance"}),
     ("POST", "/v1/merchant-settlements/{settlement_id}/paid"): frozenset({"finance"}),
+    ("POST", "/v1/merchant-settlements/{settlement_id}/refused"): frozenset({"finance"}),
     ("GET", "/v1/merchant-settlements/{settlement_id}/pain001.xml"): frozenset({"finance", "auditor"}),
 }
 

@@ -11,6 +11,7 @@ from decimal import Decimal
 import pytest
 from lxml import etree
 from pydantic import ValidationError
+from sqlalchemy import text
 
 from cbi_service.kit.bank_accounts import SettlementAccount
 from cbi_service.kit.settings import Settings
@@ -177,6 +178,59 @@ async def test_a_rejected_or_cancelled_settlement_leaves_its_redemptions_to_sett
     assert late.status_code == 409, "a released settlement is with the bank: it cannot be cancelled"
     listed = await client.get("/v1/merchant-settlements", params={"merchant_id": s.shops[0].id}, headers=finance)
     assert [x["status"] for x in listed.json()["items"]] == ["rejected", "cancelled", "released"]
+
+
+async def test_a_settlement_the_bank_refused_is_paid_by_a_new_one_and_never_twice(
+    client, api_key_factory, session_factory, settings, settlement_account
+):
+    s = await scene(client, api_key_factory, session_factory, settings, vouchers=1, shops=1)
+    assert (await redeem(client, s.shops[0], "7000.00", token=s.vouchers[0]["voucher_token"])).status_code == 201
+    before = await checked_balances(client, s.actors, s.programme["id"])
+    finance = s.actors.finance
+    releaser = await api_key_factory("finance", name="releaser")
+    approved = await _approved(client, s, finance)
+    sid = approved["id"]
+    early = await _post(client, f"/v1/merchant-settlements/{sid}/refused", finance, {"reason": "AC04 closed"})
+    assert early.status_code == 409, "only a released settlement went to the bank"
+    assert (await _post(client, f"/v1/merchant-settlements/{sid}/release", releaser)).status_code == 200
+
+    url = f"/v1/merchant-settlements/{sid}/refused"
+    for bad in ({}, {"reason": ""}, {"reason": "x" * 141}, {"reason": "AC04", "extra": 1}):
+        assert (await _post(client, url, releaser, bad)).status_code == 422, bad
+    key = releaser | {"Idempotency-Key": "refused-1"}
+    body = {"reason": "AC04 closed account number"}
+    refused, again = [await client.post(url, json=body, headers=key) for _ in range(2)]
+    assert refused.status_code == 200, refused.text
+    assert (refused.json()["status"], refused.json()["refusal_reason"]) == ("refused", body["reason"])
+    assert refused.json()["closed_at"] is not None
+    assert (again.status_code, again.json()) == (200, refused.json()), "a retry is replayed"
+    assert (await _post(client, url, releaser, body)).status_code == 409, "refused once"
+    paid = await _post(client, f"/v1/merchant-settlements/{sid}/paid", releaser, {"bank_reference": "B-1"})
+    assert paid.status_code == 409, "a refused settlement is never paid"
+    file = await client.get(f"/v1/merchant-settlements/{sid}/pain001.xml", headers=s.actors.auditor)
+    assert file.status_code == 409, "a refused payment file is never served again, so never sent twice"
+    assert await checked_balances(client, s.actors, s.programme["id"]) == before, "nothing was paid or posted"
+    assert await unsettled(client, s.actors, s.shops[0]) == "7000.00", "the merchant is still owed"
+
+    anew = await _approved(client, s, finance)
+    assert (anew["redemption_count"], anew["total"]["amount"]) == (1, "7000.00")
+    assert (await _post(client, f"/v1/merchant-settlements/{anew['id']}/release", releaser)).status_code == 200
+    settled = await _post(
+        client, f"/v1/merchant-settlements/{anew['id']}/paid", releaser, {"bank_reference": "BANCO-2026-0099"}
+    )
+    assert settled.status_code == 200, settled.text
+    assert await unsettled(client, s.actors, s.shops[0]) == "0.00"
+    async with session_factory() as session:
+        rows = await session.execute(
+            text(
+                "SELECT s.status, i.live FROM merchant_settlement_items i"
+                " JOIN merchant_settlements s ON s.id = i.settlement_id"
+            )
+        )
+        assert sorted(tuple(r) for r in rows) == [("paid", True), ("refused", False)]
+    audit = await client.get("/v1/audit-events", params={"entity_id": sid}, headers=s.actors.auditor)
+    [event] = [e for e in audit.json()["items"] if e["action"] == "merchant_settlement.refused"]
+    assert event["after"]["refusal_reason"] == body["reason"]
 
 
 async def test_settlements_drafted_at_once_for_one_merchant_pay_each_redemption_once(

@@ -33,7 +33,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import aclosing
 from itertools import islice
@@ -57,7 +57,7 @@ from cbi_service.beneficiaries.schemas import BeneficiaryCreate, ImportAccepted
 from cbi_service.beneficiaries.service import Prepared, columns_of, combine, jsonable_matches, prepare
 from cbi_service.dedup.blocking import MemoryIndex
 from cbi_service.dedup.normalize import MatchRecord
-from cbi_service.dedup.registries import check_many, defer_rechecks, registries_for
+from cbi_service.dedup.registries import RegistryChecks, check_many, defer_rechecks, registries_for
 from cbi_service.dedup.scoring import decide
 from cbi_service.dedup.service import active_model
 from cbi_service.dedup.settings import get_dedup_settings
@@ -451,13 +451,24 @@ async def validated_chunks(
             yield await pending
 
 
+async def registry_checks(settings: Settings, rows: Sequence[tuple[int, Checked]]) -> list[RegistryChecks]:
+    """The external registries' answers for a chunk's valid rows, in order: asked before the chunk's
+    transaction begins (`process_chunk` takes them), so a slow registry holds no lock, no connection and no
+    transaction open while it answers."""
+    records = [checked.record for _, checked in rows if not isinstance(checked, list)]
+    return await check_many(registries_for(settings.registries), records)
+
+
 async def process_chunk(
-    session: AsyncSession, settings: Settings, imp: BeneficiaryImport, rows: list[tuple[int, Checked]]
+    session: AsyncSession,
+    imp: BeneficiaryImport,
+    rows: list[tuple[int, Checked]],
+    external: Sequence[RegistryChecks],
 ) -> None:
-    """Register one chunk of validated rows in the caller's transaction, together with the import's progress."""
+    """Register one chunk of validated rows in the caller's transaction, together with the import's progress,
+    on the registries' answers `external` for its valid rows (`registry_checks`)."""
     dedup_settings = get_dedup_settings()
     model = await active_model(session)
-    registries = registries_for(settings.registries)
     principal = Principal(id=imp.created_by, name=f"beneficiary import {imp.id}", roles=frozenset({Role.registrar}))
     repo = BeneficiaryRepository(session)
     results: list[dict[str, Any]] = []
@@ -471,8 +482,6 @@ async def process_chunk(
         else:
             valid.append((number, checked))
 
-    # Asked before any lock is taken: a slow registry keeps no other registration waiting.
-    external = await check_many(registries, [prepared.record for _, prepared in valid])
     all_keys = sorted({k for _, p in valid for k in p.keys})
     await repo.lock_keys(all_keys)
     filed = await repo.filed_under(all_keys)

@@ -22,6 +22,7 @@ from cbi_service.beneficiaries.imports import (
     count_rows,
     process_chunk,
     raw_chunks,
+    registry_checks,
     validated_chunks,
 )
 from cbi_service.beneficiaries.repository import ImportRepository
@@ -84,10 +85,11 @@ async def run_import(ctx: JobContext) -> None:
             parallel = (total or 0) - done_through > CHUNK_ROWS
             async with aclosing(validated_chunks(chunks, parallel=parallel)) as validated:
                 async for chunk in validated:
+                    external = await registry_checks(ctx.state.settings, chunk)
                     async with ctx.session_factory.begin() as session:
                         imp = await ImportRepository(session).get(import_id, for_update=True)
                         assert imp is not None
-                        await process_chunk(session, ctx.state.settings, imp, chunk)
+                        await process_chunk(session, imp, chunk, external)
                     ctx.checkpoint()
         except UnreadableFile as exc:
             await _finish(ctx, import_id, "failed", str(exc))

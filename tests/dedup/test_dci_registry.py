@@ -544,3 +544,38 @@ async def test_no_database_connection_is_held_while_a_slow_registry_is_asked(set
                     slow.release.set()
                 answered = await answering
     assert answered.status_code in (200, 201, 409), answered.text
+
+
+async def test_an_import_holds_no_transaction_open_while_a_slow_registry_is_asked(
+    settings, api_key_factory, session_factory, partner
+):
+    """An import's chunk asks the registries before its transaction begins: a slow partner leaves no
+    transaction idle (holding the import's row lock, a pooled connection and back VACUUM) while it answers."""
+    registrar = await api_key_factory("registrar")
+    with GatedRegistry(partner, hold=True) as slow:
+        settings = with_registry(settings, slow.url, timeout_seconds=20, failure_threshold=100)
+        rows = [_row(JOSE, "ROW-1"), _row(UNKNOWN, "ROW-2")]
+        async with service(settings) as client:
+            accepted = await client.post(
+                "/v1/beneficiaries/imports", files={"file": ("people.csv", _csv(rows), "text/csv")}, headers=registrar
+            )
+            assert accepted.status_code == 202, accepted.text
+            importing = asyncio.create_task(run_jobs(session_factory, settings))
+            try:
+                assert await asyncio.to_thread(slow.asked.wait, 20), "the import asks the registry"
+                async with session_factory() as session:
+                    idle = (
+                        await session.execute(
+                            text(
+                                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                                " AND state LIKE 'idle in transaction%'"
+                            )
+                        )
+                    ).scalar_one()
+                assert idle == 0, "a transaction is held open while the registry is asked"
+            finally:
+                slow.release.set()
+            await importing
+            report = (await client.get(f"/v1/beneficiaries/imports/{accepted.json()['id']}", headers=registrar)).json()
+    assert report["status"] == "completed", report
+    assert report["counts"] == {"duplicate": 1, "created": 1}

@@ -95,6 +95,13 @@ async def test_an_outage_is_503_with_retry_after_and_one_log_line(dead_app, capl
             assert response.headers["retry-after"].isdigit()
             created = await client.post("/v1/beneficiaries", json=person_body(), headers=WELL_FORMED_KEY)
             assert_problem(created, 503)
+            # An online redemption reads its key on a lookup connection, outside a unit of work: 503 all the same.
+            redeemed = await client.post(
+                "/v1/voucher-redemptions",
+                json={"code": "7KQM-X3PD-W9R2", "amount": {"amount": "1.00", "currency": "COP"}},
+                headers=WELL_FORMED_KEY | {"Idempotency-Key": "outage-1"},
+            )
+            assert_problem(redeemed, 503)
         ready = await client.get("/readyz")
     assert ready.status_code == 503
     assert ready.json()["status"] == "not_ready"

@@ -159,15 +159,7 @@ async def mark_paid(
     settlement.paid_at = _now()
     settlement.closed_at = settlement.paid_at
     await session.flush()
-    await record_audit(
-        session,
-        principal,
-        "merchant_settlement.paid",
-        "merchant_settlement",
-        settlement.id,
-        before,
-        settlement.summary() | {"bank_reference": data.bank_reference},
-    )
+    await _audit(session, principal, "merchant_settlement.paid", settlement, before, bank_reference=data.bank_reference)
     return await _view(session, settlement)
 
 
@@ -186,15 +178,7 @@ async def mark_refused(
     settlement.refused_by = principal.id
     settlement.closed_at = _now()
     await session.flush()
-    await record_audit(
-        session,
-        principal,
-        "merchant_settlement.refused",
-        "merchant_settlement",
-        settlement.id,
-        before,
-        settlement.summary() | {"refusal_reason": data.reason},
-    )
+    await _audit(session, principal, "merchant_settlement.refused", settlement, before, refusal_reason=data.reason)
     return await _view(session, settlement)
 
 
@@ -301,8 +285,12 @@ async def _audit(
     action: str,
     settlement: MerchantSettlement,
     before: dict[str, object] | None,
+    **noted: object,
 ) -> None:
-    await record_audit(session, principal, action, "merchant_settlement", settlement.id, before, settlement.summary())
+    """The transition's audit event: the settlement's summary before and after, with what was `noted` (the
+    bank's reference or reason) after."""
+    after = settlement.summary() | noted
+    await record_audit(session, principal, action, "merchant_settlement", settlement.id, before, after)
 
 
 def _move(settlement: MerchantSettlement, status: str) -> None:
